@@ -1,0 +1,154 @@
+"""Closed-form NDMs: Gaussian-mixture data with a transform affine in x.
+
+With F(x, t) = a(t) ⊙ x + b(t) and x ~ Σ_k π_k N(m_k, S_k), every marginal q(z_t) is a
+Gaussian mixture and the posterior mean E[x | z_t] is closed form. Because F is affine
+in x, plugging x̂ = E[x | z_t] into the NDM gives the exact marginal score and the exact
+probability-flow velocity: E[F(x,t) | z] = F(E[x | z], t), likewise for ∂_t F. This is
+the reference model the tests of samplers and likelihoods are checked against.
+
+Data here are flat vectors, shape (B, d).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .schedules import Schedule
+
+__all__ = ["AffineTimeTransform", "GaussianMixture", "ExactPredictor"]
+
+
+class AffineTimeTransform(nn.Module):
+    """F(x, t) = a(t) ⊙ x + b(t), a(t) = 1 + a1 t + a2 t², b(t) = b1 t + b2 t².
+
+    F(x, 0) = x. ∂_t F = (a1 + 2 a2 t) ⊙ x + b1 + 2 b2 t is given analytically.
+    a1, a2, b1, b2: tensors of shape (d,); learnable when ``learnable=True``.
+    Keep 1 + a1 t + a2 t² away from 0 on [0, 1] so that F is invertible.
+    """
+
+    def __init__(self, a1: Tensor, a2: Tensor, b1: Tensor, b2: Tensor, learnable: bool = False):
+        super().__init__()
+        params = {"a1": a1, "a2": a2, "b1": b1, "b2": b2}
+        shapes = {tuple(torch.as_tensor(v).shape) for v in params.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ValueError(f"a1, a2, b1, b2 must all have one shape (d,), got {shapes}")
+        for k, v in params.items():
+            v = torch.as_tensor(v, dtype=torch.get_default_dtype()).clone()
+            if learnable:
+                setattr(self, k, nn.Parameter(v))
+            else:
+                self.register_buffer(k, v)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """a(t), b(t), a'(t), b'(t), each (B, d)."""
+        tt = t.unsqueeze(-1)
+        a1, a2, b1, b2 = (p.to(t.dtype) for p in (self.a1, self.a2, self.b1, self.b2))
+        return 1 + a1 * tt + a2 * tt**2, b1 * tt + b2 * tt**2, a1 + 2 * a2 * tt, b1 + 2 * b2 * tt
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        a, b, _, _ = self.coefficients(t)
+        return a * x + b
+
+    def forward_and_dt(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        a, b, da, db = self.coefficients(t)
+        return a * x + b, da * x + db
+
+
+def _affine_coeffs(transform: Optional[nn.Module], t: Tensor, d: int):
+    if transform is None or transform.__class__.__name__ == "IdentityTransform":
+        ones = torch.ones(t.shape[0], d, dtype=t.dtype, device=t.device)
+        return ones, torch.zeros_like(ones)
+    if not isinstance(transform, AffineTimeTransform):
+        raise TypeError(
+            f"transform must be None, an IdentityTransform or an AffineTimeTransform for a "
+            f"closed form, got {type(transform).__name__}"
+        )
+    a, b, _, _ = transform.coefficients(t)
+    return a, b
+
+
+class GaussianMixture:
+    """x ~ Σ_k π_k N(m_k, S_k) in d dimensions.
+
+    Args:
+        weights: (K,) positive, normalised here.
+        means: (K, d).
+        covs: (K, d, d) symmetric positive definite.
+    """
+
+    def __init__(self, weights: Tensor, means: Tensor, covs: Tensor):
+        weights, means, covs = (torch.as_tensor(v) for v in (weights, means, covs))
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
+        K, d = means.shape
+        if weights.shape != (K,) or not bool((weights > 0).all()):
+            raise ValueError(f"weights must be positive with shape ({K},), got {tuple(weights.shape)}")
+        if covs.shape != (K, d, d):
+            raise ValueError(f"covs must have shape ({K}, {d}, {d}), got {tuple(covs.shape)}")
+        self.weights = weights / weights.sum()
+        self.means, self.covs = means, covs
+        self.K, self.d = K, d
+
+    def to(self, dtype=None, device=None) -> "GaussianMixture":
+        return GaussianMixture(*(v.to(dtype=dtype, device=device) for v in (self.weights, self.means, self.covs)))
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """n draws, (n, d)."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        L = torch.linalg.cholesky(self.covs)
+        eps = torch.randn(n, self.d, generator=generator, dtype=self.means.dtype, device=self.means.device)
+        return self.means[k] + (L[k] @ eps.unsqueeze(-1)).squeeze(-1)
+
+    def _components_at(self, t: Tensor, schedule: Schedule, transform) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-sample, per-component mean (B, K, d), covariance (B, K, d, d) and gain α a (B, d)."""
+        alpha, sigma = schedule(t)
+        a, b = _affine_coeffs(transform, t, self.d)
+        A = alpha.unsqueeze(-1) * a  # (B, d): z = A ⊙ x + α b + σ ε
+        mu = A.unsqueeze(1) * self.means + (alpha.unsqueeze(-1) * b).unsqueeze(1)
+        cov = A[:, None, :, None] * self.covs * A[:, None, None, :]
+        cov = cov + (sigma**2)[:, None, None, None] * torch.eye(self.d, dtype=t.dtype, device=t.device)
+        return mu, cov, A
+
+    def _log_resp(self, z: Tensor, mu: Tensor, cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        L = torch.linalg.cholesky(cov)
+        diff = (z.unsqueeze(1) - mu).unsqueeze(-1)  # (B, K, d, 1)
+        sol = torch.cholesky_solve(diff, L)
+        maha = (diff * sol).sum((-2, -1))
+        logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        logp = torch.log(self.weights) - 0.5 * (maha + logdet + self.d * math.log(2 * math.pi))
+        return logp, sol.squeeze(-1), L
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log density of the data, (B,)."""
+        mu = self.means.unsqueeze(0).expand(x.shape[0], -1, -1)
+        cov = self.covs.unsqueeze(0).expand(x.shape[0], -1, -1, -1)
+        return torch.logsumexp(self._log_resp(x, mu, cov)[0], dim=1)
+
+    def marginal_log_prob(self, z: Tensor, t: Tensor, schedule: Schedule, transform=None) -> Tensor:
+        """log q(z_t) of the NDM's forward marginal at time t, (B,)."""
+        mu, cov, _ = self._components_at(t, schedule, transform)
+        return torch.logsumexp(self._log_resp(z, mu, cov)[0], dim=1)
+
+    def posterior_mean(self, z: Tensor, t: Tensor, schedule: Schedule, transform=None) -> Tensor:
+        """E[x | z_t = z], (B, d)."""
+        mu, cov, A = self._components_at(t, schedule, transform)
+        logp, sol, _ = self._log_resp(z, mu, cov)
+        r = torch.softmax(logp, dim=1)  # (B, K)
+        # E[x | z, k] = m_k + S_k A C_k^{-1} (z − μ_k)
+        cond = self.means + (self.covs @ (A.unsqueeze(1) * sol).unsqueeze(-1)).squeeze(-1)
+        return (r.unsqueeze(-1) * cond).sum(1)
+
+
+class ExactPredictor(nn.Module):
+    """x̂(z, t) = E[x | z_t = z] for Gaussian-mixture data under an affine-in-x transform."""
+
+    def __init__(self, data: GaussianMixture, schedule: Schedule, transform: Optional[nn.Module] = None):
+        super().__init__()
+        self.data, self.schedule, self.transform = data, schedule, transform
+
+    def forward(self, z: Tensor, t: Tensor) -> Tensor:
+        data = self.data.to(dtype=z.dtype, device=z.device)
+        return data.posterior_mean(z, t, self.schedule, self.transform)
