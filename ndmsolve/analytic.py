@@ -36,7 +36,9 @@ class AffineTimeTransform(nn.Module):
         if len(shapes) != 1 or len(next(iter(shapes))) != 1:
             raise ValueError(f"a1, a2, b1, b2 must all have one shape (d,), got {shapes}")
         for k, v in params.items():
-            v = torch.as_tensor(v, dtype=torch.get_default_dtype()).clone()
+            v = torch.as_tensor(v)
+            # Keep a floating tensor's own dtype: float64 coefficients must not be rounded.
+            v = (v if v.is_floating_point() else v.to(torch.get_default_dtype())).clone()
             if learnable:
                 setattr(self, k, nn.Parameter(v))
             else:

@@ -101,6 +101,8 @@ class NDM(nn.Module):
         if method == "analytic":
             F, dF = self.transform.forward_and_dt(x, t)
         elif method == "func":
+            # contiguous: a broadcast (stride-0) t, e.g. from a 0-dim t, cannot carry a tangent.
+            t = t.contiguous()
             F, dF = torch.func.jvp(lambda tt: self.transform(x, tt), (t,), (torch.ones_like(t),))
         elif method == "autograd":
             F, dF = torch.autograd.functional.jvp(

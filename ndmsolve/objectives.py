@@ -1,0 +1,358 @@
+"""Training objectives of a Neural Diffusion Model: the negative ELBO in continuous and
+discrete time, with its prior and reconstruction terms.
+
+All losses are per sample, in nats, shape (B,):
+
+    −log p_θ(x) ≤ L_rec + L_diff + L_prior = NegELBO.total
+
+**Continuous time.** The data-conditional forward SDE dz = f(z, t, x) dt + g dw,
+f = (d/dt log α_t) z + α_t ∂_t F(x, t), run backwards has drift f(z, t, x) − g² s_x with
+s_x = −(z − α_t F(x, t)) / σ_t²; the model's reverse SDE has the same form with x̂ = x̂_θ(z_t, t)
+in place of x. By Girsanov the KL between the two reverse path measures is the time
+integral of ½‖drift difference‖²/g²:
+
+    f(z,t,x) − f(z,t,x̂) = α_t ∂_t ΔF,      s_x − s_x̂ = α_t ΔF / σ_t²,
+    Δ = α_t ∂_t ΔF − (g² α_t / σ_t²) ΔF = α_t (∂_t ΔF + λ'(t) ΔF)      (g²/σ² = −λ')
+    ‖Δ‖² / g² = e^{λ(t)} ‖∂_t ΔF + λ'(t) ΔF‖² / (−λ'(t))              (α²/σ² = e^λ)
+    L_diff = ½ ∫_0^1 E_{z_t ~ q(z_t|x)} [‖Δ‖² / g²] dt,   ΔF = F(x, t) − F(x̂, t).
+
+(``z_t`` cancels from Δ, so no tiny σ² is ever divided by.) With F = identity,
+∂_t ΔF = 0 and the integrand is VDM's −λ'(t) e^{λ(t)} ‖x − x̂‖². One t per sample gives
+an unbiased estimate of the integral.
+
+**Discrete time** (T steps, t_i = i/T, s = t_i − 1/T): L_diff = Σ_i KL(q(z_s|z_t, x) ‖
+p_θ(z_s|z_t)), both Gaussians with the variance σ̃² of ``NDM.posterior``, so
+KL = ‖μ_q − μ_p‖² / (2σ̃²). One uniformly drawn i per sample gives the unbiased T·KL_i.
+Expanding μ_q − μ_p = α_s (ΔF(s) − e^{λ_t − λ_s} ΔF(t)) to first order in 1/T shows
+T·KL_i → the continuous integrand, so L_T → L_∞ (error O(1/T)).
+
+**Prior** KL(q(z_1|x) ‖ N(0, I)) = ½ [α_1² ‖F(x, 1)‖² + d (σ_1² − 1 − log σ_1²)].
+
+**Reconstruction** −log p(x | z_0), decoder:
+
+* ``"gaussian"``: p(x | z_0) = N(x; z_0/α_0, (σ_0/α_0)² I). Its *exact* expectation over
+  q(z_0|x) is used (no sampling):
+  E[−log p] = ½ d (log 2π + 1 − λ_0) + ½ e^{λ_0} ‖x − F(x, 0)‖²
+  (the last term vanishes when F(x, 0) = x).
+* ``"discretized"``: 8-bit data scaled to [−1, 1]; per dimension the same Gaussian
+  integrated over the data's bin (width 2/255; the two edge bins reach to ±∞), at one
+  sample z_0 ~ q(z_0|x) drawn with ``generator``.
+
+**Randomness**, all through ``generator`` and in this order: the times (or step indices),
+then ε for z_t, then (discretized decoder only) ε_0 for z_0.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as nnf
+from torch import Tensor
+
+from ._checks import check_batch_time
+from .process import NDM
+from .transforms import _bcast
+
+__all__ = [
+    "NegELBO",
+    "continuous_loss",
+    "discrete_loss",
+    "sample_times",
+    "prior_loss",
+    "reconstruction_loss",
+    "discretized_gaussian_log_prob",
+    "TIME_SAMPLERS",
+    "DECODERS",
+]
+
+TIME_SAMPLERS = ("uniform", "antithetic", "stratified")
+DECODERS = ("gaussian", "discretized")
+
+
+class NegELBO(NamedTuple):
+    """Negative ELBO per sample, each (B,) in nats; ``total = diffusion + prior + reconstruction``."""
+
+    total: Tensor
+    diffusion: Tensor
+    prior: Tensor
+    reconstruction: Tensor
+
+
+# --------------------------------------------------------------------------- checks
+def _check_model(model) -> None:
+    if not isinstance(model, NDM):
+        raise TypeError(f"model must be an ndmsolve.NDM, got {type(model).__name__}")
+
+
+def _check_x(x) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must have shape (B, *shape) with B >= 1, got {tuple(x.shape)}")
+
+
+def _check_decoder(decoder) -> None:
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+
+
+def _sum_dims(v: Tensor) -> Tensor:
+    """Sum over every non-batch dimension: (B, *shape) -> (B,)."""
+    return v.reshape(v.shape[0], -1).sum(1)
+
+
+def _n_dims(x: Tensor) -> int:
+    return math.prod(x.shape[1:])
+
+
+# --------------------------------------------------------------------------- times
+def sample_times(
+    B: int,
+    *,
+    generator: Optional[torch.Generator] = None,
+    method: str = "antithetic",
+    dtype: Optional[torch.dtype] = None,
+    device=None,
+) -> Tensor:
+    """B times in [0, 1), shape (B,).
+
+    ``"uniform"``: iid U[0, 1). ``"antithetic"`` / ``"stratified"`` (same thing): VDM's
+    low-discrepancy sampler t_i = (u + i/B) mod 1 with one shared u ~ U[0, 1), so every
+    stratum [i/B, (i+1)/B) holds exactly one t; each t_i is still marginally U[0, 1)
+    (the estimate stays unbiased) but the batch mean has lower variance.
+    """
+    if isinstance(B, bool) or not isinstance(B, int) or B < 1:
+        raise ValueError(f"B must be a positive int, got {B!r}")
+    if method not in TIME_SAMPLERS:
+        raise ValueError(f"method must be one of {TIME_SAMPLERS}, got {method!r}")
+    dtype = dtype or torch.get_default_dtype()
+    if method == "uniform":
+        return torch.rand(B, generator=generator, dtype=dtype, device=device)
+    u = torch.rand((), generator=generator, dtype=dtype, device=device)
+    return torch.remainder(u + torch.arange(B, dtype=dtype, device=device) / B, 1.0)
+
+
+# --------------------------------------------------------------------------- prior and reconstruction
+def _F_x_ends(model: NDM, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """F(x, t), F(x, 0), F(x, 1) from one transform call over the stacked batch [x; x; x]."""
+    B = x.shape[0]
+    tt = torch.cat([t, torch.zeros_like(t), torch.ones_like(t)])
+    F = model.F(torch.cat([x, x, x]), tt)
+    return F[:B], F[B : 2 * B], F[2 * B :]
+
+
+def _prior_from_F1(model: NDM, F1: Tensor) -> Tensor:
+    """KL(N(α_1 F(x,1), σ_1² I) ‖ N(0, I)) = ½ [α_1² ‖F1‖² + d (σ_1² − 1 − log σ_1²)], (B,)."""
+    one = torch.ones(F1.shape[0], dtype=F1.dtype, device=F1.device)
+    lam1 = model.schedule.log_snr(one)
+    alpha2 = torch.sigmoid(lam1)
+    # σ² − 1 − log σ² = −α² + softplus(λ)   (log σ² = logsigmoid(−λ) = −softplus(λ))
+    per_dim = nnf.softplus(lam1) - alpha2
+    return 0.5 * (alpha2 * _sum_dims(F1**2) + _n_dims(F1) * per_dim)
+
+
+def prior_loss(model: NDM, x: Tensor) -> Tensor:
+    """KL(q(z_1 | x) ‖ N(0, I)) in nats, (B,)."""
+    _check_model(model)
+    _check_x(x)
+    one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    return _prior_from_F1(model, model.F(x, one))
+
+
+def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Per-element log-probability of the 8-bit bin holding ``x`` under N(mean, std²).
+
+    x in [−1, 1] (snapped to the nearest of the 256 bin centres −1 + k·2/255); bin k covers
+    [x_k − 1/255, x_k + 1/255], with the first reaching to −∞ and the last to +∞, so the 256
+    probabilities sum to 1. ``std`` broadcasts against ``x``. Returns ``x``'s shape.
+    """
+    half = 1.0 / 255.0
+    k = torch.round((x + 1.0) * 127.5).clamp(0, 255)
+    xc = k / 127.5 - 1.0
+    lo = (xc - half - mean) / std
+    hi = (xc + half - mean) / std
+    first, last = k == 0, k == 255
+    edge = first | last
+    # P = Φ(b) − Φ(a) with both CDFs in the lower tail, where log_ndtr is accurate:
+    # bins right of the mean are reflected (Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)); the edge bins
+    # are Φ(hi) (first) and Φ(−lo) (last) with no a. No infinities enter, so gradients stay finite.
+    flip = (lo + hi) > 0
+    b = torch.where(first, hi, torch.where(last | flip, -lo, hi))
+    a = torch.where(edge, torch.zeros_like(lo), torch.where(flip, -hi, lo))
+    log_b = torch.special.log_ndtr(b)
+    log_a = torch.special.log_ndtr(a)
+    # log(Φ(b) − Φ(a)) = log Φ(b) + log(−expm1(log Φ(a) − log Φ(b)))
+    gap = torch.where(edge, torch.full_like(lo, -1.0), log_a - log_b)
+    return log_b + torch.where(edge, torch.zeros_like(lo), torch.log(-torch.expm1(gap)))
+
+
+def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, z_0: Optional[Tensor]) -> Tensor:
+    zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    lam0 = model.schedule.log_snr(zero)
+    alpha0, sigma0 = model.schedule(zero)
+    d = _n_dims(x)
+    if decoder == "gaussian" and z_0 is None:
+        # E_{z_0~q}[−log N(x; z_0/α_0, e^{−λ_0} I)]: α_0 x − z_0 = α_0 (x − F(x,0)) − σ_0 ε.
+        return 0.5 * d * (math.log(2 * math.pi) + 1.0 - lam0) + 0.5 * torch.exp(lam0) * _sum_dims((x - F0) ** 2)
+    if z_0 is None:
+        eps0 = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        z_0 = _bcast(alpha0, x) * F0 + _bcast(sigma0, x) * eps0
+    mean = z_0 / _bcast(alpha0, x)
+    if decoder == "gaussian":
+        return 0.5 * d * (math.log(2 * math.pi) - lam0) + 0.5 * torch.exp(lam0) * _sum_dims((x - mean) ** 2)
+    std = _bcast(torch.exp(-0.5 * lam0), x)  # σ_0/α_0
+    return -_sum_dims(discretized_gaussian_log_prob(x, mean, std))
+
+
+def _check_pixels(x: Tensor) -> None:
+    if not bool(((x >= -1.0 - 1e-6) & (x <= 1.0 + 1e-6)).all()):
+        raise ValueError("x must lie in [-1, 1] (8-bit data scaled) for decoder='discretized'")
+
+
+def reconstruction_loss(
+    model: NDM,
+    x: Tensor,
+    *,
+    decoder: str = "gaussian",
+    generator: Optional[torch.Generator] = None,
+    z_0: Optional[Tensor] = None,
+) -> Tensor:
+    """−log p(x | z_0) in nats, (B,).
+
+    Without ``z_0``: ``"gaussian"`` gives the exact expectation over q(z_0 | x);
+    ``"discretized"`` draws one z_0 ~ q(z_0 | x) with ``generator``. With ``z_0``
+    (B, *shape), both decoders are evaluated at that z_0.
+    """
+    _check_model(model)
+    _check_x(x)
+    _check_decoder(decoder)
+    if decoder == "discretized":
+        _check_pixels(x)
+    if z_0 is not None and (not isinstance(z_0, Tensor) or z_0.shape != x.shape):
+        raise ValueError(f"z_0 must be a tensor of x's shape {tuple(x.shape)}")
+    zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    return _reconstruction(model, x, model.F(x, zero), decoder, generator, z_0)
+
+
+# --------------------------------------------------------------------------- continuous time
+def continuous_loss(
+    model: NDM,
+    x: Tensor,
+    *,
+    generator: Optional[torch.Generator] = None,
+    t: Optional[Tensor] = None,
+    time_sampler: str = "antithetic",
+    decoder: str = "gaussian",
+) -> NegELBO:
+    """Continuous-time NDM negative ELBO, one t per sample (unbiased in t and ε).
+
+    Args:
+        model: an ``NDM``.
+        x: data (B, *shape).
+        generator: source of t (unless given), ε and (discretized decoder) ε_0.
+        t: explicit times (B,) in [0, 1]; else drawn by ``time_sampler``.
+        time_sampler: ``"uniform"``, ``"antithetic"`` or ``"stratified"`` (see ``sample_times``).
+        decoder: ``"gaussian"`` or ``"discretized"`` (see the module docstring).
+
+    Returns:
+        ``NegELBO`` of (B,) tensors. Differentiable w.r.t. predictor, transform and schedule.
+    """
+    _check_model(model)
+    _check_x(x)
+    if time_sampler not in TIME_SAMPLERS:
+        raise ValueError(f"time_sampler must be one of {TIME_SAMPLERS}, got {time_sampler!r}")
+    _check_decoder(decoder)
+    if decoder == "discretized":
+        _check_pixels(x)
+    B = x.shape[0]
+    if t is None:
+        t = sample_times(B, generator=generator, method=time_sampler, dtype=x.dtype, device=x.device)
+    else:
+        t = check_batch_time(x, t)
+
+    sched = model.schedule
+    alpha, sigma = sched(t)
+    lam, dlam = sched.log_snr(t), sched.dlog_snr(t)
+
+    # z_t = α_t F(x, t) + σ_t ε  (not detached: the transform learns through z_t and x̂)
+    F_x, F0, F1 = _F_x_ends(model, x, t)
+    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
+    x_hat = model.x_hat(z_t, t)
+
+    # ∂_t F of x and of x̂ (x̂ held fixed) from one F_and_dF over the stacked batch.
+    F_both, dF_both = model.F_and_dF(torch.cat([x, x_hat]), torch.cat([t, t]))
+    dF_ = F_both[:B] - F_both[B:]  # ΔF
+    d_dF = dF_both[:B] - dF_both[B:]  # ∂_t ΔF
+    # ‖Δ‖²/g² = e^λ ‖∂_t ΔF + λ' ΔF‖² / (−λ'),   Δ = α (∂_t ΔF + λ' ΔF)
+    resid = d_dF + _bcast(dlam, x) * dF_
+    diffusion = 0.5 * torch.exp(lam) / (-dlam) * _sum_dims(resid**2)
+
+    prior = _prior_from_F1(model, F1)
+    recon = _reconstruction(model, x, F0, decoder, generator, None)
+    return NegELBO(diffusion + prior + recon, diffusion, prior, recon)
+
+
+# --------------------------------------------------------------------------- discrete time
+def discrete_loss(
+    model: NDM,
+    x: Tensor,
+    T: int,
+    *,
+    generator: Optional[torch.Generator] = None,
+    t_index: Optional[Tensor] = None,
+    decoder: str = "gaussian",
+) -> NegELBO:
+    """T-step discrete-time NDM negative ELBO, one step per sample.
+
+    t_i = i/T, s = (i − 1)/T; ``diffusion`` = T · KL(q(z_s | z_t, x) ‖ p_θ(z_s | z_t)) at
+    i ~ U{1, …, T}, an unbiased estimate of Σ_i KL_i.
+
+    Args:
+        model: an ``NDM``.
+        x: data (B, *shape).
+        T: number of steps, int >= 1.
+        generator: source of i (unless given), ε and (discretized decoder) ε_0.
+        t_index: explicit step indices (B,) of ints in {1, …, T}.
+        decoder: ``"gaussian"`` or ``"discretized"``.
+    """
+    _check_model(model)
+    _check_x(x)
+    if isinstance(T, bool) or not isinstance(T, int):
+        raise TypeError(f"T must be an int, got {type(T).__name__}")
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    _check_decoder(decoder)
+    if decoder == "discretized":
+        _check_pixels(x)
+    B = x.shape[0]
+    if t_index is None:
+        i = torch.randint(1, T + 1, (B,), generator=generator, device=x.device)
+    else:
+        if not isinstance(t_index, Tensor) or t_index.is_floating_point() or t_index.is_complex():
+            raise TypeError("t_index must be an integer torch.Tensor of shape (B,)")
+        if t_index.shape != (B,):
+            raise ValueError(f"t_index must have shape ({B},), got {tuple(t_index.shape)}")
+        if not bool(((t_index >= 1) & (t_index <= T)).all()):
+            raise ValueError(f"t_index must lie in {{1, ..., T}} = {{1, ..., {T}}}")
+        i = t_index.to(x.device)
+    t = i.to(x.dtype) / T
+    s = (i - 1).to(x.dtype) / T
+
+    alpha, sigma = model.schedule(t)
+    F_x, F0, F1 = _F_x_ends(model, x, t)
+    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
+    x_hat = model.x_hat(z_t, t)
+
+    # q(z_s|z_t, x) and p_θ(z_s|z_t) = q(z_s|z_t, x̂) from one posterior call over [x; x̂].
+    mean, var = model.posterior(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([x, x_hat]))
+    mu_q, mu_p = mean[:B], mean[B:]
+    diffusion = T * _sum_dims((mu_q - mu_p) ** 2) / (2.0 * var[:B])
+
+    prior = _prior_from_F1(model, F1)
+    recon = _reconstruction(model, x, F0, decoder, generator, None)
+    return NegELBO(diffusion + prior + recon, diffusion, prior, recon)
