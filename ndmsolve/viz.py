@@ -1,0 +1,84 @@
+"""Plots, drawn with matplotlib's object API on the Agg canvas (no pyplot, no display,
+no global backend change) and written atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["scatter_samples", "save_figure"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def save_figure(fig, path: PathLike, **savefig_kwargs) -> Path:
+    """Save a matplotlib ``Figure`` to ``path`` via a temporary file and ``os.replace``
+    (a reader never sees a half-written image). The format follows the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".") or "png"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=fmt, **savefig_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def scatter_samples(
+    path: PathLike,
+    panels: Union[Mapping[str, Tensor], Sequence[tuple[str, Tensor]]],
+    *,
+    lim: Optional[float] = None,
+    title: Optional[str] = None,
+    max_points: int = 5000,
+    point_size: float = 1.5,
+    dpi: int = 110,
+) -> Path:
+    """One panel per entry of ``panels`` (name -> samples), written to ``path`` (PNG etc.).
+
+    Samples of shape (n, 2) are drawn as scatter plots on shared axes ([-lim, lim]²,
+    default: the largest |coordinate| of the first panel, plus 10 %); samples of shape
+    (n, 1) as histograms. At most ``max_points`` points per panel are drawn.
+    """
+    from matplotlib.figure import Figure
+
+    items = list(panels.items()) if isinstance(panels, Mapping) else list(panels)
+    if not items:
+        raise ValueError("panels must hold at least one (name, samples) entry")
+    arrays = []
+    for name, x in items:
+        x = torch.as_tensor(x).detach().cpu().double()
+        if x.ndim != 2 or x.shape[1] not in (1, 2):
+            raise ValueError(f"panels[{name!r}] must have shape (n, 1) or (n, 2), got {tuple(x.shape)}")
+        arrays.append((str(name), x[:max_points].numpy()))
+    if lim is None:
+        finite = arrays[0][1][abs(arrays[0][1]).sum(1) < float("inf")]
+        lim = 1.1 * float(abs(finite).max()) if finite.size else 1.0
+    fig = Figure(figsize=(3.2 * len(arrays), 3.4))
+    axes = fig.subplots(1, len(arrays), squeeze=False)[0]
+    for ax, (name, x) in zip(axes, arrays):
+        if x.shape[1] == 2:
+            ax.scatter(x[:, 0], x[:, 1], s=point_size, alpha=0.6, linewidths=0)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+        else:
+            ax.hist(x[:, 0], bins=80, range=(-lim, lim), density=True)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=dpi)

@@ -1,0 +1,171 @@
+"""Training loop: learning, EMA maths, determinism, resumption, atomic checkpoints."""
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import ndmsolve as nd
+from ndmsolve.data import checkerboard, gaussian_mixture_1d
+from ndmsolve.fields import MLP
+from ndmsolve.train import EMA, load_checkpoint, save_checkpoint, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny networks: intra-op threads only add overhead (and oversubscribe under xdist).
+    # The default dtype is pinned too: another module may leave float64 set in this worker.
+    old, old_dtype = torch.get_num_threads(), torch.get_default_dtype()
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_num_threads(old)
+    torch.set_default_dtype(old_dtype)
+
+
+
+def stand_in_loss(model, x, generator=None):
+    """VDM's continuous diffusion loss −½ λ'(t) e^{λ(t)} ‖x − x̂‖², (B,) (F = identity)."""
+    t = torch.rand(x.shape[0], generator=generator, dtype=x.dtype)
+    z, _ = model.sample_marginal(x, t, generator=generator)
+    lam, dlam = model.schedule.log_snr(t), model.schedule.dlog_snr(t)
+    return -0.5 * dlam * lam.exp() * ((x - model.x_hat(z, t)) ** 2).sum(1)
+
+
+def _model(seed=0, dim=1):
+    torch.manual_seed(seed)
+    return nd.NDM(MLP(dim, hidden=32, depth=2, time_dim=8), schedule=nd.LinearLogSNR(-8.0, 8.0))
+
+
+def test_loss_decreases():
+    data = gaussian_mixture_1d(2048, torch.Generator().manual_seed(0))
+    res = train(_model(), data, steps=300, batch_size=128, lr=3e-3, generator=torch.Generator().manual_seed(1),
+                loss=stand_in_loss, progress=False)
+    assert len(res.losses) == 300 and all(map(lambda v: v == v, res.losses))
+    first, last = sum(res.losses[:30]) / 30, sum(res.losses[-30:]) / 30
+    assert last < 0.6 * first, (first, last)
+    # The EMA model is a separate, frozen copy that differs from the raw weights.
+    p_raw = torch.cat([p.flatten() for p in res.model.parameters()])
+    p_ema = torch.cat([p.flatten() for p in res.ema_model.parameters()])
+    assert not any(p.requires_grad for p in res.ema_model.parameters())
+    assert 0 < float((p_raw - p_ema).abs().max()) < 1.0
+
+
+def test_callable_data_and_continuous_loss():
+    pytest.importorskip("ndmsolve.objectives")
+    torch.manual_seed(0)
+    model = nd.NDM(MLP(2, hidden=16, depth=2), transform=nd.ResidualTransform(MLP(2, hidden=16, depth=2, zero_init=True)))
+    res = train(model, checkerboard, steps=5, batch_size=32, generator=0, progress=False)
+    assert len(res.losses) == 5 and all(torch.isfinite(torch.tensor(res.losses)))
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_closed_form(warmup):
+    lin = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+    lin.register_buffer("count", torch.zeros(()))
+    d = 0.9
+    ema = EMA(lin, d, warmup=warmup)
+    values = [1.0, -3.0, 0.5, 4.0, 4.0, 7.0]
+    expected = 2.0
+    for k, v in enumerate(values):
+        with torch.no_grad():
+            lin.weight.fill_(v)
+            lin.count.fill_(k + 1)
+        ema.update(lin)
+        dk = min(d, (1 + k) / (10 + k)) if warmup else d
+        expected = dk * expected + (1 - dk) * v
+    assert abs(ema.shadow.weight.item() - expected) < 1e-6
+    if not warmup:  # closed form: d^K w0 + (1-d) Σ_j d^{K-1-j} v_j
+        K = len(values)
+        closed = d**K * 2.0 + (1 - d) * sum(d ** (K - 1 - j) * v for j, v in enumerate(values))
+        assert abs(ema.shadow.weight.item() - closed) < 1e-6
+    assert ema.shadow.count.item() == len(values)  # buffers copied, not averaged
+    other = nn.Linear(1, 1, bias=False)
+    other.register_buffer("count", torch.zeros(()))
+    ema.copy_to(other)
+    assert other.weight.item() == ema.shadow.weight.item() and other.count.item() == len(values)
+
+
+def test_seeded_runs_are_identical():
+    data = gaussian_mixture_1d(512, torch.Generator().manual_seed(0))
+    kw = dict(steps=20, batch_size=64, loss=stand_in_loss, progress=False)
+    a = train(_model(), data, generator=torch.Generator().manual_seed(5), **kw)
+    b = train(_model(), data, generator=torch.Generator().manual_seed(5), **kw)
+    c = train(_model(), data, generator=torch.Generator().manual_seed(6), **kw)
+    assert a.losses == b.losses
+    assert a.losses != c.losses
+    for p, q in zip(a.ema_model.parameters(), b.ema_model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    data = gaussian_mixture_1d(512, torch.Generator().manual_seed(0))
+    kw = dict(batch_size=32, loss=stand_in_loss, progress=False)
+    full = train(_model(), data, steps=16, generator=torch.Generator().manual_seed(2), **kw)
+    ck = tmp_path / "run" / "ck.pt"
+    train(_model(), data, steps=9, generator=torch.Generator().manual_seed(2), checkpoint=ck, **kw)
+    # A fresh model and generator: everything needed comes from the checkpoint.
+    resumed = train(_model(seed=123), data, steps=16, generator=torch.Generator().manual_seed(77),
+                    checkpoint=ck, resume=True, **kw)
+    assert resumed.losses == full.losses
+    for p, q in zip(full.ema_model.parameters(), resumed.ema_model.parameters()):
+        assert torch.equal(p, q)
+    assert load_checkpoint(ck)["step"] == 16
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = MLP(2, hidden=8)
+    g = torch.Generator().manual_seed(3)
+    path = save_checkpoint(tmp_path / "a.pt", model=net, step=7, note="hi", generator=g)
+    expected_next = torch.rand(3, generator=g)
+    other = MLP(2, hidden=8)
+    g2 = torch.Generator().manual_seed(0)
+    state = load_checkpoint(path, model=other, generator=g2)
+    assert state["step"] == 7 and state["note"] == "hi"
+    for p, q in zip(net.parameters(), other.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(torch.rand(3, generator=g2), expected_next)
+    with pytest.raises(FileNotFoundError, match="path"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(KeyError, match="optimizer"):
+        load_checkpoint(path, optimizer=torch.optim.Adam(other.parameters()))
+
+
+def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, step=1, w=torch.arange(5.0))
+    before = path.read_bytes()
+
+    real_save = torch.save
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial garbage")  # half-written, then the "disk" fails
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, step=2, w=torch.zeros(5))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert load_checkpoint(path)["step"] == 1
+    assert os.listdir(tmp_path) == ["ck.pt"]  # no temporary file left behind
+
+
+def test_bad_arguments():
+    m = _model()
+    x = torch.randn(10, 1)
+    with pytest.raises(ValueError, match="steps"):
+        train(m, x, steps=-1, batch_size=4, generator=0, loss=stand_in_loss)
+    with pytest.raises(ValueError, match="loss must be"):
+        train(m, x, steps=1, batch_size=4, generator=0, loss="nope")
+    with pytest.raises(TypeError, match="generator"):
+        train(m, x, steps=1, batch_size=4, generator=None, loss=stand_in_loss)
+    with pytest.raises(TypeError, match="data has dtype torch.float64"):
+        train(m, x.double(), steps=1, batch_size=4, generator=0, loss=stand_in_loss)
+    with pytest.raises(TypeError, match="data"):
+        train(m, [1, 2], steps=1, batch_size=4, generator=0, loss=stand_in_loss)
+    with pytest.raises(FloatingPointError, match="step 0"):
+        train(m, x, steps=1, batch_size=4, generator=0, progress=False,
+              loss=lambda model, x, generator=None: x.sum(1) * float("nan"))
