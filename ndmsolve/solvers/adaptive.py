@@ -1,0 +1,227 @@
+"""Adaptive explicit RK with an embedded error estimate and a PI step-size controller.
+
+Split as in diffrax: the tableau gives the step and its error estimate (``rk.rk_step``),
+``PIController`` turns the error into the next step size, and the loop here decides
+acceptance, saving and failure.
+
+- Error norm: ``‖err / (atol + rtol·max(|y0|, |y1|))‖_RMS`` over the whole tensor, so the
+  step size is one scalar for the whole batch. A step is accepted when it is ≤ 1.
+- One host sync per attempted step (the accept/reject decision needs it); the error
+  norm and a finiteness probe of the new state come back together.
+- Saving: steps are clipped to land exactly on each requested time (no interpolation,
+  so saved states carry the solver's full accuracy). After a clipped step the
+  controller resumes from the larger of its proposal and the step it wanted before
+  clipping, so dense ``save_at`` does not throttle the step size.
+- ``max_steps`` bounds attempted steps (accepted + rejected), so a solve always ends.
+- NaN/inf: a non-finite trial step is rejected and the step shrunk by ``factormin``;
+  ``NonFiniteError`` is raised only if the step size collapses (below ~10 ulps of t)
+  while the last trial was non-finite. A collapse with a finite error raises
+  ``SolverError`` (e.g. a blow-up or a tolerance the dtype cannot meet).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .base import CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError
+from .rk import rk_step
+from .tableaus import ADAPTIVE, Tableau
+
+__all__ = ["ADAPTIVE", "PIController", "solve_adaptive", "initial_step", "error_ratio"]
+
+
+class PIController:
+    """PI step-size controller (Söderlind; as diffrax's ``PIDController`` with dcoeff=0).
+
+    With ``r_n`` the error ratio of the current step and ``r_{n-1}`` that of the last
+    accepted one, ``k`` the tableau's ``error_order``:
+
+        factor = safety · r_n^(−(icoeff + pcoeff)/k) · r_{n−1}^(pcoeff/k)
+
+    clipped to ``[1, factormax]`` after an accepted step and to ``[factormin, safety]``
+    after a rejected one (a rejected step always shrinks; an accepted one never does).
+    ``pcoeff=0, icoeff=1`` is the classical I controller. The defaults (0.2, 0.4) are a
+    damped PI choice from the literature that copes with the mildly stiff fields of
+    diffusion sampling near t = 0 without many rejections.
+    """
+
+    def __init__(self, error_order: int, *, pcoeff: float = 0.2, icoeff: float = 0.4,
+                 safety: float = 0.9, factormin: float = 0.2, factormax: float = 10.0):
+        if not (0.0 < factormin < 1.0 < factormax) or not (0.0 < safety <= 1.0):
+            raise ValueError("PIController needs 0 < factormin < 1 < factormax and 0 < safety <= 1")
+        if icoeff + pcoeff <= 0 or pcoeff < 0:
+            raise ValueError("PIController needs pcoeff >= 0 and icoeff + pcoeff > 0")
+        self.k = float(error_order)
+        self.pcoeff, self.icoeff = float(pcoeff), float(icoeff)
+        self.safety, self.factormin, self.factormax = float(safety), float(factormin), float(factormax)
+        self.prev_ratio = 1.0  # error ratio of the last accepted step
+
+    def propose(self, h: float, ratio: float, accepted: bool) -> float:
+        """Next step size after a step of size ``h`` with error ratio ``ratio``."""
+        if not math.isfinite(ratio):
+            return h * self.factormin
+        if ratio == 0.0:
+            factor = self.factormax
+        else:
+            factor = (self.safety * ratio ** (-(self.icoeff + self.pcoeff) / self.k)
+                      * self.prev_ratio ** (self.pcoeff / self.k))
+        if accepted:
+            factor = min(max(factor, 1.0), self.factormax)
+            # A zero error carries no information for the P term; keep the old ratio then.
+            if ratio > 0.0:
+                self.prev_ratio = ratio
+        else:
+            factor = min(max(factor, self.factormin), self.safety)
+        return h * factor
+
+
+def error_ratio(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float) -> Tensor:
+    """0-dim ``‖err / (atol + rtol·max(|y0|, |y1|))‖_RMS`` over the whole tensor."""
+    scale = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
+    return (err / scale).square().mean().sqrt()
+
+
+def _rms(x: Tensor) -> Tensor:
+    return x.square().mean().sqrt()
+
+
+def _t(value: float, like: Tensor) -> Tensor:
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
+def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, order: int,
+                 rtol: float, atol: float) -> float:
+    """Hairer, Nørsett & Wanner (Solving ODEs I, II.4) starting step; one field call.
+
+    Returns a signed step (sign ``direction``). ``f`` is called once more at
+    ``t0 + h0``; callers count that evaluation.
+    """
+    with torch.no_grad():
+        scale = y0.abs().mul(rtol).add_(atol)
+        d0, d1 = torch.stack([_rms(y0 / scale), _rms(f0 / scale)]).tolist()
+        h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+        f1 = f(_t(t0 + direction * h0, y0), torch.add(y0, f0, alpha=direction * h0))
+        d2 = float(_rms((f1 - f0) / scale)) / h0
+    if not math.isfinite(d2):
+        return direction * h0  # the trial point is bad; let step rejection shrink from h0
+    if max(d1, d2) <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+    return direction * min(100 * h0, h1)
+
+
+def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
+                   rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 10_000,
+                   h0: Optional[float] = None, save_at: Optional[Tensor] = None,
+                   controller: Optional[PIController] = None) -> Solution:
+    """Integrate ``f`` from ``t0`` to ``t1`` (either direction) with an embedded pair.
+
+    Args:
+        f: field ``f(t, y) -> dy/dt``; ``t`` a 0-dim tensor of ``y0``'s dtype.
+        y0: initial state, any shape.
+        t0, t1: start and end times (floats, ``t0 != t1``).
+        tab: a tableau with ``b_err`` (bosh3, dopri5, tsit5).
+        rtol, atol: tolerances of the mixed RMS error norm.
+        max_steps: bound on attempted (accepted + rejected) steps.
+        h0: first step size magnitude; ``None`` picks it by Hairer's rule (+1 NFE).
+        save_at: (S,) strictly monotone times in ``[t0, t1]`` in the integration direction.
+        controller: step-size controller; default ``PIController(tab.error_order)``.
+
+    Returns:
+        ``Solution`` with ``y`` at ``t1``; ``ts, ys`` ((S,), (S, *y0.shape)) if ``save_at``.
+        ``nfe`` counts every field call (initial-step probe and rejected steps included).
+
+    Raises:
+        StepLimitError: ``max_steps`` attempts before reaching ``t1``.
+        NonFiniteError: the field or the state stayed NaN/inf as the step collapsed.
+        SolverError: the step size collapsed for a finite but too large error.
+    """
+    if not tab.adaptive:
+        raise ValueError(f"method {tab.name!r} has no error estimate; use it with fixed steps")
+    fc = CountedField(f)
+    ctrl = controller if controller is not None else PIController(tab.error_order)
+    direction = 1.0 if t1 > t0 else -1.0
+    span = abs(t1 - t0)
+    # Steps below ~10 ulps of t (in y's dtype: the field sees t in that dtype) are collapse.
+    h_min_rel = 10 * torch.finfo(y0.dtype).eps
+
+    save_ts = [] if save_at is None else [float(s) for s in save_at.double().tolist()]
+    saved_t: list[float] = []
+    saved_y: list[Tensor] = []
+    while save_ts and save_ts[0] == t0:  # save_at may include t0 itself
+        saved_t.append(save_ts.pop(0))
+        saved_y.append(y0)
+    targets = save_ts + ([] if save_ts and save_ts[-1] == t1 else [t1])
+    save_flags = [True] * len(save_ts) + [False] * (len(targets) - len(save_ts))
+
+    t, y = t0, y0
+    n_acc = n_rej = 0
+
+    def partial() -> Solution:
+        sol = Solution(y=y, nfe=fc.nfe, n_accepted=n_acc, n_rejected=n_rej, method=tab.name,
+                       t=t, stats={"h": h})
+        if saved_y:
+            sol.ts = torch.tensor(saved_t, dtype=y0.dtype, device=y0.device)
+            sol.ys = torch.stack(saved_y)
+        return sol
+
+    h = float("nan")
+    k0 = fc(_t(t0, y0), y0)
+    if not bool(torch.isfinite(k0).all()):
+        raise NonFiniteError(f"{tab.name}: the field is NaN/inf at the initial state (t={t0:.6g})",
+                             t=t0, step=0, partial=partial())
+    if h0 is None:
+        h = initial_step(fc, t0, y0, k0, direction, tab.order, rtol, atol)
+    else:
+        h = direction * abs(float(h0))
+    h = direction * min(abs(h), span)
+
+    ti = 0  # index of the next target
+    while ti < len(targets):
+        target = targets[ti]
+        if n_acc + n_rej >= max_steps:
+            raise StepLimitError(
+                f"{tab.name}: reached max_steps={max_steps} attempted steps at t={t:.6g} before "
+                f"t1={t1:.6g} ({n_acc} accepted, {n_rej} rejected); raise max_steps or loosen "
+                f"rtol/atol (the problem may be stiff)",
+                t=t, step=n_acc, partial=partial())
+        # Clip to land exactly on the next save/end time.
+        clipped = abs(h) >= abs(target - t)
+        h_try = (target - t) if clipped else h
+        t_new = target if clipped else t + h_try
+        times = {c: (_t(t_new, y0) if c == 1.0 else _t(t + c * h_try, y0)) for c in set(tab.c)}
+        y1, ks, err = rk_step(fc, tab, [times[c] for c in tab.c], h_try, y, k0)
+        with torch.no_grad():  # step control is not differentiated through
+            probe = torch.stack([error_ratio(err, y, y1, rtol, atol).double(),
+                                 y1.sum(dtype=torch.float64)])
+        ratio, ysum = probe.tolist()  # the one sync per attempt
+        finite = math.isfinite(ratio) and math.isfinite(ysum)
+        accepted = finite and ratio <= 1.0
+        h_next = ctrl.propose(h_try, ratio if finite else math.inf, accepted)
+        if accepted:
+            n_acc += 1
+            t, y = t_new, y1
+            k0 = ks[-1] if tab.fsal else fc(_t(t, y0), y)
+            if clipped:
+                h_next = direction * max(abs(h_next), abs(h))
+                if save_flags[ti]:
+                    saved_t.append(t)
+                    saved_y.append(y)
+                ti += 1
+        else:
+            n_rej += 1
+        h = direction * min(abs(h_next), span)
+        if ti < len(targets) and abs(h) < h_min_rel * max(abs(t), span):
+            cls, why = ((NonFiniteError, "the field or state is NaN/inf there") if not finite
+                        else (SolverError, f"the error ratio is {ratio:.3g} even for tiny steps"))
+            raise cls(f"{tab.name}: step size collapsed to {abs(h):.3g} at t={t:.6g} (step {n_acc}); "
+                      f"{why}", t=t, step=n_acc, partial=partial())
+
+    sol = partial()
+    sol.t = t1
+    sol.stats = {"h_last": h}
+    return sol

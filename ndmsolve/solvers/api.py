@@ -1,0 +1,175 @@
+"""``solve``: the one front door to every ODE/SDE method, with input validation.
+
+Methods by kind (``METHODS`` lists them all):
+
+- fixed-step ODE (``tableaus.FIXED``): ``steps=`` or ``grid=``;
+- adaptive ODE (``tableaus.ADAPTIVE``): ``rtol``, ``atol``, ``max_steps``, ``h0``;
+- SDE methods from ``sde.py`` (``SDE_FIXED`` / ``SDE_ADAPTIVE``), which need ``g``;
+- backends ``"torchdiffeq:<method>"`` and ``"torchsde:<method>"`` (``backends.py``).
+
+Defaults are chosen for diffusion sampling rather than for reference-accuracy ODE work:
+``rtol = atol = 1e-5`` (torchdiffeq's 1e-7/1e-9 cost several times the NFE for no
+visible change in samples), ``max_steps = 10_000``.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from . import tableaus
+from .adaptive import solve_adaptive
+from .base import Field, Solution
+from .fixed import solve_fixed
+from .grids import as_time, check_save_at, make_grid, merge_save_times
+
+__all__ = ["solve", "all_methods", "make_grid"]
+
+BACKEND_PREFIXES = ("torchdiffeq:", "torchsde:")
+
+
+def _sde_tables():
+    """``(SDE_FIXED, SDE_ADAPTIVE)`` from ``sde.py``; empty while it does not exist."""
+    if importlib.util.find_spec(f"{__package__}.sde") is None:
+        return {}, {}
+    # sde.py exists: import errors in it propagate rather than hide its methods.
+    sde = importlib.import_module(f"{__package__}.sde")
+    return dict(getattr(sde, "SDE_FIXED", {})), dict(getattr(sde, "SDE_ADAPTIVE", {}))
+
+
+def all_methods() -> tuple[str, ...]:
+    """Every method name ``solve`` accepts (backends aside: ``torchdiffeq:<m>``, ``torchsde:<m>``)."""
+    sde_fixed, sde_adaptive = _sde_tables()
+    return tableaus.FIXED + tableaus.ADAPTIVE + tuple(sde_fixed) + tuple(sde_adaptive)
+
+
+def _positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
+
+
+def _check_y0(y0) -> None:
+    if not isinstance(y0, Tensor):
+        raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
+    if not y0.is_floating_point():
+        raise TypeError(f"y0 must be a floating tensor, got dtype {y0.dtype}")
+    if y0.numel() == 0:
+        raise ValueError(f"y0 must not be empty, got shape {tuple(y0.shape)}")
+    if not bool(torch.isfinite(y0).all()):
+        raise ValueError("y0 must be finite, got NaN or inf")
+
+
+def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
+          steps: Optional[int] = None, grid: Optional[Tensor] = None,
+          rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 10_000,
+          h0: Optional[float] = None, save_at: Optional[Tensor] = None,
+          g: Optional[Field] = None, generator: Optional[torch.Generator] = None,
+          bm=None, noise: str = "diagonal",
+          cuda_graph: Union[str, bool] = "auto") -> Solution:
+    """Integrate ``dy/dt = f(t, y)`` (plus ``g(t, y) dW`` for SDE methods) from t0 to t1.
+
+    Args:
+        f: drift/field ``f(t, y) -> dy/dt`` with ``t`` a 0-dim tensor of ``y0``'s dtype
+            and device and ``y`` of ``y0``'s shape.
+        y0: initial state, a floating tensor of any non-empty shape.
+        t0, t1: start and end times (floats or scalar tensors), either direction.
+        method: a name from ``METHODS`` or ``"torchdiffeq:<m>"`` / ``"torchsde:<m>"``.
+        steps: fixed-step methods: number of uniform steps.
+        grid: fixed-step methods: explicit (N+1,) times from t0 to t1 (instead of steps).
+        rtol, atol: adaptive methods: tolerances (> 0); defaults 1e-5 suit sampling.
+        max_steps: adaptive methods: bound on attempted (accepted + rejected) steps.
+        h0: adaptive methods: first step size (default: Hairer's rule, +1 NFE).
+        save_at: (S,) times within [t0, t1], strictly monotone in the integration
+            direction. Fixed-step methods add them to the grid where they are not grid
+            points; adaptive methods clip steps to land on them exactly.
+        g: SDE methods: diagonal diffusion ``g(t, y)`` of ``y``'s shape.
+        generator, bm, noise: SDE methods: randomness (``torch.Generator``), an optional
+            Brownian motion object, the noise type. ``generator`` is ignored by ODE methods.
+        cuda_graph: fixed-step ODE methods on CUDA: ``"auto"`` captures the step loop
+            as a CUDA graph when autograd is off, ``True`` does so even with autograd on
+            (gradients will not flow), ``False`` never does. Ignored on CPU.
+
+    Returns:
+        ``Solution``: ``y`` at t1, ``nfe``, ``n_accepted``, ``n_rejected``, and ``ts``
+        (S,) / ``ys`` (S, *y0.shape) when ``save_at`` is given.
+
+    Raises:
+        ValueError/TypeError: bad input (the message names the argument).
+        NonFiniteError, StepLimitError (subclasses of SolverError): failed solves, with
+            ``t``, ``step`` and ``partial``.
+    """
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, got {type(method).__name__}")
+    if not callable(f):
+        raise TypeError(f"f must be callable f(t, y), got {type(f).__name__}")
+    _check_y0(y0)
+    t0f, t1f = as_time(t0, "t0"), as_time(t1, "t1")
+    if t0f == t1f:
+        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0f}")
+    rtol, atol = _positive(rtol, "rtol"), _positive(atol, "atol")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int):
+        raise TypeError(f"max_steps must be an int, got {type(max_steps).__name__}")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if h0 is not None:
+        h0 = _positive(h0, "h0")
+    if cuda_graph not in ("auto", True, False):
+        raise ValueError(f"cuda_graph must be 'auto', True or False, got {cuda_graph!r}")
+    save = None if save_at is None else check_save_at(save_at, t0f, t1f)  # float64, CPU
+    save_t = None if save is None else save.to(device=y0.device, dtype=y0.dtype)
+
+    if method.startswith(BACKEND_PREFIXES):
+        from .backends import solve_backend
+        return solve_backend(method, f, y0, t0f, t1f, g=g, steps=steps, grid=grid, rtol=rtol,
+                             atol=atol, save_at=save_t, generator=generator, bm=bm, noise=noise)
+
+    sde_fixed, sde_adaptive = _sde_tables()
+    is_ode = method in tableaus.TABLEAUS
+    if not is_ode and method not in sde_fixed and method not in sde_adaptive:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(all_methods())}, "
+                         "or 'torchdiffeq:<method>' / 'torchsde:<method>'")
+    fixed = method in tableaus.FIXED or method in sde_fixed
+    if is_ode:
+        if g is not None:
+            raise ValueError(f"g is given but {method!r} is an ODE method; use an SDE method "
+                             f"({', '.join(list(sde_fixed) + list(sde_adaptive)) or 'see METHODS'})")
+        if bm is not None:
+            raise ValueError(f"bm is given but {method!r} is an ODE method (no noise)")
+    elif g is None:
+        raise ValueError(f"{method!r} is an SDE method and needs the diffusion g(t, y)")
+    if not fixed:
+        if steps is not None or grid is not None:
+            raise ValueError(f"steps/grid apply to fixed-step methods; {method!r} is adaptive "
+                             "(control it with rtol/atol)")
+    elif h0 is not None:
+        raise ValueError(f"h0 applies to adaptive methods; {method!r} is fixed-step")
+
+    if fixed:
+        tgrid = make_grid(t0f, t1f, steps, grid, y0.dtype, y0.device)
+        tgrid, save_idx = merge_save_times(tgrid, save)
+        if not is_ode:
+            return sde_fixed[method](f, g, y0, tgrid, save_idx=save_idx, generator=generator,
+                                     bm=bm, noise=noise)
+        tab = tableaus.TABLEAUS[method]
+        use_graph = y0.is_cuda and (cuda_graph is True
+                                    or (cuda_graph == "auto" and not torch.is_grad_enabled()))
+        if use_graph:
+            from .cudagraph import solve_fixed_graphed
+            sol = solve_fixed_graphed(f, y0, tgrid, tab, save_idx=save_idx)
+            if sol is not None:
+                return sol
+        return solve_fixed(f, y0, tgrid, tab, save_idx=save_idx)
+
+    if not is_ode:
+        return sde_adaptive[method](f, g, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps,
+                                    h0=h0, save_at=save_t, generator=generator, bm=bm, noise=noise)
+    return solve_adaptive(f, y0, t0f, t1f, tableaus.TABLEAUS[method], rtol=rtol, atol=atol,
+                          max_steps=max_steps, h0=h0, save_at=save)

@@ -1,0 +1,241 @@
+"""Backends: solve with torchdiffeq (``"torchdiffeq:<method>"``) or torchsde (``"torchsde:<method>"``).
+
+They return our ``Solution`` with honest counts, so they can be compared with our own
+solvers on equal terms:
+
+- ``nfe`` counts calls of ``f`` (our ``CountedField``), whatever the library does
+  internally (torchdiffeq's initial-step probe and rejected steps included);
+  ``stats["nfe_g"]`` counts calls of ``g`` for torchsde.
+- torchdiffeq's adaptive solvers expose no step statistics: ``n_accepted`` and
+  ``n_rejected`` stay 0 and ``stats["steps_known"]`` is False. Fixed-step solves report
+  their grid's step count.
+
+torchdiffeq takes any state shape and either time direction itself. torchsde needs
+(batch, d) states and increasing time, so here the state is flattened to ``(B, −1)``
+(``(1, numel)`` for 0-/1-dim states) and, for ``t1 < t0``, the SDE is integrated in
+``s = −t``: ``dy = −f(−s, y) ds + g(−s, y) dW̃(s)`` with ``W̃(s) = W(−s)``. The noise comes
+from our ``BrownianPath`` (``bm``, or one seeded from ``generator``), so seeded runs
+reproduce and a path can be shared with our own solvers. torchsde steps exactly on our
+grid (steps/grid plus ``save_at`` points) through its per-step solver interface, so
+there is no interpolation at output times and no sliver step from float round-off.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .base import CountedField, Field, NonFiniteError, Solution, SolverError
+from .brownian import BrownianPath
+from .grids import make_grid, merge_save_times
+
+__all__ = ["solve_backend", "torchdiffeq_methods", "TORCHSDE_ITO", "TORCHSDE_STRATONOVICH"]
+
+# torchsde methods we drive, by the SDE type they solve. Stratonovich schemes solve our
+# Itô SDE only for additive noise (then the two coincide), which is checked.
+TORCHSDE_ITO = ("euler", "milstein", "srk")
+TORCHSDE_STRATONOVICH = ("heun", "midpoint", "euler_heun", "reversible_heun")
+
+
+def torchdiffeq_methods() -> dict[str, bool]:
+    """torchdiffeq's method names -> whether the method is fixed-step."""
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.solvers import FixedGridODESolver
+
+    return {m: issubclass(cls, FixedGridODESolver) for m, cls in SOLVERS.items() if m != "scipy_solver"}
+
+
+def _times(t0: float, t1: float, save_at: Optional[Tensor]) -> list[float]:
+    """[t0, *save_at, t1] without duplicates (save_at may contain t0 or t1)."""
+    inner = [] if save_at is None else [float(s) for s in save_at.double().tolist()]
+    return [t0] + [s for s in inner if s not in (t0, t1)] + [t1]
+
+
+def _saved(times: list[float], ys: Tensor, save_at: Optional[Tensor], like: Tensor):
+    """``(ts, ys)`` at the ``save_at`` times from states at ``times`` (or ``(None, None)``)."""
+    if save_at is None:
+        return None, None
+    want = [float(s) for s in save_at.double().tolist()]
+    idx = [times.index(s) for s in want]
+    return torch.tensor(want, dtype=like.dtype, device=like.device), ys[idx]
+
+
+def solve_backend(spec: str, f: Field, y0: Tensor, t0: float, t1: float, *, g: Optional[Field] = None,
+                  steps: Optional[int] = None, grid: Optional[Tensor] = None, rtol: float = 1e-5,
+                  atol: float = 1e-5, save_at: Optional[Tensor] = None,
+                  generator: Optional[torch.Generator] = None, bm: Optional[BrownianPath] = None,
+                  noise: str = "diagonal") -> Solution:
+    """Solve with a library backend named ``"torchdiffeq:<method>"`` or ``"torchsde:<method>"``.
+
+    Args:
+        spec: backend and method, e.g. ``"torchdiffeq:dopri5"``, ``"torchsde:euler"``.
+        f: drift/field ``f(t, y)``; y0: state of any shape; t0, t1: floats, either direction.
+        g: diagonal diffusion (torchsde only; must be None for torchdiffeq).
+        steps, grid: fixed-step methods (exactly one); torchsde methods are all fixed-step.
+        rtol, atol: torchdiffeq adaptive methods.
+        save_at: (S,) times to return states at (in the integration direction).
+        generator, bm, noise: torchsde: the noise source and type (see ``ndmsolve.solvers.sde``).
+
+    Returns:
+        ``Solution`` with ``y`` at ``t1``, ``nfe``, and ``ts``/``ys`` if ``save_at``.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(f"backend spec must look like 'torchdiffeq:<method>' or 'torchsde:<method>', got {spec!r}")
+    backend, method = spec.split(":", 1)
+    t0, t1 = float(t0), float(t1)
+    if backend == "torchdiffeq":
+        return _torchdiffeq(method, f, y0, t0, t1, g=g, bm=bm, steps=steps, grid=grid, rtol=rtol,
+                            atol=atol, save_at=save_at)
+    if backend == "torchsde":
+        return _torchsde(method, f, g, y0, t0, t1, steps=steps, grid=grid, save_at=save_at,
+                         generator=generator, bm=bm, noise=noise)
+    raise ValueError(f"unknown backend {backend!r} in {spec!r}; valid: 'torchdiffeq', 'torchsde'")
+
+
+# --------------------------------------------------------------------------- torchdiffeq
+def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_at) -> Solution:
+    import torchdiffeq
+
+    methods = torchdiffeq_methods()
+    if method not in methods:
+        raise ValueError(f"unknown torchdiffeq method {method!r}; valid: {', '.join(methods)}")
+    if g is not None or bm is not None:
+        raise ValueError(f"g/bm are given but torchdiffeq:{method} solves ODEs (no noise)")
+    fc = CountedField(f)
+    times = _times(t0, t1, save_at)
+    fixed = methods[method]
+    options = {}
+    n_steps = 0
+    if fixed:
+        tgrid = make_grid(t0, t1, steps, grid, y0.dtype, y0.device)
+        tgrid, _ = merge_save_times(tgrid, None if save_at is None else save_at.detach().double().cpu())
+        n_steps = tgrid.numel() - 1
+        # Our grid, save points included, so outputs are grid states (no interpolation).
+        options["grid_constructor"] = lambda func, y, t: tgrid
+    elif steps is not None or grid is not None:
+        raise ValueError(f"steps/grid apply to fixed-step methods; torchdiffeq:{method} is adaptive "
+                         "(control it with rtol/atol)")
+    t = torch.tensor(times, dtype=y0.dtype, device=y0.device)
+    try:
+        ys = torchdiffeq.odeint(fc, y0, t, rtol=rtol, atol=atol, method=method, options=options)
+    except AssertionError as e:  # torchdiffeq reports step underflow / step limits by assert
+        raise SolverError(f"torchdiffeq:{method} gave up ({e}); torchdiffeq does not report where, "
+                          f"so t and step refer to the start", t=t0, step=0,
+                          partial=Solution(y=y0, nfe=fc.nfe, method=f"torchdiffeq:{method}", t=t0)) from e
+    if not bool(torch.isfinite(ys[-1]).all()):
+        raise NonFiniteError(f"torchdiffeq:{method}: the solution is NaN/inf at t1={t1:.6g}", t=t1,
+                             step=n_steps, partial=Solution(y=y0, nfe=fc.nfe, method=f"torchdiffeq:{method}", t=t0))
+    sol = Solution(y=ys[-1], nfe=fc.nfe, n_accepted=n_steps, method=f"torchdiffeq:{method}", t=t1,
+                   stats={"backend": "torchdiffeq", "steps_known": fixed})
+    sol.ts, sol.ys = _saved(times, ys, save_at, y0)
+    return sol
+
+
+# --------------------------------------------------------------------------- torchsde
+def _flat_shape(shape: torch.Size) -> tuple[int, int]:
+    numel = math.prod(shape)
+    return (shape[0], numel // shape[0]) if len(shape) >= 2 else (1, numel)
+
+
+class _SDE:
+    """Our ``(f, g)`` as torchsde wants it: (B, d) states, time ``s = sign · t`` increasing."""
+
+    noise_type = "diagonal"
+
+    def __init__(self, f, g, shape, sign: float, sde_type: str):
+        self.ff, self.gg, self.shape, self.sign = f, g, shape, sign
+        self.sde_type = sde_type
+        self.flat = _flat_shape(shape)
+
+    def _t(self, s, y):
+        return torch.as_tensor(s, dtype=y.dtype, device=y.device) * self.sign
+
+    def f(self, s, y):
+        out = self.ff(self._t(s, y), y.reshape(self.shape))
+        return (out * self.sign).reshape(self.flat)
+
+    def g(self, s, y):
+        out = self.gg(self._t(s, y), y.reshape(self.shape))
+        return out.expand(self.shape).reshape(self.flat)
+
+
+def _bm_adapter(path: BrownianPath, sign: float, flat):
+    """Our ``BrownianPath`` answering torchsde's queries in its time ``s = sign · t``."""
+    from torchsde._brownian import BaseBrownian
+
+    class _PathBM(BaseBrownian):
+        __slots__ = ()
+        levy_area_approximation = "space-time" if path.levy_area else "none"
+        dtype, device, shape = path.dtype, path.device, torch.Size(flat)
+
+        def __call__(self, sa, tb=None, return_U=False, return_A=False):
+            if tb is None or return_A:
+                raise ValueError("torchsde asked for a point value or the full Lévy area; "
+                                 "the ndmsolve path provides increments and space-time area only")
+            ta, tb = sign * float(sa), sign * float(tb)
+            if not return_U:
+                # Reversed: W̃(sb) − W̃(sa) = W(tb) − W(ta) with t = −s.
+                return path.increment(ta, tb).reshape(flat)
+            dw, area = path.increment_and_area(ta, tb)
+            # ∫_sa^sb (W̃(u) − W̃(sa)) du = sign · ∫_ta^tb (W(v) − W(ta)) dv (oriented).
+            return dw.reshape(flat), (sign * area).reshape(flat)
+
+        def __repr__(self):
+            return f"torchsde view of {path!r}"
+
+    return _PathBM()
+
+
+def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, noise) -> Solution:
+    from torchsde._core import base_sde, methods as tsde_methods
+
+    from .sde import _check_inputs, _first_g, _require_additive
+
+    name = f"torchsde:{method}"
+    if method not in TORCHSDE_ITO + TORCHSDE_STRATONOVICH:
+        raise ValueError(f"unknown torchsde method {method!r}; valid: "
+                         f"{', '.join(TORCHSDE_ITO + TORCHSDE_STRATONOVICH)}")
+    _check_inputs(name, f, g, y0, t0, t1, generator, bm, noise)
+    tgrid = make_grid(t0, t1, steps, grid, y0.dtype, y0.device)
+    tgrid, save_idx = merge_save_times(tgrid, None if save_at is None else save_at.detach().double().cpu())
+    sign = 1.0 if t1 > t0 else -1.0
+    fc, gc = CountedField(f), CountedField(g)
+    t0_ = torch.tensor(t0, dtype=y0.dtype, device=y0.device)
+    g0 = _first_g(name, gc, t0_, y0)
+    sde_type = "ito"
+    if method in TORCHSDE_STRATONOVICH:
+        _require_additive(name, gc, t0_, y0, g0, noise)
+        sde_type = "stratonovich"  # equal to Itô for additive noise
+    path = bm if bm is not None else BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator,
+                                                  levy_area=(method == "srk"))
+    if method == "srk" and not path.levy_area:
+        raise ValueError("torchsde:srk needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)")
+    sde = _SDE(fc, gc, y0.shape, sign, sde_type)
+    flat = sde.flat
+    s_grid = (tgrid * sign).unbind()  # increasing
+    hs = (tgrid[1:].double() - tgrid[:-1].double()).abs().tolist()
+    solver = tsde_methods.select(method=method, sde_type=sde_type)(
+        sde=base_sde.ForwardSDE(sde), bm=_bm_adapter(path, sign, flat), dt=max(hs), adaptive=False,
+        rtol=0.0, atol=0.0, dt_min=0.0, options={})
+    y = y0.reshape(flat)
+    extra = solver.init_extra_solver_state(s_grid[0], y)
+    states = [y]
+    keep = set(save_idx or ())
+    for i in range(len(hs)):
+        y, extra = solver.step(s_grid[i], s_grid[i + 1], y, extra)
+        if i + 1 in keep:
+            states.append(y)
+    n = len(hs)
+    if not bool(torch.isfinite(y).all()):
+        raise NonFiniteError(f"{name}: the solution is NaN/inf at t1={t1:.6g}", t=t1, step=n,
+                             partial=Solution(y=y0, nfe=fc.nfe, method=name, t=t0))
+    sol = Solution(y=y.reshape(y0.shape), nfe=fc.nfe, n_accepted=n, method=name, t=t1,
+                   stats={"backend": "torchsde", "nfe_g": gc.nfe})
+    if save_idx:
+        by_idx = {0: states[0]}
+        by_idx.update(zip(sorted(j for j in keep if j > 0), states[1:]))
+        sol.ts = tgrid[save_idx]
+        sol.ys = torch.stack([by_idx[j].reshape(y0.shape) for j in save_idx])
+    return sol

@@ -1,0 +1,133 @@
+"""Fixed-step explicit RK over a given time grid (either direction).
+
+The loop is kept lean: stage times are precomputed as 0-dim tensors and step sizes as
+Python floats, so a step is only field calls and fused adds. NaN/inf detection costs
+one reduction per step and no host sync: each step appends ``y.sum()`` to a device-side
+list, checked once at the end. NaN/inf, once in the state, stays non-finite under every
+later RK update, so the first non-finite sum is the step that produced it (the final
+state confirms it, ruling out a sum that merely overflowed).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import Field, NonFiniteError, Solution
+from .rk import make_fixed_step
+from .tableaus import FIXED, Tableau
+
+__all__ = ["FIXED", "solve_fixed", "stage_times", "fixed_loop", "check_finite_steps"]
+
+
+def stage_times(grid: Tensor, tab: Tableau) -> list[list[Tensor]]:
+    """Per step, the ``s`` stage times ``t_i + c_j h_i`` as 0-dim tensors of ``grid``'s dtype.
+
+    ``grid``: (N+1,). Nodes 0 and 1 reuse the grid points exactly (no rounding drift);
+    the others are formed in float64 and then cast. Equal nodes share one tensor.
+    """
+    g64 = grid.double()
+    cols = {}
+    for c in tab.c:
+        if c in cols:
+            continue
+        if c == 0.0:
+            cols[c] = grid[:-1]
+        elif c == 1.0:
+            cols[c] = grid[1:]
+        else:
+            cols[c] = (g64[:-1] + c * (g64[1:] - g64[:-1])).to(grid.dtype)
+    per_node = {c: list(col.unbind()) for c, col in cols.items()}
+    return [[per_node[c][i] for c in tab.c] for i in range(grid.numel() - 1)]
+
+
+def fixed_loop(f: Field, tab: Tableau, y: Tensor, ts: Sequence[Sequence[Tensor]],
+               hs: Sequence[float], save_after: Sequence[bool]):
+    """Run the steps; no host syncs.
+
+    Args:
+        ts: per step, its stage times (``stage_times``); hs: per step, ``h`` as a float.
+        save_after: per step, whether to keep the state it produces.
+
+    Returns:
+        ``(y, saved, sums)``: final state, the kept states in order, and per step the
+        0-dim float64 sum of the state it produced (for ``check_finite_steps``).
+    """
+    step = make_fixed_step(tab)
+    # Half precision would overflow a long sum of finite values; accumulate in float32.
+    acc = torch.float32 if y.dtype in (torch.float16, torch.bfloat16) else None
+    saved, sums = [], []
+    for i in range(len(hs)):
+        y = step(f, ts[i], hs[i], y)
+        sums.append(y.sum(dtype=acc))
+        if save_after[i]:
+            saved.append(y)
+    return y, saved, sums
+
+
+def check_finite_steps(sums: Tensor, y: Tensor) -> Optional[int]:
+    """Index of the first step whose state went non-finite, or ``None``.
+
+    ``sums``: per step, the state's sum; ``y``: the final state. One host sync when all is
+    well. A sum can also overflow for a finite state, so a non-finite sum only counts
+    when the final state confirms it (NaN/inf, once in the state, stays there).
+    """
+    bad = ~torch.isfinite(sums)
+    if not bool(bad.any()) or bool(torch.isfinite(y).all()):
+        return None
+    return int(bad.nonzero()[0, 0])
+
+
+def solve_fixed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
+                save_idx: Optional[Sequence[int]] = None) -> Solution:
+    """Integrate ``f`` over ``grid`` with fixed steps of the tableau ``tab``.
+
+    Args:
+        f: field ``f(t, y) -> dy/dt``, ``t`` a 0-dim tensor of ``y0``'s dtype.
+        y0: initial state, any shape, at ``grid[0]``.
+        grid: (N+1,) strictly monotone times (either direction), dtype/device of ``y0``.
+        save_idx: increasing grid indices whose states to return in ``ys`` (or None).
+
+    Returns:
+        ``Solution`` with ``y`` at ``grid[-1]``, ``ts = grid[save_idx]`` and ``ys`` of shape
+        ``(len(save_idx), *y0.shape)``; ``nfe = N * stages``.
+
+    Raises:
+        NonFiniteError: a step produced NaN/inf; ``.step`` is its index, ``.t`` the time
+            it started from, ``.partial`` holds y0 or the last good saved state.
+    """
+    n = grid.numel() - 1
+    hs = (grid[1:].double() - grid[:-1].double()).tolist()  # one sync, before the loop
+    ts = stage_times(grid, tab)
+    save_idx = list(save_idx or ())
+    save_after = [False] * n
+    for j in save_idx:
+        if j > 0:
+            save_after[j - 1] = True
+    y, saved, sums = fixed_loop(f, tab, y0, ts, hs, save_after)
+    nfe = n * tab.stages
+    states = [y0] * (bool(save_idx) and save_idx[0] == 0) + saved  # grid index order
+    first_bad = check_finite_steps(torch.stack(sums), y)
+    if first_bad is not None:
+        raise _nonfinite(tab.name, grid, save_idx, states, y0, first_bad, nfe)
+    sol = Solution(y=y, nfe=nfe, n_accepted=n, method=tab.name, t=float(grid[-1]))
+    if save_idx:
+        sol.ts, sol.ys = grid[save_idx], torch.stack(states)
+    return sol
+
+
+def _nonfinite(method: str, grid: Tensor, save_idx: list[int], states: list[Tensor],
+               y0: Tensor, step: int, nfe: int) -> NonFiniteError:
+    """The error for a fixed-grid solve whose step ``step`` went non-finite."""
+    good = [(j, s) for j, s in zip(save_idx, states) if j <= step]
+    last_j, last_y = good[-1] if good else (0, y0)
+    partial = Solution(y=last_y, nfe=nfe, n_accepted=step, method=method, t=float(grid[last_j]))
+    if good:
+        partial.ts = grid[[j for j, _ in good]]
+        partial.ys = torch.stack([s for _, s in good])
+    t_bad, t_next = float(grid[step]), float(grid[step + 1])
+    return NonFiniteError(
+        f"{method}: the state became NaN/inf in step {step} (t={t_bad:.6g} -> {t_next:.6g}); "
+        f"check the field near t={t_bad:.6g}",
+        t=t_bad, step=step, partial=partial)
