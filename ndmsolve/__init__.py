@@ -10,3 +10,4 @@ from . import data, fields  # toy/image data and plug-in networks
 from .fields import MLP, UNet, EpsilonPredictor
 from .likelihood import BPDResult, LikelihoodResult, bits_per_dim, divergence, elbo_bits_per_dim, log_likelihood
 from .solvers import NonFiniteError, Solution, SolverError, StepLimitError, solve
+from .sampling import sample, SampleResult, make_time_grid

@@ -1,0 +1,445 @@
+"""Sampling from an NDM: from the prior z_1 ~ N(0, I) at t = 1 down to t = 0.
+
+Three families of methods, one entry point ``sample``:
+
+* **ODE** (``euler``, ``midpoint``, ``heun``, ``rk4``; adaptive ``bosh3``, ``dopri5``,
+  ``tsit5``; ``torchdiffeq:<m>``): the probability-flow ODE dz/dt = v(z, t)
+  (``NDM.velocity``). Deterministic given z_1.
+* **SDE** (``euler_maruyama`` and the higher-order / adaptive SDE schemes of
+  ``ndmsolve.solvers.sde``; ``torchsde:<m>``): the reverse SDE
+  dz = [f(z, t, x̂) − g² s(z, t)] dt + g(t) dw̄ run from t = 1 to 0 (``NDM.reverse_drift``);
+  the noise is additive (g depends on t only) and diagonal, g(t)·1. Brownian increments
+  come from ``generator``.
+* **Discrete** (``ddim``, ``ancestral``): steps along the NDM posterior
+  p_θ(z_s | z_t) = q(z_s | z_t, x = x̂_θ(z_t, t)) (``NDM.posterior``), η = 0 for ``ddim``
+  (deterministic), η = 1 for ``ancestral``; see ``ndmsolve.solvers.discrete``.
+
+What is returned. Every method returns **z at the last time of the grid** (t = 0 by
+default), i.e. a draw from (an approximation of) q(z_0) = ∫ N(α_0 F(x, 0), σ_0² I) p(x) dx
+= ∫ N(α_0 x, σ_0² I) p(x) dx. The schedule keeps λ(0) = λ_max finite, so this is the data
+blurred by σ_0 = sigmoid(−λ_max)^{1/2} (e.g. 6.7e-3 for λ_max = 10) and scaled by
+α_0 ≈ 1. The discrete samplers also end with a posterior step to s = 0 (well defined
+because λ_max is finite), not with x̂. Pass ``denoise=True`` to return x̂_θ(z_0, t_min)
+instead (one more predictor evaluation, counted in ``nfe``).
+
+Both ends of [0, 1] are safe: λ ∈ [λ_min, λ_max] is finite there, so α, σ, g² and the
+PF-ODE are well defined on the closed interval. Times handed to the model by a solver
+are clamped to [0, 1] (a stage time can round to −1e-17).
+
+Sampling runs under ``torch.no_grad()``: no graph is built (the NDM's ∂_t F uses
+forward-mode AD / analytic derivatives, which do not need one). The model's train/eval
+mode is left as it is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .schedules import CosineLogSNR, LinearLogSNR, Schedule
+from .solvers.base import Solution
+from .solvers.discrete import DISCRETE_METHODS, discrete_solve
+from .transforms import _bcast
+
+__all__ = ["sample", "SampleResult", "make_time_grid", "check_grid", "sampling_methods", "DEFAULT_STEPS"]
+
+#: steps used by fixed-step and discrete methods when neither ``steps`` nor ``grid`` is given
+DEFAULT_STEPS = 50
+GRID_KINDS = ("uniform", "logsnr")
+
+#: default tolerances of adaptive SDE methods when rtol/atol are not given (Jolicoeur-Martineau
+#: et al. 2021 use 1e-2; ODE-like 1e-5 would make an embedded EM/Heun pair take ~1e5 steps)
+SDE_ADAPTIVE_TOL = 1e-2
+ODE_ADAPTIVE_TOL = 1e-5
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class SampleResult:
+    """Result of ``sample``.
+
+    Attributes:
+        samples: (n, *shape), z at the last grid time (t = 0 by default), or x̂ there
+            with ``denoise=True``.
+        nfe: predictor evaluations over the batch (one per field evaluation of an
+            ODE/SDE solver, rejected steps included; one per discrete step; +1 for
+            ``denoise``).
+        path_ts: (S,) decreasing times of the saved path, or ``None``.
+        path: (S, n, *shape) states at ``path_ts``, or ``None``. For fixed-step and
+            discrete methods S = steps + 1 (the grid); adaptive methods save at the
+            times ``save_at`` (default: 11 times uniform from 1 to ``t_min``).
+        solution: the underlying ``Solution`` (step statistics, method name, ...).
+    """
+
+    samples: Tensor
+    nfe: int
+    path_ts: Optional[Tensor] = None
+    path: Optional[Tensor] = None
+    solution: Optional[Solution] = None
+
+
+# --------------------------------------------------------------------------- time grids
+def make_time_grid(
+    steps: int,
+    kind: str = "uniform",
+    schedule: Optional[Schedule] = None,
+    *,
+    t_max: float = 1.0,
+    t_min: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+) -> Tensor:
+    """A decreasing time grid of ``steps + 1`` points from ``t_max`` to ``t_min``.
+
+    kind:
+        ``"uniform"``: uniform in t.
+        ``"logsnr"``: uniform in λ(t) between λ(t_max) and λ(t_min) (needs
+        ``schedule``). Inverted in closed form for ``LinearLogSNR`` and
+        ``CosineLogSNR``, else by vectorised bisection in float64 (λ is strictly
+        decreasing), accurate to ~1e-15 in t.
+
+    The end points are exactly ``t_max`` and ``t_min``.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if kind not in GRID_KINDS:
+        raise ValueError(f"kind must be one of {GRID_KINDS}, got {kind!r}")
+    for name, v in (("t_max", t_max), ("t_min", t_min)):
+        if not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    t_max, t_min = float(t_max), float(t_min)
+    if not t_min < t_max:
+        raise ValueError(f"t_min must be < t_max, got t_min={t_min}, t_max={t_max}")
+    if kind == "uniform":
+        grid = torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
+    else:
+        if schedule is None:
+            raise ValueError("schedule is needed for kind='logsnr' (pass model.schedule)")
+        grid = _logsnr_grid(steps, schedule, t_max, t_min)
+    grid[0], grid[-1] = t_max, t_min
+    return grid.to(dtype=dtype, device=device)
+
+
+def _logsnr_grid(steps: int, schedule: Schedule, t_max: float, t_min: float) -> Tensor:
+    f64 = torch.float64
+    with torch.no_grad():
+        ends = schedule.log_snr(torch.tensor([t_max, t_min], dtype=f64)).to(f64)
+        lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=f64)
+        if type(schedule) is LinearLogSNR:
+            t = (lam - schedule.logsnr_max) / (schedule.logsnr_min - schedule.logsnr_max)
+        elif type(schedule) is CosineLogSNR:
+            t = (torch.atan(torch.exp(-0.5 * lam)) - schedule.b) / schedule.a
+        else:
+            t = _invert_log_snr(schedule, lam, t_min, t_max)
+    return t.clamp(t_min, t_max)
+
+
+def _invert_log_snr(schedule: Schedule, lam: Tensor, t_min: float, t_max: float, iters: int = 64) -> Tensor:
+    """t with λ(t) = lam on [t_min, t_max] by bisection (λ strictly decreasing), float64."""
+    lo = torch.full_like(lam, t_min)
+    hi = torch.full_like(lam, t_max)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        above = schedule.log_snr(mid).to(lam.dtype) > lam  # λ(mid) > target: mid too early
+        lo = torch.where(above, mid, lo)
+        hi = torch.where(above, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def check_grid(grid, *, dtype=torch.float32, device=None, name: str = "grid") -> Tensor:
+    """Validate a user time grid: 1-D, ≥ 2 points, strictly decreasing, inside [0, 1]."""
+    if not isinstance(grid, Tensor):
+        try:
+            grid = torch.as_tensor(grid, dtype=torch.float64)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"{name} must be a 1-D tensor of times, got {type(grid).__name__}") from e
+    if not grid.is_floating_point():
+        grid = grid.to(torch.float64)
+    if grid.ndim != 1 or grid.shape[0] < 2:
+        raise ValueError(f"{name} must be 1-D with at least 2 times, got shape {tuple(grid.shape)}")
+    if not bool(torch.isfinite(grid).all()):
+        raise ValueError(f"{name} must be finite")
+    if not bool(((grid >= 0) & (grid <= 1)).all()):
+        raise ValueError(f"{name} must lie in [0, 1], got min {float(grid.min())}, max {float(grid.max())}")
+    if not bool((grid[1:] < grid[:-1]).all()):
+        raise ValueError(f"{name} must be strictly decreasing (sampling runs from t = 1 to t = 0)")
+    return grid.to(dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------- method registry
+def _solver_registries() -> dict:
+    """Method names of the solver library, grouped by kind."""
+    from .solvers import tableaus
+    from .solvers.api import _sde_tables
+    from .solvers.backends import TORCHSDE_ITO, TORCHSDE_STRATONOVICH, torchdiffeq_methods
+
+    sde_fixed, sde_adaptive = _sde_tables()
+    tde = torchdiffeq_methods()  # name -> fixed-step?
+    return {
+        "ode_fixed": tuple(tableaus.FIXED),
+        "ode_adaptive": tuple(tableaus.ADAPTIVE),
+        "sde_fixed": tuple(sde_fixed),
+        "sde_adaptive": tuple(sde_adaptive),
+        "torchdiffeq_fixed": tuple(m for m, fixed in tde.items() if fixed),
+        "torchdiffeq_adaptive": tuple(m for m, fixed in tde.items() if not fixed),
+        "torchsde": tuple(TORCHSDE_ITO + TORCHSDE_STRATONOVICH),
+    }
+
+
+def sampling_methods() -> dict:
+    """All method names ``sample`` accepts, by kind: ``ode_fixed``, ``ode_adaptive``,
+    ``sde_fixed``, ``sde_adaptive``, ``discrete`` and ``backends`` (``"torchdiffeq:<m>"``,
+    ``"torchsde:<m>"``)."""
+    reg = _solver_registries()
+    return {
+        "ode_fixed": reg["ode_fixed"],
+        "ode_adaptive": reg["ode_adaptive"],
+        "sde_fixed": reg["sde_fixed"],
+        "sde_adaptive": reg["sde_adaptive"],
+        "discrete": tuple(DISCRETE_METHODS),
+        "backends": tuple(f"torchdiffeq:{m}" for m in reg["torchdiffeq_fixed"] + reg["torchdiffeq_adaptive"])
+        + tuple(f"torchsde:{m}" for m in reg["torchsde"]),
+    }
+
+
+def _classify(method) -> tuple[str, bool]:
+    """(family, adaptive) with family in {"ode", "sde", "discrete"}."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a str, got {type(method).__name__}")
+    if method in DISCRETE_METHODS:
+        return "discrete", False
+    reg = _solver_registries()
+    if method.startswith("torchdiffeq:"):
+        m = method.split(":", 1)[1]
+        if m in reg["torchdiffeq_adaptive"]:
+            return "ode", True
+        if m in reg["torchdiffeq_fixed"]:
+            return "ode", False
+    elif method.startswith("torchsde:"):
+        if method.split(":", 1)[1] in reg["torchsde"]:
+            return "sde", False
+    elif method in reg["ode_fixed"]:
+        return "ode", False
+    elif method in reg["ode_adaptive"]:
+        return "ode", True
+    elif method in reg["sde_fixed"]:
+        return "sde", False
+    elif method in reg["sde_adaptive"]:
+        return "sde", True
+    raise ValueError(
+        f"unknown method {method!r}. Valid: ODE fixed {list(reg['ode_fixed'])}, "
+        f"ODE adaptive {list(reg['ode_adaptive'])}, SDE fixed {list(reg['sde_fixed'])}, "
+        f"SDE adaptive {list(reg['sde_adaptive'])}, discrete {list(DISCRETE_METHODS)}, "
+        f"backends 'torchdiffeq:<m>' (m in {list(reg['torchdiffeq_fixed'] + reg['torchdiffeq_adaptive'])}) "
+        f"and 'torchsde:<m>' (m in {list(reg['torchsde'])})"
+    )
+
+
+# --------------------------------------------------------------------------- model fields
+def _batch_time(t: Tensor, z: Tensor) -> Tensor:
+    # Solver's 0-dim t -> (B,) of z's dtype, clamped to [0, 1] (stage times may round out).
+    t = torch.as_tensor(t, dtype=z.dtype, device=z.device).clamp(0.0, 1.0)
+    return t.expand(z.shape[0]) if t.ndim == 0 else t
+
+
+class _PFODE:
+    """f(t, z) = NDM.velocity(z, t): one predictor call per evaluation."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, t: Tensor, z: Tensor) -> Tensor:
+        return self.model.velocity(z, _batch_time(t, z))
+
+
+class _ReverseDrift:
+    """f(t, z) = NDM.reverse_drift(z, t): one predictor call per evaluation."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, t: Tensor, z: Tensor) -> Tensor:
+        return self.model.reverse_drift(z, _batch_time(t, z))
+
+
+class _Diffusion:
+    """g(t, z) = g(t) (additive, diagonal), shaped (B, 1, ..., 1) to broadcast against z."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, t: Tensor, z: Tensor) -> Tensor:
+        return _bcast(self.model.diffusion(_batch_time(t, z)), z)
+
+
+# --------------------------------------------------------------------------- sample
+def sample(
+    model,
+    n: Optional[int] = None,
+    method: str = "heun",
+    *,
+    steps: Optional[int] = None,
+    grid=None,
+    grid_kind: str = "uniform",
+    rtol: Optional[float] = None,
+    atol: Optional[float] = None,
+    max_steps: int = 10_000,
+    shape: Optional[tuple] = None,
+    generator: Optional[torch.Generator] = None,
+    z1: Optional[Tensor] = None,
+    t_min: float = 0.0,
+    return_path: bool = False,
+    save_at=None,
+    denoise: bool = False,
+    dtype: Optional[torch.dtype] = None,
+    device=None,
+    eta: Optional[float] = None,
+    **solver_kwargs,
+) -> SampleResult:
+    """Draw ``n`` samples from an NDM by integrating from t = 1 to ``t_min`` (default 0).
+
+    Args:
+        model: an ``NDM`` (needs ``velocity``, ``reverse_drift``, ``diffusion``,
+            ``x_hat``, ``posterior``, ``schedule``, ``data_shape``).
+        n: number of samples (may be omitted when ``z1`` is given).
+        method: ODE (``euler``, ``midpoint``, ``heun``, ``rk4``, ``bosh3``, ``dopri5``,
+            ``tsit5``), SDE (``euler_maruyama``, ... see ``sampling_methods()``),
+            discrete (``ddim``, ``ancestral``) or a backend ``torchdiffeq:<m>`` /
+            ``torchsde:<m>``.
+        steps: number of steps for fixed-step and discrete methods (default
+            ``DEFAULT_STEPS`` = 50 when ``grid`` is not given either). An error for
+            adaptive methods.
+        grid: explicit decreasing times (1-D, in [0, 1]) instead of ``steps``; z1 is the
+            state at ``grid[0]``. An error together with ``steps`` or an adaptive method.
+        grid_kind: ``"uniform"`` in t or ``"logsnr"`` (uniform in λ), for ``steps``.
+        rtol, atol, max_steps: adaptive methods' tolerances and step limit. Default
+            tolerances: 1e-5 for ODE methods (``ODE_ADAPTIVE_TOL``), 1e-2 for adaptive
+            SDE methods (``SDE_ADAPTIVE_TOL``, the embedded EM/Heun pair's usual
+            setting). Ignored by fixed-step and discrete methods.
+        shape: sample shape; default ``model.data_shape`` (or ``z1.shape[1:]``).
+        generator: drives z1, the Brownian increments and the ancestral noise; same
+            seed, same samples.
+        z1: initial states (n, *shape) at t = 1 instead of prior draws.
+        t_min: final time for ``steps``/adaptive solves (default 0).
+        return_path: also return the states along the way (``path_ts``, ``path``). Fixed
+            and discrete: the grid. Adaptive: the times ``save_at`` (default 11 times
+            uniform from 1 to ``t_min``).
+        save_at: times to save for adaptive methods (implies ``return_path``); an error
+            for fixed-step methods, whose path is the grid.
+        denoise: return x̂_θ(z, t_min) rather than z at ``t_min`` (+1 NFE).
+        dtype, device: of z1 when it is drawn here (default float32, CPU; or z1's).
+        eta: η ∈ [0, 1] for the discrete samplers (default 0 for ``ddim``, 1 for
+            ``ancestral``); an error for other methods.
+        **solver_kwargs: passed on to ``ndmsolve.solvers.api.solve`` (e.g. ``h0``).
+
+    Returns:
+        ``SampleResult(samples, nfe, path_ts, path, solution)``.
+
+    Runs under ``torch.no_grad()``.
+    """
+    family, adaptive = _classify(method)
+    return_path = bool(return_path) or save_at is not None
+    if eta is not None and family != "discrete":
+        raise ValueError(f"eta applies to the discrete samplers {list(DISCRETE_METHODS)} only, not {method!r}")
+    if grid_kind not in GRID_KINDS:
+        raise ValueError(f"grid_kind must be one of {GRID_KINDS}, got {grid_kind!r}")
+
+    # --- initial state
+    model_shape = getattr(model, "data_shape", None)
+    if shape is not None and model_shape is not None and tuple(shape) != tuple(model_shape):
+        raise ValueError(f"shape {tuple(shape)} differs from model.data_shape {tuple(model_shape)}")
+    if z1 is not None:
+        if not isinstance(z1, Tensor) or not z1.is_floating_point() or z1.ndim < 1:
+            raise TypeError("z1 must be a floating tensor of shape (n, *shape)")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n != z1.shape[0]):
+            raise ValueError(f"n must equal z1.shape[0] = {z1.shape[0]}, got {n!r}")
+        data_shape = tuple(z1.shape[1:])
+        want = shape if shape is not None else model_shape
+        if want is not None and tuple(want) != data_shape:
+            raise ValueError(f"z1 must have shape (n, *{tuple(want)}), got {tuple(z1.shape)}")
+        if dtype is not None or device is not None:
+            z1 = z1.to(dtype=dtype or z1.dtype, device=device or z1.device)
+        n = z1.shape[0]
+    else:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        data_shape = shape if shape is not None else model_shape
+        if data_shape is None:
+            raise ValueError("shape is needed: pass shape=(...), z1, or build the NDM with data_shape=(...)")
+        data_shape = tuple(data_shape)
+        z1 = torch.randn((n, *data_shape), generator=generator, dtype=dtype or torch.float32, device=device)
+    dtype, device = z1.dtype, z1.device
+
+    # --- time grid
+    if adaptive:
+        if steps is not None or grid is not None:
+            raise ValueError(
+                f"{method!r} is adaptive: it chooses its own steps; do not pass steps or grid "
+                "(use rtol/atol, or a fixed-step method)"
+            )
+        if not isinstance(t_min, (int, float)) or not 0.0 <= float(t_min) < 1.0:
+            raise ValueError(f"t_min must be a number in [0, 1), got {t_min!r}")
+        t_grid = torch.tensor([1.0, float(t_min)], dtype=dtype, device=device)
+    elif grid is not None:
+        if steps is not None:
+            raise ValueError("pass either steps or grid, not both")
+        t_grid = check_grid(grid, dtype=dtype, device=device)
+    else:
+        steps = DEFAULT_STEPS if steps is None else steps
+        t_grid = make_time_grid(steps, grid_kind, model.schedule, t_min=t_min, dtype=dtype, device=device)
+
+    with torch.no_grad():
+        if family == "discrete":
+            sol = discrete_solve(
+                model, z1, t_grid,
+                eta=DISCRETE_METHODS[method] if eta is None else eta,
+                generator=generator, save=return_path, method=method,
+            )
+            if solver_kwargs:
+                raise TypeError(f"unexpected arguments for {method!r}: {sorted(solver_kwargs)}")
+        else:
+            sol = _solve_continuous(
+                model, z1, t_grid, method, family, adaptive,
+                rtol=rtol, atol=atol, max_steps=max_steps, generator=generator,
+                return_path=return_path, save_at=save_at, **solver_kwargs,
+            )
+        out, nfe = sol.y, int(sol.nfe)
+        if denoise:
+            t_end = t_grid[-1].expand(n)
+            out = model.x_hat(out, t_end)
+            nfe += 1
+    return SampleResult(
+        samples=out,
+        nfe=nfe,
+        path_ts=sol.ts if return_path else None,
+        path=sol.ys if return_path else None,
+        solution=sol,
+    )
+
+
+def _solve_continuous(model, z1, t_grid, method, family, adaptive, *, rtol, atol, max_steps,
+                      generator, return_path, save_at, **solver_kwargs) -> Solution:
+    from .solvers.api import solve
+
+    t0, t1 = t_grid[0], t_grid[-1]
+    kwargs = dict(solver_kwargs)
+    if adaptive:
+        tol = SDE_ADAPTIVE_TOL if family == "sde" else ODE_ADAPTIVE_TOL
+        kwargs.update(rtol=tol if rtol is None else rtol, atol=tol if atol is None else atol,
+                      max_steps=max_steps)
+        if return_path:
+            if save_at is None:
+                save_at = torch.linspace(float(t0), float(t1), 11, dtype=z1.dtype, device=z1.device)
+            kwargs["save_at"] = check_grid(save_at, dtype=z1.dtype, device=z1.device, name="save_at")
+    else:
+        if save_at is not None:
+            raise ValueError("save_at is for adaptive methods; fixed-step paths are saved on the grid")
+        kwargs["grid"] = t_grid
+        if return_path:
+            kwargs["save_at"] = t_grid
+    if family == "sde":
+        kwargs.setdefault("noise", "additive")  # g depends on t only
+        return solve(_ReverseDrift(model), z1, t0, t1, method, g=_Diffusion(model), generator=generator, **kwargs)
+    return solve(_PFODE(model), z1, t0, t1, method, **kwargs)
