@@ -49,10 +49,6 @@ __all__ = ["sample", "SampleResult", "make_time_grid", "check_grid", "sampling_m
 DEFAULT_STEPS = 50
 GRID_KINDS = ("uniform", "logsnr")
 
-#: default tolerances of adaptive SDE methods when rtol/atol are not given (Jolicoeur-Martineau
-#: et al. 2021 use 1e-2; ODE-like 1e-5 would make an embedded EM/Heun pair take ~1e5 steps)
-SDE_ADAPTIVE_TOL = 1e-2
-ODE_ADAPTIVE_TOL = 1e-5
 
 
 # --------------------------------------------------------------------------- results
@@ -315,8 +311,8 @@ def sample(
             state at ``grid[0]``. An error together with ``steps`` or an adaptive method.
         grid_kind: ``"uniform"`` in t or ``"logsnr"`` (uniform in λ), for ``steps``.
         rtol, atol, max_steps: adaptive methods' tolerances and step limit. Default
-            tolerances: 1e-5 for ODE methods (``ODE_ADAPTIVE_TOL``), 1e-2 for adaptive
-            SDE methods (``SDE_ADAPTIVE_TOL``, the embedded EM/Heun pair's usual
+            tolerances: 1e-5 for ODE methods, 1e-2 for adaptive SDE methods
+            (``solvers.api.DEFAULT_TOL``, the embedded EM/Heun pair's usual
             setting). Ignored by fixed-step and discrete methods.
         shape: sample shape; default ``model.data_shape`` (or ``z1.shape[1:]``).
         generator: drives z1, the Brownian increments and the ancestral noise; same
@@ -426,9 +422,7 @@ def _solve_continuous(model, z1, t_grid, method, family, adaptive, *, rtol, atol
     t0, t1 = t_grid[0], t_grid[-1]
     kwargs = dict(solver_kwargs)
     if adaptive:
-        tol = SDE_ADAPTIVE_TOL if family == "sde" else ODE_ADAPTIVE_TOL
-        kwargs.update(rtol=tol if rtol is None else rtol, atol=tol if atol is None else atol,
-                      max_steps=max_steps)
+        kwargs.update(rtol=rtol, atol=atol, max_steps=max_steps)  # None: solve's DEFAULT_TOL
         if return_path:
             if save_at is None:
                 save_at = torch.linspace(float(t0), float(t1), 11, dtype=z1.dtype, device=z1.device)

@@ -314,3 +314,28 @@ def test_front_door_dispatches_sde_methods():
     ad = solve(f_lin, y0, 0.0, 1.0, "adaptive_heun_sde", g=g_lin, noise="additive", rtol=1e-2, atol=1e-2,
                generator=torch.Generator().manual_seed(0))
     assert ad.y.shape == y0.shape and ad.nfe > 0 and ad.t == 1.0
+
+
+def test_solve_default_tolerances_depend_on_family():
+    """Omitted rtol/atol: 1e-2 for the adaptive SDE pair, 1e-5 for ODE methods."""
+    from ndmsolve.solvers.api import DEFAULT_TOL, solve
+
+    y0 = torch.ones(64, 2, dtype=torch.float64)
+
+    def drift(t, y):
+        return -y
+
+    def diff(t, y):
+        return torch.full_like(y, 0.5)
+
+    def run(**kw):
+        gen = torch.Generator().manual_seed(3)
+        return solve(drift, y0, 0.0, 1.0, "adaptive_heun_sde", g=diff, noise="additive",
+                     generator=gen, **kw)
+
+    default, explicit = run(), run(rtol=DEFAULT_TOL["sde"], atol=DEFAULT_TOL["sde"])
+    assert default.nfe == explicit.nfe and torch.equal(default.y, explicit.y)
+    assert run(rtol=1e-3, atol=1e-3).nfe > default.nfe
+    ode_default = solve(drift, y0, 0.0, 1.0, "dopri5")
+    ode_explicit = solve(drift, y0, 0.0, 1.0, "dopri5", rtol=DEFAULT_TOL["ode"], atol=DEFAULT_TOL["ode"])
+    assert ode_default.nfe == ode_explicit.nfe

@@ -193,8 +193,10 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         clipped = abs(h) >= abs(target - t)
         h_try = (target - t) if clipped else h
         t_new = target if clipped else t + h_try
-        times = {c: (_t(t_new, y0) if c == 1.0 else _t(t + c * h_try, y0)) for c in set(tab.c)}
-        y1, ks, err = rk_step(fc, tab, [times[c] for c in tab.c], h_try, y, k0)
+        # One host-to-device copy for all stage times (one per stage would each block on CUDA).
+        stage_t = torch.tensor([t_new if c == 1.0 else t + c * h_try for c in tab.c],
+                               dtype=y0.dtype, device=y0.device).unbind()
+        y1, ks, err = rk_step(fc, tab, stage_t, h_try, y, k0)
         with torch.no_grad():  # step control is not differentiated through
             probe = torch.stack([error_ratio(err, y, y1, rtol, atol).double(),
                                  y1.sum(dtype=torch.float64)])

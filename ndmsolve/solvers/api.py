@@ -56,6 +56,11 @@ def _positive(value, name: str) -> float:
     return value
 
 
+#: default rtol = atol by family: 1e-5 for ODEs; 1e-2 for adaptive SDE methods, whose
+#: embedded EM/Heun pair would need ~1e5 steps at 1e-5
+DEFAULT_TOL = {"ode": 1e-5, "sde": 1e-2}
+
+
 def _check_y0(y0) -> None:
     if not isinstance(y0, Tensor):
         raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
@@ -69,7 +74,7 @@ def _check_y0(y0) -> None:
 
 def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
           steps: Optional[int] = None, grid: Optional[Tensor] = None,
-          rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 10_000,
+          rtol: Optional[float] = None, atol: Optional[float] = None, max_steps: int = 10_000,
           h0: Optional[float] = None, save_at: Optional[Tensor] = None,
           g: Optional[Field] = None, generator: Optional[torch.Generator] = None,
           bm=None, noise: str = "diagonal",
@@ -84,7 +89,9 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
         method: a name from ``METHODS`` or ``"torchdiffeq:<m>"`` / ``"torchsde:<m>"``.
         steps: fixed-step methods: number of uniform steps.
         grid: fixed-step methods: explicit (N+1,) times from t0 to t1 (instead of steps).
-        rtol, atol: adaptive methods: tolerances (> 0); defaults 1e-5 suit sampling.
+        rtol, atol: adaptive methods: tolerances (> 0). Defaults (``DEFAULT_TOL``): 1e-5
+            for ODE methods (suits diffusion sampling), 1e-2 for adaptive SDE methods
+            (a low-order embedded pair; Jolicoeur-Martineau et al. 2021 use 1e-2).
         max_steps: adaptive methods: bound on attempted (accepted + rejected) steps.
         h0: adaptive methods: first step size (default: Hairer's rule, +1 NFE).
         save_at: (S,) times within [t0, t1], strictly monotone in the integration
@@ -114,7 +121,9 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
     t0f, t1f = as_time(t0, "t0"), as_time(t1, "t1")
     if t0f == t1f:
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0f}")
-    rtol, atol = _positive(rtol, "rtol"), _positive(atol, "atol")
+    tol = DEFAULT_TOL["sde" if g is not None else "ode"]
+    rtol = _positive(tol if rtol is None else rtol, "rtol")
+    atol = _positive(tol if atol is None else atol, "atol")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int):
         raise TypeError(f"max_steps must be an int, got {type(max_steps).__name__}")
     if max_steps < 1:

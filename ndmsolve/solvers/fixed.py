@@ -98,7 +98,8 @@ def solve_fixed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
             it started from, ``.partial`` holds y0 or the last good saved state.
     """
     n = grid.numel() - 1
-    hs = (grid[1:].double() - grid[:-1].double()).tolist()  # one sync, before the loop
+    times = grid.double().tolist()  # the one host sync, before the loop
+    hs = [b - a for a, b in zip(times[:-1], times[1:])]
     ts = stage_times(grid, tab)
     save_idx = list(save_idx or ())
     save_after = [False] * n
@@ -111,7 +112,7 @@ def solve_fixed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
     first_bad = check_finite_steps(torch.stack(sums), y)
     if first_bad is not None:
         raise _nonfinite(tab.name, grid, save_idx, states, y0, first_bad, nfe)
-    sol = Solution(y=y, nfe=nfe, n_accepted=n, method=tab.name, t=float(grid[-1]))
+    sol = Solution(y=y, nfe=nfe, n_accepted=n, method=tab.name, t=times[-1])
     if save_idx:
         sol.ts, sol.ys = grid[save_idx], torch.stack(states)
     return sol
