@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
+
+from ._io import atomic_write
 
 __all__ = ["EMA", "TrainResult", "train", "save_checkpoint", "load_checkpoint"]
 
@@ -104,21 +105,7 @@ def save_checkpoint(path: PathLike, obj: Optional[dict] = None, **entries) -> Pa
             payload[k] = v.state_dict()
         elif isinstance(v, torch.Generator):
             payload[k] = v.get_state()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: PathLike, map_location="cpu", **targets) -> dict:

@@ -3,12 +3,13 @@ no global backend change) and written atomically."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from ._io import atomic_write
 
 __all__ = ["scatter_samples", "save_figure"]
 
@@ -19,20 +20,8 @@ def save_figure(fig, path: PathLike, **savefig_kwargs) -> Path:
     """Save a matplotlib ``Figure`` to ``path`` via a temporary file and ``os.replace``
     (a reader never sees a half-written image). The format follows the suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".") or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, **savefig_kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
 
 
 def scatter_samples(
