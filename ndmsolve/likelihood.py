@@ -216,6 +216,9 @@ class _Divergence:
                 except (RuntimeError, NotImplementedError) as err:
                     self._warn("autograd", err)
                 else:
+                    if C.shape[0] == 1:  # one probe: a plain VJP, vmap would only add overhead
+                        (g,) = vjp_fn(C[0])
+                        return vz.detach(), self.reduce(g.unsqueeze(0), z).detach()
                     if self.mode == "vmap":
                         try:
                             (g,) = torch.func.vmap(vjp_fn, chunk_size=self._chunk(z, C.shape[0]))(C)

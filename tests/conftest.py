@@ -4,11 +4,12 @@ import torch
 
 # Tiny networks run fastest on one thread; xdist workers would otherwise oversubscribe cores.
 torch.set_num_threads(1)
+# Captured once: a fixture of wider scope may change the default before a test starts.
+_DTYPE, _THREADS = torch.get_default_dtype(), torch.get_num_threads()
 
 
 @pytest.fixture(autouse=True)
 def _restore_torch_defaults():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
+    torch.set_default_dtype(_DTYPE)
+    torch.set_num_threads(_THREADS)
