@@ -28,14 +28,9 @@ Writes ``benchmarks/results/drift_cost_<device>.json`` (atomically).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
-import statistics
 import sys
-import tempfile
-import time
 import traceback
 from typing import Callable
 
@@ -45,7 +40,12 @@ import torch.autograd.forward_ad as fwAD
 import ndmsolve as nd
 from ndmsolve.fields import MLP, UNet
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
+
+RESULTS = os.path.join(_HERE, "results")
 
 # Sizes: the full run (2-D toy data, 32×32×3 images) and a --quick one for smoke tests.
 CASES = {
@@ -53,24 +53,6 @@ CASES = {
     "conv": dict(full=dict(batch=128, size=32, base=16), quick=dict(batch=2, size=8, base=4)),
 }
 N_BASIS = 4
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build(case: str, cfg: dict, device: torch.device):
@@ -182,28 +164,6 @@ def _check_attempt(name: str, fn: Callable, ref_drift: torch.Tensor) -> None:
         raise RuntimeError(f"{name}: drift differs from NDM.fields by {err:.2e} (relative)")
 
 
-def time_all(fns: dict[str, Callable], device, rounds: int, min_time: float) -> dict[str, float]:
-    """Median seconds per call, rounds interleaved across variants."""
-    number = {}
-    for name, fn in fns.items():  # warm-up, then calls per round so each round lasts ~min_time
-        fn(), fn()
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        number[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-9)))
-    samples: dict[str, list[float]] = {n: [] for n in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(number[name]):
-                fn()
-            _sync(device)
-            samples[name].append((time.perf_counter() - t0) / number[name])
-    return {n: statistics.median(s) for n, s in samples.items()}
-
-
 def run_case(case: str, cfg: dict, device, rounds: int, min_time: float, try_compile: bool) -> dict:
     pred, residual, basis, z, t = build(case, cfg, device)
     result: dict = {"config": dict(cfg, data_shape=list(z.shape[1:]), n_basis=N_BASIS), "attempts": {}}
@@ -225,8 +185,8 @@ def run_case(case: str, cfg: dict, device, rounds: int, min_time: float, try_com
                 if os.environ.get("NDM_BENCH_TRACE"):
                     traceback.print_exc()
         # Deduplicate callables timed twice (fused vs two baselines).
-        times = time_all({n: f for n, f in usable.items() if n != "fused_compiled_vs_compiled_base"},
-                         device, rounds, min_time)
+        times = _common.time_all({n: f for n, f in usable.items() if n != "fused_compiled_vs_compiled_base"},
+                                 device, rounds, min_time, warmup=2)
     if "fused_compiled" in times:
         times["fused_compiled_vs_compiled_base"] = times["fused_compiled"]
     result["ms"] = {n: 1e3 * s for n, s in times.items()}
@@ -275,26 +235,16 @@ def _cfg(cfg: dict) -> str:
 
 
 def write_json(res: dict, out_dir: str) -> str:
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"drift_cost_{res['device']}.json")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".drift_cost_", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(res, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)  # atomic: readers never see half a file
+    _common.write_json_atomic(path, res, prefix=".drift_cost_", suffix=".json")
     return path
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few rounds (smoke test)")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU")
-    p.add_argument("--rounds", type=int, default=None, help="timing rounds (default 7; quick 3)")
-    p.add_argument("--min-time", type=float, default=None, help="seconds per variant per round")
+    _common.add_run_args(p, rounds_help="timing rounds (default 7; quick 3)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile attempts")
-    p.add_argument("--cases", default="mlp,conv", help="comma-separated subset of " + ",".join(CASES))
-    p.add_argument("--out-dir", default=RESULTS)
+    _common.add_cases_args(p, CASES, RESULTS)
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device available")
@@ -305,18 +255,7 @@ def main(argv=None) -> dict:
     rounds = a.rounds or (3 if a.quick else 7)
     min_time = a.min_time if a.min_time is not None else (0.005 if a.quick else 0.3)
     try_compile = not (a.no_compile or a.quick)
-    res = {
-        "benchmark": "drift_cost",
-        "device": a.device,
-        "device_name": device_name(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "quick": a.quick,
-        "rounds": rounds,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "cases": {},
-    }
+    res = dict(_common.run_meta("drift_cost", a, device, rounds), cases={})
     try:
         for case in a.cases.split(","):
             cfg = CASES[case]["quick" if a.quick else "full"]

@@ -30,13 +30,9 @@ Writes ``benchmarks/results/likelihood_cost_<device>.json`` (atomically).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
-import statistics
 import sys
-import tempfile
 import time
 from typing import Callable
 
@@ -46,7 +42,12 @@ import ndmsolve as nd
 from ndmsolve.fields import MLP, UNet
 from ndmsolve.likelihood import _AugmentedField, _Divergence, log_likelihood, sample_probes, standard_normal_logp
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
+
+RESULTS = os.path.join(_HERE, "results")
 
 CASES = {
     "mlp": dict(full=dict(batch=8192, hidden=128, depth=3, mem_batch=1024, e2e_steps=20),
@@ -55,24 +56,6 @@ CASES = {
                  quick=dict(batch=2, size=8, base=4, exact_chunk=4, e2e_steps=1)),
 }
 MEM_STEPS = {"full": (10, 40, 160), "quick": (2, 4, 8)}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build(case: str, cfg: dict, device: torch.device, batch: int | None = None):
@@ -119,29 +102,6 @@ class ScoreSDEField:
         return torch.cat([v.reshape(self.B, self.D), div], 1)
 
 
-# ---------------------------------------------------------------------------- timing
-def time_all(fns: dict[str, Callable], device, rounds: int, min_time: float) -> dict[str, float]:
-    """Median seconds per call, rounds interleaved across variants (load hits all alike)."""
-    number = {}
-    for name, fn in fns.items():
-        fn()
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        number[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-9)))
-    samples: dict[str, list[float]] = {n: [] for n in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(number[name]):
-                fn()
-            _sync(device)
-            samples[name].append((time.perf_counter() - t0) / number[name])
-    return {n: statistics.median(s) for n, s in samples.items()}
-
-
 def field_cost(case: str, cfg: dict, device, rounds: int, min_time: float) -> dict:
     model, z = build(case, cfg, device)
     B, shape, D = z.shape[0], tuple(z.shape[1:]), math.prod(z.shape[1:])
@@ -174,7 +134,7 @@ def field_cost(case: str, cfg: dict, device, rounds: int, min_time: float) -> di
     h, b = hutch(t0, y), base(t0, y)
     assert torch.allclose(h[:, :D], v_ref.reshape(B, D), atol=1e-4, rtol=1e-4)
     assert torch.allclose(h[:, D], b[:, D], atol=1e-3, rtol=1e-3), (h[:, D] - b[:, D]).abs().max()
-    sec = time_all(fns, device, rounds, min_time)
+    sec = _common.time_all(fns, device, rounds, min_time)
     sec["exact"] *= exact_scale
     ms = {(exact_name if k == "exact" else k): 1e3 * v for k, v in sec.items()}
     ratios = {k: v / ms["velocity"] for k, v in ms.items() if k != "velocity"}
@@ -253,10 +213,10 @@ def end_to_end(case: str, cfg: dict, device) -> dict:
            "mean_logp": float(res.logp.mean())}
     sec = {}
     for name, fn in (("ours", ours), ("scoresde", baseline)):
-        _sync(device)
+        _common.sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        _common.sync(device)
         sec[name] = time.perf_counter() - t0
     out["s"] = sec
     out["speedup_vs_scoresde"] = sec["scoresde"] / sec["ours"]
@@ -287,26 +247,16 @@ def print_table(res: dict) -> None:
 
 
 def write_json(res: dict, out_dir: str) -> str:
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"likelihood_cost_{res['device']}.json")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".likelihood_cost_", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(res, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)  # atomic: readers never see half a file
+    _common.write_json_atomic(path, res, prefix=".likelihood_cost_", suffix=".json")
     return path
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few rounds (smoke test)")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU")
-    p.add_argument("--rounds", type=int, default=None, help="timing rounds (default 5; quick 1)")
-    p.add_argument("--min-time", type=float, default=None, help="seconds per variant per round")
+    _common.add_run_args(p, rounds_help="timing rounds (default 5; quick 1)")
     p.add_argument("--conv-batch", type=int, default=None, help="override the conv case's batch (full: 128)")
-    p.add_argument("--cases", default="mlp,conv", help="comma-separated subset of " + ",".join(CASES))
-    p.add_argument("--out-dir", default=RESULTS)
+    _common.add_cases_args(p, CASES, RESULTS)
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device available")
@@ -317,19 +267,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(a.threads)
     rounds = a.rounds or (1 if a.quick else 5)
     min_time = a.min_time if a.min_time is not None else (0.0 if a.quick else 0.5)
-    res = {
-        "benchmark": "likelihood_cost",
-        "device": a.device,
-        "device_name": device_name(device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "quick": a.quick,
-        "rounds": rounds,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "field_cost": {},
-        "end_to_end": {},
-    }
+    res = dict(_common.run_meta("likelihood_cost", a, device, rounds), field_cost={}, end_to_end={})
     cases = a.cases.split(",")
     if a.conv_batch:
         CASES["conv"][size] = dict(CASES["conv"][size], batch=a.conv_batch)

@@ -39,15 +39,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
@@ -65,36 +63,19 @@ try:
 except ImportError:  # pragma: no cover
     torchsde = None
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
+from _common import device_name, sync  # noqa: E402
+
+RESULTS_DIR = os.path.join(_HERE, "results")
 
 TARGETS = {
     "euler_ours_over_raw_max": 1.1,
     "em_torchsde_over_ours_min": 5.0,
     "graph_raw_over_graph_min": 3.0,
 }
-
-
-# --------------------------------------------------------------------------- environment
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(mod) -> Optional[str]:
-    return None if mod is None else getattr(mod, "__version__", "unknown")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- fields
@@ -546,19 +527,8 @@ def _strip(obj):
 
 
 def write_json_atomic(path: str, data: dict) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".solver_overhead.", suffix=".json.tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_strip(data), fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _common.write_json_atomic(os.path.abspath(path), _strip(data), prefix=".solver_overhead.",
+                              suffix=".json.tmp", sort_keys=False, file_mode=0o644)  # mkstemp: 0600
 
 
 def _summary(res: dict) -> dict:
@@ -641,8 +611,8 @@ def main(argv=None) -> dict:
     res = {
         "meta": {
             "device": device_name(device), "device_type": device.type,
-            "torch": torch.__version__, "torchdiffeq": _version(torchdiffeq),
-            "torchsde": _version(torchsde), "python": platform.python_version(),
+            "torch": torch.__version__, "torchdiffeq": _common.version(torchdiffeq),
+            "torchsde": _common.version(torchsde), "python": platform.python_version(),
             "ndmsolve_methods": list(all_methods()),
             "threads": torch.get_num_threads(),
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
