@@ -245,6 +245,7 @@ class _PFODE:
 
     def __init__(self, model):
         self.model = model
+        self.graph_key = ("pf_ode", id(model))  # one CUDA graph per model, not per call
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
         return self.model.velocity(z, _batch_time(t, z))

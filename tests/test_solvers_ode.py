@@ -357,3 +357,37 @@ def test_graph_path_plumbing_with_eager_replay(monkeypatch):
         warnings.simplefilter("error")
         assert cudagraph.solve_fixed_graphed(net, y0, grid, tableaus.heun) is None
     cudagraph.clear_cache()
+
+
+def test_graph_key_names_a_rebuilt_field(monkeypatch):
+    """Field wrappers rebuilt per call (as nd.sample does) replay one graph via graph_key."""
+    from ndmsolve.solvers import cudagraph
+    from ndmsolve.solvers.grids import make_grid
+
+    captures = []
+
+    def eager_capture(warmup, body, device):
+        captures.append(device)
+        warmup()
+        body()
+        return body
+
+    monkeypatch.setattr(cudagraph, "_capture_fn", eager_capture)
+    cudagraph.clear_cache()
+
+    class Wrapper:
+        def __init__(self, key):
+            self.graph_key = ("decay", key)
+
+        def __call__(self, t, y):
+            return -y
+
+    grid = make_grid(0.0, 1.0, 8, None, F64, "cpu")
+    y0 = torch.ones(3, dtype=F64)
+    sols = [cudagraph.solve_fixed_graphed(Wrapper(1), y0, grid, tableaus.heun) for _ in range(3)]
+    assert len(captures) == 1
+    cudagraph.solve_fixed_graphed(Wrapper(2), y0, grid, tableaus.heun)
+    assert len(captures) == 2
+    exact = torch.exp(torch.tensor(-1.0, dtype=F64))
+    assert all(abs(float(s.y[0]) - exact) < 3e-3 for s in sols)  # heun, h = 1/8
+    cudagraph.clear_cache()

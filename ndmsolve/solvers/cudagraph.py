@@ -6,7 +6,8 @@ kernel launches, no Python in the loop. Used by ``solve`` when ``y0`` is on CUDA
 ``cuda_graph`` allows it and autograd is off (sampling runs under ``torch.no_grad`` or
 ``torch.inference_mode``; capturing backward passes is out of scope).
 
-Cache: one captured graph per (field, shape, dtype, device, grid, method, save indices),
+Cache: one captured graph per (field, shape, dtype, device, grid, method, save indices)
+(the field by identity, or by its ``graph_key`` attribute when it has one),
 least recently used first out, ``MAX_CACHED`` entries. An entry holds a strong reference
 to the field so its id cannot be reused by another object while the graph lives. The
 graph reads the field's parameters from their memory at replay, so in-place weight
@@ -46,6 +47,11 @@ def clear_cache() -> None:
 
 
 def _field_id(f: Field):
+    # A field object rebuilt per call (e.g. a sampler's wrapper around one model) names
+    # its identity with ``graph_key``, so repeated solves replay instead of re-capturing.
+    key = getattr(f, "graph_key", None)
+    if key is not None:
+        return ("graph_key",) + tuple(key)
     # A bound method is a new object at each attribute access; key on its parts.
     self_ = getattr(f, "__self__", None)
     func = getattr(f, "__func__", None)
