@@ -6,22 +6,11 @@ from hypothesis import given, settings, strategies as st
 import ndmsolve as nd
 from ndmsolve.fields import MLP, EpsilonPredictor, UNet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: intra-op threads only add overhead (and oversubscribe under xdist).
-    # The default dtype is pinned too: another module may leave float64 set in this worker.
-    old, old_dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_num_threads(old)
-    torch.set_default_dtype(old_dtype)
+from helpers import gen, one_thread_fixture
 
 
+_one_thread = one_thread_fixture(torch.float32)
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 @settings(max_examples=15, deadline=None)

@@ -33,16 +33,13 @@ from ndmsolve.likelihood import (
     standard_normal_logp,
 )
 
+from helpers import one_thread_fixture
+
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention (50x slower on a busy 2-core box).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Tiny tensors: intra-op threads only add contention (50x slower on a busy 2-core box).
+_one_thread = one_thread_fixture()
 
 
 @pytest.fixture(autouse=True)

@@ -18,19 +18,12 @@ from ndmsolve.objectives import (
     sample_times,
 )
 
+from helpers import gen, one_thread_fixture
+
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+_one_thread = one_thread_fixture()
 
 
 def _mixture():
@@ -91,11 +84,11 @@ def test_identity_continuous_is_vdm(sched):
     gm = _mixture()
     pred = Perturbed(nd.ExactPredictor(gm, sched), sched, 2)
     model = nd.NDM(pred, None, sched)
-    x = gm.sample(64, generator=_gen(1))
-    t = torch.rand(64, generator=_gen(2), dtype=D64)
-    out = continuous_loss(model, x, t=t, generator=_gen(5))
+    x = gm.sample(64, generator=gen(1))
+    t = torch.rand(64, generator=gen(2), dtype=D64)
+    out = continuous_loss(model, x, t=t, generator=gen(5))
     # VDM written out: z_t = α x + σ ε with the same ε, loss −½ λ' e^λ ‖x − x̂‖²
-    eps = torch.randn(x.shape, generator=_gen(5), dtype=D64)
+    eps = torch.randn(x.shape, generator=gen(5), dtype=D64)
     alpha, sigma = sched(t)
     z = alpha[:, None] * x + sigma[:, None] * eps
     x_hat = pred(z, t)
@@ -112,13 +105,13 @@ def test_identity_discrete_is_ddpm():
     pred = Perturbed(nd.ExactPredictor(gm, sched), sched, 2)
     model = nd.NDM(pred, None, sched)
     T = 20
-    x = gm.sample(40, generator=_gen(1))
+    x = gm.sample(40, generator=gen(1))
     i = torch.arange(40) % T + 1
-    out = discrete_loss(model, x, T, t_index=i, generator=_gen(7))
+    out = discrete_loss(model, x, T, t_index=i, generator=gen(7))
     # DDPM (Ho et al.) with ᾱ = α²: β = 1 − ᾱ_t/ᾱ_s, posterior mean
     # μ̃ = √ᾱ_s β/(1 − ᾱ_t) x + √(ᾱ_t/ᾱ_s)(1 − ᾱ_s)/(1 − ᾱ_t) z_t, var β (1 − ᾱ_s)/(1 − ᾱ_t)
     t, s = i.to(D64) / T, (i - 1).to(D64) / T
-    eps = torch.randn(x.shape, generator=_gen(7), dtype=D64)
+    eps = torch.randn(x.shape, generator=gen(7), dtype=D64)
     ab_t, ab_s = torch.sigmoid(sched.log_snr(t)), torch.sigmoid(sched.log_snr(s))
     z = ab_t.sqrt()[:, None] * x + (1 - ab_t).sqrt()[:, None] * eps
     x_hat = pred(z, t)
@@ -133,13 +126,13 @@ def test_identity_discrete_is_ddpm():
 
 def test_diffusion_zero_when_predictor_knows_x():
     gm, sched, tr = _mixture(), nd.LinearLogSNR(-10.0, 10.0), _affine()
-    x = gm.sample(16, generator=_gen(0))
+    x = gm.sample(16, generator=gen(0))
     model = nd.NDM(Knows(x), tr, sched)
-    assert continuous_loss(model, x, generator=_gen(1)).diffusion.abs().max() == 0
-    assert discrete_loss(model, x, 50, generator=_gen(1)).diffusion.abs().max() == 0
+    assert continuous_loss(model, x, generator=gen(1)).diffusion.abs().max() == 0
+    assert discrete_loss(model, x, 50, generator=gen(1)).diffusion.abs().max() == 0
     # ... and positive for a predictor that does not
     model = nd.NDM(Knows(x + 0.01), tr, sched)
-    assert (continuous_loss(model, x, generator=_gen(1)).diffusion > 0).all()
+    assert (continuous_loss(model, x, generator=gen(1)).diffusion > 0).all()
 
 
 # --------------------------------------------------------------------------- discrete -> continuous
@@ -147,18 +140,18 @@ def test_discrete_approaches_continuous():
     sched, tr, gm = nd.LinearLogSNR(-8.0, 8.0), _affine(), _mixture()
     model = nd.NDM(Perturbed(nd.ExactPredictor(gm, sched, tr), sched, 2), tr, sched)
     M, seed = 24, 11
-    x = gm.sample(M, generator=_gen(0))
+    x = gm.sample(M, generator=gen(0))
     # fixed ε per sample (same generator state every call); the t-integral by quadrature
     nodes, weights = np.polynomial.legendre.leggauss(80)  # converged: 80 and 400 nodes agree to 1e-11
     with torch.no_grad():
         cont = sum(
-            0.5 * w * continuous_loss(model, x, t=torch.full((M,), 0.5 * (u + 1), dtype=D64), generator=_gen(seed)).diffusion
+            0.5 * w * continuous_loss(model, x, t=torch.full((M,), 0.5 * (u + 1), dtype=D64), generator=gen(seed)).diffusion
             for u, w in zip(nodes, weights)
         )
 
         def disc(T):  # Σ_i KL_i exactly: the mean over all i of T·KL_i
             return sum(
-                discrete_loss(model, x, T, t_index=torch.full((M,), i), generator=_gen(seed)).diffusion
+                discrete_loss(model, x, T, t_index=torch.full((M,), i), generator=gen(seed)).diffusion
                 for i in range(1, T + 1)
             ) / T
 
@@ -179,9 +172,9 @@ def test_negative_elbo_bounds_true_nll(transform):
     tr = _affine() if transform == "affine" else None
     model = nd.NDM(nd.ExactPredictor(gm, sched, tr), tr, sched)
     N, d = 300_000, 2
-    x = gm.sample(N, generator=_gen(0))
+    x = gm.sample(N, generator=gen(0))
     with torch.no_grad():
-        out = continuous_loss(model, x, generator=_gen(1))
+        out = continuous_loss(model, x, generator=gen(1))
     gap = (out.total + gm.log_prob(x)) / d  # per dimension
     mean, se = gap.mean().item(), gap.std().item() / math.sqrt(N)
     assert se < 0.02
@@ -198,11 +191,11 @@ def test_gradients_reach_every_part(which, loss):
     tr = nd.ResidualTransform(Net(d, seed=1)) if which == "residual" else _affine(learnable=True)
     sched = nd.LearnedLogSNR(-8.0, 8.0).to(D64)
     model = nd.NDM(Net(d, seed=2), tr, sched)
-    x = torch.randn(32, d, generator=_gen(0), dtype=D64)
+    x = torch.randn(32, d, generator=gen(0), dtype=D64)
     if loss == "continuous":
-        out = continuous_loss(model, x, generator=_gen(1))
+        out = continuous_loss(model, x, generator=gen(1))
     else:
-        out = discrete_loss(model, x, 10, generator=_gen(1))
+        out = discrete_loss(model, x, 10, generator=gen(1))
     out.total.mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
@@ -225,7 +218,7 @@ def test_one_stacked_jvp_call(transform):
         return orig(x, t, *a, **k)
 
     model.F_and_dF = counted
-    continuous_loss(model, torch.randn(B, d, generator=_gen(0), dtype=D64), generator=_gen(1))
+    continuous_loss(model, torch.randn(B, d, generator=gen(0), dtype=D64), generator=gen(1))
     assert calls == [((2 * B, d), (2 * B,))]
 
 
@@ -233,20 +226,20 @@ def test_one_stacked_jvp_call(transform):
 @pytest.mark.parametrize("method", ["antithetic", "stratified"])
 def test_stratified_times(method):
     for B in (1, 7, 64):
-        t = sample_times(B, generator=_gen(B), method=method, dtype=D64)
+        t = sample_times(B, generator=gen(B), method=method, dtype=D64)
         assert t.shape == (B,) and t.dtype == D64
         assert ((t >= 0) & (t < 1)).all()
         assert sorted(torch.floor(t * B).long().tolist()) == list(range(B))  # one per stratum
-    t = sample_times(1000, generator=_gen(0), method="uniform")
+    t = sample_times(1000, generator=gen(0), method="uniform")
     assert t.dtype == torch.get_default_dtype() and ((t >= 0) & (t < 1)).all()
     # same seed, same times
-    assert torch.equal(sample_times(5, generator=_gen(3)), sample_times(5, generator=_gen(3)))
+    assert torch.equal(sample_times(5, generator=gen(3)), sample_times(5, generator=gen(3)))
 
 
 @pytest.mark.parametrize("predictor", ["exact", "offset"])
 def test_antithetic_lowers_variance(predictor):
     sched, gm, tr = nd.LinearLogSNR(-10.0, 10.0), _mixture(), _affine()
-    x = gm.sample(64, generator=_gen(0))
+    x = gm.sample(64, generator=gen(0))
     # "exact": E[x | z_t], the loss noise is mostly from ε; "offset": x̂ = x + δ, the
     # loss depends on t alone, where stratification removes nearly all the variance
     pred = nd.ExactPredictor(gm, sched, tr) if predictor == "exact" else Knows(x + 0.01)
@@ -254,7 +247,7 @@ def test_antithetic_lowers_variance(predictor):
     n = 150
     with torch.no_grad():
         est = {
-            m: torch.stack([continuous_loss(model, x, generator=_gen(s), time_sampler=m).total.mean() for s in range(n)])
+            m: torch.stack([continuous_loss(model, x, generator=gen(s), time_sampler=m).total.mean() for s in range(n)])
             for m in ("uniform", "antithetic")
         }
     # both unbiased for the same quantity ...
@@ -269,14 +262,14 @@ def test_antithetic_lowers_variance(predictor):
 def test_prior_closed_form():
     sched, tr = nd.LinearLogSNR(-3.0, 5.0), _affine()
     model = nd.NDM(Net(2), tr, sched)
-    x = torch.randn(10, 2, generator=_gen(0), dtype=D64)
+    x = torch.randn(10, 2, generator=gen(0), dtype=D64)
     one = torch.ones(10, dtype=D64)
     alpha1, sigma1 = sched(one)
     mu = alpha1[:, None] * tr(x, one)
     v = sigma1[:, None] ** 2
     kl = 0.5 * (v + mu**2 - 1 - torch.log(v)).sum(1)
     torch.testing.assert_close(prior_loss(model, x), kl)
-    torch.testing.assert_close(continuous_loss(model, x, generator=_gen(0)).prior, kl)
+    torch.testing.assert_close(continuous_loss(model, x, generator=gen(0)).prior, kl)
 
 
 class Shift(nn.Module):
@@ -290,16 +283,16 @@ class Shift(nn.Module):
 def test_gaussian_decoder_expectation(tr):
     sched = nd.LinearLogSNR(-6.0, 4.0)
     model = nd.NDM(Net(2), tr, sched)
-    x = torch.randn(3, 2, generator=_gen(0), dtype=D64)
+    x = torch.randn(3, 2, generator=gen(0), dtype=D64)
     exact = reconstruction_loss(model, x)
     # Monte Carlo over z_0 ~ q(z_0 | x) of the one-sample form
     n = 100_000
     xs = x.repeat(n, 1)
     zero = torch.zeros(3 * n, dtype=D64)
-    z0, _ = model.sample_marginal(xs, zero, generator=_gen(1))
+    z0, _ = model.sample_marginal(xs, zero, generator=gen(1))
     mc = reconstruction_loss(model, xs, z_0=z0).reshape(n, 3)
     assert ((mc.mean(0) - exact).abs() < 4 * mc.std(0) / math.sqrt(n)).all()
-    torch.testing.assert_close(continuous_loss(model, x, generator=_gen(0)).reconstruction, exact)
+    torch.testing.assert_close(continuous_loss(model, x, generator=gen(0)).reconstruction, exact)
 
 
 @pytest.mark.parametrize("logsnr_max", [12.0, 4.0, 0.0])
@@ -331,21 +324,21 @@ def test_discretized_log_prob_accurate_in_tails_and_matches_cdf():
 def test_discretized_decoder_in_loss_is_differentiable():
     tr = nd.ResidualTransform(Net(3, seed=1))
     model = nd.NDM(Net(3, seed=2), tr, nd.LinearLogSNR(-6.0, 7.0))
-    x = torch.randint(0, 256, (16, 3), generator=_gen(0)).to(D64) / 127.5 - 1
-    out = continuous_loss(model, x, generator=_gen(1), decoder="discretized")
+    x = torch.randint(0, 256, (16, 3), generator=gen(0)).to(D64) / 127.5 - 1
+    out = continuous_loss(model, x, generator=gen(1), decoder="discretized")
     assert torch.isfinite(out.total).all() and (out.reconstruction > 0).all()
     out.total.mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     # same seed, same result; the decoder draw comes from the generator
-    a = continuous_loss(model, x, generator=_gen(1), decoder="discretized").total
+    a = continuous_loss(model, x, generator=gen(1), decoder="discretized").total
     torch.testing.assert_close(a, out.total)
 
 
 def test_float32_default():
     model = nd.NDM(Net(2).float(), None, nd.LinearLogSNR())
-    x = torch.randn(8, 2, generator=_gen(0))
-    for out in (continuous_loss(model, x, generator=_gen(1)), discrete_loss(model, x, 1000, generator=_gen(1))):
+    x = torch.randn(8, 2, generator=gen(0))
+    for out in (continuous_loss(model, x, generator=gen(1)), discrete_loss(model, x, 1000, generator=gen(1))):
         assert out.total.dtype == torch.float32 and torch.isfinite(out.total).all()
 
 

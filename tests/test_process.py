@@ -11,33 +11,17 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import ndmsolve as nd
-from ndmsolve.fields import MLP
+
+from helpers import gen, one_thread_fixture, random_affine, small_mlp as _mlp
 
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: extra intra-op threads only add overhead.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+_one_thread = one_thread_fixture()
 
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def _affine(d, seed=0, scale=0.3):
-    g = _gen(seed)
-    a1, a2, b1, b2 = (scale * torch.randn(d, generator=g, dtype=D) for _ in range(4))
-    return nd.AffineTimeTransform(a1, a2, b1, b2)
-
-
-def _mlp(d, seed=0, out_dim=None, dtype=D):
-    torch.manual_seed(seed)
-    return MLP(d, hidden=16, depth=2, time_dim=8, out_dim=out_dim, max_freq=4.0).to(dtype)
+def _affine(d, seed=0):
+    return random_affine(d, seed, scale=0.3)[0]
 
 
 def _residual(d, seed=0):
@@ -67,7 +51,7 @@ def test_sample_marginal_moments(which):
     d, n = 3, 200_000
     tr = _affine(d) if which == "affine" else _residual(d)
     model = nd.NDM(_Unused(), tr, "cosine")
-    g = _gen(11)
+    g = gen(11)
     x0 = torch.randn(2, d, generator=g, dtype=D)
     t0 = torch.tensor([0.3, 0.8], dtype=D)
     x, t = x0.repeat_interleave(n, 0), t0.repeat_interleave(n)
@@ -87,9 +71,9 @@ def test_sample_marginal_moments(which):
 def test_sample_marginal_is_seeded():
     model = nd.NDM(_Unused(), _affine(2))
     x, t = torch.randn(5, 2, dtype=D), torch.rand(5, dtype=D)
-    a = model.sample_marginal(x, t, generator=_gen(3))[0]
-    b = model.sample_marginal(x, t, generator=_gen(3))[0]
-    c = model.sample_marginal(x, t, generator=_gen(4))[0]
+    a = model.sample_marginal(x, t, generator=gen(3))[0]
+    b = model.sample_marginal(x, t, generator=gen(3))[0]
+    c = model.sample_marginal(x, t, generator=gen(4))[0]
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -123,7 +107,7 @@ def _fp_residual(model, x, z, t, drift_fn):
 
 
 def _points(model, d, b=32, seed=0):
-    g = _gen(seed)
+    g = gen(seed)
     x = torch.randn(b, d, generator=g, dtype=D)
     t = 0.05 + 0.9 * torch.rand(b, generator=g, dtype=D)
     # z near and away from the conditional mean (a few σ), where q is not negligible.
@@ -152,7 +136,7 @@ def test_fokker_planck_of_conditional_process(which, sched):
 
 # ----------------------------------------------------------------- continuity (exact model)
 def _mixture(d, K, seed):
-    g = _gen(seed)
+    g = gen(seed)
     means = 1.5 * torch.randn(K, d, generator=g, dtype=D)
     A = torch.randn(K, d, d, generator=g, dtype=D) * 0.5
     covs = A @ A.transpose(-1, -2) + 0.2 * torch.eye(d, dtype=D)
@@ -192,7 +176,7 @@ def test_continuity_equation_for_exact_model(K, sched):
     tr = _affine(d, seed=K + 7)
     schedule = {"linear": nd.LinearLogSNR(-8.0, 8.0), "cosine": nd.CosineLogSNR(), "learned": nd.LearnedLogSNR()}[sched]
     model = _exact_model(data, tr, schedule)
-    g = _gen(5)
+    g = gen(5)
     x = data.sample(24, generator=g)
     t = 0.05 + 0.9 * torch.rand(24, generator=g, dtype=D)
     z = model.sample_marginal(x, t, generator=g)[0]
@@ -225,7 +209,7 @@ def _tiny_model(d=3, transform="residual", dtype=D, **kw):
 @pytest.mark.parametrize("transform", ["residual", "affine"])
 def test_reverse_drift_and_velocity_relations(transform):
     model = _tiny_model(transform=transform)
-    g = _gen(2)
+    g = gen(2)
     z, t = torch.randn(8, 3, generator=g, dtype=D), 0.05 + 0.9 * torch.rand(8, generator=g, dtype=D)
     x_hat = model.x_hat(z, t)
     f = model.forward_drift(z, t, x_hat)  # ∂_t F at fixed x̂
@@ -246,7 +230,7 @@ def test_reverse_drift_and_velocity_relations(transform):
 
 def test_identity_transform_is_classical_vp():
     model = _tiny_model(transform="identity")
-    g = _gen(4)
+    g = gen(4)
     z, t = torch.randn(8, 3, generator=g, dtype=D), 0.05 + 0.9 * torch.rand(8, generator=g, dtype=D)
     x_hat = model.x_hat(z, t)
     # Textbook VP SDE: dz = −½ β z dt + √β dw, β(t) = −d/dt log α_t² (here by autograd).
@@ -273,7 +257,7 @@ def _ddpm(model, z_t, t, s, x):
 
 
 def _post_points(d=3, b=10, seed=0):
-    g = _gen(seed)
+    g = gen(seed)
     t = 0.1 + 0.85 * torch.rand(b, generator=g, dtype=D)
     s = t * torch.rand(b, generator=g, dtype=D)
     return torch.randn(b, d, generator=g, dtype=D), torch.randn(b, d, generator=g, dtype=D), t, s
@@ -306,7 +290,7 @@ def test_posterior_marginalises_to_forward_marginal(transform, eta):
     # ∫ q(z_s | z_t, x) q(z_t | x) dz_t = N(α_s F(x, s), σ_s² I): by Monte Carlo.
     d, n = 2, 100_000
     model = _tiny_model(d, transform=transform)
-    g = _gen(21)
+    g = gen(21)
     x0 = torch.randn(1, d, generator=g, dtype=D)
     t0, s0 = torch.tensor([0.7], dtype=D), torch.tensor([0.35], dtype=D)
     x, t, s = x0.expand(n, d), t0.expand(n), s0.expand(n)
@@ -366,7 +350,7 @@ def _shape_model(shape, kind, dtype):
 )
 def test_any_shape_and_dtype(shape, b, kind, dtype, seed):
     model = _shape_model(shape, kind, dtype)
-    g = _gen(seed)
+    g = gen(seed)
     z = torch.randn(b, *shape, generator=g, dtype=dtype)
     x = torch.randn(b, *shape, generator=g, dtype=dtype)
     t = 0.1 + 0.8 * torch.rand(b, generator=g, dtype=dtype)
@@ -388,7 +372,7 @@ def test_any_shape_and_dtype(shape, b, kind, dtype, seed):
 @pytest.mark.parametrize("transform", ["residual", "affine", "identity"])
 def test_batch_independence(transform):
     model = _tiny_model(transform=transform)
-    g = _gen(8)
+    g = gen(8)
     z, t = torch.randn(6, 3, generator=g, dtype=D), torch.rand(6, generator=g, dtype=D)
     batch = model.velocity(z, t)
     rows = torch.cat([model.velocity(z[i:i + 1], t[i:i + 1]) for i in range(6)])

@@ -24,11 +24,9 @@ from ndmsolve.sampling import (
 )
 from ndmsolve.sampling import _invert_log_snr
 
+from helpers import gen, one_thread_fixture
+
 F64 = torch.float64
-
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- set-up
@@ -91,7 +89,7 @@ def _z0_moments(model, data):
 
 def _draw_q(model, data, n, t, seed):
     """Exact draws of q(z_t) = ∫ N(α_t F(x, t), σ_t² I) p(x) dx."""
-    g = _gen(seed)
+    g = gen(seed)
     x = data.sample(n, generator=g)
     return model.sample_marginal(x, torch.full((n,), float(t), dtype=F64), generator=g)[0]
 
@@ -107,10 +105,10 @@ def test_sliced_wasserstein_two_gaussians_closed_form():
     mu1, mu2 = torch.tensor([0.0, 0.0], dtype=F64), torch.tensor([1.0, -0.5], dtype=F64)
     S1 = torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=F64)
     S2 = torch.tensor([[0.4, -0.1], [-0.1, 2.0]], dtype=F64)
-    g = _gen(1)
+    g = gen(1)
     x = mu1 + torch.randn(n, d, generator=g, dtype=F64) @ torch.linalg.cholesky(S1).T
     y = mu2 + torch.randn(n, d, generator=g, dtype=F64) @ torch.linalg.cholesky(S2).T
-    dirs = random_directions(16, d, generator=_gen(2), dtype=F64)
+    dirs = random_directions(16, d, generator=gen(2), dtype=F64)
     s1 = torch.einsum("pi,ij,pj->p", dirs, S1, dirs).sqrt()
     s2 = torch.einsum("pi,ij,pj->p", dirs, S2, dirs).sqrt()
     w2sq = (dirs @ (mu1 - mu2)) ** 2 + (s1 - s2) ** 2
@@ -126,22 +124,22 @@ def test_sliced_wasserstein_two_gaussians_closed_form():
     c1 = torch.einsum("pi,ij,pj->p", circ, S1, circ).sqrt()
     c2 = torch.einsum("pi,ij,pj->p", circ, S2, circ).sqrt()
     exact = float((((circ @ (mu1 - mu2)) ** 2 + (c1 - c2) ** 2).mean()).sqrt())
-    sw_rand = float(sliced_wasserstein(x[:10_000], y[:10_000], 400, _gen(3)))
+    sw_rand = float(sliced_wasserstein(x[:10_000], y[:10_000], 400, gen(3)))
     assert abs(sw_rand - exact) < 0.05 * exact
 
 
 def test_sliced_wasserstein_basic_properties():
-    g = _gen(0)
+    g = gen(0)
     x, y = torch.randn(500, 3, generator=g), torch.randn(500, 3, generator=g) + 1.0
-    assert float(sliced_wasserstein(x, x, 16, _gen(1))) == 0.0
-    a, b = sliced_wasserstein(x, y, 32, _gen(1)), sliced_wasserstein(y, x, 32, _gen(1))
+    assert float(sliced_wasserstein(x, x, 16, gen(1))) == 0.0
+    a, b = sliced_wasserstein(x, y, 32, gen(1)), sliced_wasserstein(y, x, 32, gen(1))
     torch.testing.assert_close(a, b)
-    assert float(sliced_wasserstein(x, y, 32, _gen(1))) == float(a)  # seeded
+    assert float(sliced_wasserstein(x, y, 32, gen(1))) == float(a)  # seeded
     # different sizes: close to the equal-size value
     y2 = torch.randn(2000, 3, generator=g) + 1.0
-    assert abs(float(sliced_wasserstein(x, y2, 64, _gen(1))) - float(sliced_wasserstein(x, y, 64, _gen(1)))) < 0.1
+    assert abs(float(sliced_wasserstein(x, y2, 64, gen(1))) - float(sliced_wasserstein(x, y, 64, gen(1)))) < 0.1
     # any trailing shape is flattened
-    assert sliced_wasserstein(x.reshape(500, 3, 1), y.reshape(500, 3, 1), 8, _gen(1)).ndim == 0
+    assert sliced_wasserstein(x.reshape(500, 3, 1), y.reshape(500, 3, 1), 8, gen(1)).ndim == 0
     with pytest.raises(ValueError, match="dimension"):
         sliced_wasserstein(x, torch.randn(10, 2), 8)
     with pytest.raises(ValueError, match="n_proj"):
@@ -210,14 +208,9 @@ def test_grid_errors():
 
 
 # --------------------------------------------------------------------------- shared fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Batches here are small (n ≈ 2000, d = 2): intra-op threads only add synchronisation,
-    # which is very slow on a busy machine. Restored afterwards.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Batches here are small (n ≈ 2000, d = 2): intra-op threads only add synchronisation,
+# which is very slow on a busy machine. Restored afterwards.
+_one_thread = one_thread_fixture()
 
 
 N = 2000
@@ -231,7 +224,7 @@ def mix():
     z1 = _draw_q(model, data, N, 1.0, seed=0)
     mean, cov = _z0_moments(model, data)
     ref1, ref2 = _draw_q(model, data, N, 0.0, seed=1), _draw_q(model, data, N, 0.0, seed=2)
-    floor = float(sliced_wasserstein(ref1, ref2, 200, _gen(5)))
+    floor = float(sliced_wasserstein(ref1, ref2, 200, gen(5)))
     return dict(data=data, model=model, z1=z1, mean=mean, cov=cov, ref=ref1, floor=floor)
 
 
@@ -271,7 +264,7 @@ SW_FACTOR = 1.75  # sliced W2 to a data draw within this factor of data-vs-data
 
 def _check_converged(mix, samples):
     err = _moment_err(samples, mix["mean"], mix["cov"])
-    sw = float(sliced_wasserstein(samples, mix["ref"], 200, _gen(5)))
+    sw = float(sliced_wasserstein(samples, mix["ref"], 200, gen(5)))
     assert err < MOMENT_TOL, err
     assert sw < SW_FACTOR * mix["floor"], (sw, mix["floor"])
     return err
@@ -300,7 +293,7 @@ def test_sde_and_ancestral_converge(mix, method):
     coarse, fine = SDE_SETTINGS[method]
     errs = []
     for setting in (coarse, fine):
-        out = sample(mix["model"], method=method, z1=mix["z1"], generator=_gen(1), **_kw(setting))
+        out = sample(mix["model"], method=method, z1=mix["z1"], generator=gen(1), **_kw(setting))
         assert out.samples.dtype == F64
         errs.append(_moment_err(out.samples, mix["mean"], mix["cov"]))
     assert errs[0] > 3 * errs[1], errs
@@ -349,7 +342,7 @@ def test_t_min_stops_at_intermediate_marginal():
     assert _moment_err(out, mean, cov) < 0.15
     # same map from the exact q(z_1)-draws as the one to t = 0 run only half way
     x = _draw_q(model, data, N, 0.5, seed=4)
-    assert float(sliced_wasserstein(out, x, 200, _gen(5))) < 0.1
+    assert float(sliced_wasserstein(out, x, 200, gen(5))) < 0.1
 
 
 # --------------------------------------------------------------------------- DDIM specifics
@@ -366,7 +359,7 @@ def test_ndm_ddim_differs_from_plain_ddim(mix):
 def test_identity_transform_ddim_is_classical_ddim():
     data = _mixture()
     model = _model(data, transform=None)
-    z1 = torch.randn(300, 2, generator=_gen(0), dtype=F64)
+    z1 = torch.randn(300, 2, generator=gen(0), dtype=F64)
     grid = make_time_grid(10, dtype=F64)
     out = sample(model, method="ddim", z1=z1, grid=grid).samples
     z = z1
@@ -406,7 +399,7 @@ def test_ddim_converges_to_pf_ode(mix, ode_ref):
 )
 def test_seeded_runs_reproduce(method, kw):
     model = _model(_mixture())
-    run = lambda seed: sample(model, 200, method, generator=_gen(seed), dtype=F64, **kw).samples  # noqa: E731
+    run = lambda seed: sample(model, 200, method, generator=gen(seed), dtype=F64, **kw).samples  # noqa: E731
     a, b, c = run(7), run(7), run(8)
     assert a.dtype == F64 and a.shape == (200, 2)
     assert torch.equal(a, b)
@@ -415,28 +408,28 @@ def test_seeded_runs_reproduce(method, kw):
 
 def test_sde_reproduces_for_a_fixed_z1():
     model = _model(_mixture())
-    z1 = torch.randn(200, 2, generator=_gen(0), dtype=F64)
-    a = sample(model, method="euler_maruyama", z1=z1, steps=8, generator=_gen(1)).samples
-    b = sample(model, method="euler_maruyama", z1=z1, steps=8, generator=_gen(1)).samples
-    c = sample(model, method="euler_maruyama", z1=z1, steps=8, generator=_gen(2)).samples
+    z1 = torch.randn(200, 2, generator=gen(0), dtype=F64)
+    a = sample(model, method="euler_maruyama", z1=z1, steps=8, generator=gen(1)).samples
+    b = sample(model, method="euler_maruyama", z1=z1, steps=8, generator=gen(1)).samples
+    c = sample(model, method="euler_maruyama", z1=z1, steps=8, generator=gen(2)).samples
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
 def test_from_the_prior_end_to_end(mix):
     """Default path: z1 ~ N(0, I) from the generator (not q(z_1)); still matches q(z_0)."""
-    out = sample(mix["model"], N, "heun", steps=24, generator=_gen(11), dtype=F64)
+    out = sample(mix["model"], N, "heun", steps=24, generator=gen(11), dtype=F64)
     assert isinstance(out, SampleResult) and out.nfe == 48
     _check_converged(mix, out.samples)
 
 
 def test_dtypes():
     model = _model(_mixture())
-    out = sample(model, 50, "heun", steps=4, generator=_gen(0))
+    out = sample(model, 50, "heun", steps=4, generator=gen(0))
     assert out.samples.dtype == torch.float32  # the default
-    out = sample(model, 50, "ddim", steps=4, generator=_gen(0), dtype=F64, return_path=True)
+    out = sample(model, 50, "ddim", steps=4, generator=gen(0), dtype=F64, return_path=True)
     assert out.samples.dtype == F64 and out.path.dtype == F64 and out.path_ts.dtype == F64
-    z1 = torch.randn(50, 2, dtype=F64, generator=_gen(0))
-    assert sample(model, method="euler_maruyama", z1=z1, steps=4, generator=_gen(0)).samples.dtype == F64
+    z1 = torch.randn(50, 2, dtype=F64, generator=gen(0))
+    assert sample(model, method="euler_maruyama", z1=z1, steps=4, generator=gen(0)).samples.dtype == F64
     assert sample(model, method="dopri5", z1=z1.float()).samples.dtype == torch.float32
 
 
@@ -444,8 +437,8 @@ def test_dtypes():
 @pytest.mark.parametrize("grid_kind", ["uniform", "logsnr"])
 def test_return_path_fixed(method, grid_kind):
     model = _model(_mixture(), schedule=nd.CosineLogSNR(-10.0, 10.0))
-    z1 = torch.randn(30, 2, dtype=F64, generator=_gen(0))
-    out = sample(model, method=method, z1=z1, steps=5, grid_kind=grid_kind, generator=_gen(1), return_path=True)
+    z1 = torch.randn(30, 2, dtype=F64, generator=gen(0))
+    out = sample(model, method=method, z1=z1, steps=5, grid_kind=grid_kind, generator=gen(1), return_path=True)
     assert out.path.shape == (6, 30, 2) and out.path_ts.shape == (6,)
     torch.testing.assert_close(out.path_ts, make_time_grid(5, grid_kind, model.schedule, dtype=F64))
     assert bool((out.path_ts.diff() < 0).all())
@@ -455,7 +448,7 @@ def test_return_path_fixed(method, grid_kind):
 
 def test_return_path_adaptive_and_explicit_grid():
     model = _model(_mixture())
-    z1 = torch.randn(30, 2, dtype=F64, generator=_gen(0))
+    z1 = torch.randn(30, 2, dtype=F64, generator=gen(0))
     out = sample(model, method="dopri5", z1=z1, return_path=True)
     assert out.path.shape == (11, 30, 2)
     torch.testing.assert_close(out.path_ts, torch.linspace(1, 0, 11, dtype=F64))
@@ -490,7 +483,7 @@ def test_return_path_adaptive_and_explicit_grid():
 )
 def test_nfe_counts_predictor_calls(method, kw):
     model = _model(_mixture(), count=True)
-    out = sample(model, 40, method, generator=_gen(0), dtype=F64, **kw)
+    out = sample(model, 40, method, generator=gen(0), dtype=F64, **kw)
     assert out.nfe == model.predictor.calls > 0
     if method in ("ddim", "ancestral"):
         assert out.nfe == kw["steps"] + kw.get("denoise", False)
@@ -498,7 +491,7 @@ def test_nfe_counts_predictor_calls(method, kw):
 
 def test_denoise_returns_x_hat_at_t_min():
     model = _model(_mixture())
-    z1 = torch.randn(40, 2, dtype=F64, generator=_gen(0))
+    z1 = torch.randn(40, 2, dtype=F64, generator=gen(0))
     z0 = sample(model, method="heun", z1=z1, steps=8).samples
     x = sample(model, method="heun", z1=z1, steps=8, denoise=True).samples
     torch.testing.assert_close(x, model.x_hat(z0, torch.zeros(40, dtype=F64)))
@@ -506,15 +499,15 @@ def test_denoise_returns_x_hat_at_t_min():
 
 def test_default_steps_and_eta():
     model = _model(_mixture(), count=True)
-    out = sample(model, 10, "ddim", generator=_gen(0))
+    out = sample(model, 10, "ddim", generator=gen(0))
     assert out.nfe == DEFAULT_STEPS
-    z1 = torch.randn(40, 2, dtype=F64, generator=_gen(0))
+    z1 = torch.randn(40, 2, dtype=F64, generator=gen(0))
     # ancestral with η = 0 is DDIM; DDIM with η = 1 is ancestral (same noise draws)
     a = sample(model, method="ancestral", z1=z1, steps=5, eta=0.0).samples
     b = sample(model, method="ddim", z1=z1, steps=5).samples
     torch.testing.assert_close(a, b)
-    a = sample(model, method="ddim", z1=z1, steps=5, eta=1.0, generator=_gen(3)).samples
-    b = sample(model, method="ancestral", z1=z1, steps=5, generator=_gen(3)).samples
+    a = sample(model, method="ddim", z1=z1, steps=5, eta=1.0, generator=gen(3)).samples
+    b = sample(model, method="ancestral", z1=z1, steps=5, generator=gen(3)).samples
     torch.testing.assert_close(a, b)
 
 
@@ -615,10 +608,10 @@ def test_convergence_study(size):
             continue
         mean, cov = _z0_moments(model, data)
         ref1, ref2 = _draw_q(model, data, n, 0.0, seed=21), _draw_q(model, data, n, 0.0, seed=22)
-        floor = float(sliced_wasserstein(ref1, ref2, 500, _gen(5)))
+        floor = float(sliced_wasserstein(ref1, ref2, 500, gen(5)))
         for method in ("euler_maruyama", "heun_sde", "sra1", "ancestral", "torchsde:euler"):
-            outs = [sample(model, method=method, z1=z1, steps=k, generator=_gen(k)).samples for k in sde_steps]
+            outs = [sample(model, method=method, z1=z1, steps=k, generator=gen(k)).samples for k in sde_steps]
             errs = [_moment_err(o, mean, cov) for o in outs]
             assert errs[0] > errs[-1] and min(errs) < 0.05, (name, method, errs)
-            sw = float(sliced_wasserstein(outs[-1], ref1, 500, _gen(5)))
+            sw = float(sliced_wasserstein(outs[-1], ref1, 500, gen(5)))
             assert sw < SW_FACTOR * floor, (name, method, sw, floor)

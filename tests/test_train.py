@@ -10,17 +10,10 @@ from ndmsolve.data import checkerboard, gaussian_mixture_1d
 from ndmsolve.fields import MLP
 from ndmsolve.train import EMA, load_checkpoint, save_checkpoint, train
 
+from helpers import one_thread_fixture
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: intra-op threads only add overhead (and oversubscribe under xdist).
-    # The default dtype is pinned too: another module may leave float64 set in this worker.
-    old, old_dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_num_threads(old)
-    torch.set_default_dtype(old_dtype)
+
+_one_thread = one_thread_fixture(torch.float32)
 
 
 

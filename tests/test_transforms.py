@@ -4,39 +4,22 @@ import torch
 from torch import nn
 
 import ndmsolve as nd
-from ndmsolve.fields import MLP
+
+from helpers import gen, one_thread_fixture, random_affine, small_mlp as _mlp
 
 D = torch.float64
 DF_EXACT = ["analytic", "func", "autograd"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: extra intra-op threads only add overhead.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+_one_thread = one_thread_fixture()
 
 
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
-
-
-def _affine(d=3, seed=0, scale=0.4):
-    g = _gen(seed)
-    a1, a2, b1, b2 = (scale * torch.randn(d, generator=g, dtype=D) for _ in range(4))
-    return nd.AffineTimeTransform(a1, a2, b1, b2).to(D), (a1, a2, b1, b2)
-
-
-def _mlp(d, seed=0, out_dim=None):
-    # Low max_freq keeps high t-derivatives modest, so the fd check can be tight.
-    torch.manual_seed(seed)
-    return MLP(d, hidden=16, depth=2, time_dim=8, out_dim=out_dim, max_freq=4.0).to(D)
+def _affine(d=3, seed=0):
+    return random_affine(d, seed, scale=0.4)
 
 
 def _xt(b=6, d=3, seed=1):
-    g = _gen(seed)
+    g = gen(seed)
     return torch.randn(b, d, generator=g, dtype=D), torch.rand(b, generator=g, dtype=D) * 0.9 + 0.05
 
 
@@ -62,7 +45,7 @@ def test_affine_F_and_dF_closed_form(method):
     torch.testing.assert_close(dF, dF_want, rtol=0, atol=tol)
 
     # The forward drift f = (d/dt log α) z + α ∂_t F, with d/dt log α = ½σ²λ'.
-    z = torch.randn(x.shape, generator=_gen(7), dtype=D)
+    z = torch.randn(x.shape, generator=gen(7), dtype=D)
     lam_dot = model.schedule.dlog_snr(t)
     alpha2 = torch.sigmoid(model.schedule.log_snr(t))
     f_want = (0.5 * (1 - alpha2) * lam_dot)[:, None] * z + alpha2.sqrt()[:, None] * dF_want
@@ -72,7 +55,7 @@ def test_affine_F_and_dF_closed_form(method):
 def test_fd_at_the_ends_of_the_time_interval():
     # One-sided differences inside [0, 1]: still right for a quadratic-in-t transform.
     tr, (a1, a2, b1, b2) = _affine()
-    x = torch.randn(2, 3, generator=_gen(2), dtype=D)
+    x = torch.randn(2, 3, generator=gen(2), dtype=D)
     t = torch.tensor([0.0, 1.0], dtype=D)
     dF_want = (a1 + 2 * a2 * t[:, None]) * x + b1 + 2 * b2 * t[:, None]
     _, dF = nd.NDM(_Pred(), tr, dF="fd").F_and_dF(x, t)
@@ -106,7 +89,7 @@ def test_residual_transform_dF(method):
     torch.testing.assert_close(F, F_want, rtol=1e-13, atol=1e-13)
     tol = 1e-7 if method == "fd" else 1e-12
     torch.testing.assert_close(dF, dF_want, rtol=tol, atol=tol)
-    z = torch.randn(x.shape, generator=_gen(3), dtype=D)
+    z = torch.randn(x.shape, generator=gen(3), dtype=D)
     alpha, _ = model.schedule(t)
     f_want = model.schedule.dlog_alpha(t)[:, None] * z + alpha[:, None] * dF_want
     torch.testing.assert_close(model.forward_drift(z, t, x), f_want, rtol=tol, atol=tol)
