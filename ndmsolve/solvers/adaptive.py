@@ -26,7 +26,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base import CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError
+from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
+                   save_targets)
 from .rk import rk_step
 from .tableaus import ADAPTIVE, Tableau
 
@@ -149,14 +150,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
     # Steps below ~10 ulps of t (in y's dtype: the field sees t in that dtype) are collapse.
     h_min_rel = 10 * torch.finfo(y0.dtype).eps
 
-    save_ts = [] if save_at is None else [float(s) for s in save_at.double().tolist()]
-    saved_t: list[float] = []
-    saved_y: list[Tensor] = []
-    while save_ts and save_ts[0] == t0:  # save_at may include t0 itself
-        saved_t.append(save_ts.pop(0))
-        saved_y.append(y0)
-    targets = save_ts + ([] if save_ts and save_ts[-1] == t1 else [t1])
-    save_flags = [True] * len(save_ts) + [False] * (len(targets) - len(save_ts))
+    targets, save_flags, saved_t, saved_y = save_targets(save_at, t0, t1, y0)
 
     t, y = t0, y0
     n_acc = n_rej = 0
@@ -164,10 +158,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
     def partial() -> Solution:
         sol = Solution(y=y, nfe=fc.nfe, n_accepted=n_acc, n_rejected=n_rej, method=tab.name,
                        t=t, stats={"h": h})
-        if saved_y:
-            sol.ts = torch.tensor(saved_t, dtype=y0.dtype, device=y0.device)
-            sol.ys = torch.stack(saved_y)
-        return sol
+        return attach_saved(sol, saved_t, saved_y, y0)
 
     h = float("nan")
     k0 = fc(_t(t0, y0), y0)

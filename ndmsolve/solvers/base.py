@@ -41,6 +41,34 @@ class Solution:
     stats: dict = field(default_factory=dict)
 
 
+def save_targets(save_at, t0: float, t1: float, y0: Tensor):
+    """The stopping points of an adaptive solve with ``save_at``.
+
+    Returns ``(targets, save_flags, saved_t, saved_y)``: the times the step is clipped
+    to land on (the save times after ``t0``, then ``t1`` unless it is the last save
+    time), whether each is a save time, and the lists of saved times/states, which
+    already hold ``y0`` for save times equal to ``t0``.
+    """
+    save_ts = [] if save_at is None else [float(s) for s in torch.as_tensor(save_at).double().tolist()]
+    saved_t: list[float] = []
+    saved_y: list[Tensor] = []
+    while save_ts and save_ts[0] == t0:  # save_at may include t0 itself
+        saved_t.append(save_ts.pop(0))
+        saved_y.append(y0)
+    targets = save_ts + ([] if save_ts and save_ts[-1] == t1 else [t1])
+    save_flags = [True] * len(save_ts) + [False] * (len(targets) - len(save_ts))
+    return targets, save_flags, saved_t, saved_y
+
+
+def attach_saved(sol: Solution, saved_t: list, saved_y: list, like: Tensor) -> Solution:
+    """Set ``sol.ts`` / ``sol.ys`` from the saved times and states (if any), ``ts`` in
+    ``like``'s dtype and device; returns ``sol``."""
+    if saved_y:
+        sol.ts = torch.tensor(saved_t, dtype=like.dtype, device=like.device)
+        sol.ys = torch.stack(saved_y)
+    return sol
+
+
 class SolverError(RuntimeError):
     """A solve that could not finish. ``partial`` holds the solution up to ``t``."""
 

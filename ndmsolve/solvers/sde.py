@@ -36,7 +36,8 @@ import torch
 from torch import Tensor
 
 from .adaptive import error_ratio
-from .base import CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError
+from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
+                   save_targets)
 from .brownian import BrownianPath
 from .fixed import check_finite_steps
 
@@ -360,14 +361,7 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
     g_t = _first_g(name, gc, _t(t0, y0), y0)
     _require_additive(name, gc, _t(t0, y0), y0, g_t, noise)
 
-    save_ts = [] if save_at is None else [float(s) for s in torch.as_tensor(save_at).double().tolist()]
-    saved_t: list[float] = []
-    saved_y: list[Tensor] = []
-    while save_ts and save_ts[0] == t0:
-        saved_t.append(save_ts.pop(0))
-        saved_y.append(y0)
-    targets = save_ts + ([] if save_ts and save_ts[-1] == t1 else [t1])
-    save_flags = [True] * len(save_ts) + [False] * (len(targets) - len(save_ts))
+    targets, save_flags, saved_t, saved_y = save_targets(save_at, t0, t1, y0)
 
     t, y, y_prime_prev = t0, y0, y0
     k1: Optional[Tensor] = None
@@ -378,10 +372,7 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
     def partial() -> Solution:
         sol = Solution(y=y, nfe=fc.nfe, n_accepted=n_acc, n_rejected=n_rej, method=name, t=t,
                        stats={"nfe_g": gc.nfe, "h_last": h})
-        if saved_y:
-            sol.ts = torch.tensor(saved_t, dtype=y0.dtype, device=y0.device)
-            sol.ys = torch.stack(saved_y)
-        return sol
+        return attach_saved(sol, saved_t, saved_y, y0)
 
     ti = 0
     while ti < len(targets):
