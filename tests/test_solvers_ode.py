@@ -292,12 +292,9 @@ def test_cuda_graph_falls_back_with_warning():
     assert "cuda_graph" not in sol.stats
 
 
-def test_graph_path_plumbing_with_eager_replay(monkeypatch):
-    """The CUDA-graph path's caching, replay, saving and failure handling, on CPU: the
-    capture is replaced by 'replay = run the captured body again'."""
+def _eager_graphs(monkeypatch) -> list:
+    """Replace CUDA-graph capture by 'replay = run the body again'; returns the capture log."""
     from ndmsolve.solvers import cudagraph
-    from ndmsolve.solvers.fixed import solve_fixed
-    from ndmsolve.solvers.grids import make_grid
 
     captures = []
 
@@ -309,6 +306,17 @@ def test_graph_path_plumbing_with_eager_replay(monkeypatch):
 
     monkeypatch.setattr(cudagraph, "_capture_fn", eager_capture)
     cudagraph.clear_cache()
+    return captures
+
+
+def test_graph_path_plumbing_with_eager_replay(monkeypatch):
+    """The CUDA-graph path's caching, replay, saving and failure handling, on CPU: the
+    capture is replaced by 'replay = run the captured body again'."""
+    from ndmsolve.solvers import cudagraph
+    from ndmsolve.solvers.fixed import solve_fixed
+    from ndmsolve.solvers.grids import make_grid
+
+    captures = _eager_graphs(monkeypatch)
 
     class Field:
         def __init__(self):
@@ -364,16 +372,7 @@ def test_graph_key_names_a_rebuilt_field(monkeypatch):
     from ndmsolve.solvers import cudagraph
     from ndmsolve.solvers.grids import make_grid
 
-    captures = []
-
-    def eager_capture(warmup, body, device):
-        captures.append(device)
-        warmup()
-        body()
-        return body
-
-    monkeypatch.setattr(cudagraph, "_capture_fn", eager_capture)
-    cudagraph.clear_cache()
+    captures = _eager_graphs(monkeypatch)
 
     class Wrapper:
         def __init__(self, key):
