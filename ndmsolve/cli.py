@@ -24,7 +24,7 @@ __all__ = ["main", "build_parser"]
 
 # ----------------------------------------------------------------- demo
 # Sized for ~2 minutes on 2 CPU cores (train both models, evaluate, sample); --quick ~10 s.
-DEMO = dict(steps=2000, batch_size=256, hidden=128, n_eval=2000, eval_draws=10, n_samples=2000, sample_steps=50)
+DEMO = dict(steps=5000, batch_size=256, hidden=128, n_eval=2000, eval_draws=10, n_samples=2000, sample_steps=50)
 QUICK = dict(steps=80, batch_size=128, hidden=32, n_eval=500, eval_draws=10, n_samples=300, sample_steps=8)
 
 
