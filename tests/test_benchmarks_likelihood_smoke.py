@@ -1,21 +1,12 @@
 """benchmarks/likelihood_cost.py runs end to end at its smallest sizes and writes well-formed JSON."""
-import importlib.util
 import json
 import math
-import pathlib
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from helpers import load_benchmark
 
 
 def test_likelihood_cost_quick(tmp_path):
-    mod = _load("likelihood_cost")
+    mod = load_benchmark("likelihood_cost")
     res = mod.main(["--quick", "--threads", "1", "--rounds", "1", "--min-time", "0", "--out-dir", str(tmp_path)])
     on_disk = json.loads((tmp_path / "likelihood_cost_cpu.json").read_text())
     assert on_disk == json.loads(json.dumps(res))  # what main returns is what it wrote

@@ -1,21 +1,12 @@
 """The benchmarks run end to end at their smallest sizes and write well-formed JSON."""
-import importlib.util
 import json
 import math
-import pathlib
 
-BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from helpers import load_benchmark
 
 
 def test_drift_cost_quick(tmp_path):
-    mod = _load("drift_cost")
+    mod = load_benchmark("drift_cost")
     res = mod.main(["--quick", "--threads", "1", "--rounds", "1", "--min-time", "0", "--out-dir", str(tmp_path)])
     path = tmp_path / "drift_cost_cpu.json"
     on_disk = json.loads(path.read_text())

@@ -1,10 +1,8 @@
 """Smoke test of benchmarks/solver_overhead.py: runs its --quick mode in-process (tiny
 sizes, ~10 s on a busy 2-core CPU) and checks the JSON it writes. It checks structure
 and correctness signals (same result as the raw loop, honest NFE), not timings."""
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,18 +10,11 @@ import torch
 pytest.importorskip("torchdiffeq")
 pytest.importorskip("torchsde")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "solver_overhead.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("solver_overhead", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from helpers import load_benchmark
 
 
 def test_solver_overhead_quick(tmp_path, capsys):
-    mod = _load()
+    mod = load_benchmark("solver_overhead")
     out = tmp_path / "res.json"
     threads = torch.get_num_threads()
     try:
