@@ -53,7 +53,7 @@ CONFIGS = {
     # train_steps per model; hidden width of the predictor MLP (the transform gets half)
     "small": dict(train_steps=300, batch_size=128, hidden=32, n_eval=500, eval_draws=5,
                   n_paths=64, sample_steps=20),
-    "full": dict(train_steps=3000, batch_size=256, hidden=64, n_eval=2000, eval_draws=10,
+    "full": dict(train_steps=6000, batch_size=256, hidden=64, n_eval=2000, eval_draws=10,
                  n_paths=400, sample_steps=100),
 }
 if SCALE not in CONFIGS:
