@@ -52,3 +52,13 @@ def check_output(name: str, out, like: Tensor, finite: bool = True) -> Tensor:
     if finite and not _capturing() and not bool(torch.isfinite(out).all()):
         raise ValueError(f"{name} must return finite values, got NaN or inf")
     return out
+
+
+def solver_time(t, z: Tensor) -> Tensor:
+    """A solver's 0-dim time as the (B,) model time for states ``z`` (B, *shape).
+
+    Clamped to the model's domain [0, 1]: stage times can round out by ~1e-17, and
+    backends that step past the end and interpolate (torchdiffeq) evaluate beyond t1.
+    """
+    t = torch.as_tensor(t, dtype=z.dtype, device=z.device).clamp(0.0, 1.0)
+    return t.expand(z.shape[0]) if t.ndim == 0 else t

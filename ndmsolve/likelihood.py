@@ -56,6 +56,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ._checks import solver_time
+
 __all__ = [
     "divergence",
     "sample_probes",
@@ -382,9 +384,7 @@ class _AugmentedField:
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         z = y[:, : self.D].reshape(self.B, *self.shape)
-        # Clamp to the model's domain [0, 1]: a stage time can round out by ~1e-17, and
-        # backends that step past the end and interpolate (torchdiffeq) evaluate beyond t1.
-        tb = _as_batch_time(torch.as_tensor(t, dtype=z.dtype, device=z.device).clamp(0.0, 1.0), z)
+        tb = _as_batch_time(solver_time(t, z), z)
         vz, terms = self.engine(z, tb)  # (B, *shape), (K, B)
         return torch.cat([vz.reshape(self.B, self.D), terms.transpose(0, 1)], dim=1)
 

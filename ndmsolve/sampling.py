@@ -38,6 +38,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ._checks import solver_time
 from .schedules import CosineLogSNR, LinearLogSNR, Schedule
 from .solvers.base import Solution
 from .solvers.discrete import DISCRETE_METHODS, discrete_solve
@@ -234,12 +235,6 @@ def _classify(method) -> tuple[str, bool]:
 
 
 # --------------------------------------------------------------------------- model fields
-def _batch_time(t: Tensor, z: Tensor) -> Tensor:
-    # Solver's 0-dim t -> (B,) of z's dtype, clamped to [0, 1] (stage times may round out).
-    t = torch.as_tensor(t, dtype=z.dtype, device=z.device).clamp(0.0, 1.0)
-    return t.expand(z.shape[0]) if t.ndim == 0 else t
-
-
 class _PFODE:
     """f(t, z) = NDM.velocity(z, t): one predictor call per evaluation."""
 
@@ -248,7 +243,7 @@ class _PFODE:
         self.graph_key = ("pf_ode", id(model))  # one CUDA graph per model, not per call
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.model.velocity(z, _batch_time(t, z))
+        return self.model.velocity(z, solver_time(t, z))
 
 
 class _ReverseDrift:
@@ -258,7 +253,7 @@ class _ReverseDrift:
         self.model = model
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.model.reverse_drift(z, _batch_time(t, z))
+        return self.model.reverse_drift(z, solver_time(t, z))
 
 
 class _Diffusion:
@@ -268,7 +263,7 @@ class _Diffusion:
         self.model = model
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return _bcast(self.model.diffusion(_batch_time(t, z)), z)
+        return _bcast(self.model.diffusion(solver_time(t, z)), z)
 
 
 # --------------------------------------------------------------------------- sample
