@@ -62,3 +62,15 @@ def load_benchmark(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+class Counting(torch.nn.Module):
+    """Wraps a predictor and counts its calls (one call = one NFE over the batch)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, z, t):
+        self.calls += 1
+        return self.net(z, t)

@@ -12,7 +12,7 @@ from torch import nn
 
 import ndmsolve as nd
 
-from helpers import gen, one_thread_fixture, random_affine, small_mlp as _mlp
+from helpers import Counting, gen, one_thread_fixture, random_affine, small_mlp as _mlp
 
 D = torch.float64
 
@@ -384,19 +384,9 @@ def test_batch_independence(transform):
     assert not torch.allclose(model.velocity(z2, t)[0], batch[0])
 
 
-class _Counting(nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.calls = net, 0
-
-    def forward(self, z, t):
-        self.calls += 1
-        return self.net(z, t)
-
-
 @pytest.mark.parametrize("dF", ["auto", "func", "autograd", "fd"])
 def test_fields_calls_predictor_once(dF):
-    pred = _Counting(_mlp(3, seed=1))
+    pred = Counting(_mlp(3, seed=1))
     model = nd.NDM(pred, _residual(3), dF=dF)
     z, t = torch.randn(4, 3, dtype=D), torch.rand(4, dtype=D)
     model.fields(z, t)

@@ -24,7 +24,7 @@ from ndmsolve.sampling import (
 )
 from ndmsolve.sampling import _invert_log_snr
 
-from helpers import gen, one_thread_fixture
+from helpers import Counting, gen, one_thread_fixture
 
 F64 = torch.float64
 
@@ -51,18 +51,6 @@ def _mixture():
             [[[0.20, 0.05], [0.05, 0.10]], [[0.10, 0.0], [0.0, 0.25]], [[0.15, -0.05], [-0.05, 0.10]]], dtype=F64
         ),
     )
-
-
-class Counting(torch.nn.Module):
-    """Counts predictor calls (one call = one NFE over the batch)."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.calls = net, 0
-
-    def forward(self, z, t):
-        self.calls += 1
-        return self.net(z, t)
 
 
 def _model(data, transform="affine", schedule=None, count=False):
