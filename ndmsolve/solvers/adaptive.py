@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
-                   save_targets)
+                   save_targets, time_tensor)
 from .rk import rk_step
 from .tableaus import ADAPTIVE, Tableau
 
@@ -89,10 +89,6 @@ def _rms(x: Tensor) -> Tensor:
     return x.square().mean().sqrt()
 
 
-def _t(value: float, like: Tensor) -> Tensor:
-    return torch.tensor(value, dtype=like.dtype, device=like.device)
-
-
 def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, order: int,
                  rtol: float, atol: float) -> float:
     """Hairer, Nørsett & Wanner (Solving ODEs I, II.4) starting step; one field call.
@@ -104,7 +100,7 @@ def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, 
         scale = y0.abs().mul(rtol).add_(atol)
         d0, d1 = torch.stack([_rms(y0 / scale), _rms(f0 / scale)]).tolist()
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
-        f1 = f(_t(t0 + direction * h0, y0), torch.add(y0, f0, alpha=direction * h0))
+        f1 = f(time_tensor(t0 + direction * h0, y0), torch.add(y0, f0, alpha=direction * h0))
         d2 = float(_rms((f1 - f0) / scale)) / h0
     if not math.isfinite(d2):
         return direction * h0  # the trial point is bad; let step rejection shrink from h0
@@ -161,7 +157,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         return attach_saved(sol, saved_t, saved_y, y0)
 
     h = float("nan")
-    k0 = fc(_t(t0, y0), y0)
+    k0 = fc(time_tensor(t0, y0), y0)
     if not bool(torch.isfinite(k0).all()):
         raise NonFiniteError(f"{tab.name}: the field is NaN/inf at the initial state (t={t0:.6g})",
                              t=t0, step=0, partial=partial())
@@ -198,7 +194,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         if accepted:
             n_acc += 1
             t, y = t_new, y1
-            k0 = ks[-1] if tab.fsal else fc(_t(t, y0), y)
+            k0 = ks[-1] if tab.fsal else fc(time_tensor(t, y0), y)
             if clipped:
                 h_next = direction * max(abs(h_next), abs(h))
                 if save_flags[ti]:

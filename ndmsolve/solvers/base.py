@@ -101,6 +101,11 @@ class CountedField:
         return self.f(t, y)
 
 
+def time_tensor(value: float, like: Tensor) -> Tensor:
+    """A Python time as the 0-dim tensor a field receives (``like``'s dtype and device)."""
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
 def all_finite(x: Tensor) -> bool:
     """True when every entry of ``x`` is finite (one host sync)."""
     return bool(torch.isfinite(x).all())

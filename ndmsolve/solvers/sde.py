@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .adaptive import error_ratio
 from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
-                   save_targets)
+                   save_targets, time_tensor)
 from .brownian import BrownianPath
 from .fixed import check_finite_steps
 
@@ -299,10 +299,6 @@ def sra1(f: Field, g: Field, y0: Tensor, grid: Tensor, *, save_idx=None,
 
 
 # --------------------------------------------------------------------------- adaptive
-def _t(value: float, like: Tensor) -> Tensor:
-    return torch.tensor(value, dtype=like.dtype, device=like.device)
-
-
 def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, rtol: float = 1e-2,
                       atol: float = 1e-2, max_steps: int = 10_000, h0: Optional[float] = None,
                       save_at: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
@@ -358,8 +354,8 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
     path = bm if bm is not None else BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator,
                                                   levy_area=False)
     fc, gc = CountedField(f), CountedField(g)
-    g_t = _first_g(name, gc, _t(t0, y0), y0)
-    _require_additive(name, gc, _t(t0, y0), y0, g_t, noise)
+    g_t = _first_g(name, gc, time_tensor(t0, y0), y0)
+    _require_additive(name, gc, time_tensor(t0, y0), y0, g_t, noise)
 
     targets, save_flags, saved_t, saved_y = save_targets(save_at, t0, t1, y0)
 
@@ -385,7 +381,7 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
         clipped = abs(h) >= abs(target - t)
         h_try = (target - t) if clipped else h
         t_new = target if clipped else t + h_try
-        tt, tt_new = _t(t, y0), _t(t_new, y0)
+        tt, tt_new = torch.tensor([t, t_new], dtype=y0.dtype, device=y0.device).unbind()  # one H2D copy
         if k1 is None:
             k1 = fc(tt, y)
         dw = path.increment(t, t_new)
