@@ -54,6 +54,15 @@ def check_output(name: str, out, like: Tensor, finite: bool = True) -> Tensor:
     return out
 
 
+def check_finite(named) -> None:
+    """Every ``(name, tensor)`` in ``named`` must be finite; one host sync for all of them."""
+    if _capturing():
+        return
+    if not bool(torch.stack([torch.isfinite(x).all() for _, x in named]).all()):
+        name = next(n for n, x in named if not bool(torch.isfinite(x).all()))
+        raise ValueError(f"{name} must return finite values, got NaN or inf")
+
+
 def solver_time(t, z: Tensor) -> Tensor:
     """A solver's 0-dim time as the (B,) model time for states ``z`` (B, *shape).
 

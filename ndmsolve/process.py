@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_batch_time, check_output
+from ._checks import check_batch_time, check_finite, check_output
 from .schedules import Schedule, make_schedule
 from .transforms import IdentityTransform, _bcast
 
@@ -93,6 +93,13 @@ class NDM(nn.Module):
         Differentiable w.r.t. x, t and the transform's parameters (except ``"fd"`` in t).
         """
         t = check_batch_time(x, t)
+        F, dF = self._F_dF(x, t, method)
+        check_output("transform", F, x, self.check)
+        check_output("transform's time derivative", dF, x, self.check)
+        return F, dF
+
+    def _F_dF(self, x: Tensor, t: Tensor, method: Optional[str] = None) -> tuple[Tensor, Tensor]:
+        """``F_and_dF`` for a ``t`` already validated as (B,); outputs not checked."""
         method = method or self.dF_method
         if method not in DF_METHODS:
             raise ValueError(f"method must be one of {DF_METHODS}, got {method!r}")
@@ -110,8 +117,6 @@ class NDM(nn.Module):
             )
         else:
             F, dF = self._fd(x, t)
-        check_output("transform", F, x, self.check)
-        check_output("transform's time derivative", dF, x, self.check)
         return F, dF
 
     def _fd(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,10 +164,14 @@ class NDM(nn.Module):
     def fields(self, z: Tensor, t: Tensor) -> NDMFields:
         """x̂, F(x̂), ∂_t F(x̂), score, forward drift and g² at (z, t); one predictor call."""
         t = check_batch_time(z, t, "z")
-        x_hat = check_output("predictor", self.predictor(z, t), z, self.check)
-        F, dF = self.F_and_dF(x_hat, t)
+        x_hat = check_output("predictor", self.predictor(z, t), z, finite=False)
+        F, dF = self._F_dF(x_hat, t)
+        check_output("transform", F, z, finite=False)
+        check_output("transform's time derivative", dF, z, finite=False)
+        if self.check:  # one host sync per evaluation: this is the samplers' hot path
+            check_finite((("predictor", x_hat), ("transform", F), ("transform's time derivative", dF)))
         sched = self.schedule
-        alpha, sigma = sched(t)
+        alpha, sigma = sched.alpha_sigma(t)  # t checked above
         lam_dot = sched.dlog_snr(t)
         alpha_b, sigma2_b = _bcast(alpha, z), _bcast(sigma, z) ** 2
         score = -(z - alpha_b * F) / sigma2_b

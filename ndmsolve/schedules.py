@@ -47,6 +47,10 @@ class Schedule(nn.Module):
     def forward(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``(alpha, sigma)`` at ``t``, each the shape of ``t``."""
         check_time(t)
+        return self.alpha_sigma(t)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(alpha, sigma)`` without validating ``t`` (for callers that already did)."""
         lam = self.log_snr(t)
         # exp(½ log sigmoid) keeps α, σ accurate when λ is large in magnitude.
         return torch.exp(0.5 * nnf.logsigmoid(lam)), torch.exp(0.5 * nnf.logsigmoid(-lam))
