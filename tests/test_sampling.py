@@ -530,7 +530,7 @@ def test_errors():
     with pytest.raises(ValueError, match="eta"):
         sample(model, 10, "ancestral", steps=4, eta=1.5)
     with pytest.raises(ValueError, match="grid_kind"):
-        sample(model, 10, "heun", steps=4, grid_kind="karras")
+        sample(model, 10, "heun", steps=4, grid_kind="exponential")
     with pytest.raises(ValueError, match="save_at"):
         sample(model, 10, "heun", steps=4, save_at=torch.tensor([1.0, 0.0]))
     no_shape = nd.NDM(model.predictor, model.transform, model.schedule)
