@@ -89,10 +89,13 @@ def plot_sweep(result, path: PathLike, *, metric: str | None = None, dpi: int = 
     models = list(dict.fromkeys(r["model"] for r in result.rows))
     if not models:
         raise ValueError("result has no rows to plot")
-    fig = Figure(figsize=(5.2 * len(models), 4.2))
+    fig = Figure(figsize=(5.0 * len(models) + 1.6, 4.2))
     axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20" if len(methods) > 10 else "tab10"]
+    colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
     styles = {"ode_fixed": "-", "ode_adaptive": "--", "sde_fixed": ":", "sde_adaptive": "-.",
               "discrete": (0, (5, 1, 1, 1))}
     for ax, model in zip(axes, models, strict=True):
@@ -115,6 +118,6 @@ def plot_sweep(result, path: PathLike, *, metric: str | None = None, dpi: int = 
         ax.set_title(model, fontsize=10)
         ax.grid(True, which="both", alpha=0.25)
     axes[0].set_ylabel(metric)
-    axes[-1].legend(fontsize=7, loc="upper right")
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return save_figure(fig, path, dpi=dpi)

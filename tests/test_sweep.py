@@ -1,6 +1,7 @@
 """The NFE-vs-quality sweep on closed-form models: quality improves with NFE for every
 registered method and reaches the metric's floor, the JSON has the documented columns,
 the best-method logic is right, and bad grids, methods and metrics fail clearly."""
+
 import json
 import math
 
@@ -22,16 +23,27 @@ from ndmsolve.studies.nfe_sweep import (
 _one_thread = one_thread_fixture()
 
 # cheap and expensive end of each kind's grid (adaptive SDE: tol 10 is a few steps)
-ENDS = {"ode_fixed": [1, 8], "sde_fixed": [2, 16], "discrete": [2, 16],
-        "ode_adaptive": [1e-1, 1e-3], "sde_adaptive": [10.0, 0.3]}
+ENDS = {
+    "ode_fixed": [1, 8],
+    "sde_fixed": [2, 16],
+    "discrete": [2, 16],
+    "ode_adaptive": [1e-1, 1e-3],
+    "sde_adaptive": [10.0, 0.3],
+}
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     grid = {m: ENDS[method_kind(m)] for m in default_methods()}
-    res = sweep(closed_form_models(), grid, seeds=3, n=128,
-                metrics=("energy_distance", "sliced_wasserstein", "nll"), out=out)
+    res = sweep(
+        closed_form_models(),
+        grid,
+        seeds=3,
+        n=128,
+        metrics=("energy_distance", "sliced_wasserstein", "nll"),
+        out=out,
+    )
     return res, out
 
 
@@ -42,8 +54,10 @@ def test_quality_improves_with_nfe_for_every_method(result):
     for model in ("NDM", "DDPM"):
         fl = res.floors[model]["energy_distance"]
         for m in methods:
-            rows = sorted((r for r in res.rows if r["model"] == model and r["method"] == m),
-                          key=lambda r: r["nfe"])
+            rows = sorted(
+                (r for r in res.rows if r["model"] == model and r["method"] == m),
+                key=lambda r: r["nfe"],
+            )
             assert len(rows) == 2 and not any(r["error"] for r in rows), rows
             cheap, dear = rows
             assert dear["nfe"] > cheap["nfe"], (model, m, rows)
@@ -67,13 +81,17 @@ def test_nll_floor_is_the_truths_entropy(result):
 def test_json_has_documented_columns(result):
     res, out = result
     data = json.loads((out / "sweep.json").read_text())
-    metric_cols = [c for m in ("energy_distance", "sliced_wasserstein", "nll") for c in (m, m + "_se")]
+    metric_cols = [
+        c for m in ("energy_distance", "sliced_wasserstein", "nll") for c in (m, m + "_se")
+    ]
     assert data["columns"] == list(COLUMNS) + metric_cols
     assert len(data["rows"]) == 2 * 2 * len(default_methods())
     for row in data["rows"]:
         assert set(row) == set(data["columns"]), row
         assert (row["steps"] is None) != (row["tol"] is None)
-        assert row["nfe"] > 0 and row["wall_s"] > 0 and row["seeds"] == [0, 1, 2] and row["n"] == 128
+        assert (
+            row["nfe"] > 0 and row["wall_s"] > 0 and row["seeds"] == [0, 1, 2] and row["n"] == 128
+        )
     for model in ("NDM", "DDPM"):
         assert set(data["floors"][model]) == {"energy_distance", "sliced_wasserstein", "nll"}
         assert len(data["best"][model]) == 3  # default: three multiples of the floor
@@ -103,17 +121,37 @@ def test_non_closed_form_model_with_reference_matches_closed_form():
     with pytest.raises(ValueError, match="not closed-form: pass reference"):
         sweep({"NDM": hidden}, {"heun": [4]}, **kw)
     with pytest.raises(ValueError, match="'nll' needs the exact density"):
-        sweep({"NDM": hidden}, {"heun": [4]}, reference=_ClosedFormTruth(ndm, 0.0), seeds=2,
-              n=16, metrics=("nll",))
+        sweep(
+            {"NDM": hidden},
+            {"heun": [4]},
+            reference=_ClosedFormTruth(ndm, 0.0),
+            seeds=2,
+            n=16,
+            metrics=("nll",),
+        )
 
 
 def test_best_methods_picks_fewest_nfe():
     def row(method, nfe, v):
-        return dict(model="M", method=method, steps=nfe, tol=None, nfe=float(nfe), error=None,
-                    q=v, q_se=0.01)
+        return dict(
+            model="M",
+            method=method,
+            steps=nfe,
+            tol=None,
+            nfe=float(nfe),
+            error=None,
+            q=v,
+            q_se=0.01,
+        )
 
-    rows = [row("a", 4, 1.0), row("a", 16, 0.2), row("a", 64, 0.1),
-            row("b", 8, 0.5), row("b", 32, 0.15), row("b", 128, 0.12)]
+    rows = [
+        row("a", 4, 1.0),
+        row("a", 16, 0.2),
+        row("a", 64, 0.1),
+        row("b", 8, 0.5),
+        row("b", 32, 0.15),
+        row("b", 128, 0.12),
+    ]
     best = best_methods(rows, "q", [0.6, 0.18, 0.11, 0.01])["M"]
     assert [b["method"] for b in best] == ["b", "b", "a", None]
     assert [b["nfe"] for b in best] == [8.0, 32.0, 64.0, None]
@@ -151,8 +189,14 @@ def test_bad_grids_methods_and_metrics_fail_clearly():
 
 
 def test_solver_failure_is_a_row_not_a_crash():
-    res = sweep({"DDPM": closed_form_models()["DDPM"]}, {"dopri5": [1e-6]}, seeds=2, n=16,
-                max_steps=3, metrics=("energy_distance",))
+    res = sweep(
+        {"DDPM": closed_form_models()["DDPM"]},
+        {"dopri5": [1e-6]},
+        seeds=2,
+        n=16,
+        max_steps=3,
+        metrics=("energy_distance",),
+    )
     (row,) = res.rows
     assert row["error"].startswith("StepLimitError") and math.isnan(row["energy_distance"])
     assert res.best["DDPM"][0]["method"] is None
