@@ -267,13 +267,13 @@ def energy_distance(x: Tensor, y: Tensor, generator: torch.Generator | None = No
     is exactly δ (1/n + 1/m), δ = E‖X − X'‖ (e.g. 2/√π for N(0, 1)): it falls as 1/n.
     ``generator`` is accepted for a uniform metric signature and not used (no randomness).
     """
-    x, y = _check_pair(x, y)
+    x, y = _check_sample_sets(x, y)
     xd, yd = x.to(torch.float64), y.to(torch.float64)
     e2 = 2 * _mean_distance(xd, yd) - _mean_distance(xd, xd) - _mean_distance(yd, yd)
     return e2.to(x.dtype)
 
 
-def _check_pair(x, y) -> tuple[Tensor, Tensor]:
+def _check_sample_sets(x, y) -> tuple[Tensor, Tensor]:
     for name, a in (("x", x), ("y", y)):
         if not isinstance(a, Tensor) or not a.is_floating_point():
             raise TypeError(f"{name} must be a floating torch.Tensor, got {type(a).__name__}")
