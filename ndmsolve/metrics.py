@@ -14,6 +14,9 @@ W_2² = (θ·(μ_1 − μ_2))² + (s_1 − s_2)² with s_i = sqrt(θᵀS_iθ), w
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
@@ -227,3 +230,181 @@ def coupling_ratio(z_start: Tensor, z_end: Tensor, *, max_n: int = OT_MAX_N) -> 
     """coupling_cost / ot_cost of the same two sets, 0-dim (float64), ≥ 1; 1 exactly when the
     pairing (row i with row i) is an optimal one, as for every monotone map in 1D. Floor 1."""
     return coupling_cost(z_start, z_end) / ot_cost(z_start, z_end, max_n=max_n)
+
+
+# ----------------------------------------------------------------------- energy distance, floors
+# Two-sample distances beside sliced Wasserstein, a registry of them by name, and the
+# data-vs-data floor a measured value has to be read against.
+
+__all__ += ["SAMPLE_METRICS", "FloorResult", "as_seeds", "call_metric", "energy_distance", "floor",
+            "get_metric", "mean_se"]
+
+#: rows of x handed to one ``torch.cdist`` call: bounds memory at chunk · m distances
+_CDIST_CHUNK = 1024
+
+
+def _mean_distance(a: Tensor, b: Tensor) -> Tensor:
+    """mean_{i,j} ‖a_i − b_j‖ over all pairs (diagonal zeros included when a is b), float64."""
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    for i in range(0, a.shape[0], _CDIST_CHUNK):
+        # The direct (non-matmul) path: exact zeros on the diagonal, no cancellation.
+        d = torch.cdist(a[i:i + _CDIST_CHUNK], b, compute_mode="donot_use_mm_for_euclid_dist")
+        total = total + d.sum()
+    return total / (a.shape[0] * b.shape[0])
+
+
+def energy_distance(x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Squared energy distance between sample sets ``x`` (n, *shape) and ``y`` (m, *shape).
+
+        E²(x, y) = 2 mean_{i,j} ‖x_i − y_j‖ − mean_{i,i'} ‖x_i − x_i'‖ − mean_{j,j'} ‖y_j − y_j'‖
+
+    (Székely & Rizzo), the V-statistic over all pairs (diagonal zeros included). It equals
+    the squared MMD with the distance kernel k(a, b) = −‖a − b‖ and is ≥ 0, with population
+    value 0 only for equal distributions. Everything after the batch dimension is flattened;
+    arithmetic in float64, returned as a 0-dim tensor of ``x``'s dtype. Cost O(n m d).
+
+    Floor: for two independent n- and m-sample sets of one distribution its expectation
+    is exactly δ (1/n + 1/m), δ = E‖X − X'‖ (e.g. 2/√π for N(0, 1)): it falls as 1/n.
+    ``generator`` is accepted for a uniform metric signature and not used (no randomness).
+    """
+    x, y = _check_sample_sets(x, y)
+    xd, yd = x.to(torch.float64), y.to(torch.float64)
+    e2 = 2 * _mean_distance(xd, yd) - _mean_distance(xd, xd) - _mean_distance(yd, yd)
+    return e2.to(x.dtype)
+
+
+def _check_sample_sets(x, y) -> tuple[Tensor, Tensor]:
+    for name, a in (("x", x), ("y", y)):
+        if not isinstance(a, Tensor) or not a.is_floating_point():
+            raise TypeError(f"{name} must be a floating torch.Tensor, got {type(a).__name__}")
+        if a.ndim < 2 or a.shape[0] < 1:
+            raise ValueError(
+                f"{name} must have shape (n, *shape) with n >= 1, got {tuple(a.shape)}")
+    x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
+    return x, y.to(device=x.device)
+
+
+#: two-sample metrics by name: metric(x, y, generator=None) -> 0-dim tensor, lower is closer
+SAMPLE_METRICS = {"energy_distance": energy_distance, "sliced_wasserstein": sliced_wasserstein}
+
+
+def get_metric(metric):
+    """A two-sample metric from its name in ``SAMPLE_METRICS`` (or a callable, returned as is)."""
+    if callable(metric):
+        return metric
+    if isinstance(metric, str) and metric in SAMPLE_METRICS:
+        return SAMPLE_METRICS[metric]
+    raise ValueError(f"metric must be one of {sorted(SAMPLE_METRICS)} or a callable metric(x, y), "
+                     f"got {metric!r}")
+
+
+def call_metric(metric, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> float:
+    """``metric(x, y)`` as a float; ``generator`` is passed on when the metric takes one
+    (e.g. the random directions of ``sliced_wasserstein``)."""
+    import inspect
+
+    fn = get_metric(metric)
+    try:
+        takes_gen = "generator" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        takes_gen = False
+    value = fn(x, y, generator=generator) if takes_gen else fn(x, y)
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"metric {getattr(fn, '__name__', fn)!r} returned {value}")
+    return value
+
+
+@dataclass
+class FloorResult:
+    """A metric's data-vs-data floor at one sample size.
+
+    Attributes:
+        mean, se: mean over seeds of metric(data_n, data_n_ref) and its standard error
+            (std over seeds, ddof = 1, / √seeds).
+        values: the per-seed values.
+        n, n_ref: the two sample sizes; seeds: the seeds used.
+    """
+
+    mean: float
+    se: float
+    values: list
+    n: int
+    n_ref: int
+    seeds: list
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def as_seeds(seeds, name: str = "seeds", minimum: int = 2) -> list:
+    """``seeds``: an int k (the seeds 0..k−1) or a sequence of distinct ints -> list of ints."""
+    if isinstance(seeds, bool):
+        raise TypeError(f"{name} must be an int or a sequence of ints, got {seeds!r}")
+    if isinstance(seeds, int):
+        seeds = list(range(seeds))
+    else:
+        try:
+            seeds = list(seeds)
+        except TypeError as e:
+            raise TypeError(f"{name} must be an int or a sequence of ints, got {seeds!r}") from e
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise TypeError(f"{name} must hold ints, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"{name} must be distinct, got {seeds!r}")
+    if len(seeds) < minimum:
+        raise ValueError(
+            f"{name} must give at least {minimum} seeds (for a standard error), got {seeds!r}")
+    return seeds
+
+
+def mean_se(values) -> tuple[float, float]:
+    """(mean, standard error = std(ddof=1)/√k) of k ≥ 2 numbers."""
+    v = torch.as_tensor(list(values), dtype=torch.float64)
+    return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
+
+
+def floor(metric, sampler: Callable, n: int, seeds=5, *, n_ref: int | None = None) -> FloorResult:
+    """The floor of ``metric`` at sample size ``n``: its value between two independent sample
+    sets of the *same* distribution, mean ± se over ``seeds``.
+
+    A sample metric is biased upwards by sampling noise: a sampler's value means nothing
+    until it is set against this floor, measured at the same sizes. For each seed s:
+    ``g = Generator().manual_seed(s)``, x = sampler(n, g), y = sampler(n_ref, g) (the later
+    draws of the same stream: independent of x), value = metric(x, y, generator=g).
+
+    Args:
+        metric: a name in ``SAMPLE_METRICS`` or a callable ``metric(x, y[, generator])``.
+        sampler: ``sampler(n, generator) -> (n, *shape)`` draws from the reference
+            distribution (e.g. ``ndmsolve.data.checkerboard``).
+        n: size of the first set (the size of the sample being judged).
+        seeds: an int k (seeds 0..k−1) or a sequence of ints; at least 2.
+        n_ref: size of the second set (the reference's size); default ``n``.
+    """
+    if not callable(sampler):
+        raise TypeError(
+            f"sampler must be callable sampler(n, generator), got {type(sampler).__name__}")
+    for name, v in (("n", n), ("n_ref", n if n_ref is None else n_ref)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+            raise ValueError(f"{name} must be an int >= 2, got {v!r}")
+    n_ref = n if n_ref is None else n_ref
+    get_metric(metric)  # a bad name fails before any sampling
+    seeds = as_seeds(seeds)
+    values = []
+    for s in seeds:
+        g = torch.Generator().manual_seed(s)
+        x, y = _draw(sampler, n, g), _draw(sampler, n_ref, g)
+        values.append(call_metric(metric, x, y, generator=g))
+    m, se = mean_se(values)
+    return FloorResult(mean=m, se=se, values=values, n=n, n_ref=n_ref, seeds=seeds)
+
+
+def _draw(sampler: Callable, n: int, g: torch.Generator) -> Tensor:
+    x = sampler(n, g)
+    if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] != n:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(
+            f"sampler(n, generator) must return a tensor of shape ({n}, ...), got {got}")
+    return x.reshape(n, -1) if x.ndim == 1 else x
