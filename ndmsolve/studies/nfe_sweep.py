@@ -44,6 +44,7 @@ from .._io import atomic_write
 from ..analytic import ExactPredictor
 from ..metrics import SAMPLE_METRICS, as_seeds, call_metric, floor, mean_se
 from ..solvers.base import SolverError
+from ..solvers.registry import get_method, method_names
 
 __all__ = [
     "sweep",
@@ -90,21 +91,15 @@ DEFAULT_FLOOR_MULTIPLES = (10.0, 3.0, 1.5)
 # --------------------------------------------------------------------------- methods
 def method_kind(method: str) -> str:
     """``"ode_fixed"``, ``"ode_adaptive"``, ``"sde_fixed"``, ``"sde_adaptive"`` or
-    ``"discrete"``, read from the sampler's method registry; a ValueError lists the valid
-    names for an unknown one."""
-    from ..sampling import _classify
-
-    family, adaptive = _classify(method)
-    return "discrete" if family == "discrete" else f"{family}_{'adaptive' if adaptive else 'fixed'}"
+    ``"discrete"``, read from the method registry (``nd.solvers.METHODS``; backends by their
+    family and stepping too); an unknown name gets the registry's error listing the valid ones."""
+    info = get_method(method, caller="the sweep")
+    return "discrete" if info.family == "discrete" else f"{info.family}_{info.stepping}"
 
 
 def default_methods() -> tuple[str, ...]:
-    """Every method ``nd.sample`` lists, backends (``torchdiffeq:``/``torchsde:``) aside."""
-    from ..sampling import sampling_methods
-
-    return tuple(
-        m for kind, names in sampling_methods().items() if kind != "backends" for m in names
-    )
+    """Every registered method (``nd.solvers.METHODS``), backends aside."""
+    return method_names(backends=False)
 
 
 def _method_grid(methods, steps, tols) -> list[tuple[str, str, list]]:
@@ -214,14 +209,9 @@ def load_models(models) -> dict:
     out = {}
     for name, m in models.items():
         if isinstance(m, (str, PurePath)):
-            import ndmsolve
+            from ..checkpoint import load_model
 
-            if not hasattr(ndmsolve, "load_model"):
-                raise TypeError(
-                    f"models[{name!r}]: a checkpoint path needs ndmsolve.load_model, "
-                    "which this version lacks; pass the NDM itself"
-                )
-            m = ndmsolve.load_model(m)
+            m = load_model(m)
         for attr in ("velocity", "schedule", "data_shape"):
             if not hasattr(m, attr):
                 raise TypeError(
