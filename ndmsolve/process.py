@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_batch_time, check_finite, check_output
+from .config import configurable
 from .schedules import Schedule, make_schedule
 from .transforms import IdentityTransform, _bcast
 
@@ -89,6 +90,7 @@ class TransformAtX:
         return self.F(zero)[0]
 
 
+@configurable
 class NDM(nn.Module):
     """A Neural Diffusion Model.
 

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .config import configurable
+
 __all__ = [
     "IdentityTransform",
     "ResidualTransform",
@@ -31,6 +33,7 @@ def _bcast(a: Tensor, x: Tensor) -> Tensor:
     return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
 
 
+@configurable
 class IdentityTransform(nn.Module):
     """F(x, t) = x: the classical (VP/VDM) diffusion."""
 
@@ -43,6 +46,7 @@ class IdentityTransform(nn.Module):
         return x, torch.zeros_like(x)
 
 
+@configurable
 class ResidualTransform(nn.Module):
     """F(x, t) = x + t · net(x, t), so F(x, 0) = x exactly (classical reconstruction term).
 
@@ -59,6 +63,7 @@ class ResidualTransform(nn.Module):
         return x + _bcast(t, x) * self.net(x, t)
 
 
+@configurable
 class PolynomialBasis(nn.Module):
     """b_k(t) = t^k, k = 1..K (all vanish at t = 0)."""
 
@@ -73,6 +78,7 @@ class PolynomialBasis(nn.Module):
         return tt**k, k * tt ** (k - 1)
 
 
+@configurable
 class SineBasis(nn.Module):
     """b_k(t) = sin(kπt/2) / k, k = 1..K (all vanish at t = 0; bounded derivatives)."""
 
@@ -90,6 +96,7 @@ class SineBasis(nn.Module):
 _BASES = {"polynomial": PolynomialBasis, "sine": SineBasis}
 
 
+@configurable
 class TimeBasisTransform(nn.Module):
     """F(x, t) = x + Σ_k b_k(t) · h_k(x), with ∂_t F = Σ_k b_k'(t) · h_k(x) analytic.
 

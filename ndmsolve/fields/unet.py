@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from ..config import configurable
 from .mlp import FourierTimeEmbedding
 
 __all__ = ["UNet"]
@@ -50,6 +51,7 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+@configurable
 class UNet(nn.Module):
     """``net(x, t)``: (B, channels, H, W), (B,) or None -> (B, out_channels, H, W).
 
