@@ -28,10 +28,11 @@ from torch import Tensor
 
 from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
                    save_targets, time_tensor)
+from .registry import register
 from .rk import rk_step
-from .tableaus import ADAPTIVE, Tableau
+from .tableaus import Tableau, bosh3, dopri5, tsit5
 
-__all__ = ["ADAPTIVE", "PIController", "solve_adaptive", "initial_step", "error_ratio"]
+__all__ = ["PIController", "solve_adaptive", "initial_step", "error_ratio"]
 
 
 class PIController:
@@ -214,3 +215,17 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
     sol.t = t1
     sol.stats = {"h_last": h}
     return sol
+
+
+def _adaptive_method(tab: Tableau):
+    def run(f: Field, y0: Tensor, t0: float, t1: float, **kwargs) -> Solution:
+        return solve_adaptive(f, y0, t0, t1, tab, **kwargs)
+    return run
+
+
+for _tab, _what in ((bosh3, "Bogacki-Shampine 3(2)"), (dopri5, "Dormand-Prince 5(4)"),
+                    (tsit5, "Tsitouras 5(4)")):
+    register(_tab.name, family="ode", stepping="adaptive", order=_tab.order,
+             nfe_per_step=_tab.stages - 1 if _tab.fsal else _tab.stages,
+             run=_adaptive_method(_tab), needs_jvp=True,
+             description=f"{_what} embedded pair, PI step control")

@@ -30,6 +30,7 @@ from torch import Tensor
 from .base import CountedField, Field, NonFiniteError, Solution, SolverError
 from .brownian import BrownianPath
 from .grids import make_grid, merge_save_times
+from .registry import add_loader, register
 
 __all__ = ["solve_backend", "torchdiffeq_methods", "TORCHSDE_ITO", "TORCHSDE_STRATONOVICH"]
 
@@ -239,3 +240,20 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
         sol.ts = tgrid[save_idx]
         sol.ys = torch.stack([by_idx[j].reshape(y0.shape) for j in save_idx])
     return sol
+
+
+def _register_backends() -> None:
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    for m, fixed in torchdiffeq_methods().items():
+        register(f"torchdiffeq:{m}", family="ode", stepping="fixed" if fixed else "adaptive",
+                 order=getattr(SOLVERS[m], "order", None), nfe_per_step=None,
+                 backend="torchdiffeq", needs_jvp=True, description=f"torchdiffeq's {m}")
+    for m in TORCHSDE_ITO + TORCHSDE_STRATONOVICH:
+        register(f"torchsde:{m}", family="sde", stepping="fixed", order=None, nfe_per_step=None,
+                 backend="torchsde", needs_jvp=True,
+                 noise=("diagonal", "additive") if m in TORCHSDE_ITO else ("additive",),
+                 description=f"torchsde's {m} ({'Ito' if m in TORCHSDE_ITO else 'Stratonovich'})")
+
+
+add_loader(_register_backends)

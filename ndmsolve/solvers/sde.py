@@ -40,19 +40,12 @@ from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, S
                    save_targets, time_tensor)
 from .brownian import BrownianPath
 from .fixed import check_finite_steps
+from .registry import METHODS, register
 
-__all__ = ["SDE_FIXED", "SDE_ADAPTIVE", "NOISE_TYPES", "METHOD_INFO", "euler_maruyama",
+__all__ = ["NOISE_TYPES", "euler_maruyama",
            "heun_sde", "sra1", "adaptive_heun_sde", "BrownianPath"]
 
 NOISE_TYPES = ("diagonal", "additive")
-
-# Capabilities per method: the noise types solved correctly and the strong order there.
-METHOD_INFO = {
-    "euler_maruyama": {"noise": ("diagonal", "additive"), "strong_order": {"diagonal": 0.5, "additive": 1.0}},
-    "heun_sde": {"noise": ("additive",), "strong_order": {"additive": 1.0}},
-    "sra1": {"noise": ("additive",), "strong_order": {"additive": 1.5}},
-    "adaptive_heun_sde": {"noise": ("additive",), "strong_order": {"additive": 1.0}},
-}
 
 
 # --------------------------------------------------------------------------- checks
@@ -171,7 +164,7 @@ def _fixed_solve(method: str, step_fn, f, g, y0: Tensor, grid: Tensor, save_idx,
                 for c in stage_c}
     fc, gc = CountedField(f), CountedField(g)
     g_t = _first_g(method, gc, ts[0], y0)
-    if "diagonal" not in METHOD_INFO[method]["noise"]:
+    if "diagonal" not in METHODS[method].noise:
         _require_additive(method, gc, ts[0], y0, g_t, noise)
     inc = _Increments(y0, tf, hs, generator, bm)
 
@@ -426,5 +419,14 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
     return sol
 
 
-SDE_FIXED = {"euler_maruyama": euler_maruyama, "heun_sde": heun_sde, "sra1": sra1}
-SDE_ADAPTIVE = {"adaptive_heun_sde": adaptive_heun_sde}
+# Orders are strong orders for additive noise (Euler-Maruyama: 0.5 for diagonal noise).
+register("euler_maruyama", family="sde", stepping="fixed", order=1.0, nfe_per_step=1,
+         run=euler_maruyama, noise=("diagonal", "additive"), needs_jvp=True,
+         description="Euler-Maruyama (Ito); strong order 0.5 diagonal, 1.0 additive noise")
+register("heun_sde", family="sde", stepping="fixed", order=1.0, nfe_per_step=2, run=heun_sde,
+         noise=("additive",), needs_jvp=True, description="stochastic Heun, additive noise")
+register("sra1", family="sde", stepping="fixed", order=1.5, nfe_per_step=2, run=sra1,
+         noise=("additive",), needs_jvp=True, description="Roessler SRA1, additive noise")
+register("adaptive_heun_sde", family="sde", stepping="adaptive", order=1.0, nfe_per_step=2,
+         run=adaptive_heun_sde, noise=("additive",), needs_jvp=True,
+         description="embedded Euler-Maruyama / stochastic Heun pair, additive noise")
