@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .base import Field, Solution
 from .grids import as_time, check_save_at, make_grid, merge_save_times
+from .norms import resolve_norm
 from .registry import get_method, method_names
 
 __all__ = ["solve", "all_methods", "make_grid"]
@@ -62,7 +63,7 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
           rtol: Optional[float] = None, atol: Optional[float] = None, max_steps: int = 10_000,
           h0: Optional[float] = None, save_at: Optional[Tensor] = None,
           g: Optional[Field] = None, generator: Optional[torch.Generator] = None,
-          bm=None, noise: str = "diagonal",
+          bm=None, noise: str = "diagonal", norm=None,
           cuda_graph: Union[str, bool] = "auto") -> Solution:
     """Integrate ``dy/dt = f(t, y)`` (plus ``g(t, y) dW`` for SDE methods) from t0 to t1.
 
@@ -83,6 +84,13 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
             direction. Fixed-step methods add them to the grid where they are not grid
             points; adaptive methods clip steps to land on them exactly.
         g: SDE methods: diagonal diffusion ``g(t, y)`` of ``y``'s shape.
+        norm: adaptive methods (torchdiffeq's too): the error norm of step control,
+            applied to the scaled error x = err / (atol + rtol·max(|y0|, |y1|)) viewed as
+            (B, n) along the leading dimension; a step is accepted when it is ≤ 1.
+            ``"rms"`` (default): sqrt(Σ_bj x_bj² / (B n)), one RMS over the batch;
+            ``"sample_max"``: max_b sqrt(Σ_j x_bj² / n), every sample's own RMS;
+            ``"max"``: max_bj |x_bj|; or a callable ``norm(x) -> 0-dim tensor``
+            (``ndmsolve.solvers.norms``). rms ≤ sample_max ≤ max.
         generator, bm, noise: SDE methods: randomness (``torch.Generator``), an optional
             Brownian motion object, the noise type. ``generator`` is ignored by ODE methods.
         cuda_graph: fixed-step ODE methods on CUDA: ``"auto"`` captures the step loop
@@ -114,15 +122,20 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if h0 is not None:
         h0 = _positive(h0, "h0")
+    norm_fn = None if norm is None else resolve_norm(norm)
     if cuda_graph not in ("auto", True, False):
         raise ValueError(f"cuda_graph must be 'auto', True or False, got {cuda_graph!r}")
     save = None if save_at is None else check_save_at(save_at, t0f, t1f)  # float64, CPU
     save_t = None if save is None else save.to(device=y0.device, dtype=y0.dtype)
 
+    if norm is not None and not info.adaptive:
+        raise ValueError(f"norm applies to adaptive methods; {method!r} is fixed-step")
+    norm_kw = {} if norm_fn is None else {"norm": norm_fn}
     if info.backend is not None:
         from .backends import solve_backend
         return solve_backend(method, f, y0, t0f, t1f, g=g, steps=steps, grid=grid, rtol=rtol,
-                             atol=atol, save_at=save_t, generator=generator, bm=bm, noise=noise)
+                             atol=atol, save_at=save_t, generator=generator, bm=bm, noise=noise,
+                             **norm_kw)
 
     is_ode = info.family == "ode"
     if is_ode:
@@ -149,6 +162,6 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
         return info.run(f, y0, tgrid, save_idx=save_idx, cuda_graph=cuda_graph)
     if not is_ode:
         return info.run(f, g, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps, h0=h0,
-                        save_at=save_t, generator=generator, bm=bm, noise=noise)
+                        save_at=save_t, generator=generator, bm=bm, noise=noise, **norm_kw)
     return info.run(f, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps, h0=h0,
-                    save_at=save)
+                    save_at=save, **norm_kw)
