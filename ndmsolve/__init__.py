@@ -11,3 +11,5 @@ from .fields import MLP, UNet, EpsilonPredictor
 from .likelihood import BPDResult, LikelihoodResult, bits_per_dim, divergence, elbo_bits_per_dim, log_likelihood
 from .solvers import NonFiniteError, Solution, SolverError, StepLimitError, solve
 from .sampling import sample, SampleResult, make_time_grid
+from .config import configurable
+from .checkpoint import CheckpointError, load_model

@@ -34,8 +34,9 @@ T·KL_i → the continuous integrand, so L_T → L_∞ (error O(1/T)).
   q(z_0|x) is used (no sampling):
   E[−log p] = ½ d (log 2π + 1 − λ_0) + ½ e^{λ_0} ‖x − F(x, 0)‖²
   (the last term vanishes when F(x, 0) = x).
-* ``"discretized"``: 8-bit data scaled to [−1, 1]; per dimension the same Gaussian
-  integrated over the data's bin (width 2/255; the two edge bins reach to ±∞), at one
+* ``"discretized"``: data of ``n_bins`` levels (256: 8-bit) scaled to [−1, 1]; per dimension
+  the same Gaussian integrated over the data's bin (width 2/(n_bins − 1); the two edge bins
+  reach to ±∞), at one
   sample z_0 ~ q(z_0|x) drawn with ``generator``.
 
 **Randomness**, all through ``generator`` and in this order: the times (or step indices),
@@ -136,14 +137,6 @@ def sample_times(
 
 
 # --------------------------------------------------------------------------- prior and reconstruction
-def _F_x_ends(model: NDM, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """F(x, t), F(x, 0), F(x, 1) from one transform call over the stacked batch [x; x; x]."""
-    B = x.shape[0]
-    tt = torch.cat([t, torch.zeros_like(t), torch.ones_like(t)])
-    F = model.F(torch.cat([x, x, x]), tt)
-    return F[:B], F[B : 2 * B], F[2 * B :]
-
-
 def _prior_from_F1(model: NDM, F1: Tensor) -> Tensor:
     """KL(N(α_1 F(x,1), σ_1² I) ‖ N(0, I)) = ½ [α_1² ‖F1‖² + d (σ_1² − 1 − log σ_1²)], (B,)."""
     one = torch.ones(F1.shape[0], dtype=F1.dtype, device=F1.device)
@@ -162,19 +155,23 @@ def prior_loss(model: NDM, x: Tensor) -> Tensor:
     return _prior_from_F1(model, model.F(x, one))
 
 
-def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Per-element log-probability of the 8-bit bin holding ``x`` under N(mean, std²).
+def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, n_bins: int = 256) -> Tensor:
+    """Per-element log-probability of the bin holding ``x`` under N(mean, std²).
 
-    x in [−1, 1] (snapped to the nearest of the 256 bin centres −1 + k·2/255); bin k covers
-    [x_k − 1/255, x_k + 1/255], with the first reaching to −∞ and the last to +∞, so the 256
-    probabilities sum to 1. ``std`` broadcasts against ``x``. Returns ``x``'s shape.
+    With n = ``n_bins`` levels (256 for 8-bit data), x in [−1, 1] is snapped to the nearest
+    of the n bin centres −1 + k·2/(n − 1); bin k covers [x_k − 1/(n − 1), x_k + 1/(n − 1)],
+    with the first reaching to −∞ and the last to +∞, so the n probabilities sum to 1.
+    ``std`` broadcasts against ``x``. Returns ``x``'s shape.
     """
-    half = 1.0 / 255.0
-    k = torch.round((x + 1.0) * 127.5).clamp(0, 255)
-    xc = k / 127.5 - 1.0
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
+        raise ValueError(f"n_bins must be an int >= 2, got {n_bins!r}")
+    scale = (n_bins - 1) / 2.0
+    half = 1.0 / (n_bins - 1)
+    k = torch.round((x + 1.0) * scale).clamp(0, n_bins - 1)
+    xc = k / scale - 1.0
     lo = (xc - half - mean) / std
     hi = (xc + half - mean) / std
-    first, last = k == 0, k == 255
+    first, last = k == 0, k == n_bins - 1
     edge = first | last
     # P = Φ(b) − Φ(a) with both CDFs in the lower tail, where log_ndtr is accurate:
     # bins right of the mean are reflected (Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)); the edge bins
@@ -189,7 +186,8 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tenso
     return log_b + torch.where(edge, torch.zeros_like(lo), torch.log(-torch.expm1(gap)))
 
 
-def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, z_0: Optional[Tensor]) -> Tensor:
+def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, z_0: Optional[Tensor],
+                    n_bins: int = 256) -> Tensor:
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     lam0 = model.schedule.log_snr(zero)
     alpha0, sigma0 = model.schedule(zero)
@@ -204,12 +202,12 @@ def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, 
     if decoder == "gaussian":
         return 0.5 * d * (math.log(2 * math.pi) - lam0) + 0.5 * torch.exp(lam0) * _sum_dims((x - mean) ** 2)
     std = _bcast(torch.exp(-0.5 * lam0), x)  # σ_0/α_0
-    return -_sum_dims(discretized_gaussian_log_prob(x, mean, std))
+    return -_sum_dims(discretized_gaussian_log_prob(x, mean, std, n_bins))
 
 
 def _check_pixels(x: Tensor) -> None:
     if not bool(((x >= -1.0 - 1e-6) & (x <= 1.0 + 1e-6)).all()):
-        raise ValueError("x must lie in [-1, 1] (8-bit data scaled) for decoder='discretized'")
+        raise ValueError("x must lie in [-1, 1] (discrete data scaled) for decoder='discretized'")
 
 
 def reconstruction_loss(
@@ -219,6 +217,7 @@ def reconstruction_loss(
     decoder: str = "gaussian",
     generator: Optional[torch.Generator] = None,
     z_0: Optional[Tensor] = None,
+    n_bins: int = 256,
 ) -> Tensor:
     """−log p(x | z_0) in nats, (B,).
 
@@ -233,8 +232,7 @@ def reconstruction_loss(
         _check_pixels(x)
     if z_0 is not None and (not isinstance(z_0, Tensor) or z_0.shape != x.shape):
         raise ValueError(f"z_0 must be a tensor of x's shape {tuple(x.shape)}")
-    zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    return _reconstruction(model, x, model.F(x, zero), decoder, generator, z_0)
+    return _reconstruction(model, x, model.at_x(x).F_zero(), decoder, generator, z_0, n_bins)
 
 
 # --------------------------------------------------------------------------- continuous time
@@ -246,6 +244,7 @@ def continuous_loss(
     t: Optional[Tensor] = None,
     time_sampler: str = "antithetic",
     decoder: str = "gaussian",
+    n_bins: int = 256,
 ) -> NegELBO:
     """Continuous-time NDM negative ELBO, one t per sample (unbiased in t and ε).
 
@@ -256,6 +255,7 @@ def continuous_loss(
         t: explicit times (B,) in [0, 1]; else drawn by ``time_sampler``.
         time_sampler: ``"uniform"``, ``"antithetic"`` or ``"stratified"`` (see ``sample_times``).
         decoder: ``"gaussian"`` or ``"discretized"`` (see the module docstring).
+        n_bins: levels per dimension of the discretized decoder (256: 8-bit data).
 
     Returns:
         ``NegELBO`` of (B,) tensors. Differentiable w.r.t. predictor, transform and schedule.
@@ -277,22 +277,24 @@ def continuous_loss(
     alpha, sigma = sched(t)
     lam, dlam = sched.log_snr(t), sched.dlog_snr(t)
 
+    # Transform passes (see NDM.at_x): F and ∂_t F at (x, t), F(x, 1) for the prior, F and
+    # ∂_t F at (x̂, t); F(x, 0) = x costs none, and a t-free (time-basis) network one per input.
+    at_x = model.at_x(x)
+    F_x, dF_x = at_x.F_and_dF(t)
+    (F1,) = at_x.F(torch.ones_like(t))
+    F0 = at_x.F_zero()
     # z_t = α_t F(x, t) + σ_t ε  (not detached: the transform learns through z_t and x̂)
-    F_x, F0, F1 = _F_x_ends(model, x, t)
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
     x_hat = model.x_hat(z_t, t)
+    F_h, dF_h = model.at_x(x_hat).F_and_dF(t)  # ∂_t F(x̂, t) with x̂ held fixed
 
-    # ∂_t F of x and of x̂ (x̂ held fixed) from one F_and_dF over the stacked batch.
-    F_both, dF_both = model.F_and_dF(torch.cat([x, x_hat]), torch.cat([t, t]))
-    dF_ = F_both[:B] - F_both[B:]  # ΔF
-    d_dF = dF_both[:B] - dF_both[B:]  # ∂_t ΔF
     # ‖Δ‖²/g² = e^λ ‖∂_t ΔF + λ' ΔF‖² / (−λ'),   Δ = α (∂_t ΔF + λ' ΔF)
-    resid = d_dF + _bcast(dlam, x) * dF_
+    resid = (dF_x - dF_h) + _bcast(dlam, x) * (F_x - F_h)
     diffusion = 0.5 * torch.exp(lam) / (-dlam) * _sum_dims(resid**2)
 
     prior = _prior_from_F1(model, F1)
-    recon = _reconstruction(model, x, F0, decoder, generator, None)
+    recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
     return NegELBO(diffusion + prior + recon, diffusion, prior, recon)
 
 
@@ -305,6 +307,7 @@ def discrete_loss(
     generator: Optional[torch.Generator] = None,
     t_index: Optional[Tensor] = None,
     decoder: str = "gaussian",
+    n_bins: int = 256,
 ) -> NegELBO:
     """T-step discrete-time NDM negative ELBO, one step per sample.
 
@@ -342,17 +345,22 @@ def discrete_loss(
     t = i.to(x.dtype) / T
     s = (i - 1).to(x.dtype) / T
 
+    # Transform passes: one call over [x; x; x] at (t, s, 1) and one over [x̂; x̂] at (t, s)
+    # (a t-free network: one pass each); F(x, 0) = x costs none.
     alpha, sigma = model.schedule(t)
-    F_x, F0, F1 = _F_x_ends(model, x, t)
+    at_x = model.at_x(x)
+    F_x, F_xs, F1 = at_x.F(t, s, torch.ones_like(t))
+    F0 = at_x.F_zero()
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
     x_hat = model.x_hat(z_t, t)
+    F_h, F_hs = model.at_x(x_hat).F(t, s)
 
-    # q(z_s|z_t, x) and p_θ(z_s|z_t) = q(z_s|z_t, x̂) from one posterior call over [x; x̂].
-    mean, var = model.posterior(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([x, x_hat]))
-    mu_q, mu_p = mean[:B], mean[B:]
-    diffusion = T * _sum_dims((mu_q - mu_p) ** 2) / (2.0 * var[:B])
+    # q(z_s|z_t, x) and p_θ(z_s|z_t) = q(z_s|z_t, x̂): the same posterior with x̂'s F values.
+    mu_q, var = model.posterior_from_F(z_t, t, s, F_x, F_xs)
+    mu_p, _ = model.posterior_from_F(z_t, t, s, F_h, F_hs)
+    diffusion = T * _sum_dims((mu_q - mu_p) ** 2) / (2.0 * var)
 
     prior = _prior_from_F1(model, F1)
-    recon = _reconstruction(model, x, F0, decoder, generator, None)
+    recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
     return NegELBO(diffusion + prior + recon, diffusion, prior, recon)

@@ -10,6 +10,7 @@ Same generator seed, same data, same model initialisation → identical losses.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Union
@@ -17,9 +18,11 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ._io import atomic_write
+from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 
-__all__ = ["EMA", "TrainResult", "train", "save_checkpoint", "load_checkpoint"]
+__all__ = ["EMA", "TrainResult", "train", "lr_factor", "LR_SCHEDULES", "save_checkpoint", "load_checkpoint"]
+
+LR_SCHEDULES = ("constant", "cosine")
 
 PathLike = Union[str, os.PathLike]
 
@@ -88,48 +91,25 @@ class TrainResult(NamedTuple):
     losses: list  # one float per step: the batch's mean loss (nats per sample)
 
 
-# ----------------------------------------------------------------- checkpoints
-def save_checkpoint(path: PathLike, obj: Optional[dict] = None, **entries) -> Path:
-    """Write ``obj`` (a dict; ``entries`` are merged in) to ``path`` atomically.
-
-    ``nn.Module``, optimizer and ``EMA`` values are stored as their ``state_dict()``;
-    a ``torch.Generator`` as its state. The file is written to a temporary file in the
-    same folder and moved into place with ``os.replace``: a crash mid-write leaves any
-    previous checkpoint intact, never a truncated file.
-    """
-    path = Path(path)
-    payload = dict(obj or {})
-    payload.update(entries)
-    for k, v in list(payload.items()):
-        if isinstance(v, (nn.Module, torch.optim.Optimizer, EMA)):
-            payload[k] = v.state_dict()
-        elif isinstance(v, torch.Generator):
-            payload[k] = v.get_state()
-    return atomic_write(path, lambda f: torch.save(payload, f))
-
-
-def load_checkpoint(path: PathLike, map_location="cpu", **targets) -> dict:
-    """Read a checkpoint written by ``save_checkpoint``; returns the stored dict.
-
-    Keyword ``targets`` (e.g. ``model=net, optimizer=opt, ema=ema, generator=g``) are
-    restored in place from the entries of the same name.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no checkpoint at {str(path)!r}")
-    # weights_only=True: the payload is tensors, numbers and dicts; no pickled code runs.
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    for name, target in targets.items():
-        if name not in state:
-            raise KeyError(f"checkpoint {str(path)!r} has no entry {name!r} (has {sorted(state)})")
-        if isinstance(target, torch.Generator):
-            target.set_state(state[name])
-        else:
-            target.load_state_dict(state[name])
-    return state
-
-
 # ----------------------------------------------------------------- training
+def lr_factor(step: int, steps: int, schedule: str = "constant", warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at optimisation step ``step`` (0-based) of ``steps``.
+
+    A linear warm-up from 1/warmup to 1 over the first ``warmup`` steps, then ``"constant"``
+    (1) or ``"cosine"`` (½(1 + cos(π p)), p the fraction of the post-warm-up steps done,
+    reaching 0 at the last step). A pure function of the step, so a resumed run follows
+    the same schedule with no stored state.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    p = (step - warmup) / max(1, steps - warmup - 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0)))
+
+
 LossFn = Callable[..., object]
 
 
@@ -183,6 +163,8 @@ def train(
     steps: int,
     batch_size: int,
     lr: float = 2e-3,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
     ema_decay: float = 0.999,
     grad_clip: Optional[float] = 1.0,
     generator,
@@ -201,7 +183,11 @@ def train(
             ``generator``), or a callable ``data(n, generator=g) -> (n, *shape)`` for
             fresh draws (e.g. ``ndmsolve.data.checkerboard``).
         steps, batch_size: optimisation steps and batch size.
-        lr: Adam learning rate. ema_decay: EMA decay (with warm-up, see ``EMA``).
+        lr: Adam learning rate (the peak one under a schedule).
+        lr_schedule, warmup_steps: the learning rate over the run, ``lr * lr_factor(step,
+            steps, lr_schedule, warmup_steps)``: ``"constant"`` or ``"cosine"`` decay to 0,
+            after a linear warm-up of ``warmup_steps`` (see ``lr_factor``).
+        ema_decay: EMA decay (with warm-up, see ``EMA``).
         grad_clip: max global gradient norm, or ``None`` for no clipping.
         generator: ``torch.Generator`` (or int seed) for batches and the loss's noise.
         loss: ``"continuous"`` (``objectives.continuous_loss``) or a callable
@@ -220,6 +206,10 @@ def train(
             raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} int, got {v!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
@@ -242,6 +232,7 @@ def train(
     if resume and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, model=model, optimizer=opt, ema=ema, generator=generator)
         start, losses = int(state["step"]), list(state["losses"])
+        restore_rng(state["rng"])  # dropout and other global-RNG draws continue where they stopped
 
     def save(step: int) -> None:
         save_checkpoint(checkpoint, model=model, ema=ema, optimizer=opt, generator=generator, step=step,
@@ -261,6 +252,8 @@ def train(
             value.backward()
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, grad_clip)
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
             opt.step()
             ema.update(model)
             losses.append(value.item())

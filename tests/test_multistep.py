@@ -220,6 +220,15 @@ def test_every_registered_method_has_a_reference():
     assert set(REFS) == set(MULTISTEP_METHODS)
 
 
+@pytest.mark.parametrize("method", list(MULTISTEP_METHODS))
+def test_registered_with_order_nfe_and_no_jvp(method):
+    info = nd.solvers.METHODS[method]
+    assert (info.family, info.stepping) == ("discrete", "fixed")
+    assert info.order == MULTISTEP_METHODS[method].order
+    assert info.nfe_per_step == 1 and info.needs_jvp is False
+    assert method in nd.sampling.sampling_methods()["discrete"]
+
+
 def test_ei_3m_is_the_exact_integral_of_the_quadratic():
     # Independent of the φ algebra: Gauss-Legendre quadrature of e^{λ̃} P(λ̃) over the step,
     # P the quadratic through three x̂ values, against our weights (F = identity).
@@ -380,7 +389,7 @@ def test_steps_below_history_length_names_the_argument(method):
 
 
 def test_unknown_method_and_eta():
-    with pytest.raises(ValueError, match="multistep"):
+    with pytest.raises(ValueError, match="unknown method 'dpmpp_9m'.*dpmpp_2m"):
         nd.sample(ndm(), z1=z1(4), method="dpmpp_9m", steps=5)
     with pytest.raises(ValueError, match="eta"):
         nd.sample(ndm(), z1=z1(4), method="dpmpp_2m", steps=5, eta=0.5)
