@@ -226,6 +226,7 @@ def test_registered_with_order_nfe_and_no_jvp(method):
     assert (info.family, info.stepping) == ("discrete", "fixed")
     assert info.order == MULTISTEP_METHODS[method].order
     assert info.nfe_per_step == 1 and info.needs_jvp is False
+    assert info.min_steps == MULTISTEP_METHODS[method].history
     assert method in nd.sampling.sampling_methods()["discrete"]
 
 

@@ -550,7 +550,8 @@ def test_sampling_methods_lists_everything():
     assert {"euler", "midpoint", "heun", "rk4"} <= set(m["ode_fixed"])
     assert {"bosh3", "dopri5", "tsit5"} <= set(m["ode_adaptive"])
     assert "euler_maruyama" in m["sde_fixed"] and m["sde_adaptive"]
-    assert m["discrete"] == ("ddim", "ancestral")
+    assert m["discrete"][:2] == ("ddim", "ancestral")
+    assert {"dpmpp_2m", "dpmpp_3m", "ei_3m", "unipc_2m", "unipc_3m"} <= set(m["discrete"])
     assert "torchdiffeq:dopri5" in m["backends"] and "torchsde:euler" in m["backends"]
 
 

@@ -342,5 +342,5 @@ _DESCRIPTIONS = {
 }
 for _m in MULTISTEP_METHODS.values():
     register(_m.name, family="discrete", stepping="fixed", order=_m.order,
-             nfe_per_step=_m.nfe_per_step, run=_run, needs_jvp=_m.needs_jvp,
+             nfe_per_step=_m.nfe_per_step, run=_run, needs_jvp=_m.needs_jvp, min_steps=_m.history,
              description=_DESCRIPTIONS[_m.name])
