@@ -66,6 +66,7 @@ def evaluate(model, x: torch.Tensor, n_bins, cfg: dict, device) -> dict:
     N, B = x.shape[0], cfg["batch_size"]
     D = math.prod(x.shape[1:])
     sums = torch.zeros(6, dtype=torch.float64)  # ode, ode², elbo, elbo², count, nfe
+    points = []  # (first index, ode values, elbo values) of this rank's batches
     ll = dict(method=cfg["method"], rtol=cfg["rtol"], atol=cfg["atol"], trace=cfg["trace"], probes=cfg["probes"])
     for b, i in enumerate(range(0, N, B)):
         if b % world != rank:
@@ -85,14 +86,18 @@ def evaluate(model, x: torch.Tensor, n_bins, cfg: dict, device) -> dict:
                 elbo = sum(continuous_loss(model, xb, generator=g).total for _ in range(cfg["elbo_draws"]))
             elbo = elbo / cfg["elbo_draws"] / D
         ode, elbo = ode.double().cpu(), elbo.double().cpu()
+        points.append((i, ode.tolist(), elbo.tolist()))
         sums += torch.stack([ode.sum(), (ode**2).sum(), elbo.sum(), (elbo**2).sum(),
                              torch.tensor(float(xb.shape[0]), dtype=torch.float64),
                              torch.tensor(float(nfe), dtype=torch.float64)])
     sums = ddist.all_reduce_sum(sums)
     n = int(sums[4])
     n_batches = -(-N // B)
+    gathered = sorted(p for part in ddist.all_gather_objects(points) for p in part)
     return {"ode": _mean_se(float(sums[0]), float(sums[1]), n), "elbo": _mean_se(float(sums[2]), float(sums[3]), n),
-            "n": n, "nfe_per_batch": float(sums[5]) / n_batches, "batches": n_batches}
+            "n": n, "nfe_per_batch": float(sums[5]) / n_batches, "batches": n_batches,
+            "ode_per_point": [v for _, o, _ in gathered for v in o],
+            "elbo_per_point": [v for _, _, e in gathered for v in e]}
 
 
 def run(args) -> int:
@@ -109,8 +114,11 @@ def run(args) -> int:
     ddist.init_from_env()
     device = torch.device("cpu") if cfg["device"] == "cpu" else ddist.default_device()
     model = load_model(args.checkpoint, ema=cfg["ema"], map_location=device)
-    ds = load_dataset(state["data"], cfg["split"], root=cfg["data_root"] or tcfg.get("data_root"),
-                      seed=tcfg.get("seed", 0))
+    try:
+        ds = load_dataset(state["data"], cfg["split"], root=cfg["data_root"] or tcfg.get("data_root"),
+                          seed=tcfg.get("seed", 0))
+    except ValueError as e:
+        raise UsageError(f"data {state['data']!r}: {e}") from None
     x = ds.x if cfg["n"] is None else ds.x[:cfg["n"]]
     if cfg["trace"] == "exact" and math.prod(x.shape[1:]) > 4096:
         raise UsageError(f"--trace exact needs {math.prod(x.shape[1:])} VJPs per evaluation; use hutchinson")
@@ -127,7 +135,8 @@ def run(args) -> int:
                "unit": unit, "ode": res["ode"], "elbo": res["elbo"], "nfe_per_batch": res["nfe_per_batch"],
                "batches": res["batches"], "n_bins": ds.n_bins, "processes": ddist.world_size(), "wall_s": wall,
                "points_per_s": res["n"] / wall, "step": state.get("step"), "options": cfg,
-               "uniform_bpd": math.log2(ds.n_bins) if ds.is_image else None}
+               "uniform_bpd": math.log2(ds.n_bins) if ds.is_image else None,
+               "ode_per_point": res["ode_per_point"], "elbo_per_point": res["elbo_per_point"]}
     out = Path(cfg["out"] or Path(args.checkpoint).with_name(f"likelihood_{cfg['split']}.json"))
     from .._io import atomic_write
 

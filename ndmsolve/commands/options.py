@@ -54,14 +54,12 @@ class Option:
                 if not isinstance(value, bool):
                     raise ValueError(f"expected true or false, got {value!r}")
                 out = value
-            elif self.type is int:
-                if isinstance(value, bool) or not isinstance(value, (int, str)):
-                    raise ValueError(f"expected an integer, got {value!r}")
-                out = int(value)
-            elif self.type is float:
-                if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                    raise ValueError(f"expected a number, got {value!r}")
-                out = float(value)
+            elif self.type in (int, float):
+                word = "an integer" if self.type is int else "a number"
+                ok = (int,) if self.type is int else (int, float)
+                if isinstance(value, bool) or not isinstance(value, ok):
+                    raise ValueError(f"expected {word}, got {value!r}")
+                out = self.type(value)
             else:
                 out = self.type(value)
         except (TypeError, ValueError) as e:

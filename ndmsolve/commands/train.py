@@ -117,7 +117,10 @@ def run(args) -> int:
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
     ddist.init_from_env()
     rank = ddist.rank()
-    ds = load_dataset(cfg["data"], "train", root=cfg["data_root"], seed=cfg["seed"])
+    try:
+        ds = load_dataset(cfg["data"], "train", root=cfg["data_root"], seed=cfg["seed"])
+    except ValueError as e:
+        raise UsageError(f"--data: {e}") from None
     device = _device(cfg)
     model = build_model(cfg, ds.shape, ds.is_image, cfg["seed"]).to(device)
     x = ds.model_range().to(device)
