@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
+from ._checks import as_generator, check_like_model, checked_keywords
 from ._io import atomic_write
 
 __all__ = ["EMA", "TrainResult", "train", "save_checkpoint", "load_checkpoint"]
@@ -130,6 +133,11 @@ def load_checkpoint(path: PathLike, map_location="cpu", **targets) -> dict:
 
 
 # ----------------------------------------------------------------- training
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
 LossFn = Callable[..., object]
 
 
@@ -161,14 +169,6 @@ def _batch_sampler(data, batch_size: int, generator: torch.Generator) -> Callabl
     raise TypeError(f"data must be a tensor (N, *shape) or a callable data(n, generator=g), got {type(data).__name__}")
 
 
-def _as_generator(generator) -> torch.Generator:
-    if isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(generator)
-    raise TypeError(f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}")
-
-
 def _total(out) -> Tensor:
     total = getattr(out, "total", out)  # NegELBO or a plain tensor
     if not isinstance(total, Tensor):
@@ -176,6 +176,7 @@ def _total(out) -> Tensor:
     return total.mean()
 
 
+@checked_keywords()
 def train(
     model: nn.Module,
     data,
@@ -187,7 +188,7 @@ def train(
     grad_clip: Optional[float] = 1.0,
     generator,
     loss: Union[str, LossFn] = "continuous",
-    progress: bool = True,
+    progress: Union[bool, str] = "auto",
     log_every: int = 50,
     checkpoint: Optional[PathLike] = None,
     checkpoint_every: Optional[int] = None,
@@ -206,7 +207,9 @@ def train(
         generator: ``torch.Generator`` (or int seed) for batches and the loss's noise.
         loss: ``"continuous"`` (``objectives.continuous_loss``) or a callable
             ``loss(model, x, generator=g)`` returning a (B,) tensor or a ``NegELBO``.
-        progress: show a tqdm bar (loss shown every ``log_every`` steps).
+        progress: ``"auto"`` (default): a tqdm bar on stderr when it is a terminal, else
+            one summary line at the end (a log file gets no carriage-return lines);
+            ``True``: always the bar; ``False``: nothing. Loss shown every ``log_every``.
         checkpoint: path to save model, EMA, optimizer, generator state and losses at the
             end (and every ``checkpoint_every`` steps); writes are atomic.
         resume: continue from ``checkpoint`` when it exists (bit-identical to an
@@ -226,13 +229,14 @@ def train(
         raise ValueError(f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path>")
-    generator = _as_generator(generator)
+    if generator is None:
+        raise TypeError("generator is required: a torch.Generator or an int seed (runs reproduce)")
+    generator = as_generator(generator)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    if isinstance(data, Tensor) and data.is_floating_point() and data.dtype != params[0].dtype:
-        raise TypeError(f"data has dtype {data.dtype} but the model's parameters are {params[0].dtype}: "
-                        f"convert one of them (data.to(...) or model.to(...))")
+    if isinstance(data, Tensor) and data.is_floating_point():
+        check_like_model(data, model, "data")
     loss_fn = _resolve_loss(loss)
     next_batch = _batch_sampler(data, batch_size, generator)
     opt = torch.optim.Adam(params, lr=lr)
@@ -247,11 +251,15 @@ def train(
         save_checkpoint(checkpoint, model=model, ema=ema, optimizer=opt, generator=generator, step=step,
                         losses=losses)
 
+    if progress not in (True, False, "auto"):
+        raise ValueError(f"progress must be True, False or 'auto', got {progress!r}")
+    bar_on = progress is True or (progress == "auto" and _is_terminal(sys.stderr))
     from tqdm.auto import tqdm
 
+    t_start = time.perf_counter()
     model.train()
-    with tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train",
-              dynamic_ncols=True) as bar:
+    with tqdm(range(start, steps), initial=start, total=steps, disable=not bar_on, desc="train",
+              dynamic_ncols=True, file=sys.stderr) as bar:
         for step in bar:
             x = next_batch()
             value = _total(loss_fn(model, x, generator=generator))
@@ -271,5 +279,10 @@ def train(
                 save(step + 1)
     if checkpoint is not None:
         save(steps)
+    if progress == "auto" and not bar_on:
+        recent = losses[-log_every:]
+        mean = f"{sum(recent) / len(recent):.4g}" if recent else "n/a"
+        print(f"train: {steps - start} steps in {time.perf_counter() - t_start:.1f} s, "
+              f"loss {mean} (mean of the last {len(recent)})", file=sys.stderr, flush=True)
     model.eval()
     return TrainResult(model, ema.shadow, losses)
