@@ -6,7 +6,7 @@ metrics), ``viz`` (plots, loaded on first use), ``objectives``, ``likelihood``,
 ``sampling``, ``train``.
 """
 
-from . import data, fields, metrics, solvers
+from . import data, fields, metrics, solvers, train
 from .analytic import AffineTimeTransform, ExactPredictor, GaussianMixture
 from .fields import MLP, EpsilonPredictor, UNet
 from .likelihood import (

@@ -39,13 +39,13 @@ def check_batch_time(x: Tensor, t, name_x: str = "x", name_t: str = "t") -> Tens
         t = torch.tensor(float(t), dtype=x.dtype, device=x.device)
     check_time(t, name_t)
     if t.ndim == 0:
-        t = t.expand(x.shape[0]).contiguous()  # user code gets an ordinary tensor
+        t = t.expand(x.shape[0])
     elif t.ndim != 1 or t.shape[0] != x.shape[0]:
         raise ValueError(
             f"{name_t} must have shape ({x.shape[0]},) to match {name_x} of shape {tuple(x.shape)}, "
             f"got {tuple(t.shape)}"
         )
-    return t.to(x.dtype)
+    return t.to(x.dtype).contiguous()  # a no-op unless t is a stride-0 view
 
 
 def check_output(name: str, out, like: Tensor, finite: bool = True, net=None) -> Tensor:
