@@ -3,11 +3,13 @@
 Public modules (attributes of the package): ``solvers`` (``solve`` and its methods),
 ``fields`` (plug-in networks), ``data`` (toy and image data), ``metrics`` (sample
 metrics), ``viz`` (plots, loaded on first use), ``objectives``, ``likelihood``,
-``sampling``, ``train``.
+``sampling``, ``train``; ``load_model`` rebuilds a model from any checkpoint ndmsolve wrote.
 """
 
 from . import data, fields, metrics, solvers, train
 from .analytic import AffineTimeTransform, ExactPredictor, GaussianMixture
+from .checkpoint import CheckpointError, load_model
+from .config import configurable
 from .fields import MLP, EpsilonPredictor, UNet
 from .likelihood import (
     BPDResult,

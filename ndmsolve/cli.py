@@ -60,7 +60,7 @@ def _mean_se(v: torch.Tensor) -> tuple[float, float]:
 
 def _demo(args) -> int:
     from .data import checkerboard
-    from .train import save_checkpoint, train
+    from .train import train
 
     cfg = dict(QUICK if args.quick else DEMO)
     if args.steps is not None:
@@ -80,9 +80,8 @@ def _demo(args) -> int:
         res = train(model, train_x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=2e-3,
                     generator=torch.Generator().manual_seed(args.seed + 1),
                     progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
-                    log_every=50)
+                    log_every=50, checkpoint=out / f"{name.lower()}.pt")
         train_s = time.perf_counter() - t0
-        save_checkpoint(out / f"{name.lower()}.pt", model=res.ema_model, steps=cfg["steps"], losses=res.losses)
         # Same seed for both models: the same (t, ε) draws, so their difference is paired.
         per_point = held_out_nelbo(res.ema_model, test_x, cfg["eval_draws"],
                                    torch.Generator().manual_seed(args.seed + 2))

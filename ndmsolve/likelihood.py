@@ -552,25 +552,30 @@ class BPDResult:
     likelihood: Optional[LikelihoodResult] = None
 
 
-def _check_uint8(x, name: str = "x_uint8") -> None:
+def _check_n_bins(n_bins) -> None:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
+        raise ValueError(f"n_bins must be an int >= 2 (grey levels per dimension), got {n_bins!r}")
+
+
+def _check_uint8(x, name: str = "x_uint8", n_bins: int = N_BINS) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor with values in 0..{N_BINS - 1}, got dtype {x.dtype}")
+        raise TypeError(f"{name} must be an integer tensor with values in 0..{n_bins - 1}, got dtype {x.dtype}")
     if x.ndim < 2 or x.shape[0] < 1 or x.numel() == 0:
         raise ValueError(f"{name} must have shape (B, *shape) with B >= 1, got {tuple(x.shape)}")
-    if bool((x < 0).any()) or bool((x > N_BINS - 1).any()):
-        raise ValueError(f"{name} must hold values in 0..{N_BINS - 1}, got range "
+    if bool((x < 0).any()) or bool((x > n_bins - 1).any()):
+        raise ValueError(f"{name} must hold values in 0..{n_bins - 1} (n_bins={n_bins}), got range "
                          f"[{int(x.min())}, {int(x.max())}]")
 
 
-def dequantize(x_uint8: Tensor, u: Tensor) -> Tensor:
-    """y = DATA_LOW + (DATA_HIGH − DATA_LOW) · (x + u) / N_BINS  (= 2 (x + u)/256 − 1).
+def dequantize(x_uint8: Tensor, u: Tensor, n_bins: int = N_BINS) -> Tensor:
+    """y = DATA_LOW + (DATA_HIGH − DATA_LOW) · (x + u) / n_bins  (= 2 (x + u)/256 − 1 for 8 bits).
 
-    x (…) integers in 0..255, u (…) in [0, 1) → y in [−1, 1), u's dtype.
+    x (…) integers in 0..n_bins − 1, u (…) in [0, 1) → y in [−1, 1), u's dtype.
     """
-    x_c = x_uint8.to(u.dtype) + u  # x_c ∈ [0, N_BINS)
-    return DATA_LOW + (DATA_HIGH - DATA_LOW) * x_c / N_BINS
+    x_c = x_uint8.to(u.dtype) + u  # x_c ∈ [0, n_bins)
+    return DATA_LOW + (DATA_HIGH - DATA_LOW) * x_c / n_bins
 
 
 @checked_keywords(log_likelihood)
@@ -583,9 +588,13 @@ def bits_per_dim(
     generator=None,
     dtype: Optional[torch.dtype] = None,
     velocity: Optional[Velocity] = None,
+    n_bins: int = N_BINS,
     **ll_kwargs,
 ) -> BPDResult:
-    """Bits per dimension of 8-bit data under the PF-ODE density, uniform dequantisation.
+    """Bits per dimension of discrete data under the PF-ODE density, uniform dequantisation.
+
+    The data have ``n_bins`` levels per dimension (256 for 8-bit images, 17 for the 8x8
+    digits); below, 256 stands for ``n_bins``.
 
     For each draw k = 1..K (K = n_dequant): u_k ~ U[0, 1)^D, y_k = 2 (x + u_k)/256 − 1,
 
@@ -599,7 +608,8 @@ def bits_per_dim(
 
     Args:
         model, velocity: as in :func:`log_likelihood` (the model's data range is [−1, 1]).
-        x_uint8: (B, *shape) integer tensor with values in 0..255.
+        x_uint8: (B, *shape) integer tensor with values in 0..n_bins − 1.
+        n_bins: levels per dimension (default 256).
         dequant: ``"uniform"`` (the only scheme).
         n_dequant: K ≥ 1 draws; all K·B points go through ONE batched solve.
         generator: a ``torch.Generator`` or an int seed, drawn from in this order: the
@@ -613,19 +623,20 @@ def bits_per_dim(
         raise ValueError(f"dequant must be 'uniform', got {dequant!r}")
     if isinstance(n_dequant, bool) or not isinstance(n_dequant, int) or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}")
+    _check_n_bins(n_bins)
     if x_uint8 is None:
-        raise ValueError("x_uint8 is required: (B, *shape) integers in 0..255")
-    _check_uint8(x_uint8)
+        raise ValueError(f"x_uint8 is required: (B, *shape) integers in 0..{n_bins - 1}")
+    _check_uint8(x_uint8, n_bins=n_bins)
     dtype = dtype or model_dtype_device(model)[0] or torch.get_default_dtype()
     generator = as_generator(generator, x_uint8.device)  # once: dequantisation, then probes
     K, B, shape = n_dequant, x_uint8.shape[0], tuple(x_uint8.shape[1:])
     D = math.prod(shape)
     u = torch.rand((K, B, *shape), generator=generator, dtype=dtype, device=x_uint8.device)
-    y = dequantize(x_uint8.unsqueeze(0), u).reshape(K * B, *shape)
+    y = dequantize(x_uint8.unsqueeze(0), u, n_bins).reshape(K * B, *shape)
     res = log_likelihood(model, y, velocity=velocity, generator=generator, **ll_kwargs)
     logp_y = res.logp.reshape(K, B)
 
-    log_jac = D * LOG_JACOBIAN_PER_DIM  # log |det dy/dx_c| = D log(2/256)
+    log_jac = D * math.log((DATA_HIGH - DATA_LOW) / n_bins)  # log |det dy/dx_c| = D log(2/n_bins)
     bits = D * math.log(2.0)  # nats → bits per dimension: divide by D ln 2
     bpd_per_draw = -(logp_y + log_jac) / bits
     log_px = torch.logsumexp(logp_y, dim=0) - math.log(K) + log_jac
@@ -654,6 +665,7 @@ def elbo_bits_per_dim(
     generator=None,
     n_t: int = 1,
     dtype: Optional[torch.dtype] = None,
+    n_bins: int = N_BINS,
     **loss_kwargs,
 ) -> ELBOBPDResult:
     """The negative ELBO of 8-bit data in bits per dimension, next to :func:`bits_per_dim`.
@@ -664,11 +676,13 @@ def elbo_bits_per_dim(
     directly on the discrete data (the decoder puts mass on the 256 bins, so no
     dequantisation Jacobian enters). Its diffusion term is a one-sample Monte-Carlo
     estimate over t; ``n_t`` independent estimates are averaged (variance / n_t).
-    bpd = −ELBO / (D ln 2).
+    bpd = −ELBO / (D ln 2). With ``n_bins`` levels the data map to x / ((n_bins − 1)/2) − 1
+    and the decoder has ``n_bins`` bins.
     """
     if isinstance(n_t, bool) or not isinstance(n_t, int) or n_t < 1:
         raise ValueError(f"n_t must be a positive int, got {n_t!r}")
-    _check_uint8(x_uint8)
+    _check_n_bins(n_bins)
+    _check_uint8(x_uint8, n_bins=n_bins)
     if "decoder" in loss_kwargs and loss_kwargs["decoder"] != "discretized":
         raise ValueError("elbo_bits_per_dim uses decoder='discretized' (8-bit data); do not pass another")
     loss_kwargs.pop("decoder", None)
@@ -676,12 +690,13 @@ def elbo_bits_per_dim(
 
     dtype = dtype or model_dtype_device(model)[0] or torch.get_default_dtype()
     generator = as_generator(generator, x_uint8.device)  # once: the n_t draws differ
-    x = _to_model_range(x_uint8, dtype)
+    x = _to_model_range(x_uint8, dtype, n_bins)
     D = _flat_dim(x)
     parts = None
     for _ in range(n_t):
         with torch.no_grad():  # an evaluation: no graph (∂_t F uses forward mode, no graph needed)
-            out = objectives.continuous_loss(model, x, generator=generator, decoder="discretized", **loss_kwargs)
+            out = objectives.continuous_loss(model, x, generator=generator, decoder="discretized",
+                                                 n_bins=n_bins, **loss_kwargs)
         vals = [out.total, out.diffusion, out.prior, out.reconstruction]
         parts = vals if parts is None else [p + q for p, q in zip(parts, vals)]
     total, diff, prior, rec = (p.detach() / n_t for p in parts)
@@ -698,6 +713,6 @@ def elbo_bits_per_dim(
 ELBO_BIN_HALF_RANGE = (N_BINS - 1) / 2
 
 
-def _to_model_range(x_uint8: Tensor, dtype: torch.dtype) -> Tensor:
-    """8-bit integers → the [−1, 1] bin centres the discretised decoder expects."""
-    return x_uint8.to(dtype) / ELBO_BIN_HALF_RANGE - 1.0
+def _to_model_range(x_uint8: Tensor, dtype: torch.dtype, n_bins: int = N_BINS) -> Tensor:
+    """Integers in 0..n_bins − 1 → the [−1, 1] bin centres the discretised decoder expects."""
+    return x_uint8.to(dtype) / ((n_bins - 1) / 2) - 1.0

@@ -34,8 +34,9 @@ T·KL_i → the continuous integrand, so L_T → L_∞ (error O(1/T)).
   q(z_0|x) is used (no sampling):
   E[−log p] = ½ d (log 2π + 1 − λ_0) + ½ e^{λ_0} ‖x − F(x, 0)‖²
   (the last term vanishes when F(x, 0) = x).
-* ``"discretized"``: 8-bit data scaled to [−1, 1]; per dimension the same Gaussian
-  integrated over the data's bin (width 2/255; the two edge bins reach to ±∞), at one
+* ``"discretized"``: data of ``n_bins`` levels (256: 8-bit) scaled to [−1, 1]; per dimension
+  the same Gaussian integrated over the data's bin (width 2/(n_bins − 1); the two edge bins
+  reach to ±∞), at one
   sample z_0 ~ q(z_0|x) drawn with ``generator``.
 
 **Randomness**, all through ``generator`` and in this order: the times (or step indices),
@@ -174,19 +175,23 @@ def prior_loss(model: NDM, x: Tensor) -> Tensor:
     return _prior_from_F1(model, model.F(x, one))
 
 
-def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Per-element log-probability of the 8-bit bin holding ``x`` under N(mean, std²).
+def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, n_bins: int = 256) -> Tensor:
+    """Per-element log-probability of the bin holding ``x`` under N(mean, std²).
 
-    x in [−1, 1] (snapped to the nearest of the 256 bin centres −1 + k·2/255); bin k covers
-    [x_k − 1/255, x_k + 1/255], with the first reaching to −∞ and the last to +∞, so the 256
-    probabilities sum to 1. ``std`` broadcasts against ``x``. Returns ``x``'s shape.
+    With n = ``n_bins`` levels (256 for 8-bit data), x in [−1, 1] is snapped to the nearest
+    of the n bin centres −1 + k·2/(n − 1); bin k covers [x_k − 1/(n − 1), x_k + 1/(n − 1)],
+    with the first reaching to −∞ and the last to +∞, so the n probabilities sum to 1.
+    ``std`` broadcasts against ``x``. Returns ``x``'s shape.
     """
-    half = 1.0 / 255.0
-    k = torch.round((x + 1.0) * 127.5).clamp(0, 255)
-    xc = k / 127.5 - 1.0
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
+        raise ValueError(f"n_bins must be an int >= 2, got {n_bins!r}")
+    scale = (n_bins - 1) / 2.0
+    half = 1.0 / (n_bins - 1)
+    k = torch.round((x + 1.0) * scale).clamp(0, n_bins - 1)
+    xc = k / scale - 1.0
     lo = (xc - half - mean) / std
     hi = (xc + half - mean) / std
-    first, last = k == 0, k == 255
+    first, last = k == 0, k == n_bins - 1
     edge = first | last
     # P = Φ(b) − Φ(a) with both CDFs in the lower tail, where log_ndtr is accurate:
     # bins right of the mean are reflected (Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)); the edge bins
@@ -201,7 +206,8 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tenso
     return log_b + torch.where(edge, torch.zeros_like(lo), torch.log(-torch.expm1(gap)))
 
 
-def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, z_0: Optional[Tensor]) -> Tensor:
+def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, z_0: Optional[Tensor],
+                    n_bins: int = 256) -> Tensor:
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     lam0 = model.schedule.log_snr(zero)
     alpha0, sigma0 = model.schedule(zero)
@@ -216,12 +222,12 @@ def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, 
     if decoder == "gaussian":
         return 0.5 * d * (math.log(2 * math.pi) - lam0) + 0.5 * torch.exp(lam0) * _sum_dims((x - mean) ** 2)
     std = _bcast(torch.exp(-0.5 * lam0), x)  # σ_0/α_0
-    return -_sum_dims(discretized_gaussian_log_prob(x, mean, std))
+    return -_sum_dims(discretized_gaussian_log_prob(x, mean, std, n_bins))
 
 
 def _check_pixels(x: Tensor) -> None:
     if not bool(((x >= -1.0 - 1e-6) & (x <= 1.0 + 1e-6)).all()):
-        raise ValueError("x must lie in [-1, 1] (8-bit data scaled) for decoder='discretized'")
+        raise ValueError("x must lie in [-1, 1] (discrete data scaled) for decoder='discretized'")
 
 
 @checked_keywords()
@@ -232,6 +238,7 @@ def reconstruction_loss(
     decoder: str = "gaussian",
     generator=None,
     z_0: Optional[Tensor] = None,
+    n_bins: int = 256,
 ) -> Tensor:
     """−log p(x | z_0) in nats, (B,).
 
@@ -248,7 +255,7 @@ def reconstruction_loss(
         raise ValueError(f"z_0 must be a tensor of x's shape {tuple(x.shape)}")
     generator = as_generator(generator, x.device)
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    return _reconstruction(model, x, model.F(x, zero), decoder, generator, z_0)
+    return _reconstruction(model, x, model.F(x, zero), decoder, generator, z_0, n_bins)
 
 
 # --------------------------------------------------------------------------- continuous time
@@ -261,6 +268,7 @@ def continuous_loss(
     t: Optional[Tensor] = None,
     time_sampler: str = "antithetic",
     decoder: str = "gaussian",
+    n_bins: int = 256,
 ) -> NegELBO:
     """Continuous-time NDM negative ELBO, one t per sample (unbiased in t and ε).
 
@@ -271,6 +279,7 @@ def continuous_loss(
         t: explicit times (B,) in [0, 1]; else drawn by ``time_sampler``.
         time_sampler: ``"uniform"``, ``"antithetic"`` or ``"stratified"`` (see ``sample_times``).
         decoder: ``"gaussian"`` or ``"discretized"`` (see the module docstring).
+        n_bins: levels per dimension of the discretized decoder (256: 8-bit data).
 
     Returns:
         ``NegELBO`` of (B,) tensors. Differentiable w.r.t. predictor, transform and schedule.
@@ -308,7 +317,7 @@ def continuous_loss(
     diffusion = 0.5 * torch.exp(lam) / (-dlam) * _sum_dims(resid**2)
 
     prior = _prior_from_F1(model, F1)
-    recon = _reconstruction(model, x, F0, decoder, generator, None)
+    recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
     return NegELBO(diffusion + prior + recon, diffusion, prior, recon)
 
 
@@ -322,6 +331,7 @@ def discrete_loss(
     generator=None,
     t_index: Optional[Tensor] = None,
     decoder: str = "gaussian",
+    n_bins: int = 256,
 ) -> NegELBO:
     """T-step discrete-time NDM negative ELBO, one step per sample.
 
@@ -372,5 +382,5 @@ def discrete_loss(
     diffusion = T * _sum_dims((mu_q - mu_p) ** 2) / (2.0 * var[:B])
 
     prior = _prior_from_F1(model, F1)
-    recon = _reconstruction(model, x, F0, decoder, generator, None)
+    recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
     return NegELBO(diffusion + prior + recon, diffusion, prior, recon)

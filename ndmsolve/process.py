@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import as_generator, check_batch_time, check_finite, check_output, model_dtype_device
+from .config import configurable
 from .schedules import Schedule, make_schedule
 from .transforms import IdentityTransform, _bcast
 
@@ -38,6 +39,7 @@ class NDMFields(NamedTuple):
     g2: Tensor
 
 
+@configurable
 class NDM(nn.Module):
     """A Neural Diffusion Model.
 

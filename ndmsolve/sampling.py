@@ -41,7 +41,7 @@ from torch import Tensor
 from ._checks import as_generator, check_like_model, checked_keywords, lazy, model_dtype_device, solver_time
 from .schedules import CosineLogSNR, LinearLogSNR, Schedule
 from .solvers.base import Solution
-from .solvers.discrete import DISCRETE_METHODS, discrete_solve
+from .solvers.registry import METHODS, get_method
 from .transforms import _bcast
 
 __all__ = ["sample", "SampleResult", "make_time_grid", "check_grid", "sampling_methods", "DEFAULT_STEPS"]
@@ -165,73 +165,16 @@ def check_grid(grid, *, dtype=torch.float32, device=None, name: str = "grid") ->
     return grid.to(dtype=dtype, device=device)
 
 
-# --------------------------------------------------------------------------- method registry
-def _solver_registries() -> dict:
-    """Method names of the solver library, grouped by kind."""
-    from .solvers import tableaus
-    from .solvers.api import _sde_tables
-    from .solvers.backends import TORCHSDE_ITO, TORCHSDE_STRATONOVICH, torchdiffeq_methods
-
-    sde_fixed, sde_adaptive = _sde_tables()
-    tde = torchdiffeq_methods()  # name -> fixed-step?
-    return {
-        "ode_fixed": tuple(tableaus.FIXED),
-        "ode_adaptive": tuple(tableaus.ADAPTIVE),
-        "sde_fixed": tuple(sde_fixed),
-        "sde_adaptive": tuple(sde_adaptive),
-        "torchdiffeq_fixed": tuple(m for m, fixed in tde.items() if fixed),
-        "torchdiffeq_adaptive": tuple(m for m, fixed in tde.items() if not fixed),
-        "torchsde": tuple(TORCHSDE_ITO + TORCHSDE_STRATONOVICH),
-    }
-
-
+# --------------------------------------------------------------------------- methods
 def sampling_methods() -> dict:
-    """All method names ``sample`` accepts, by kind: ``ode_fixed``, ``ode_adaptive``,
-    ``sde_fixed``, ``sde_adaptive``, ``discrete`` and ``backends`` (``"torchdiffeq:<m>"``,
-    ``"torchsde:<m>"``)."""
-    reg = _solver_registries()
-    return {
-        "ode_fixed": reg["ode_fixed"],
-        "ode_adaptive": reg["ode_adaptive"],
-        "sde_fixed": reg["sde_fixed"],
-        "sde_adaptive": reg["sde_adaptive"],
-        "discrete": tuple(DISCRETE_METHODS),
-        "backends": tuple(f"torchdiffeq:{m}" for m in reg["torchdiffeq_fixed"] + reg["torchdiffeq_adaptive"])
-        + tuple(f"torchsde:{m}" for m in reg["torchsde"]),
-    }
-
-
-def _classify(method) -> tuple[str, bool]:
-    """(family, adaptive) with family in {"ode", "sde", "discrete"}."""
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a str, got {type(method).__name__}")
-    if method in DISCRETE_METHODS:
-        return "discrete", False
-    reg = _solver_registries()
-    if method.startswith("torchdiffeq:"):
-        m = method.split(":", 1)[1]
-        if m in reg["torchdiffeq_adaptive"]:
-            return "ode", True
-        if m in reg["torchdiffeq_fixed"]:
-            return "ode", False
-    elif method.startswith("torchsde:"):
-        if method.split(":", 1)[1] in reg["torchsde"]:
-            return "sde", False
-    elif method in reg["ode_fixed"]:
-        return "ode", False
-    elif method in reg["ode_adaptive"]:
-        return "ode", True
-    elif method in reg["sde_fixed"]:
-        return "sde", False
-    elif method in reg["sde_adaptive"]:
-        return "sde", True
-    raise ValueError(
-        f"unknown method {method!r}. Valid: ODE fixed {list(reg['ode_fixed'])}, "
-        f"ODE adaptive {list(reg['ode_adaptive'])}, SDE fixed {list(reg['sde_fixed'])}, "
-        f"SDE adaptive {list(reg['sde_adaptive'])}, discrete {list(DISCRETE_METHODS)}, "
-        f"backends 'torchdiffeq:<m>' (m in {list(reg['torchdiffeq_fixed'] + reg['torchdiffeq_adaptive'])}) "
-        f"and 'torchsde:<m>' (m in {list(reg['torchsde'])})"
-    )
+    """All method names ``sample`` accepts (the solver registry, ``nd.solvers.METHODS``),
+    by kind: ``ode_fixed``, ``ode_adaptive``, ``sde_fixed``, ``sde_adaptive``, ``discrete``
+    and ``backends`` (``"torchdiffeq:<m>"``, ``"torchsde:<m>"``)."""
+    out = {k: [] for k in ("ode_fixed", "ode_adaptive", "sde_fixed", "sde_adaptive", "discrete",
+                           "backends")}
+    for m in METHODS.values():
+        out.setdefault(m.kind, []).append(m.name)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------- model fields
@@ -303,9 +246,10 @@ def sample(
         model: an ``NDM`` (needs ``velocity``, ``reverse_drift``, ``diffusion``,
             ``x_hat``, ``posterior``, ``schedule``, ``data_shape``).
         n: number of samples (may be omitted when ``z1`` is given).
-        method: ODE (``euler``, ``midpoint``, ``heun``, ``rk4``, ``bosh3``, ``dopri5``,
-            ``tsit5``), SDE (``euler_maruyama``, ... see ``sampling_methods()``),
-            discrete (``ddim``, ``ancestral``) or a backend ``torchdiffeq:<m>`` /
+        method: any name in the registry ``nd.solvers.METHODS`` (listed by kind by
+            ``sampling_methods()``): ODE (``euler``, ``midpoint``, ``heun``, ``rk4``,
+            ``bosh3``, ``dopri5``, ``tsit5``), SDE (``euler_maruyama``, ...), discrete NDM
+            samplers (``ddim``, ``ancestral``, ...) or a backend ``torchdiffeq:<m>`` /
             ``torchsde:<m>``.
         steps: number of steps for fixed-step and discrete methods (default
             ``DEFAULT_STEPS`` = 50 when ``grid`` is not given either). An error for
@@ -331,19 +275,22 @@ def sample(
         dtype, device: of z1 when it is drawn here; default the model's parameters
             (float32 on the CPU for a model without parameters). A z1 or dtype/device
             that differs from the model's raises an error naming both (no silent cast).
-        eta: η ∈ [0, 1] for the discrete samplers (default 0 for ``ddim``, 1 for
-            ``ancestral``); an error for other methods.
-        **solver_kwargs: passed on to ``ndmsolve.solvers.api.solve`` (e.g. ``h0``).
+        eta: η ∈ [0, 1] for the samplers that take it (``"eta" in METHODS[m].options``:
+            default 0 for ``ddim``, 1 for ``ancestral``); an error for other methods.
+        **solver_kwargs: passed on to ``ndmsolve.solvers.api.solve`` (e.g. ``h0``), or
+            for discrete samplers their ``METHODS[m].options``.
 
     Returns:
         ``SampleResult(samples, nfe, path_ts, path, solution)``.
 
     Runs under ``torch.no_grad()``.
     """
-    family, adaptive = _classify(method)
+    info = get_method(method, caller="sample")
+    family, adaptive = info.family, info.adaptive
     return_path = bool(return_path) or save_at is not None
-    if eta is not None and family != "discrete":
-        raise ValueError(f"eta applies to the discrete samplers {list(DISCRETE_METHODS)} only, not {method!r}")
+    if eta is not None and "eta" not in info.options:
+        takes = [m.name for m in METHODS.values() if "eta" in m.options]
+        raise ValueError(f"eta applies to the samplers {takes} only, not {method!r}")
     if grid_kind not in GRID_KINDS:
         raise ValueError(f"grid_kind must be one of {GRID_KINDS}, got {grid_kind!r}")
 
@@ -403,13 +350,13 @@ def sample(
 
     with torch.no_grad():
         if family == "discrete":
-            sol = discrete_solve(
-                model, z1, t_grid,
-                eta=DISCRETE_METHODS[method] if eta is None else eta,
-                generator=generator, save=return_path, method=method,
-            )
-            if solver_kwargs:
-                raise TypeError(f"unexpected arguments for {method!r}: {sorted(solver_kwargs)}")
+            bad = sorted(set(solver_kwargs) - set(info.options))
+            if bad:
+                raise TypeError(f"unexpected arguments for {method!r}: {bad} "
+                                f"(it takes {list(info.options) or 'no options'})")
+            options = dict(solver_kwargs, **({} if eta is None else {"eta": eta}))
+            sol = info.run(model, z1, t_grid, generator=generator, save=return_path,
+                           method=method, **options)
         else:
             sol = _solve_continuous(
                 model, z1, t_grid, method, family, adaptive,

@@ -18,6 +18,7 @@ import torch.nn.functional as nnf
 from torch import Tensor, nn
 
 from ._checks import check_time
+from .config import configurable
 
 __all__ = [
     "Schedule",
@@ -80,6 +81,7 @@ def _check_range(logsnr_min: float, logsnr_max: float) -> None:
         )
 
 
+@configurable
 class LinearLogSNR(Schedule):
     """λ(t) = λ_max + (λ_min − λ_max) t: linear in t, from λ_max at t=0 to λ_min at t=1."""
 
@@ -98,6 +100,7 @@ class LinearLogSNR(Schedule):
         return f"logsnr_min={self.logsnr_min}, logsnr_max={self.logsnr_max}"
 
 
+@configurable
 class CosineLogSNR(Schedule):
     """Cosine schedule (Nichol & Dhariwal) in log-SNR form, clipped to [λ_min, λ_max]:
 
@@ -122,6 +125,7 @@ class CosineLogSNR(Schedule):
         return f"logsnr_min={self.logsnr_min}, logsnr_max={self.logsnr_max}"
 
 
+@configurable
 class LearnedLogSNR(Schedule):
     """Learnable monotone schedule with fixed end points (VDM-style).
 

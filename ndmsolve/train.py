@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import as_generator, check_like_model, checked_keywords
-from ._io import atomic_write
+from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 
 __all__ = ["EMA", "TrainResult", "train", "save_checkpoint", "load_checkpoint"]
 
@@ -89,47 +89,6 @@ class TrainResult(NamedTuple):
     model: nn.Module  # the trained (raw) weights
     ema_model: nn.Module  # a frozen copy holding the EMA weights
     losses: list  # one float per step: the batch's mean loss (nats per sample)
-
-
-# ----------------------------------------------------------------- checkpoints
-def save_checkpoint(path: PathLike, obj: Optional[dict] = None, **entries) -> Path:
-    """Write ``obj`` (a dict; ``entries`` are merged in) to ``path`` atomically.
-
-    ``nn.Module``, optimizer and ``EMA`` values are stored as their ``state_dict()``;
-    a ``torch.Generator`` as its state. The file is written to a temporary file in the
-    same folder and moved into place with ``os.replace``: a crash mid-write leaves any
-    previous checkpoint intact, never a truncated file.
-    """
-    path = Path(path)
-    payload = dict(obj or {})
-    payload.update(entries)
-    for k, v in list(payload.items()):
-        if isinstance(v, (nn.Module, torch.optim.Optimizer, EMA)):
-            payload[k] = v.state_dict()
-        elif isinstance(v, torch.Generator):
-            payload[k] = v.get_state()
-    return atomic_write(path, lambda f: torch.save(payload, f))
-
-
-def load_checkpoint(path: PathLike, map_location="cpu", **targets) -> dict:
-    """Read a checkpoint written by ``save_checkpoint``; returns the stored dict.
-
-    Keyword ``targets`` (e.g. ``model=net, optimizer=opt, ema=ema, generator=g``) are
-    restored in place from the entries of the same name.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no checkpoint at {str(path)!r}")
-    # weights_only=True: the payload is tensors, numbers and dicts; no pickled code runs.
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    for name, target in targets.items():
-        if name not in state:
-            raise KeyError(f"checkpoint {str(path)!r} has no entry {name!r} (has {sorted(state)})")
-        if isinstance(target, torch.Generator):
-            target.set_state(state[name])
-        else:
-            target.load_state_dict(state[name])
-    return state
 
 
 # ----------------------------------------------------------------- training
@@ -246,6 +205,7 @@ def train(
     if resume and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, model=model, optimizer=opt, ema=ema, generator=generator)
         start, losses = int(state["step"]), list(state["losses"])
+        restore_rng(state["rng"])  # dropout and other global-RNG draws continue where they stopped
 
     def save(step: int) -> None:
         save_checkpoint(checkpoint, model=model, ema=ema, optimizer=opt, generator=generator, step=step,

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .config import configurable
+
 __all__ = [
     "IdentityTransform",
     "ResidualTransform",
@@ -26,6 +28,7 @@ def _bcast(a: Tensor, x: Tensor) -> Tensor:
     return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
 
 
+@configurable
 class IdentityTransform(nn.Module):
     """F(x, t) = x: the classical (VP/VDM) diffusion."""
 
@@ -36,6 +39,7 @@ class IdentityTransform(nn.Module):
         return x, torch.zeros_like(x)
 
 
+@configurable
 class ResidualTransform(nn.Module):
     """F(x, t) = x + t · net(x, t), so F(x, 0) = x exactly (classical reconstruction term).
 
@@ -50,6 +54,7 @@ class ResidualTransform(nn.Module):
         return x + _bcast(t, x) * self.net(x, t)
 
 
+@configurable
 class PolynomialBasis(nn.Module):
     """b_k(t) = t^k, k = 1..K (all vanish at t = 0)."""
 
@@ -64,6 +69,7 @@ class PolynomialBasis(nn.Module):
         return tt**k, k * tt ** (k - 1)
 
 
+@configurable
 class SineBasis(nn.Module):
     """b_k(t) = sin(kπt/2) / k, k = 1..K (all vanish at t = 0; bounded derivatives)."""
 
@@ -81,6 +87,7 @@ class SineBasis(nn.Module):
 _BASES = {"polynomial": PolynomialBasis, "sine": SineBasis}
 
 
+@configurable
 class TimeBasisTransform(nn.Module):
     """F(x, t) = x + Σ_k b_k(t) · h_k(x), with ∂_t F = Σ_k b_k'(t) · h_k(x) analytic.
 

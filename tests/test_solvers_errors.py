@@ -5,7 +5,10 @@ import math
 import pytest
 import torch
 
-from ndmsolve.solvers import METHODS, NonFiniteError, SolverError, solve, tableaus
+from ndmsolve.solvers import METHODS, NonFiniteError, SolverError, method_names, solve, tableaus
+
+ODE_FIXED = method_names("ode", "fixed", backends=False)
+ODE_ADAPTIVE = method_names("ode", "adaptive", backends=False)
 
 F64 = torch.float64
 
@@ -25,7 +28,7 @@ def nan_before(t_bad):
 
 # ----------------------------------------------------------------------------- NaN/inf
 
-@pytest.mark.parametrize("name", tableaus.FIXED)
+@pytest.mark.parametrize("name", ODE_FIXED)
 def test_fixed_nan_is_located(name):
     save = torch.tensor([0.2, 0.4, 0.8], dtype=F64)
     with pytest.raises(NonFiniteError, match="NaN/inf") as info:
@@ -57,7 +60,7 @@ def test_inf_is_caught_too():
     assert info.value.step == 1
 
 
-@pytest.mark.parametrize("name", tableaus.ADAPTIVE)
+@pytest.mark.parametrize("name", ODE_ADAPTIVE)
 @pytest.mark.parametrize("t0,t1,t_bad", [(0.0, 1.0, 0.5), (1.0, 0.0, 0.3)])
 def test_adaptive_nan_is_located(name, t0, t1, t_bad):
     f = nan_after(t_bad) if t1 > t0 else nan_before(t_bad)
@@ -154,20 +157,15 @@ def test_validation_names_the_argument(kwargs, exc, match):
         solve(f, y0, t0, t1, method, **args)
 
 
-def test_sde_method_needs_g():
-    sde = [m for m in METHODS if m not in tableaus.TABLEAUS]
-    if not sde:
-        pytest.skip("no SDE methods registered yet (solvers/sde.py)")
-    kw = {"steps": 4}
-    from ndmsolve.solvers.api import _sde_tables
-    if sde[0] not in _sde_tables()[0]:
-        kw = {}
+@pytest.mark.parametrize("name", method_names("sde", backends=False))
+def test_sde_method_needs_g(name):
+    kw = {} if METHODS[name].adaptive else {"steps": 4}
     with pytest.raises(ValueError, match="SDE method and needs the diffusion g"):
-        solve(f0, Y, 0.0, 1.0, sde[0], **kw)
+        solve(f0, Y, 0.0, 1.0, name, **kw)
 
 
 def test_methods_lists_every_ode_method():
-    assert set(tableaus.FIXED + tableaus.ADAPTIVE) <= set(METHODS)
-    for m in tableaus.FIXED + tableaus.ADAPTIVE:  # each listed name is accepted
-        kw = {"steps": 2} if m in tableaus.FIXED else {}
+    assert set(ODE_FIXED + ODE_ADAPTIVE) <= set(METHODS)
+    for m in ODE_FIXED + ODE_ADAPTIVE:  # each listed name is accepted
+        kw = {"steps": 2} if m in ODE_FIXED else {}
         assert solve(f0, Y, 0.0, 1.0, m, **kw).y.shape == Y.shape

@@ -9,10 +9,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy.integrate import solve_ivp
 
-from ndmsolve.solvers import NonFiniteError, StepLimitError, solve, tableaus
+from ndmsolve.solvers import NonFiniteError, StepLimitError, method_names, solve, tableaus
 from ndmsolve.solvers.adaptive import PIController
 
 F64 = torch.float64
+ODE_FIXED = method_names("ode", "fixed", backends=False)
+ODE_ADAPTIVE = method_names("ode", "adaptive", backends=False)
 A = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=F64)  # harmonic oscillator y'' = -y
 
 
@@ -82,7 +84,7 @@ def test_fixed_grid_matches_steps():
 
 # ----------------------------------------------------------------------------- adaptive
 
-@pytest.mark.parametrize("name", tableaus.ADAPTIVE)
+@pytest.mark.parametrize("name", ODE_ADAPTIVE)
 def test_adaptive_error_shrinks_with_tolerance(name):
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     errs, nfes = [], []
@@ -100,7 +102,7 @@ def van_der_pol(t, y):
     return torch.stack([v, (1 - x**2) * v - x], -1)
 
 
-@pytest.mark.parametrize("name", tableaus.ADAPTIVE)
+@pytest.mark.parametrize("name", ODE_ADAPTIVE)
 @pytest.mark.parametrize("t0,t1", [(0.0, 6.0), (6.0, 0.0)])
 def test_adaptive_matches_scipy_on_van_der_pol(name, t0, t1):
     y0 = torch.tensor([2.0, 0.0], dtype=F64)
@@ -124,16 +126,16 @@ class Counter:
         return self.f(t, y)
 
 
-@pytest.mark.parametrize("name", tableaus.FIXED + tableaus.ADAPTIVE)
+@pytest.mark.parametrize("name", ODE_FIXED + ODE_ADAPTIVE)
 @pytest.mark.parametrize("save", [False, True])
 def test_nfe_is_honest(name, save):
     f = Counter(van_der_pol)
-    kw = {"steps": 13} if name in tableaus.FIXED else {"rtol": 1e-7, "atol": 1e-7}
+    kw = {"steps": 13} if name in ODE_FIXED else {"rtol": 1e-7, "atol": 1e-7}
     if save:
         kw["save_at"] = torch.tensor([3.0, 2.5, 0.1], dtype=F64)
     sol = solve(f, torch.tensor([2.0, 0.0], dtype=F64), 3.0, 0.0, name, **kw)
     assert sol.nfe == f.calls > 0
-    if name in tableaus.ADAPTIVE:
+    if name in ODE_ADAPTIVE:
         assert sol.n_accepted + sol.n_rejected <= f.calls
 
 
@@ -198,7 +200,7 @@ def test_save_at_on_grid_adds_no_steps():
 def test_image_shaped_state_and_dtype(name, dtype):
     gen = torch.Generator().manual_seed(0)
     y0 = torch.randn(2, 3, 4, 5, generator=gen, dtype=dtype)
-    kw = {"steps": 20} if name in tableaus.FIXED else {}
+    kw = {"steps": 20} if name in ODE_FIXED else {}
     sol = solve(lambda t, y: -y * (1 + t), y0, 1.0, 0.0, name,
                 save_at=torch.tensor([0.5, 0.0], dtype=dtype), **kw)
     want = y0 * math.exp(1.5)  # y' = -(1+t) y backwards from 1 to 0
@@ -215,7 +217,7 @@ def rowwise(t, y):
 
 
 @settings(max_examples=20, deadline=None)
-@given(b=st.integers(1, 5), d=st.integers(1, 4), name=st.sampled_from(tableaus.FIXED),
+@given(b=st.integers(1, 5), d=st.integers(1, 4), name=st.sampled_from(ODE_FIXED),
        steps=st.integers(1, 12), seed=st.integers(0, 1000), reverse=st.booleans())
 def test_batch_independence(b, d, name, steps, seed, reverse):
     y0 = torch.randn(b, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
@@ -240,10 +242,10 @@ def test_time_reversal_rk4(seed, t0, span, sign):
 @settings(max_examples=20, deadline=None)
 @given(shape=st.lists(st.integers(1, 3), min_size=0, max_size=4),
        dtype=st.sampled_from([torch.float32, torch.float64]),
-       name=st.sampled_from(tableaus.FIXED + tableaus.ADAPTIVE))
+       name=st.sampled_from(ODE_FIXED + ODE_ADAPTIVE))
 def test_shape_and_dtype_preserved(shape, dtype, name):
     y0 = torch.ones(shape, dtype=dtype)
-    kw = {"steps": 50} if name in tableaus.FIXED else {"rtol": 1e-3, "atol": 1e-3}
+    kw = {"steps": 50} if name in ODE_FIXED else {"rtol": 1e-3, "atol": 1e-3}
     sol = solve(lambda t, y: -y, y0, 0.0, 0.5, name, **kw)
     assert sol.y.shape == y0.shape and sol.y.dtype == dtype
     assert torch.allclose(sol.y, y0 * math.exp(-0.5), rtol=1e-2)
@@ -256,7 +258,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @pytest.mark.cuda
 @cuda
-@pytest.mark.parametrize("name", tableaus.FIXED)
+@pytest.mark.parametrize("name", ODE_FIXED)
 def test_cuda_graph_matches_eager(name):
     from ndmsolve.solvers import cudagraph
     cudagraph.clear_cache()

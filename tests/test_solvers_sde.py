@@ -9,11 +9,14 @@ from hypothesis import strategies as st
 
 from ndmsolve.solvers.base import NonFiniteError, StepLimitError
 from ndmsolve.solvers.brownian import BrownianPath
-from ndmsolve.solvers.sde import (NOISE_TYPES, SDE_ADAPTIVE, SDE_FIXED, adaptive_heun_sde,
-                                  euler_maruyama, heun_sde, sra1)
+from ndmsolve.solvers.registry import METHODS, method_names
+from ndmsolve.solvers.sde import NOISE_TYPES, adaptive_heun_sde, euler_maruyama, heun_sde, sra1
 
 DT = torch.float64
-ADDITIVE_ONLY = [m for m in SDE_FIXED if m != "euler_maruyama"]
+# The registry's SDE methods by stepping: name -> implementation.
+SDE_FIXED = {m: METHODS[m].run for m in method_names("sde", "fixed", backends=False)}
+SDE_ADAPTIVE = {m: METHODS[m].run for m in method_names("sde", "adaptive", backends=False)}
+ADDITIVE_ONLY = [m for m in SDE_FIXED if "diagonal" not in METHODS[m].noise]
 
 
 def grid(t0, t1, n, dtype=DT):

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor, nn
 
+from ..config import configurable
+
 __all__ = ["FourierTimeEmbedding", "MLP"]
 
 
@@ -41,6 +43,7 @@ class FourierTimeEmbedding(nn.Module):
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
 
 
+@configurable
 class MLP(nn.Module):
     """``net(x, t)``: (B, dim), (B,) or None -> (B, out_dim).
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..config import configurable
 from ..transforms import _bcast
 
 __all__ = ["EpsilonPredictor"]
 
 
+@configurable
 class EpsilonPredictor(nn.Module):
     """x̂_θ(z, t) = (z − σ_t ε̂(z, t)) / α_t: the network predicts the noise ε.
 

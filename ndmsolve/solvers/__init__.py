@@ -1,18 +1,17 @@
 """ODE/SDE solvers for any field ``f(t, y)``; ``solve`` is the front door.
 
-``METHODS`` lists every name ``solve`` accepts besides the ``torchdiffeq:``/``torchsde:``
-backends; ``BrownianPath`` lets several SDE solves share one Brownian path.
+``METHODS`` maps every method name (``solve``'s ODE/SDE methods, the discrete NDM samplers
+of ``nd.sample`` and the ``torchdiffeq:``/``torchsde:`` backends) to its metadata
+(``registry.Method``); ``register`` declares a new one. ``BrownianPath`` lets several SDE
+solves share one Brownian path.
 """
-from . import tableaus
+# The modules that register methods (importing them fills the registry).
+from . import adaptive, backends, discrete, fixed, sde, tableaus  # noqa: F401
 from .api import all_methods, make_grid, solve
-from .brownian import BrownianPath
 from .base import NonFiniteError, Solution, SolverError, StepLimitError
+from .brownian import BrownianPath
+from .registry import METHODS, Method, get_method, method_names, register
 
 __all__ = ["solve", "Solution", "SolverError", "NonFiniteError", "StepLimitError", "METHODS",
-           "tableaus", "make_grid", "all_methods", "BrownianPath"]
-
-
-def __getattr__(name):
-    if name == "METHODS":
-        return all_methods()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+           "Method", "register", "get_method", "method_names", "tableaus", "make_grid",
+           "all_methods", "BrownianPath"]

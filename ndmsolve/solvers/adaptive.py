@@ -4,7 +4,8 @@ Split as in diffrax: the tableau gives the step and its error estimate (``rk.rk_
 ``PIController`` turns the error into the next step size, and the loop here decides
 acceptance, saving and failure.
 
-- Error norm: ``‖err / (atol + rtol·max(|y0|, |y1|))‖_RMS`` over the whole tensor, so the
+- Error norm: ``norm(err / (atol + rtol·max(|y0|, |y1|)))`` with ``norm`` one of
+  ``norms.NORMS`` ("rms" over the whole tensor, "sample_max", "max") or a callable; the
   step size is one scalar for the whole batch. A step is accepted when it is ≤ 1.
 - One host sync per attempted step (the accept/reject decision needs it); the error
   norm and a finiteness probe of the new state come back together.
@@ -28,10 +29,12 @@ from torch import Tensor
 
 from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
                    save_targets, time_tensor)
+from .norms import Norm, resolve_norm, rms_norm
+from .registry import register
 from .rk import rk_step
-from .tableaus import ADAPTIVE, Tableau
+from .tableaus import Tableau, bosh3, dopri5, tsit5
 
-__all__ = ["ADAPTIVE", "PIController", "solve_adaptive", "initial_step", "error_ratio"]
+__all__ = ["PIController", "solve_adaptive", "initial_step", "error_ratio"]
 
 
 class PIController:
@@ -79,29 +82,35 @@ class PIController:
         return h * factor
 
 
-def error_ratio(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float) -> Tensor:
-    """0-dim ``‖err / (atol + rtol·max(|y0|, |y1|))‖_RMS`` over the whole tensor."""
+def error_ratio(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float,
+                norm: Norm = rms_norm) -> Tensor:
+    """0-dim ``norm(err / (atol + rtol·max(|y0|, |y1|)))`` (``norms`` module)."""
     scale = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
-    return (err / scale).square().mean().sqrt()
+    return _scalar(norm(err / scale))
 
 
-def _rms(x: Tensor) -> Tensor:
-    return x.square().mean().sqrt()
+def _scalar(r) -> Tensor:
+    """A norm's value, checked to be 0-dim (a shape check: no host sync)."""
+    if not isinstance(r, Tensor) or r.ndim != 0:
+        raise ValueError(f"norm must return a 0-dim tensor, got "
+                         f"{tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__}")
+    return r
 
 
 def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, order: int,
-                 rtol: float, atol: float) -> float:
+                 rtol: float, atol: float, norm: Norm = rms_norm) -> float:
     """Hairer, Nørsett & Wanner (Solving ODEs I, II.4) starting step; one field call.
+    Its three norms are the solve's error norm (RMS in the book).
 
     Returns a signed step (sign ``direction``). ``f`` is called once more at
     ``t0 + h0``; callers count that evaluation.
     """
     with torch.no_grad():
         scale = y0.abs().mul(rtol).add_(atol)
-        d0, d1 = torch.stack([_rms(y0 / scale), _rms(f0 / scale)]).tolist()
+        d0, d1 = torch.stack([_scalar(norm(y0 / scale)), _scalar(norm(f0 / scale))]).tolist()
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
         f1 = f(time_tensor(t0 + direction * h0, y0), torch.add(y0, f0, alpha=direction * h0))
-        d2 = float(_rms((f1 - f0) / scale)) / h0
+        d2 = float(_scalar(norm((f1 - f0) / scale))) / h0
     if not math.isfinite(d2):
         return direction * h0  # the trial point is bad; let step rejection shrink from h0
     if max(d1, d2) <= 1e-15:
@@ -114,7 +123,7 @@ def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, 
 def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
                    rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 10_000,
                    h0: Optional[float] = None, save_at: Optional[Tensor] = None,
-                   controller: Optional[PIController] = None) -> Solution:
+                   controller: Optional[PIController] = None, norm="rms") -> Solution:
     """Integrate ``f`` from ``t0`` to ``t1`` (either direction) with an embedded pair.
 
     Args:
@@ -122,11 +131,12 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         y0: initial state, any shape.
         t0, t1: start and end times (floats, ``t0 != t1``).
         tab: a tableau with ``b_err`` (bosh3, dopri5, tsit5).
-        rtol, atol: tolerances of the mixed RMS error norm.
+        rtol, atol: tolerances of the mixed error norm.
         max_steps: bound on attempted (accepted + rejected) steps.
         h0: first step size magnitude; ``None`` picks it by Hairer's rule (+1 NFE).
         save_at: (S,) strictly monotone times in ``[t0, t1]`` in the integration direction.
         controller: step-size controller; default ``PIController(tab.error_order)``.
+        norm: the error norm, a name in ``norms.NORMS`` or a callable (``norms`` module).
 
     Returns:
         ``Solution`` with ``y`` at ``t1``; ``ts, ys`` ((S,), (S, *y0.shape)) if ``save_at``.
@@ -139,6 +149,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
     """
     if not tab.adaptive:
         raise ValueError(f"method {tab.name!r} has no error estimate; use it with fixed steps")
+    norm = resolve_norm(norm)
     fc = CountedField(f)
     ctrl = controller if controller is not None else PIController(tab.error_order)
     direction = 1.0 if t1 > t0 else -1.0
@@ -162,7 +173,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         raise NonFiniteError(f"{tab.name}: the field is NaN/inf at the initial state (t={t0:.6g})",
                              t=t0, step=0, partial=partial())
     if h0 is None:
-        h = initial_step(fc, t0, y0, k0, direction, tab.order, rtol, atol)
+        h = initial_step(fc, t0, y0, k0, direction, tab.order, rtol, atol, norm)
     else:
         h = direction * abs(float(h0))
     h = direction * min(abs(h), span)
@@ -185,7 +196,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
                                dtype=y0.dtype, device=y0.device).unbind()
         y1, ks, err = rk_step(fc, tab, stage_t, h_try, y, k0)
         with torch.no_grad():  # step control is not differentiated through
-            probe = torch.stack([error_ratio(err, y, y1, rtol, atol).double(),
+            probe = torch.stack([error_ratio(err, y, y1, rtol, atol, norm).double(),
                                  y1.sum(dtype=torch.float64)])
         ratio, ysum = probe.tolist()  # the one sync per attempt
         finite = math.isfinite(ratio) and math.isfinite(ysum)
@@ -214,3 +225,17 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
     sol.t = t1
     sol.stats = {"h_last": h}
     return sol
+
+
+def _adaptive_method(tab: Tableau):
+    def run(f: Field, y0: Tensor, t0: float, t1: float, **kwargs) -> Solution:
+        return solve_adaptive(f, y0, t0, t1, tab, **kwargs)
+    return run
+
+
+for _tab, _what in ((bosh3, "Bogacki-Shampine 3(2)"), (dopri5, "Dormand-Prince 5(4)"),
+                    (tsit5, "Tsitouras 5(4)")):
+    register(_tab.name, family="ode", stepping="adaptive", order=_tab.order,
+             nfe_per_step=_tab.stages - 1 if _tab.fsal else _tab.stages,
+             run=_adaptive_method(_tab), needs_jvp=True,
+             description=f"{_what} embedded pair, PI step control")

@@ -1,11 +1,12 @@
 """``solve``: the one front door to every ODE/SDE method, with input validation.
 
-Methods by kind (``METHODS`` lists them all):
+Methods are declared once in the registry (``registry.METHODS``); by family and stepping:
 
-- fixed-step ODE (``tableaus.FIXED``): ``steps=`` or ``grid=``;
-- adaptive ODE (``tableaus.ADAPTIVE``): ``rtol``, ``atol``, ``max_steps``, ``h0``;
-- SDE methods from ``sde.py`` (``SDE_FIXED`` / ``SDE_ADAPTIVE``), which need ``g``;
+- fixed-step ODE: ``steps=`` or ``grid=``;
+- adaptive ODE: ``rtol``, ``atol``, ``max_steps``, ``h0``;
+- SDE methods (fixed or adaptive), which need ``g``;
 - backends ``"torchdiffeq:<method>"`` and ``"torchsde:<method>"`` (``backends.py``).
+- discrete NDM samplers are registered too but step with the model: ``nd.sample`` runs them.
 
 Defaults are chosen for diffusion sampling rather than for reference-accuracy ODE work:
 ``rtol = atol = 1e-5`` (torchdiffeq's 1e-7/1e-9 cost several times the NFE for no
@@ -13,39 +14,24 @@ visible change in samples), ``max_steps = 10_000``.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from . import tableaus
-from .adaptive import solve_adaptive
 from .._checks import as_generator, checked_keywords
 from .base import CheckedField, Field, Solution
-from .fixed import solve_fixed
 from .grids import as_time, check_save_at, make_grid, merge_save_times
+from .norms import resolve_norm
+from .registry import get_method, method_names
 
 __all__ = ["solve", "all_methods", "make_grid"]
 
-BACKEND_PREFIXES = ("torchdiffeq:", "torchsde:")
-
-
-def _sde_tables():
-    """``(SDE_FIXED, SDE_ADAPTIVE)`` from ``sde.py``; empty while it does not exist."""
-    if importlib.util.find_spec(f"{__package__}.sde") is None:
-        return {}, {}
-    # sde.py exists: import errors in it propagate rather than hide its methods.
-    sde = importlib.import_module(f"{__package__}.sde")
-    return dict(getattr(sde, "SDE_FIXED", {})), dict(getattr(sde, "SDE_ADAPTIVE", {}))
-
 
 def all_methods() -> tuple[str, ...]:
-    """Every method name ``solve`` accepts (backends aside: ``torchdiffeq:<m>``, ``torchsde:<m>``)."""
-    sde_fixed, sde_adaptive = _sde_tables()
-    return tableaus.FIXED + tableaus.ADAPTIVE + tuple(sde_fixed) + tuple(sde_adaptive)
+    """Every method name ``solve`` accepts: the registry's ODE and SDE methods and backends."""
+    return tuple(n for n in method_names() if get_method(n).family != "discrete")
 
 
 def _positive(value, name: str, allow_zero: bool = False) -> float:
@@ -79,7 +65,7 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
           rtol: Optional[float] = None, atol: Optional[float] = None, max_steps: int = 10_000,
           h0: Optional[float] = None, save_at: Optional[Tensor] = None,
           g: Optional[Field] = None, generator=None,
-          bm=None, noise: str = "diagonal",
+          bm=None, noise: str = "diagonal", norm=None,
           cuda_graph: Union[str, bool] = "auto") -> Solution:
     """Integrate ``dy/dt = f(t, y)`` (plus ``g(t, y) dW`` for SDE methods) from t0 to t1.
 
@@ -102,6 +88,13 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
             direction. Fixed-step methods add them to the grid where they are not grid
             points; adaptive methods clip steps to land on them exactly.
         g: SDE methods: diagonal diffusion ``g(t, y)`` of ``y``'s shape.
+        norm: adaptive methods (torchdiffeq's too): the error norm of step control,
+            applied to the scaled error x = err / (atol + rtol·max(|y0|, |y1|)) viewed as
+            (B, n) along the leading dimension; a step is accepted when it is ≤ 1.
+            ``"rms"`` (default): sqrt(Σ_bj x_bj² / (B n)), one RMS over the batch;
+            ``"sample_max"``: max_b sqrt(Σ_j x_bj² / n), every sample's own RMS;
+            ``"max"``: max_bj |x_bj|; or a callable ``norm(x) -> 0-dim tensor``
+            (``ndmsolve.solvers.norms``). rms ≤ sample_max ≤ max.
         generator, bm, noise: SDE methods: randomness (a ``torch.Generator`` or an int
             seed), an optional Brownian motion object, the noise type (``"diagonal"`` or
             ``"additive"``; passed on to torchsde, which picks its scheme by it).
@@ -120,8 +113,7 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
         NonFiniteError, StepLimitError (subclasses of SolverError): failed solves, with
             ``t``, ``step`` and ``partial``.
     """
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a string, got {type(method).__name__}")
+    info = get_method(method, ("ode", "sde"), caller="solve")
     if not callable(f):
         raise TypeError(f"f must be callable f(t, y), got {type(f).__name__}")
     _check_y0(y0)
@@ -137,65 +129,53 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     if h0 is not None:
         h0 = _positive(h0, "h0")
+    norm_fn = None if norm is None else resolve_norm(norm)
     if cuda_graph not in ("auto", True, False):
         raise ValueError(f"cuda_graph must be 'auto', True or False, got {cuda_graph!r}")
-    if not method.startswith(BACKEND_PREFIXES) and method not in all_methods():
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(all_methods())}, "
-                         "or 'torchdiffeq:<method>' / 'torchsde:<method>'")
     if t0f == t1f:
         return _empty_solve(y0, t0f, method, save_at)
     generator = as_generator(generator, y0.device)
-    f_user, f = f, CheckedField(f, "f")
+    f = CheckedField(f, "f")
     save = None if save_at is None else check_save_at(save_at, t0f, t1f)  # float64, CPU
     save_t = None if save is None else save.to(device=y0.device, dtype=y0.dtype)
 
-    if method.startswith(BACKEND_PREFIXES):
+    if norm is not None and not info.adaptive:
+        raise ValueError(f"norm applies to adaptive methods; {method!r} is fixed-step")
+    norm_kw = {} if norm_fn is None else {"norm": norm_fn}
+    if info.backend is not None:
         from .backends import solve_backend
         return solve_backend(method, f, y0, t0f, t1f, g=g, steps=steps, grid=grid, rtol=rtol,
-                             atol=atol, save_at=save_t, generator=generator, bm=bm, noise=noise)
+                             atol=atol, save_at=save_t, generator=generator, bm=bm, noise=noise,
+                             **norm_kw)
 
-    sde_fixed, sde_adaptive = _sde_tables()
-    is_ode = method in tableaus.TABLEAUS
-    if not is_ode and method not in sde_fixed and method not in sde_adaptive:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(all_methods())}, "
-                         "or 'torchdiffeq:<method>' / 'torchsde:<method>'")
-    fixed = method in tableaus.FIXED or method in sde_fixed
+    is_ode = info.family == "ode"
     if is_ode:
         if g is not None:
             raise ValueError(f"g is given but {method!r} is an ODE method; use an SDE method "
-                             f"({', '.join(list(sde_fixed) + list(sde_adaptive)) or 'see METHODS'})")
+                             f"({', '.join(method_names('sde', backends=False))})")
         if bm is not None:
             raise ValueError(f"bm is given but {method!r} is an ODE method (no noise)")
     elif g is None:
         raise ValueError(f"{method!r} is an SDE method and needs the diffusion g(t, y)")
-    if not fixed:
+    if info.adaptive:
         if steps is not None or grid is not None:
             raise ValueError(f"steps/grid apply to fixed-step methods; {method!r} is adaptive "
                              "(control it with rtol/atol)")
     elif h0 is not None:
         raise ValueError(f"h0 applies to adaptive methods; {method!r} is fixed-step")
 
-    if fixed:
+    if not info.adaptive:
         tgrid = make_grid(t0f, t1f, steps, grid, y0.dtype, y0.device)
         tgrid, save_idx = merge_save_times(tgrid, save)
         if not is_ode:
-            return sde_fixed[method](f, g, y0, tgrid, save_idx=save_idx, generator=generator,
-                                     bm=bm, noise=noise)
-        tab = tableaus.TABLEAUS[method]
-        use_graph = y0.is_cuda and (cuda_graph is True
-                                    or (cuda_graph == "auto" and not torch.is_grad_enabled()))
-        if use_graph:
-            from .cudagraph import solve_fixed_graphed
-            sol = solve_fixed_graphed(f_user, y0, tgrid, tab, save_idx=save_idx)
-            if sol is not None:
-                return sol
-        return solve_fixed(f, y0, tgrid, tab, save_idx=save_idx)
-
+            return info.run(f, g, y0, tgrid, save_idx=save_idx, generator=generator, bm=bm,
+                            noise=noise)
+        return info.run(f, y0, tgrid, save_idx=save_idx, cuda_graph=cuda_graph)
     if not is_ode:
-        return sde_adaptive[method](f, g, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps,
-                                    h0=h0, save_at=save_t, generator=generator, bm=bm, noise=noise)
-    return solve_adaptive(f, y0, t0f, t1f, tableaus.TABLEAUS[method], rtol=rtol, atol=atol,
-                          max_steps=max_steps, h0=h0, save_at=save)
+        return info.run(f, g, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps, h0=h0,
+                        save_at=save_t, generator=generator, bm=bm, noise=noise, **norm_kw)
+    return info.run(f, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps, h0=h0,
+                    save_at=save, **norm_kw)
 
 
 def _empty_solve(y0: Tensor, t: float, method: str, save_at) -> Solution:

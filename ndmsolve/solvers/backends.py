@@ -30,6 +30,7 @@ from torch import Tensor
 from .base import CountedField, Field, NonFiniteError, Solution, SolverError
 from .brownian import BrownianPath
 from .grids import make_grid, merge_save_times
+from .registry import add_loader, register
 
 __all__ = ["solve_backend", "torchdiffeq_methods", "TORCHSDE_ITO", "TORCHSDE_STRATONOVICH"]
 
@@ -66,7 +67,7 @@ def solve_backend(spec: str, f: Field, y0: Tensor, t0: float, t1: float, *, g: O
                   steps: Optional[int] = None, grid: Optional[Tensor] = None, rtol: float = 1e-5,
                   atol: float = 1e-5, save_at: Optional[Tensor] = None,
                   generator: Optional[torch.Generator] = None, bm: Optional[BrownianPath] = None,
-                  noise: str = "diagonal") -> Solution:
+                  noise: str = "diagonal", norm=None) -> Solution:
     """Solve with a library backend named ``"torchdiffeq:<method>"`` or ``"torchsde:<method>"``.
 
     Args:
@@ -87,15 +88,18 @@ def solve_backend(spec: str, f: Field, y0: Tensor, t0: float, t1: float, *, g: O
     t0, t1 = float(t0), float(t1)
     if backend == "torchdiffeq":
         return _torchdiffeq(method, f, y0, t0, t1, g=g, bm=bm, steps=steps, grid=grid, rtol=rtol,
-                            atol=atol, save_at=save_at)
+                            atol=atol, save_at=save_at, norm=norm)
     if backend == "torchsde":
+        if norm is not None:
+            raise ValueError(f"norm applies to adaptive methods; {spec} is fixed-step")
         return _torchsde(method, f, g, y0, t0, t1, steps=steps, grid=grid, save_at=save_at,
                          generator=generator, bm=bm, noise=noise)
     raise ValueError(f"unknown backend {backend!r} in {spec!r}; valid: 'torchdiffeq', 'torchsde'")
 
 
 # --------------------------------------------------------------------------- torchdiffeq
-def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_at) -> Solution:
+def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_at,
+                 norm=None) -> Solution:
     import torchdiffeq
 
     methods = torchdiffeq_methods()
@@ -117,6 +121,8 @@ def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_
     elif steps is not None or grid is not None:
         raise ValueError(f"steps/grid apply to fixed-step methods; torchdiffeq:{method} is adaptive "
                          "(control it with rtol/atol)")
+    elif norm is not None:
+        options["norm"] = norm  # torchdiffeq applies it to err / (atol + rtol·max(|y0|, |y1|))
     t = torch.tensor(times, dtype=y0.dtype, device=y0.device)
     try:
         ys = torchdiffeq.odeint(fc, y0, t, rtol=rtol, atol=atol, method=method, options=options)
@@ -256,3 +262,20 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
         sol.ts = tgrid[save_idx]
         sol.ys = torch.stack([by_idx[j].reshape(y0.shape) for j in save_idx])
     return sol
+
+
+def _register_backends() -> None:
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    for m, fixed in torchdiffeq_methods().items():
+        register(f"torchdiffeq:{m}", family="ode", stepping="fixed" if fixed else "adaptive",
+                 order=getattr(SOLVERS[m], "order", None), nfe_per_step=None,
+                 backend="torchdiffeq", needs_jvp=True, description=f"torchdiffeq's {m}")
+    for m in TORCHSDE_ITO + TORCHSDE_STRATONOVICH:
+        register(f"torchsde:{m}", family="sde", stepping="fixed", order=None, nfe_per_step=None,
+                 backend="torchsde", needs_jvp=True,
+                 noise=("diagonal", "additive") if m in TORCHSDE_ITO else ("additive",),
+                 description=f"torchsde's {m} ({'Ito' if m in TORCHSDE_ITO else 'Stratonovich'})")
+
+
+add_loader(_register_backends)

@@ -120,6 +120,13 @@ class CheckedField:
     def __init__(self, f: Field, name: str = "f"):
         self.f, self.name, self.checked = f, name, False
 
+    @property
+    def graph_key(self) -> tuple:
+        """The wrapped field's identity, so a CUDA graph captured for it is replayed."""
+        from .cudagraph import _field_id
+
+        return ("checked",) + _field_id(self.f)
+
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         out = self.f(t, y)
         if not self.checked:

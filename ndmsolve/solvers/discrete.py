@@ -24,11 +24,9 @@ from torch import Tensor
 
 from ..transforms import _bcast
 from .base import NonFiniteError, Solution, all_finite
+from .registry import register
 
-__all__ = ["DISCRETE_METHODS", "discrete_solve", "ddim_step", "ancestral_step"]
-
-#: name -> default η
-DISCRETE_METHODS = {"ddim": 0.0, "ancestral": 1.0}
+__all__ = ["discrete_solve", "ddim_step", "ancestral_step"]
 
 
 def _posterior_step(model, z: Tensor, t: Tensor, s: Tensor, eta: float,
@@ -105,3 +103,19 @@ def discrete_solve(
         t=float(grid[-1]),
         stats={"eta": eta},
     )
+
+
+def _posterior_method(default_eta: float):
+    def run(model, z: Tensor, grid: Tensor, *, generator=None, save: bool = False,
+            method: str = "", eta: Optional[float] = None) -> Solution:
+        return discrete_solve(model, z, grid, eta=default_eta if eta is None else eta,
+                              generator=generator, save=save, method=method)
+    return run
+
+
+register("ddim", family="discrete", stepping="fixed", order=1, nfe_per_step=1,
+         run=_posterior_method(0.0), options=("eta",),
+         description="NDM posterior step with x_hat frozen, eta = 0 (deterministic)")
+register("ancestral", family="discrete", stepping="fixed", order=1, nfe_per_step=1,
+         run=_posterior_method(1.0), options=("eta",),
+         description="NDM ancestral posterior sampling, eta = 1")

@@ -15,10 +15,11 @@ import torch
 from torch import Tensor
 
 from .base import Field, NonFiniteError, Solution
+from .registry import register
 from .rk import make_fixed_step
-from .tableaus import FIXED, Tableau
+from .tableaus import Tableau, euler, heun, midpoint, rk4
 
-__all__ = ["FIXED", "solve_fixed", "stage_times", "fixed_loop", "check_finite_steps"]
+__all__ = ["solve_fixed", "stage_times", "fixed_loop", "check_finite_steps"]
 
 
 def stage_times(grid: Tensor, tab: Tableau) -> list[list[Tensor]]:
@@ -132,3 +133,25 @@ def _nonfinite(method: str, grid: Tensor, save_idx: list[int], states: list[Tens
         f"{method}: the state became NaN/inf in step {step} (t={t_bad:.6g} -> {t_next:.6g}); "
         f"check the field near t={t_bad:.6g}",
         t=t_bad, step=step, partial=partial)
+
+
+def _fixed_method(tab: Tableau):
+    """The registry's ``run`` for a fixed-step tableau: the CUDA-graph loop where it
+    applies (``cuda_graph``: "auto" = on CUDA without autograd, True, False), else eager."""
+    def run(f: Field, y0: Tensor, grid: Tensor, *, save_idx=None, cuda_graph="auto") -> Solution:
+        use_graph = y0.is_cuda and (cuda_graph is True
+                                    or (cuda_graph == "auto" and not torch.is_grad_enabled()))
+        if use_graph:
+            from .cudagraph import solve_fixed_graphed
+            sol = solve_fixed_graphed(f, y0, grid, tab, save_idx=save_idx)
+            if sol is not None:
+                return sol
+        return solve_fixed(f, y0, grid, tab, save_idx=save_idx)
+    return run
+
+
+for _tab, _what in ((euler, "explicit Euler"), (midpoint, "explicit midpoint"),
+                    (heun, "Heun (explicit trapezoidal)"), (rk4, "classical Runge-Kutta")):
+    register(_tab.name, family="ode", stepping="fixed", order=_tab.order,
+             nfe_per_step=_tab.stages, run=_fixed_method(_tab), cuda_graph=True, needs_jvp=True,
+             description=f"{_what}, order {_tab.order}")

@@ -40,19 +40,13 @@ from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, S
                    save_targets, time_tensor)
 from .brownian import BrownianPath
 from .fixed import check_finite_steps
+from .norms import resolve_norm
+from .registry import METHODS, register
 
-__all__ = ["SDE_FIXED", "SDE_ADAPTIVE", "NOISE_TYPES", "METHOD_INFO", "euler_maruyama",
+__all__ = ["NOISE_TYPES", "euler_maruyama",
            "heun_sde", "sra1", "adaptive_heun_sde", "BrownianPath"]
 
 NOISE_TYPES = ("diagonal", "additive")
-
-# Capabilities per method: the noise types solved correctly and the strong order there.
-METHOD_INFO = {
-    "euler_maruyama": {"noise": ("diagonal", "additive"), "strong_order": {"diagonal": 0.5, "additive": 1.0}},
-    "heun_sde": {"noise": ("additive",), "strong_order": {"additive": 1.0}},
-    "sra1": {"noise": ("additive",), "strong_order": {"additive": 1.5}},
-    "adaptive_heun_sde": {"noise": ("additive",), "strong_order": {"additive": 1.0}},
-}
 
 
 # --------------------------------------------------------------------------- checks
@@ -171,7 +165,7 @@ def _fixed_solve(method: str, step_fn, f, g, y0: Tensor, grid: Tensor, save_idx,
                 for c in stage_c}
     fc, gc = CountedField(f), CountedField(g)
     g_t = _first_g(method, gc, ts[0], y0)
-    if "diagonal" not in METHOD_INFO[method]["noise"]:
+    if "diagonal" not in METHODS[method].noise:
         _require_additive(method, gc, ts[0], y0, g_t, noise)
     inc = _Increments(y0, tf, hs, generator, bm)
 
@@ -303,7 +297,8 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
                       atol: float = 1e-2, max_steps: int = 10_000, h0: Optional[float] = None,
                       save_at: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
                       bm: Optional[BrownianPath] = None, noise: str = "additive",
-                      safety: float = 0.9, exponent: float = 0.9, factormax: float = 10.0) -> Solution:
+                      safety: float = 0.9, exponent: float = 0.9, factormax: float = 10.0,
+                      norm="rms") -> Solution:
     """Adaptive SDE solver for additive noise: the embedded Euler–Maruyama / stochastic-Heun
     pair of Jolicoeur-Martineau et al. (2021), "Gotta Go Fast When Generating Data with
     Score-Based Models". Strong order 1 (Heun, with local extrapolation).
@@ -312,7 +307,7 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
 
         y'  = y + h f(t, y) + g(t) ΔW                                   (Euler–Maruyama)
         y'' = y + h/2 [f(t, y) + f(t+h, y')] + ½ [g(t) + g(t+h)] ΔW       (stochastic Heun)
-        E   = ‖(y'' − y') / (atol + rtol · max(|y'|, |y'_prev|))‖_RMS      (whole tensor)
+        E   = norm((y'' − y') / (atol + rtol · max(|y'|, |y'_prev|)))     (default RMS)
 
     accepted when ``E ≤ 1`` (then ``y ← y''`` and ``y'_prev ← y'``); in every case
     ``h ← θ h E^(−r)`` with θ = ``safety`` = 0.9, r = ``exponent`` = 0.9, the growth capped
@@ -328,6 +323,7 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
         max_steps: bound on attempted (accepted + rejected) steps.
         h0: first step size magnitude (default ``0.01 |t1 − t0|``, as in the paper).
         save_at: (S,) strictly monotone times in the integration direction.
+        norm: the error norm (``norms`` module: "rms", "sample_max", "max" or a callable).
 
     Returns:
         ``Solution``; ``nfe = attempts + accepted steps`` drift calls (``f`` at the end of
@@ -340,6 +336,7 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
             accepted state). NonFiniteError: NaN/inf persisted while the step collapsed.
     """
     name = "adaptive_heun_sde"
+    norm = resolve_norm(norm)
     t0, t1 = float(t0), float(t1)
     if t0 == t1:
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
@@ -393,7 +390,7 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
         g_new = gc(tt_new, y_em)
         y_heun = torch.add(y, k1 + k2, alpha=0.5 * h_try).add_((gdw + g_new * dw).mul_(0.5))
         with torch.no_grad():
-            probe = torch.stack([error_ratio(y_heun - y_em, y_prime_prev, y_em, rtol, atol).double(),
+            probe = torch.stack([error_ratio(y_heun - y_em, y_prime_prev, y_em, rtol, atol, norm).double(),
                                  y_heun.sum(dtype=torch.float64)])
         ratio, ysum = probe.tolist()  # the one sync per attempt
         finite = math.isfinite(ratio) and math.isfinite(ysum)
@@ -428,5 +425,14 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
     return sol
 
 
-SDE_FIXED = {"euler_maruyama": euler_maruyama, "heun_sde": heun_sde, "sra1": sra1}
-SDE_ADAPTIVE = {"adaptive_heun_sde": adaptive_heun_sde}
+# Orders are strong orders for additive noise (Euler-Maruyama: 0.5 for diagonal noise).
+register("euler_maruyama", family="sde", stepping="fixed", order=1.0, nfe_per_step=1,
+         run=euler_maruyama, noise=("diagonal", "additive"), needs_jvp=True,
+         description="Euler-Maruyama (Ito); strong order 0.5 diagonal, 1.0 additive noise")
+register("heun_sde", family="sde", stepping="fixed", order=1.0, nfe_per_step=2, run=heun_sde,
+         noise=("additive",), needs_jvp=True, description="stochastic Heun, additive noise")
+register("sra1", family="sde", stepping="fixed", order=1.5, nfe_per_step=2, run=sra1,
+         noise=("additive",), needs_jvp=True, description="Roessler SRA1, additive noise")
+register("adaptive_heun_sde", family="sde", stepping="adaptive", order=1.0, nfe_per_step=2,
+         run=adaptive_heun_sde, noise=("additive",), needs_jvp=True,
+         description="embedded Euler-Maruyama / stochastic Heun pair, additive noise")

@@ -20,7 +20,7 @@ from typing import Optional
 
 __all__ = [
     "Tableau", "euler", "midpoint", "heun", "rk4", "bosh3", "dopri5", "tsit5",
-    "TABLEAUS", "FIXED", "ADAPTIVE",
+    "TABLEAUS",
 ]
 
 
@@ -193,8 +193,6 @@ tsit5 = Tableau(
     fsal=True,
 )
 
+#: every tableau by name; the methods themselves are registered in ``fixed.py`` (no error
+#: estimate) and ``adaptive.py`` (embedded pairs)
 TABLEAUS = {t.name: t for t in (euler, midpoint, heun, rk4, bosh3, dopri5, tsit5)}
-#: fixed-step ODE methods (no error estimate)
-FIXED = ("euler", "midpoint", "heun", "rk4")
-#: adaptive ODE methods (embedded pairs)
-ADAPTIVE = ("bosh3", "dopri5", "tsit5")

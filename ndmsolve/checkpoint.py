@@ -1,0 +1,220 @@
+"""The one checkpoint format ndmsolve writes (demo, ``train``, the image commands).
+
+A checkpoint is a ``torch.save`` zip file holding a dict:
+
+    format, format_version, library_version   what wrote it (checked on reading)
+    config         the model's configuration (``ndmsolve.config.to_config``) or None
+    config_error   why there is no configuration (a module that is not configurable)
+    dtype          the model's parameter dtype (str)
+    model          raw weights (state_dict);  ema  the EMA's state (``EMA.state_dict()``)
+    optimizer, scheduler, step, losses, generators, rng, ...   training state
+
+``nd.load_model(path)`` rebuilds a ready NDM from it, no user code needed (EMA weights by
+default). Files are written atomically (``ndmsolve._io.atomic_write``): a crash mid-write
+leaves the previous checkpoint intact. Reading a truncated, empty, foreign or newer file
+raises ``CheckpointError`` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from ._io import atomic_write
+from .config import ConfigError, from_config, to_config
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "capture_rng",
+    "restore_rng",
+]
+
+PathLike = Union[str, os.PathLike]
+
+FORMAT = "ndmsolve-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: truncated, empty, foreign, newer or mismatched."""
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def capture_rng() -> dict:
+    """The global RNG states: torch's CPU generator and, when CUDA is initialised, every GPU's."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Set the global RNG states saved by ``capture_rng``."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _state(value):
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Generator) for v in value):
+        return [v.get_state() for v in value]
+    if hasattr(value, "state_dict") and callable(value.state_dict):  # modules, optimizers, EMA, schedulers
+        return value.state_dict()
+    return value
+
+
+def _dtype_of(module: nn.Module) -> Optional[str]:
+    for p in module.parameters():
+        return str(p.dtype).removeprefix("torch.")
+    return None
+
+
+def save_checkpoint(path: PathLike, obj: Optional[dict] = None, **entries) -> Path:
+    """Write a checkpoint to ``path`` atomically; returns the path.
+
+    ``obj`` (a dict) and ``entries`` are merged. Values with a ``state_dict()`` (modules,
+    optimizers, ``EMA``, LR schedulers) are stored as it; a ``torch.Generator`` (or a list of
+    them) as its state. A ``model`` module also stores its configuration and dtype, so
+    ``load_model`` can rebuild it; the global RNG states are stored under ``rng`` unless given.
+    """
+    payload = dict(obj or {})
+    payload.update(entries)
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": _version()}
+    model = payload.get("model")
+    if isinstance(model, nn.Module):
+        try:
+            header["config"] = to_config(model)
+            header["config_error"] = None
+        except ConfigError as e:
+            header["config"], header["config_error"] = None, str(e)
+        header["dtype"] = _dtype_of(model)
+    payload.setdefault("rng", capture_rng())
+    payload = {**header, **{k: _state(v) for k, v in payload.items()}}
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def read_checkpoint(path: PathLike, map_location="cpu") -> dict:
+    """Read and validate a checkpoint; returns its dict. ``CheckpointError`` if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no checkpoint at {str(path)!r}")
+    where = f"checkpoint {str(path)!r}"
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{where} is empty (0 bytes): not a checkpoint (a write that never started?)")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise CheckpointError(f"{where} is not a torch.save zip file (starts with {magic!r}): a foreign file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()  # CRC of every member: catches truncation and flipped bytes
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise CheckpointError(f"{where} is truncated or corrupt ({size} bytes; the zip archive is "
+                              f"incomplete: {e})") from None
+    if bad is not None:
+        raise CheckpointError(f"{where} is truncated or corrupt (member {bad!r} fails its CRC check)")
+    try:
+        # weights_only: tensors, numbers, strings and containers only; no pickled code runs.
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{where} holds objects other than tensors and plain data, so ndmsolve "
+                              f"did not write it (torch refused: {str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
+        raise CheckpointError(f"{where} is truncated or corrupt ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{where} is not an ndmsolve checkpoint (no {FORMAT!r} header; "
+                              f"a file saved by other code?)")
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{where} has format version {version!r} (written by ndmsolve "
+                              f"{state.get('library_version')}); this ndmsolve {_version()} reads versions "
+                              f"up to {FORMAT_VERSION}: upgrade ndmsolve")
+    return state
+
+
+def load_checkpoint(path: PathLike, map_location="cpu", **targets) -> dict:
+    """Read a checkpoint and restore ``targets`` in place; returns the stored dict.
+
+    Keyword ``targets`` (e.g. ``model=net, optimizer=opt, ema=ema, generator=g``) are
+    restored from the entries of the same name (``load_state_dict`` or, for generators,
+    ``set_state``). A missing entry or mismatched state raises ``CheckpointError``.
+    """
+    state = read_checkpoint(path, map_location)
+    for name, target in targets.items():
+        if name not in state or state[name] is None:
+            raise CheckpointError(f"checkpoint {str(path)!r} has no entry {name!r} "
+                                  f"(has {sorted(k for k, v in state.items() if v is not None)})")
+        try:
+            if isinstance(target, torch.Generator):
+                target.set_state(state[name])
+            elif isinstance(target, (list, tuple)) and all(isinstance(g, torch.Generator) for g in target):
+                if len(target) != len(state[name]):
+                    raise ValueError(f"{len(state[name])} generator states stored, {len(target)} given")
+                for g, s in zip(target, state[name]):
+                    g.set_state(s)
+            else:
+                target.load_state_dict(state[name])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {str(path)!r}: entry {name!r} does not fit the given "
+                                  f"{type(target).__name__}: {str(e).splitlines()[0]}") from None
+    return state
+
+
+def load_model(path: PathLike, *, ema: bool = True, map_location="cpu") -> nn.Module:
+    """Rebuild the model stored in a checkpoint, ready to sample (eval mode, no gradients).
+
+    Args:
+        path: any checkpoint ndmsolve wrote.
+        ema: load the EMA weights (default) or, with ``False``, the raw weights.
+        map_location: device for the weights (as in ``torch.load``).
+    """
+    state = read_checkpoint(path, map_location)
+    where = f"checkpoint {str(path)!r}"
+    if state.get("config") is None:
+        why = state.get("config_error") or "no model was stored"
+        raise CheckpointError(f"{where} stores no model configuration ({why}); build the model yourself "
+                              f"and restore it with load_checkpoint(path, model=...)")
+    try:
+        model = from_config(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: cannot rebuild the model: {e}") from None
+    if state.get("dtype"):
+        model = model.to(getattr(torch, state["dtype"]))
+    if ema:
+        if not isinstance(state.get("ema"), dict) or "shadow" not in state["ema"]:
+            raise CheckpointError(f"{where} has no EMA weights; pass ema=False for the raw weights")
+        weights = state["ema"]["shadow"]
+    else:
+        if not isinstance(state.get("model"), dict):
+            raise CheckpointError(f"{where} has no raw model weights")
+        weights = state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{where}: the stored weights do not fit the stored configuration: "
+                              f"{str(e).splitlines()[0]}") from None
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
