@@ -136,18 +136,20 @@ def _keyword_names(fn) -> tuple[set, bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
-def checked_keywords(*forwards: Callable):
+def checked_keywords(*forwards: Callable, extra: Optional[Callable[[], set]] = None):
     """Decorator: an unknown keyword argument raises ``TypeError`` naming the function the
     user called, the word, and the closest valid ones (``difflib``).
 
     ``forwards`` are the functions the decorated one passes its ``**kwargs`` on to; their
     keywords count as valid (theirs are resolved lazily, so they may be given as
-    zero-argument callables returning the function, to break import cycles).
+    zero-argument callables returning the function, to break import cycles). ``extra()``
+    returns further valid names that can change at run time (e.g. registered methods'
+    options); it is consulted only when a word is not otherwise known.
     """
     def wrap(fn):
         cache: dict = {}
 
-        def valid() -> set:
+        def static() -> set:
             if "names" not in cache:
                 names, _ = _keyword_names(fn)
                 for fw in forwards:
@@ -157,9 +159,14 @@ def checked_keywords(*forwards: Callable):
                 cache["names"] = names
             return cache["names"]
 
+        def valid() -> set:
+            return static() | (extra() if extra is not None else set())
+
         @functools.wraps(fn)
         def inner(*args, **kwargs):
-            unknown = kwargs.keys() - valid()
+            unknown = kwargs.keys() - static()
+            if unknown:
+                unknown = unknown - valid()
             if unknown:
                 word = sorted(unknown)[0]
                 close = difflib.get_close_matches(word, sorted(valid()), n=3, cutoff=0.6)

@@ -216,7 +216,11 @@ def _solve():
 
 
 # --------------------------------------------------------------------------- sample
-@checked_keywords(lazy(_solve))
+def _method_options() -> set:
+    return {o for m in METHODS.values() for o in m.options}
+
+
+@checked_keywords(lazy(_solve), extra=_method_options)
 def sample(
     model,
     n: Optional[int] = None,
