@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="torch intra-op threads (default 1: fastest for these small networks)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(func=_demo)
+    from .studies.sweep_cli import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 

@@ -137,14 +137,6 @@ def sample_times(
 
 
 # --------------------------------------------------------------------------- prior and reconstruction
-def _F_x_ends(model: NDM, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """F(x, t), F(x, 0), F(x, 1) from one transform call over the stacked batch [x; x; x]."""
-    B = x.shape[0]
-    tt = torch.cat([t, torch.zeros_like(t), torch.ones_like(t)])
-    F = model.F(torch.cat([x, x, x]), tt)
-    return F[:B], F[B : 2 * B], F[2 * B :]
-
-
 def _prior_from_F1(model: NDM, F1: Tensor) -> Tensor:
     """KL(N(α_1 F(x,1), σ_1² I) ‖ N(0, I)) = ½ [α_1² ‖F1‖² + d (σ_1² − 1 − log σ_1²)], (B,)."""
     one = torch.ones(F1.shape[0], dtype=F1.dtype, device=F1.device)
@@ -240,8 +232,7 @@ def reconstruction_loss(
         _check_pixels(x)
     if z_0 is not None and (not isinstance(z_0, Tensor) or z_0.shape != x.shape):
         raise ValueError(f"z_0 must be a tensor of x's shape {tuple(x.shape)}")
-    zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    return _reconstruction(model, x, model.F(x, zero), decoder, generator, z_0, n_bins)
+    return _reconstruction(model, x, model.at_x(x).F_zero(), decoder, generator, z_0, n_bins)
 
 
 # --------------------------------------------------------------------------- continuous time
@@ -286,18 +277,20 @@ def continuous_loss(
     alpha, sigma = sched(t)
     lam, dlam = sched.log_snr(t), sched.dlog_snr(t)
 
+    # Transform passes (see NDM.at_x): F and ∂_t F at (x, t), F(x, 1) for the prior, F and
+    # ∂_t F at (x̂, t); F(x, 0) = x costs none, and a t-free (time-basis) network one per input.
+    at_x = model.at_x(x)
+    F_x, dF_x = at_x.F_and_dF(t)
+    (F1,) = at_x.F(torch.ones_like(t))
+    F0 = at_x.F_zero()
     # z_t = α_t F(x, t) + σ_t ε  (not detached: the transform learns through z_t and x̂)
-    F_x, F0, F1 = _F_x_ends(model, x, t)
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
     x_hat = model.x_hat(z_t, t)
+    F_h, dF_h = model.at_x(x_hat).F_and_dF(t)  # ∂_t F(x̂, t) with x̂ held fixed
 
-    # ∂_t F of x and of x̂ (x̂ held fixed) from one F_and_dF over the stacked batch.
-    F_both, dF_both = model.F_and_dF(torch.cat([x, x_hat]), torch.cat([t, t]))
-    dF_ = F_both[:B] - F_both[B:]  # ΔF
-    d_dF = dF_both[:B] - dF_both[B:]  # ∂_t ΔF
     # ‖Δ‖²/g² = e^λ ‖∂_t ΔF + λ' ΔF‖² / (−λ'),   Δ = α (∂_t ΔF + λ' ΔF)
-    resid = d_dF + _bcast(dlam, x) * dF_
+    resid = (dF_x - dF_h) + _bcast(dlam, x) * (F_x - F_h)
     diffusion = 0.5 * torch.exp(lam) / (-dlam) * _sum_dims(resid**2)
 
     prior = _prior_from_F1(model, F1)
@@ -352,16 +345,21 @@ def discrete_loss(
     t = i.to(x.dtype) / T
     s = (i - 1).to(x.dtype) / T
 
+    # Transform passes: one call over [x; x; x] at (t, s, 1) and one over [x̂; x̂] at (t, s)
+    # (a t-free network: one pass each); F(x, 0) = x costs none.
     alpha, sigma = model.schedule(t)
-    F_x, F0, F1 = _F_x_ends(model, x, t)
+    at_x = model.at_x(x)
+    F_x, F_xs, F1 = at_x.F(t, s, torch.ones_like(t))
+    F0 = at_x.F_zero()
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
     x_hat = model.x_hat(z_t, t)
+    F_h, F_hs = model.at_x(x_hat).F(t, s)
 
-    # q(z_s|z_t, x) and p_θ(z_s|z_t) = q(z_s|z_t, x̂) from one posterior call over [x; x̂].
-    mean, var = model.posterior(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([x, x_hat]))
-    mu_q, mu_p = mean[:B], mean[B:]
-    diffusion = T * _sum_dims((mu_q - mu_p) ** 2) / (2.0 * var[:B])
+    # q(z_s|z_t, x) and p_θ(z_s|z_t) = q(z_s|z_t, x̂): the same posterior with x̂'s F values.
+    mu_q, var = model.posterior_from_F(z_t, t, s, F_x, F_xs)
+    mu_p, _ = model.posterior_from_F(z_t, t, s, F_h, F_hs)
+    diffusion = T * _sum_dims((mu_q - mu_p) ** 2) / (2.0 * var)
 
     prior = _prior_from_F1(model, F1)
     recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)

@@ -23,7 +23,7 @@ from .config import configurable
 from .schedules import Schedule, make_schedule
 from .transforms import IdentityTransform, _bcast
 
-__all__ = ["NDM", "NDMFields", "DF_METHODS"]
+__all__ = ["NDM", "NDMFields", "TransformAtX", "DF_METHODS"]
 
 DF_METHODS = ("auto", "analytic", "func", "autograd", "fd")
 
@@ -37,6 +37,57 @@ class NDMFields(NamedTuple):
     score: Tensor
     drift: Tensor  # forward drift f(z, t, x̂)
     g2: Tensor
+
+
+class TransformAtX:
+    """F_φ(x, ·) at one fixed batch x (B, *shape), made by ``NDM.at_x(x)``: the losses need
+    F at several times and ∂_t F at one; this spends the fewest transform passes on them.
+
+    * a transform with ``features`` (t-free network, e.g. ``TimeBasisTransform``): one pass
+      on first use, shared by every later call at any t;
+    * otherwise ``F(t1, t2, ...)`` is one call over the stacked batch [x; x; ...] and
+      ``F_and_dF(t)`` one pass with the derivative (the NDM's ``dF`` method);
+    * ``F_zero()`` is x itself, no pass, when the transform declares ``identity_at_zero``.
+
+    Outputs are checked like ``NDM.F`` (shape; finiteness when the NDM's ``check`` is on).
+    """
+
+    def __init__(self, model: NDM, x: Tensor):
+        self.model, self.x = model, x
+        self._h: Optional[Tensor] = None
+        self._features = hasattr(model.transform, "features") and hasattr(model.transform, "from_features")
+
+    def _check(self, name: str, out: Tensor) -> Tensor:
+        return check_output(name, out, self.x, self.model.check)
+
+    def _from_features(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        if self._h is None:
+            self._h = self.model.transform.features(self.x)
+        return self.model.transform.from_features(self.x, self._h, t)
+
+    def F(self, *ts: Tensor) -> list[Tensor]:
+        """[F(x, t) for t in ts], each t (B,), each output (B, *shape)."""
+        ts = [check_batch_time(self.x, t) for t in ts]
+        if self._features:
+            return [self._check("transform", self._from_features(t)[0]) for t in ts]
+        n = len(ts)
+        xs = self.x if n == 1 else torch.cat([self.x] * n)
+        out = self.model.transform(xs, ts[0] if n == 1 else torch.cat(ts))
+        check_output("transform", out, xs, self.model.check)
+        return list(out.chunk(n)) if n > 1 else [out]
+
+    def F_and_dF(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(F(x, t), ∂_t F(x, t)) at fixed x, each (B, *shape)."""
+        t = check_batch_time(self.x, t)
+        F, dF = self._from_features(t) if self._features else self.model._F_dF(self.x, t)
+        return self._check("transform", F), self._check("transform's time derivative", dF)
+
+    def F_zero(self) -> Tensor:
+        """F(x, 0): x itself when the transform declares ``identity_at_zero``."""
+        if getattr(self.model.transform, "identity_at_zero", False):
+            return self.x
+        zero = torch.zeros(self.x.shape[0], dtype=self.x.dtype, device=self.x.device)
+        return self.F(zero)[0]
 
 
 @configurable
@@ -99,6 +150,10 @@ class NDM(nn.Module):
         check_output("transform", F, x, self.check)
         check_output("transform's time derivative", dF, x, self.check)
         return F, dF
+
+    def at_x(self, x: Tensor) -> TransformAtX:
+        """F_φ(x, ·) at fixed x, evaluated at several times with the fewest passes."""
+        return TransformAtX(self, x)
 
     def _F_dF(self, x: Tensor, t: Tensor, method: Optional[str] = None) -> tuple[Tensor, Tensor]:
         """``F_and_dF`` for a ``t`` already validated as (B,); outputs not checked."""
@@ -218,6 +273,12 @@ class NDM(nn.Module):
             raise ValueError(f"x must have z_t's shape {tuple(z_t.shape)}, got {tuple(x.shape)}")
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        return self.posterior_from_F(z_t, t, s, self.F(x, t), self.F(x, s), eta)
+
+    def posterior_from_F(
+        self, z_t: Tensor, t: Tensor, s: Tensor, F_t: Tensor, F_s: Tensor, eta: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """``posterior`` given F(x, t) and F(x, s) (B, *shape); t, s already checked (B,)."""
         sched = self.schedule
         lam_t, lam_s = sched.log_snr(t), sched.log_snr(s)
         if not bool((lam_s > lam_t).all()):
@@ -227,8 +288,8 @@ class NDM(nn.Module):
         var_tilde = sigma_s**2 * -torch.expm1(lam_t - lam_s)
         var = eta**2 * var_tilde
         coef = torch.sqrt((sigma_s**2 - var).clamp(min=0.0)) / sigma_t
-        eps_dir = z_t - _bcast(alpha_t, z_t) * self.F(x, t)
-        mean = _bcast(alpha_s, z_t) * self.F(x, s) + _bcast(coef, z_t) * eps_dir
+        eps_dir = z_t - _bcast(alpha_t, z_t) * F_t
+        mean = _bcast(alpha_s, z_t) * F_s + _bcast(coef, z_t) * eps_dir
         return mean, var
 
     # ----------------------------------------------------------------- prior

@@ -10,6 +10,7 @@ Same generator seed, same data, same model initialisation → identical losses.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Union
@@ -19,7 +20,9 @@ from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
 
-__all__ = ["EMA", "TrainResult", "train", "save_checkpoint", "load_checkpoint"]
+__all__ = ["EMA", "TrainResult", "train", "lr_factor", "LR_SCHEDULES", "save_checkpoint", "load_checkpoint"]
+
+LR_SCHEDULES = ("constant", "cosine")
 
 PathLike = Union[str, os.PathLike]
 
@@ -89,6 +92,24 @@ class TrainResult(NamedTuple):
 
 
 # ----------------------------------------------------------------- training
+def lr_factor(step: int, steps: int, schedule: str = "constant", warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at optimisation step ``step`` (0-based) of ``steps``.
+
+    A linear warm-up from 1/warmup to 1 over the first ``warmup`` steps, then ``"constant"``
+    (1) or ``"cosine"`` (½(1 + cos(π p)), p the fraction of the post-warm-up steps done,
+    reaching 0 at the last step). A pure function of the step, so a resumed run follows
+    the same schedule with no stored state.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    p = (step - warmup) / max(1, steps - warmup - 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0)))
+
+
 LossFn = Callable[..., object]
 
 
@@ -142,6 +163,8 @@ def train(
     steps: int,
     batch_size: int,
     lr: float = 2e-3,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
     ema_decay: float = 0.999,
     grad_clip: Optional[float] = 1.0,
     generator,
@@ -160,7 +183,11 @@ def train(
             ``generator``), or a callable ``data(n, generator=g) -> (n, *shape)`` for
             fresh draws (e.g. ``ndmsolve.data.checkerboard``).
         steps, batch_size: optimisation steps and batch size.
-        lr: Adam learning rate. ema_decay: EMA decay (with warm-up, see ``EMA``).
+        lr: Adam learning rate (the peak one under a schedule).
+        lr_schedule, warmup_steps: the learning rate over the run, ``lr * lr_factor(step,
+            steps, lr_schedule, warmup_steps)``: ``"constant"`` or ``"cosine"`` decay to 0,
+            after a linear warm-up of ``warmup_steps`` (see ``lr_factor``).
+        ema_decay: EMA decay (with warm-up, see ``EMA``).
         grad_clip: max global gradient norm, or ``None`` for no clipping.
         generator: ``torch.Generator`` (or int seed) for batches and the loss's noise.
         loss: ``"continuous"`` (``objectives.continuous_loss``) or a callable
@@ -179,6 +206,10 @@ def train(
             raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} int, got {v!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
@@ -221,6 +252,8 @@ def train(
             value.backward()
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, grad_clip)
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
             opt.step()
             ema.update(model)
             losses.append(value.item())
