@@ -59,7 +59,8 @@ def test_interpolant_order_on_a_closed_form(tab):
         ts = [time_tensor(t0 + c * h, y0) for c in tab.c]
         _, ks, _ = rk_step(_f, tab, ts, h, y0)
         ys = interpolate(tab, y0, ks, h, thetas)
-        errs.append(max(float((y - _exact(t0 + th * h)).abs().max()) for y, th in zip(ys, thetas, strict=True)))
+        errs.append(max(float((y - _exact(t0 + th * h)).abs().max())
+                        for y, th in zip(ys, thetas, strict=True)))
     slopes = np.diff(np.log(errs)) / np.diff(np.log(hs))
     q = interpolant_order(tab)
     assert q is not None and q >= tab.order - 1
