@@ -78,7 +78,8 @@ def _demo(args) -> int:
     for name, model in (("NDM", ndm), ("DDPM", ddpm)):
         t0 = time.perf_counter()
         res = train(model, train_x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=2e-3,
-                    generator=torch.Generator().manual_seed(args.seed + 1), progress=not args.no_progress,
+                    generator=torch.Generator().manual_seed(args.seed + 1),
+                    progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
                     log_every=50, checkpoint=out / f"{name.lower()}.pt")
         train_s = time.perf_counter() - t0
         # Same seed for both models: the same (t, ε) draws, so their difference is paired.
@@ -87,7 +88,8 @@ def _demo(args) -> int:
         nelbo, se = _mean_se(per_point)
         results[name] = dict(model=res.ema_model, per_point=per_point, nelbo=nelbo, se=se, train_s=train_s,
                              final_train_loss=sum(res.losses[-50:]) / len(res.losses[-50:]))
-        print(f"  trained {name} in {train_s:.1f} s", flush=True)
+        print(f"  trained {name} in {train_s:.1f} s, final training loss "
+              f"{results[name]['final_train_loss']:.4f} nats", flush=True)
 
     d = train_x.shape[1]
     print(f"\nHeld-out negative ELBO ({cfg['n_eval']} points x {cfg['eval_draws']} draws of t; lower is better):")
@@ -122,13 +124,9 @@ def _demo(args) -> int:
 
 
 def _write_json(path: Path, obj) -> None:
-    import os
-    import tempfile
+    from ._io import atomic_write
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False)
 
 
 # ----------------------------------------------------------------- entry point
@@ -157,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command in (train, sample, likelihood):
         command.register(sub)
+    from .studies.sweep_cli import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Union
@@ -19,9 +21,12 @@ from typing import Callable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ._checks import as_generator, check_like_model, checked_keywords
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 
-__all__ = ["EMA", "TrainResult", "train", "save_checkpoint", "load_checkpoint"]
+__all__ = ["EMA", "TrainResult", "train", "lr_factor", "LR_SCHEDULES", "save_checkpoint", "load_checkpoint"]
+
+LR_SCHEDULES = ("constant", "cosine")
 
 PathLike = Union[str, os.PathLike]
 
@@ -91,6 +96,29 @@ class TrainResult(NamedTuple):
 
 
 # ----------------------------------------------------------------- training
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def lr_factor(step: int, steps: int, schedule: str = "constant", warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at optimisation step ``step`` (0-based) of ``steps``.
+
+    A linear warm-up from 1/warmup to 1 over the first ``warmup`` steps, then ``"constant"``
+    (1) or ``"cosine"`` (½(1 + cos(π p)), p the fraction of the post-warm-up steps done,
+    reaching 0 at the last step). A pure function of the step, so a resumed run follows
+    the same schedule with no stored state.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    p = (step - warmup) / max(1, steps - warmup - 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0)))
+
+
 LossFn = Callable[..., object]
 
 
@@ -193,6 +221,7 @@ def _total(out) -> Tensor:
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@checked_keywords()
 def train(
     model: nn.Module,
     data,
@@ -200,11 +229,13 @@ def train(
     steps: int,
     batch_size: int,
     lr: float = 2e-3,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
     ema_decay: float = 0.999,
     grad_clip: Optional[float] = 1.0,
     generator,
     loss: Union[str, LossFn] = "continuous",
-    progress: bool = True,
+    progress: Union[bool, str] = "auto",
     log_every: int = 50,
     checkpoint: Optional[PathLike] = None,
     checkpoint_every: Optional[int] = None,
@@ -223,12 +254,18 @@ def train(
             ``generator``), or a callable ``data(n, generator=g) -> (n, *shape)`` for
             fresh draws (e.g. ``ndmsolve.data.checkerboard``).
         steps, batch_size: optimisation steps and (global) batch size.
-        lr: Adam learning rate. ema_decay: EMA decay (with warm-up, see ``EMA``).
+        lr: Adam learning rate (the peak one under a schedule).
+        lr_schedule, warmup_steps: the learning rate over the run, ``lr * lr_factor(step,
+            steps, lr_schedule, warmup_steps)``: ``"constant"`` or ``"cosine"`` decay to 0,
+            after a linear warm-up of ``warmup_steps`` (see ``lr_factor``).
+        ema_decay: EMA decay (with warm-up, see ``EMA``).
         grad_clip: max global gradient norm, or ``None`` for no clipping.
         generator: ``torch.Generator`` (or int seed) for batches and the loss's noise.
         loss: ``"continuous"`` (``objectives.continuous_loss``) or a callable
             ``loss(model, x, generator=g)`` returning a (B,) tensor or a ``NegELBO``.
-        progress: show a tqdm bar with the loss and images/s (every ``log_every`` steps).
+        progress: ``"auto"`` (default): a tqdm bar on stderr when it is a terminal, else
+            one summary line at the end (a log file gets no carriage-return lines);
+            ``True``: always the bar; ``False``: nothing. Loss shown every ``log_every``.
         checkpoint: path of the checkpoint (``ndmsolve.checkpoint``'s format: model and its
             configuration, EMA, optimizer, step, generators, global RNG states, losses),
             written atomically at the end and every ``checkpoint_every`` steps.
@@ -256,6 +293,10 @@ def train(
             raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} int, got {v!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
@@ -269,13 +310,14 @@ def train(
         microbatches = world
     if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
         raise ValueError(f"microbatches must be a positive int, got {microbatches!r}")
-    generator = _as_generator(generator)
+    if generator is None:
+        raise TypeError("generator is required: a torch.Generator or an int seed (runs reproduce)")
+    generator = as_generator(generator)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    if isinstance(data, Tensor) and data.is_floating_point() and data.dtype != params[0].dtype:
-        raise TypeError(f"data has dtype {data.dtype} but the model's parameters are {params[0].dtype}: "
-                        f"convert one of them (data.to(...) or model.to(...))")
+    if isinstance(data, Tensor) and data.is_floating_point():
+        check_like_model(data, model, "data")
     loss_fn = _resolve_loss(loss)
     batches = _Batches(data, batch_size, generator, microbatches, rank, world)
     objective = _Objective(model, loss_fn, AMP_DTYPES.get(amp))
@@ -305,17 +347,23 @@ def train(
         if rank == 0:
             save_checkpoint(checkpoint, model=model, ema=ema, optimizer=opt, generator=batches.generators,
                             step=step, losses=losses, rng=rngs[0], rng_per_rank=rngs,
-                            microbatches=microbatches, world_size=world, **(extra or {}))
+                            microbatches=microbatches, world_size=world,
+                            lr_schedule={"lr": lr, "schedule": lr_schedule, "warmup_steps": warmup_steps},
+                            **(extra or {}))
         ddist.barrier()
 
+    if progress not in (True, False, "auto"):
+        raise ValueError(f"progress must be True, False or 'auto', got {progress!r}")
+    bar_on = rank == 0 and (progress is True or (progress == "auto" and _is_terminal(sys.stderr)))
     from tqdm.auto import tqdm
 
+    t_start = time.perf_counter()
     model.train()
     # Gradient = (1/K) Σ_k ∇(mean loss of part k); DDP averages over the W ranks, so scale by W/K.
     scale = world / microbatches
     t_log = time.perf_counter()
-    with tqdm(range(start, steps), initial=start, total=steps, disable=not progress or rank != 0,
-              desc="train", dynamic_ncols=True) as bar:
+    with tqdm(range(start, steps), initial=start, total=steps, disable=not bar_on, desc="train",
+              dynamic_ncols=True, file=sys.stderr) as bar:
         for step in bar:
             parts = batches.next()
             opt.zero_grad(set_to_none=True)
@@ -333,6 +381,8 @@ def train(
             step_loss = ddist.all_reduce_sum(total.reshape(1))[0] / microbatches
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, grad_clip)
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
             opt.step()
             ema.update(model)
             losses.append(step_loss.item())
@@ -349,5 +399,10 @@ def train(
                 save(step + 1)
     if checkpoint is not None:
         save(steps)
+    if progress == "auto" and not bar_on and rank == 0:
+        recent = losses[-log_every:]
+        mean = f"{sum(recent) / len(recent):.4g}" if recent else "n/a"
+        print(f"train: {steps - start} steps in {time.perf_counter() - t_start:.1f} s, "
+              f"loss {mean} (mean of the last {len(recent)})", file=sys.stderr, flush=True)
     model.eval()
     return TrainResult(model, ema.shadow, losses)

@@ -188,3 +188,53 @@ def diffusion_grid(path: PathLike, models: Mapping[str, object], x: Tensor, ts: 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path, dpi=dpi)
+
+
+# ----------------------------------------------------------------------- NFE-vs-quality sweep
+__all__ += ["plot_sweep"]
+
+
+def plot_sweep(result, path: PathLike, *, metric: str | None = None, dpi: int = 110) -> Path:
+    """Metric against NFE (log-log axes) for a ``ndmsolve.studies.nfe_sweep.SweepResult``:
+    one panel per model side by side (shared y), one curve per method with ± se error
+    bars, the metric's floor (mean ± se) as a grey band. ``metric``: default the first."""
+    from matplotlib.figure import Figure
+
+    metric = result.metrics[0] if metric is None else metric
+    if metric not in result.metrics:
+        raise ValueError(f"metric must be one of {list(result.metrics)}, got {metric!r}")
+    models = list(dict.fromkeys(r["model"] for r in result.rows))
+    if not models:
+        raise ValueError("result has no rows to plot")
+    fig = Figure(figsize=(5.0 * len(models) + 1.6, 4.2))
+    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
+    methods = list(dict.fromkeys(r["method"] for r in result.rows))
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20" if len(methods) > 10 else "tab10"]
+    colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+    styles = {"ode_fixed": "-", "ode_adaptive": "--", "sde_fixed": ":", "sde_adaptive": "-.",
+              "discrete": (0, (5, 1, 1, 1))}
+    for ax, model in zip(axes, models, strict=True):
+        for m in methods:
+            rs = sorted((r for r in result.rows if r["model"] == model and r["method"] == m
+                         and not r["error"]), key=lambda r: r["nfe"])
+            if not rs:
+                continue
+            ax.errorbar([r["nfe"] for r in rs], [r[metric] for r in rs],
+                        yerr=[r[f"{metric}_se"] for r in rs], color=colors[m], marker="o",
+                        markersize=3, capsize=2, linestyle=styles.get(rs[0]["kind"], "-"), label=m)
+        fl = result.floors.get(model, {}).get(metric)
+        if fl is not None:
+            ax.axhspan(fl["mean"] - fl["se"], fl["mean"] + fl["se"], color="0.6", alpha=0.4, lw=0)
+            ax.axhline(fl["mean"], color="0.4", lw=0.8, label=f"floor (n={fl['n']})")
+        ax.set_xscale("log")
+        if metric != "nll":
+            ax.set_yscale("log")
+        ax.set_xlabel("NFE")
+        ax.set_title(model, fontsize=10)
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0].set_ylabel(metric)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=dpi)

@@ -35,7 +35,9 @@ OPTIONS = [
     Option("batch_size", 128, "global batch size (split over processes and micro-batches)", int, check=positive),
     Option("microbatches", None, "micro-batches per step, each with its own noise stream (default: the "
            "number of processes)", int, check=positive),
-    Option("lr", 1e-3, "Adam learning rate", float, check=positive),
+    Option("lr", 1e-3, "Adam learning rate (the peak one under a schedule)", float, check=positive),
+    Option("lr_schedule", "constant", "learning rate over the run", choices=("constant", "cosine")),
+    Option("warmup_steps", 0, "linear learning-rate warm-up steps", int, check=non_negative),
     Option("ema_decay", 0.999, "EMA decay (with warm-up)", float,
            check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
     Option("grad_clip", 1.0, "max gradient norm (0: no clipping)", float, check=non_negative),
@@ -66,7 +68,8 @@ OPTIONS = [
     Option("compile", False, "torch.compile the loss", bool),
     Option("device", "auto", "auto (cuda:LOCAL_RANK when present), cpu or cuda", choices=("auto", "cpu", "cuda")),
     Option("threads", 1, "torch intra-op threads", int, check=positive),
-    Option("progress", True, "show a progress bar", bool),
+    Option("progress", None, "progress bar: --progress always, --no-progress never; unset: only when "
+           "stderr is a terminal (else one summary line)", bool),
 ]
 # Options that may differ when a run is resumed.
 RESUMABLE = {"steps", "out", "checkpoint_every", "log_every", "n_grid", "grid_steps", "progress", "threads",
@@ -133,8 +136,9 @@ def run(args) -> int:
               f"device {device}, output in {out}/", flush=True)
     t0 = time.perf_counter()
     res = train(model, x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                lr_schedule=cfg["lr_schedule"], warmup_steps=cfg["warmup_steps"],
                 ema_decay=cfg["ema_decay"], grad_clip=cfg["grad_clip"] or None, generator=cfg["seed"], loss=loss,
-                progress=cfg["progress"], log_every=cfg["log_every"], checkpoint=ckpt,
+                progress="auto" if cfg["progress"] is None else cfg["progress"], log_every=cfg["log_every"], checkpoint=ckpt,
                 checkpoint_every=cfg["checkpoint_every"], resume=args.resume, microbatches=cfg["microbatches"],
                 amp=None if cfg["amp"] == "none" else cfg["amp"], compile=cfg["compile"],
                 extra={"train_config": cfg, "data": cfg["data"], "n_bins": ds.n_bins},
