@@ -42,7 +42,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import solver_time
+from ._checks import as_generator, check_like_model, checked_keywords, lazy, model_dtype_device, solver_time
 from .schedules import CosineLogSNR, LinearLogSNR, Schedule
 from .solvers.base import Solution
 from .solvers.registry import METHODS, get_method
@@ -229,7 +229,18 @@ class _Diffusion:
         return _bcast(self.model.diffusion(solver_time(t, z)), z)
 
 
+def _solve():
+    from .solvers.api import solve
+
+    return solve
+
+
 # --------------------------------------------------------------------------- sample
+def _method_options() -> set:
+    return {o for m in METHODS.values() for o in m.options}
+
+
+@checked_keywords(lazy(_solve), extra=_method_options)
 def sample(
     model,
     n: Optional[int] = None,
@@ -242,7 +253,7 @@ def sample(
     atol: Optional[float] = None,
     max_steps: int = 10_000,
     shape: Optional[tuple] = None,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     z1: Optional[Tensor] = None,
     t_min: float = 0.0,
     return_path: bool = False,
@@ -277,8 +288,8 @@ def sample(
             (``solvers.api.DEFAULT_TOL``, the embedded EM/Heun pair's usual
             setting). Ignored by fixed-step and discrete methods.
         shape: sample shape; default ``model.data_shape`` (or ``z1.shape[1:]``).
-        generator: drives z1, the Brownian increments and the ancestral noise; same
-            seed, same samples.
+        generator: a ``torch.Generator`` or an int seed; drives z1, the Brownian
+            increments and the ancestral noise; same seed, same samples.
         z1: initial states (n, *shape) at t = 1 instead of prior draws.
         t_min: final time for ``steps``/adaptive solves (default 0).
         return_path: also return the states along the way (``path_ts``, ``path``). Fixed
@@ -287,7 +298,9 @@ def sample(
         save_at: times to save for adaptive methods (implies ``return_path``); an error
             for fixed-step methods, whose path is the grid.
         denoise: return x̂_θ(z, t_min) rather than z at ``t_min`` (+1 NFE).
-        dtype, device: of z1 when it is drawn here (default float32, CPU; or z1's).
+        dtype, device: of z1 when it is drawn here; default the model's parameters
+            (float32 on the CPU for a model without parameters). A z1 or dtype/device
+            that differs from the model's raises an error naming both (no silent cast).
         eta: η ∈ [0, 1] for the samplers that take it (``"eta" in METHODS[m].options``:
             default 0 for ``ddim``, 1 for ``ancestral``); an error for other methods.
         **solver_kwargs: passed on to ``ndmsolve.solvers.api.solve`` (e.g. ``h0``), or
@@ -322,6 +335,7 @@ def sample(
             raise ValueError(f"z1 must have shape (n, *{tuple(want)}), got {tuple(z1.shape)}")
         if dtype is not None or device is not None:
             z1 = z1.to(dtype=dtype or z1.dtype, device=device or z1.device)
+        check_like_model(z1, model, "z1")
         n = z1.shape[0]
     else:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -330,8 +344,17 @@ def sample(
         if data_shape is None:
             raise ValueError("shape is needed: pass shape=(...), z1, or build the NDM with data_shape=(...)")
         data_shape = tuple(data_shape)
-        z1 = torch.randn((n, *data_shape), generator=generator, dtype=dtype or torch.float32, device=device)
+        m_dtype, m_device = model_dtype_device(model)
+        dtype = dtype or m_dtype or torch.float32
+        device = torch.device(device) if device is not None else (m_device or torch.device("cpu"))
+        if m_dtype is not None and (dtype != m_dtype or device != m_device):
+            raise TypeError(f"dtype={dtype}, device={device} differ from the model's parameters "
+                            f"({m_dtype} on {m_device}): omit dtype=/device= (samples follow the "
+                            f"model) or convert the model")
+        generator = as_generator(generator, device)  # once: z1 and the noise share one stream
+        z1 = torch.randn((n, *data_shape), generator=generator, dtype=dtype, device=device)
     dtype, device = z1.dtype, z1.device
+    generator = as_generator(generator, device)
 
     # --- time grid
     if adaptive:
