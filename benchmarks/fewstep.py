@@ -55,11 +55,28 @@ from ndmsolve.metrics import random_directions, sliced_wasserstein  # noqa: E402
 from ndmsolve.solvers import METHODS  # noqa: E402
 
 OURS = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "ei_3m", "unipc_2m", "unipc_3m")
-OUR_GRIDS = ("uniform", "logsnr", "karras")
 BASELINES = ("euler", "heun", "ddim")
+OUR_GRIDS = ("uniform", "logsnr", "karras")
 KD_SAMPLERS = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "dpmpp_3m")
 KD_GRIDS = ("karras", "exponential")
 TWO_EVAL = {"heun", "dpm_2"}  # k-diffusion samplers with 2 evaluations per step (last: 1)
+
+#: (library, method, grid, final) scanned by default: the baselines on uniform and logsnr
+#: grids, the multistep samplers on logsnr and karras grids ending with z at t = 0, and
+#: the k-diffusion pairs (same arithmetic when F = identity: ours on karras ending with x̂)
+SCAN = (
+    [("ndmsolve", m, g, "z") for m in BASELINES for g in ("uniform", "logsnr")]
+    + [("ndmsolve", m, g, "z") for m in OURS if m not in BASELINES for g in ("logsnr", "karras")]
+    + [("ndmsolve", m, "karras", "x_hat") for m in ("ddim", "dpmpp_2m", "dpmpp_3m")]
+    + [("k-diffusion", m, g, "x_hat") for m in ("dpmpp_2m", "dpmpp_3m") for g in KD_GRIDS]
+    + [("k-diffusion", m, "karras", "x_hat") for m in ("euler", "heun", "lms", "dpm_2")]
+)
+#: every combination (--all-configs)
+SCAN_ALL = (
+    [("ndmsolve", m, g, f) for m in OURS for g in OUR_GRIDS
+     for f in (("z", "x_hat") if m not in ("euler", "heun") else ("z",))]
+    + [("k-diffusion", m, g, "x_hat") for m in KD_SAMPLERS for g in KD_GRIDS]
+)
 
 
 # --------------------------------------------------------------------------- k-diffusion
@@ -237,7 +254,7 @@ def sw1(x, y, dirs):
     return float(sliced_wasserstein(x, y, directions=dirs, p=1.0))
 
 
-def run(models, draw, nfes, seeds, n, kd, families=("ours", "kd")):
+def run(models, draw, nfes, seeds, n, kd, scan=None):
     """Rows {model, library, method, grid, final, nfe, steps, sw1 (per seed), wall_s}."""
     rows, floors = [], {}
     for mname, model in models.items():
@@ -255,15 +272,9 @@ def run(models, draw, nfes, seeds, n, kd, families=("ours", "kd")):
               for i, (_, d, dirs) in enumerate(per_seed)]
         floors[mname] = _stats(fl)
         classical = type(model.transform).__name__ == "IdentityTransform"
-        configs = []
-        if "ours" in families:
-            for m in OURS:
-                # uniform in t is for the baselines; the multistep methods need λ-spaced steps
-                for grid in OUR_GRIDS if m in BASELINES else OUR_GRIDS[1:]:
-                    for final in (("z", "x_hat") if METHODS[m].family == "discrete" else ("z",)):
-                        configs.append(("ndmsolve", m, grid, final))
-        if "kd" in families and kd is not None and classical:
-            configs += [("k-diffusion", m, grid, "x_hat") for m in KD_SAMPLERS for grid in KD_GRIDS]
+        configs = [c for c in (scan or SCAN) if c[0] == "ndmsolve" or classical]
+        if kd is None:
+            configs = [c for c in configs if c[0] == "ndmsolve"]
         for nfe in nfes:
             for lib, m, grid, final in configs:
                 vals, walls, got = [], [], None
@@ -353,6 +364,8 @@ def main(argv=None) -> int:
                    help="load the demo models instead of training them")
     p.add_argument("--models", default="mixture,mixture-affine,demo",
                    help="comma-separated subset of mixture,mixture-affine,demo")
+    p.add_argument("--all-configs", action="store_true",
+                   help="scan every method x grid x final (default: the SCAN subset)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny 2D models: 1)")
     p.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--out", default=None, help="JSON path (default <out-dir>/fewstep_cpu.json)")
@@ -383,7 +396,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, floors = [], {}
     for k, m in models.items():  # the JSON is rewritten after each model (partial results)
-        r, f = run({k: m}, draws[k], nfes, seeds, n, kd)
+        r, f = run({k: m}, draws[k], nfes, seeds, n, kd, SCAN_ALL if a.all_configs else SCAN)
         rows += r
         floors.update(f)
         table = _write(out, a, rows, floors, nfes, n, seeds, kd, kd_info, info)
@@ -404,7 +417,7 @@ def _write(out, a, rows, floors, nfes, n, seeds, kd, kd_info, info):
                  "quick": a.quick, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "config": {"n": n, "seeds": seeds, "nfe": nfes, "n_proj": 256, "metric": "sliced W1",
                    "demo": info, "ours": list(OURS), "our_grids": list(OUR_GRIDS),
-                   "kd_samplers": list(KD_SAMPLERS), "kd_grids": list(KD_GRIDS)},
+                   "scan": "all" if a.all_configs else "default (SCAN)"},
         "floors": floors,
         "best": table,
         "rows": rows,
