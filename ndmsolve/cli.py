@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="torch intra-op threads (default 1: fastest for these small networks)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(func=_demo)
+    from .commands import likelihood, sample, train
+
+    for command in (train, sample, likelihood):
+        command.register(sub)
     from .studies.sweep_cli import add_sweep_parser
 
     add_sweep_parser(sub)
@@ -171,12 +175,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ndmsolve {args.command}: error: --steps must be a positive integer, got {args.steps}",
               file=sys.stderr)
         return 2
-    if getattr(args, "threads", 1) < 1:
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
         print(f"ndmsolve {args.command}: error: --threads must be a positive integer, got {args.threads}",
               file=sys.stderr)
         return 2
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         return args.func(args)
     finally:
