@@ -72,6 +72,26 @@ def test_mismatched_dtype_is_one_error_naming_both():
         nd.train.train(model, x32, steps=1, batch_size=2, generator=0, progress=False)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_follows_the_model_on_cuda():
+    model = _mlp_model().cuda()
+    out = nd.sample(
+        model, 4, method="euler_maruyama", steps=3, generator=0
+    )  # int seed: a CUDA generator
+    assert out.samples.device.type == "cuda"
+    g = torch.Generator("cuda").manual_seed(0)
+    assert torch.equal(
+        out.samples, nd.sample(model, 4, method="euler_maruyama", steps=3, generator=g).samples
+    )
+    res = nd.log_likelihood(
+        model, out.samples, method="rk4", steps=2, trace="hutchinson", generator=0
+    )
+    assert res.logp.device.type == "cuda"
+    with pytest.raises(ValueError, match=r"z0 is on cpu but the model's parameters are on cuda"):
+        nd.log_likelihood(model, out.samples.cpu(), method="rk4", steps=2)
+
+
 # ----------------------------------------------------------------------------- 2. seeds
 def _eq(a, b):
     return torch.equal(a, b)
