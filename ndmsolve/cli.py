@@ -24,9 +24,12 @@ __all__ = ["main", "build_parser"]
 
 # ----------------------------------------------------------------- demo
 # Sized for ~2 minutes on 2 CPU cores (train both models, evaluate, sample); --quick ~10 s.
-# Batch 1024 and a cosine learning-rate decay (after a short warm-up) reach a lower negative
-# ELBO than batch 256 at a constant rate in about the same time (measurements: README).
-DEMO = dict(steps=5000, batch_size=1024, hidden=128, lr=2e-3, lr_schedule="cosine", warmup_steps=100,
+# Batch 1024 and a cosine decay of a higher peak learning rate (after a short warm-up) reach a
+# lower negative ELBO than batch 256 at a constant 2e-3 in about the same time. Measured on the
+# DDPM (seed 0, 5000 steps, the demo's held-out evaluation): batch 256 constant 2e-3: 3.627;
+# cosine 2e-3: 3.674; batch 1024 cosine 2e-3: 3.552; batch 1024 cosine 4e-3: 3.453 nats
+# (paired with the first: -0.174 ± 0.018). One batch-1024 step costs ~1.6 batch-256 steps.
+DEMO = dict(steps=5000, batch_size=1024, hidden=128, lr=4e-3, lr_schedule="cosine", warmup_steps=100,
             n_eval=2000, eval_draws=10, n_samples=2000, sample_steps=50, n_paths=48)
 QUICK = dict(steps=80, batch_size=128, hidden=32, lr=2e-3, lr_schedule="cosine", warmup_steps=10,
              n_eval=500, eval_draws=10, n_samples=300, sample_steps=8, n_paths=16)

@@ -128,7 +128,7 @@ class MLP(nn.Module):
             raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
         emb, demb = self.embed.forward_and_dt(t.to(x.dtype))
         h, dh = x, None
-        for layer, proj in zip(self.layers, self.time_proj):
+        for layer, proj in zip(self.layers, self.time_proj, strict=True):
             a = layer(h) + proj(emb)
             da = nnf.linear(demb, proj.weight)
             if dh is not None:
