@@ -13,6 +13,10 @@ Three families of methods, one entry point ``sample``:
 * **Discrete** (``ddim``, ``ancestral``): steps along the NDM posterior
   p_θ(z_s | z_t) = q(z_s | z_t, x = x̂_θ(z_t, t)) (``NDM.posterior``), η = 0 for ``ddim``
   (deterministic), η = 1 for ``ancestral``; see ``ndmsolve.solvers.discrete``.
+* **Multistep** (``dpmpp_2m``, ``dpmpp_3m``, ``ei_3m``, ``unipc_2m``, ``unipc_3m``): the
+  NDM-DDIM step with x̂ replaced by a combination of the last predictions (DPM-Solver++
+  and UniPC when F = identity); one predictor call per step, no JVP of F; see
+  ``ndmsolve.solvers.multistep``.
 
 What is returned. Every method returns **z at the last time of the grid** (t = 0 by
 default), i.e. a draw from (an approximation of) q(z_0) = ∫ N(α_0 F(x, 0), σ_0² I) p(x) dx
@@ -48,7 +52,9 @@ __all__ = ["sample", "SampleResult", "make_time_grid", "check_grid", "sampling_m
 
 #: steps used by fixed-step and discrete methods when neither ``steps`` nor ``grid`` is given
 DEFAULT_STEPS = 50
-GRID_KINDS = ("uniform", "logsnr")
+GRID_KINDS = ("uniform", "logsnr", "karras")
+#: Karras et al.'s ρ for ``kind="karras"``
+KARRAS_RHO = 7.0
 
 
 
@@ -93,11 +99,20 @@ def make_time_grid(
     kind:
         ``"uniform"``: uniform in t.
         ``"logsnr"``: uniform in λ(t) between λ(t_max) and λ(t_min) (needs
-        ``schedule``). Inverted in closed form for ``LinearLogSNR`` and
-        ``CosineLogSNR``, else by vectorised bisection in float64 (λ is strictly
-        decreasing), accurate to ~1e-15 in t.
+        ``schedule``); k-diffusion's "exponential" σ grid.
+        ``"karras"``: Karras et al. (2022) with ρ = ``KARRAS_RHO`` = 7 on the
+        noise-to-signal ratio s = σ/α = e^{−λ/2} (k-diffusion's σ for a VP model):
+        s_i = (s_max^{1/ρ} + (i/N)(s_min^{1/ρ} − s_max^{1/ρ}))^ρ with s_max = s(t_max),
+        s_min = s(t_min) (needs ``schedule``): dense near t_min.
+        λ is inverted in closed form for ``LinearLogSNR`` and ``CosineLogSNR``, else by
+        vectorised bisection in float64 (λ is strictly decreasing), accurate to ~1e-15
+        in t.
 
-    The end points are exactly ``t_max`` and ``t_min``.
+    The end points are exactly ``t_max`` and ``t_min``: z_1 is given at t_max and every
+    sampler returns z at t_min. For a final step that returns x̂ at the last time, as
+    k-diffusion's step to σ = 0 does, sample with ``denoise=True``: the last predictor
+    evaluation is x̂_θ(z, t_min) (so a budget of N evaluations is ``steps = N − 1``),
+    and t_min > 0 (a larger s_min) is then the usual choice.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -113,17 +128,22 @@ def make_time_grid(
         grid = torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
     else:
         if schedule is None:
-            raise ValueError("schedule is needed for kind='logsnr' (pass model.schedule)")
-        grid = _logsnr_grid(steps, schedule, t_max, t_min)
+            raise ValueError(f"schedule is needed for kind={kind!r} (pass model.schedule)")
+        grid = _logsnr_grid(steps, schedule, t_max, t_min, kind)
     grid[0], grid[-1] = t_max, t_min
     return grid.to(dtype=dtype, device=device)
 
 
-def _logsnr_grid(steps: int, schedule: Schedule, t_max: float, t_min: float) -> Tensor:
+def _logsnr_grid(steps: int, schedule: Schedule, t_max: float, t_min: float, kind: str = "logsnr") -> Tensor:
     f64 = torch.float64
     with torch.no_grad():
         ends = schedule.log_snr(torch.tensor([t_max, t_min], dtype=f64)).to(f64)
-        lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=f64)
+        if kind == "karras":  # ρ-spaced in s = σ/α = e^{−λ/2}
+            s_max, s_min = (torch.exp(-0.5 * ends) ** (1.0 / KARRAS_RHO)).tolist()
+            ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=f64)
+            lam = -2.0 * KARRAS_RHO * torch.log(s_max + ramp * (s_min - s_max))
+        else:
+            lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=f64)
         if type(schedule) is LinearLogSNR:
             t = (lam - schedule.logsnr_max) / (schedule.logsnr_min - schedule.logsnr_max)
         elif type(schedule) is CosineLogSNR:
@@ -253,14 +273,16 @@ def sample(
         method: any name in the registry ``nd.solvers.METHODS`` (listed by kind by
             ``sampling_methods()``): ODE (``euler``, ``midpoint``, ``heun``, ``rk4``,
             ``bosh3``, ``dopri5``, ``tsit5``), SDE (``euler_maruyama``, ...), discrete NDM
-            samplers (``ddim``, ``ancestral``, ...) or a backend ``torchdiffeq:<m>`` /
+            samplers (``ddim``, ``ancestral``; multistep ``dpmpp_2m``, ``dpmpp_3m``, ``ei_3m``,
+            ``unipc_2m``, ``unipc_3m``, ...) or a backend ``torchdiffeq:<m>`` /
             ``torchsde:<m>``.
         steps: number of steps for fixed-step and discrete methods (default
             ``DEFAULT_STEPS`` = 50 when ``grid`` is not given either). An error for
             adaptive methods.
         grid: explicit decreasing times (1-D, in [0, 1]) instead of ``steps``; z1 is the
             state at ``grid[0]``. An error together with ``steps`` or an adaptive method.
-        grid_kind: ``"uniform"`` in t or ``"logsnr"`` (uniform in λ), for ``steps``.
+        grid_kind: ``"uniform"`` in t, ``"logsnr"`` (uniform in λ) or ``"karras"``
+            (ρ = 7 on σ/α), for ``steps``; see ``make_time_grid``.
         rtol, atol, max_steps: adaptive methods' tolerances and step limit. Default
             tolerances: 1e-5 for ODE methods, 1e-2 for adaptive SDE methods
             (``solvers.api.DEFAULT_TOL``, the embedded EM/Heun pair's usual
