@@ -45,6 +45,9 @@ def test_train_sample_likelihood(tmp_path, capsys):
     z = np.load(png.with_suffix(".npz"))
     assert z["samples"].shape == (5, 1, 8, 8) and int(z["nfe"]) == 3
     assert z["pixels"].dtype == np.uint8 and z["pixels"].max() <= 16
+    assert main(["sample", str(out / "checkpoint.pt"), "--method", "unipc_2m", "--steps", "3",
+                 "--grid-kind", "karras", "--n", "2", "--out", str(tmp_path / "s" / "ms.png")]) == 0
+    assert "NFE 3" in capsys.readouterr().out
     assert main(["sample", str(out / "checkpoint.pt"), "--method", "bosh3", "--rtol", "1e-2", "--n", "3",
                  "--out", str(tmp_path / "a.png")]) == 0
     assert re.search(r"NFE \d+", capsys.readouterr().out)
