@@ -78,7 +78,8 @@ def _demo(args) -> int:
     for name, model in (("NDM", ndm), ("DDPM", ddpm)):
         t0 = time.perf_counter()
         res = train(model, train_x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=2e-3,
-                    generator=torch.Generator().manual_seed(args.seed + 1), progress=not args.no_progress,
+                    generator=torch.Generator().manual_seed(args.seed + 1),
+                    progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
                     log_every=50, checkpoint=out / f"{name.lower()}.pt")
         train_s = time.perf_counter() - t0
         # Same seed for both models: the same (t, ε) draws, so their difference is paired.
@@ -87,7 +88,8 @@ def _demo(args) -> int:
         nelbo, se = _mean_se(per_point)
         results[name] = dict(model=res.ema_model, per_point=per_point, nelbo=nelbo, se=se, train_s=train_s,
                              final_train_loss=sum(res.losses[-50:]) / len(res.losses[-50:]))
-        print(f"  trained {name} in {train_s:.1f} s", flush=True)
+        print(f"  trained {name} in {train_s:.1f} s, final training loss "
+              f"{results[name]['final_train_loss']:.4f} nats", flush=True)
 
     d = train_x.shape[1]
     print(f"\nHeld-out negative ELBO ({cfg['n_eval']} points x {cfg['eval_draws']} draws of t; lower is better):")
@@ -122,13 +124,9 @@ def _demo(args) -> int:
 
 
 def _write_json(path: Path, obj) -> None:
-    import os
-    import tempfile
+    from ._io import atomic_write
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False)
 
 
 # ----------------------------------------------------------------- entry point
@@ -153,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="torch intra-op threads (default 1: fastest for these small networks)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(func=_demo)
+    from .commands import likelihood, sample, train
+
+    for command in (train, sample, likelihood):
+        command.register(sub)
     from .studies.sweep_cli import add_sweep_parser
 
     add_sweep_parser(sub)
@@ -173,12 +175,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ndmsolve {args.command}: error: --steps must be a positive integer, got {args.steps}",
               file=sys.stderr)
         return 2
-    if getattr(args, "threads", 1) < 1:
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
         print(f"ndmsolve {args.command}: error: --threads must be a positive integer, got {args.threads}",
               file=sys.stderr)
         return 2
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         return args.func(args)
     finally:

@@ -56,7 +56,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ._checks import solver_time
+from ._checks import as_generator, check_like_model, checked_keywords, lazy, model_dtype_device, solver_time
 
 __all__ = [
     "divergence",
@@ -135,6 +135,7 @@ def sample_probes(
         raise ValueError(f"probes must be a positive int, got {n!r}")
     if noise not in NOISES:
         raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+    generator = as_generator(generator, z.device)
     shape = (n, *z.shape)
     if noise == "rademacher":
         bits = torch.randint(0, 2, shape, generator=generator, device=z.device)
@@ -256,6 +257,7 @@ def _as_batch_time(t, z: Tensor) -> Tensor:
     return t.to(z.dtype)
 
 
+@checked_keywords()
 def divergence(
     v: Velocity,
     z: Tensor,
@@ -407,6 +409,19 @@ def _resolve_velocity(model, velocity) -> Velocity:
     return fn
 
 
+def _solve():
+    from .solvers.api import solve
+
+    return solve
+
+
+def _continuous_loss():
+    from .objectives import continuous_loss
+
+    return continuous_loss
+
+
+@checked_keywords(lazy(_solve))
 def log_likelihood(
     model=None,
     z0: Optional[Tensor] = None,
@@ -419,7 +434,7 @@ def log_likelihood(
     trace: str = "exact",
     probes: int = 1,
     noise: str = "rademacher",
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     t0: float = 0.0,
     t1: float = 1.0,
     force_exact: bool = False,
@@ -435,7 +450,8 @@ def log_likelihood(
     Args:
         model: anything with ``.velocity(z, t)`` (an :class:`~ndmsolve.NDM`), or ``None``
             when ``velocity=`` is given.
-        z0: (B, *shape) floating, finite, B ≥ 1. The computation runs in z0's dtype.
+        z0: (B, *shape) floating, finite, B ≥ 1, of the model's dtype and device (a
+            mismatch raises an error naming both; no silent cast).
         method: any ODE method of ``ndmsolve.solvers.api.solve`` (fixed-step ones need
             ``steps``), including ``"torchdiffeq:<method>"``.
         velocity: a plain function ``velocity(z, t)``, z (B, *shape), t (B,).
@@ -447,7 +463,8 @@ def log_likelihood(
             fixed over the solve; each probe is integrated as its own component, so
             P > 1 gives ``stderr``.
         noise: ``"rademacher"`` or ``"gaussian"`` probes.
-        generator: the only source of randomness (the probes).
+        generator: a ``torch.Generator`` or an int seed; the only source of randomness
+            (the probes).
         t0, t1: integration interval, 0 ≤ t0 < t1 ≤ 1 (t1 = 1 is where the N(0, I)
             prior holds).
         batch_independent: see :func:`divergence`.
@@ -467,6 +484,9 @@ def log_likelihood(
     if z0 is None:
         raise ValueError("z0 is required: the points (B, *shape) whose log-density is wanted")
     _check_state(z0, "z0")
+    if model is not None:
+        check_like_model(z0, model, "z0")
+    generator = as_generator(generator, z0.device)
     data_shape = getattr(model, "data_shape", None) if model is not None else None
     if data_shape is not None and tuple(z0.shape[1:]) != tuple(data_shape):
         raise ValueError(f"z0 must have shape (B, {', '.join(map(str, data_shape))}) for this model, "
@@ -558,13 +578,14 @@ def dequantize(x_uint8: Tensor, u: Tensor, n_bins: int = N_BINS) -> Tensor:
     return DATA_LOW + (DATA_HIGH - DATA_LOW) * x_c / n_bins
 
 
+@checked_keywords(log_likelihood)
 def bits_per_dim(
     model=None,
     x_uint8: Optional[Tensor] = None,
     *,
     dequant: str = "uniform",
     n_dequant: int = 1,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     dtype: Optional[torch.dtype] = None,
     velocity: Optional[Velocity] = None,
     n_bins: int = N_BINS,
@@ -591,9 +612,11 @@ def bits_per_dim(
         n_bins: levels per dimension (default 256).
         dequant: ``"uniform"`` (the only scheme).
         n_dequant: K ≥ 1 draws; all K·B points go through ONE batched solve.
-        generator: drawn from in this order: the dequantisation noise, one
-            ``torch.rand((K, B, *shape))`` call, then the Hutchinson probes (if any).
-        dtype: the computation's dtype (default ``torch.get_default_dtype()``).
+        generator: a ``torch.Generator`` or an int seed, drawn from in this order: the
+            dequantisation noise, one ``torch.rand((K, B, *shape))`` call, then the
+            Hutchinson probes (if any).
+        dtype: the computation's dtype (default: the model's, else
+            ``torch.get_default_dtype()``).
         **ll_kwargs: passed to :func:`log_likelihood` (method, trace, probes, rtol, ...).
     """
     if dequant != "uniform":
@@ -604,7 +627,8 @@ def bits_per_dim(
     if x_uint8 is None:
         raise ValueError(f"x_uint8 is required: (B, *shape) integers in 0..{n_bins - 1}")
     _check_uint8(x_uint8, n_bins=n_bins)
-    dtype = dtype or torch.get_default_dtype()
+    dtype = dtype or model_dtype_device(model)[0] or torch.get_default_dtype()
+    generator = as_generator(generator, x_uint8.device)  # once: dequantisation, then probes
     K, B, shape = n_dequant, x_uint8.shape[0], tuple(x_uint8.shape[1:])
     D = math.prod(shape)
     u = torch.rand((K, B, *shape), generator=generator, dtype=dtype, device=x_uint8.device)
@@ -633,11 +657,12 @@ class ELBOBPDResult:
     nats: Tensor
 
 
+@checked_keywords(lazy(_continuous_loss))
 def elbo_bits_per_dim(
     model,
     x_uint8: Tensor,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     n_t: int = 1,
     dtype: Optional[torch.dtype] = None,
     n_bins: int = N_BINS,
@@ -663,7 +688,8 @@ def elbo_bits_per_dim(
     loss_kwargs.pop("decoder", None)
     from . import objectives
 
-    dtype = dtype or torch.get_default_dtype()
+    dtype = dtype or model_dtype_device(model)[0] or torch.get_default_dtype()
+    generator = as_generator(generator, x_uint8.device)  # once: the n_t draws differ
     x = _to_model_range(x_uint8, dtype, n_bins)
     D = _flat_dim(x)
     parts = None

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from ._checks import check_batch_time
+from ._checks import as_generator, check_batch_time, check_like_model, checked_keywords
 from .process import NDM
 from .transforms import _bcast
 
@@ -86,13 +86,22 @@ def _check_model(model) -> None:
         raise TypeError(f"model must be an ndmsolve.NDM, got {type(model).__name__}")
 
 
-def _check_x(x) -> None:
+def _check_x(x, model=None) -> None:
+    """``x`` (B, *shape) floating, of the model's dtype, device and ``data_shape``; checked
+    here, on the user's tensor, so messages show the shape the user passed."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must have shape (B, *shape) with B >= 1, got {tuple(x.shape)}")
+    if model is None:
+        return
+    shape = getattr(model, "data_shape", None)
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"x must have shape (B, {', '.join(map(str, shape))}) for this model "
+                         f"(data_shape {tuple(shape)}), got {tuple(x.shape)}")
+    check_like_model(x, model, "x")
 
 
 def _check_decoder(decoder) -> None:
@@ -110,10 +119,11 @@ def _n_dims(x: Tensor) -> int:
 
 
 # --------------------------------------------------------------------------- times
+@checked_keywords()
 def sample_times(
     B: int,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     method: str = "antithetic",
     dtype: Optional[torch.dtype] = None,
     device=None,
@@ -130,6 +140,7 @@ def sample_times(
     if method not in TIME_SAMPLERS:
         raise ValueError(f"method must be one of {TIME_SAMPLERS}, got {method!r}")
     dtype = dtype or torch.get_default_dtype()
+    generator = as_generator(generator, device)
     if method == "uniform":
         return torch.rand(B, generator=generator, dtype=dtype, device=device)
     u = torch.rand((), generator=generator, dtype=dtype, device=device)
@@ -147,10 +158,11 @@ def _prior_from_F1(model: NDM, F1: Tensor) -> Tensor:
     return 0.5 * (alpha2 * _sum_dims(F1**2) + _n_dims(F1) * per_dim)
 
 
+@checked_keywords()
 def prior_loss(model: NDM, x: Tensor) -> Tensor:
     """KL(q(z_1 | x) ‖ N(0, I)) in nats, (B,)."""
     _check_model(model)
-    _check_x(x)
+    _check_x(x, model)
     one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
     return _prior_from_F1(model, model.F(x, one))
 
@@ -210,12 +222,13 @@ def _check_pixels(x: Tensor) -> None:
         raise ValueError("x must lie in [-1, 1] (discrete data scaled) for decoder='discretized'")
 
 
+@checked_keywords()
 def reconstruction_loss(
     model: NDM,
     x: Tensor,
     *,
     decoder: str = "gaussian",
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     z_0: Optional[Tensor] = None,
     n_bins: int = 256,
 ) -> Tensor:
@@ -226,21 +239,23 @@ def reconstruction_loss(
     (B, *shape), both decoders are evaluated at that z_0.
     """
     _check_model(model)
-    _check_x(x)
+    _check_x(x, model)
     _check_decoder(decoder)
     if decoder == "discretized":
         _check_pixels(x)
     if z_0 is not None and (not isinstance(z_0, Tensor) or z_0.shape != x.shape):
         raise ValueError(f"z_0 must be a tensor of x's shape {tuple(x.shape)}")
+    generator = as_generator(generator, x.device)
     return _reconstruction(model, x, model.at_x(x).F_zero(), decoder, generator, z_0, n_bins)
 
 
 # --------------------------------------------------------------------------- continuous time
+@checked_keywords()
 def continuous_loss(
     model: NDM,
     x: Tensor,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     t: Optional[Tensor] = None,
     time_sampler: str = "antithetic",
     decoder: str = "gaussian",
@@ -261,13 +276,14 @@ def continuous_loss(
         ``NegELBO`` of (B,) tensors. Differentiable w.r.t. predictor, transform and schedule.
     """
     _check_model(model)
-    _check_x(x)
+    _check_x(x, model)
     if time_sampler not in TIME_SAMPLERS:
         raise ValueError(f"time_sampler must be one of {TIME_SAMPLERS}, got {time_sampler!r}")
     _check_decoder(decoder)
     if decoder == "discretized":
         _check_pixels(x)
     B = x.shape[0]
+    generator = as_generator(generator, x.device)  # once: t, ε and ε_0 share one stream
     if t is None:
         t = sample_times(B, generator=generator, method=time_sampler, dtype=x.dtype, device=x.device)
     else:
@@ -299,12 +315,13 @@ def continuous_loss(
 
 
 # --------------------------------------------------------------------------- discrete time
+@checked_keywords()
 def discrete_loss(
     model: NDM,
     x: Tensor,
     T: int,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     t_index: Optional[Tensor] = None,
     decoder: str = "gaussian",
     n_bins: int = 256,
@@ -323,7 +340,7 @@ def discrete_loss(
         decoder: ``"gaussian"`` or ``"discretized"``.
     """
     _check_model(model)
-    _check_x(x)
+    _check_x(x, model)
     if isinstance(T, bool) or not isinstance(T, int):
         raise TypeError(f"T must be an int, got {type(T).__name__}")
     if T < 1:
@@ -332,6 +349,7 @@ def discrete_loss(
     if decoder == "discretized":
         _check_pixels(x)
     B = x.shape[0]
+    generator = as_generator(generator, x.device)
     if t_index is None:
         i = torch.randint(1, T + 1, (B,), generator=generator, device=x.device)
     else:

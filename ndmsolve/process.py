@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_batch_time, check_finite, check_output
+from ._checks import as_generator, check_batch_time, check_finite, check_output, model_dtype_device
 from .config import configurable
 from .schedules import Schedule, make_schedule
 from .transforms import IdentityTransform, _bcast
@@ -138,7 +138,7 @@ class NDM(nn.Module):
     def F(self, x: Tensor, t: Tensor) -> Tensor:
         """F_φ(x, t), (B, *shape)."""
         t = check_batch_time(x, t)
-        return check_output("transform", self.transform(x, t), x, self.check)
+        return check_output("transform", self.transform(x, t), x, self.check, self.transform)
 
     def F_and_dF(self, x: Tensor, t: Tensor, method: Optional[str] = None) -> tuple[Tensor, Tensor]:
         """(F_φ(x, t), ∂_t F_φ(x, t)) at fixed x, each (B, *shape).
@@ -147,8 +147,8 @@ class NDM(nn.Module):
         """
         t = check_batch_time(x, t)
         F, dF = self._F_dF(x, t, method)
-        check_output("transform", F, x, self.check)
-        check_output("transform's time derivative", dF, x, self.check)
+        check_output("transform", F, x, self.check, self.transform)
+        check_output("transform's time derivative", dF, x, self.check, self.transform)
         return F, dF
 
     def at_x(self, x: Tensor) -> TransformAtX:
@@ -192,10 +192,11 @@ class NDM(nn.Module):
         return _bcast(alpha, x) * self.F(x, t), sigma
 
     def sample_marginal(
-        self, x: Tensor, t: Tensor, generator: Optional[torch.Generator] = None
+        self, x: Tensor, t: Tensor, generator=None
     ) -> tuple[Tensor, Tensor]:
         """z_t = α_t F(x, t) + σ_t ε; returns (z_t, ε), each (B, *shape)."""
         mean, sigma = self.marginal(x, t)
+        generator = as_generator(generator, x.device)
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         return mean + _bcast(sigma, x) * eps, eps
 
@@ -216,17 +217,18 @@ class NDM(nn.Module):
     def x_hat(self, z: Tensor, t: Tensor) -> Tensor:
         """The predictor x̂_θ(z, t), (B, *shape)."""
         t = check_batch_time(z, t, "z")
-        return check_output("predictor", self.predictor(z, t), z, self.check)
+        return check_output("predictor", self.predictor(z, t), z, self.check, self.predictor)
 
     def fields(self, z: Tensor, t: Tensor) -> NDMFields:
         """x̂, F(x̂), ∂_t F(x̂), score, forward drift and g² at (z, t); one predictor call."""
         t = check_batch_time(z, t, "z")
-        x_hat = check_output("predictor", self.predictor(z, t), z, finite=False)
+        x_hat = check_output("predictor", self.predictor(z, t), z, False, self.predictor)
         F, dF = self._F_dF(x_hat, t)
-        check_output("transform", F, z, finite=False)
-        check_output("transform's time derivative", dF, z, finite=False)
+        check_output("transform", F, z, False, self.transform)
+        check_output("transform's time derivative", dF, z, False, self.transform)
         if self.check:  # one host sync per evaluation: this is the samplers' hot path
-            check_finite((("predictor", x_hat), ("transform", F), ("transform's time derivative", dF)))
+            check_finite((("predictor", x_hat, self.predictor), ("transform", F, self.transform),
+                          ("transform's time derivative", dF, self.transform)))
         sched = self.schedule
         alpha, sigma = sched.alpha_sigma(t)  # t checked above
         lam_dot = sched.dlog_snr(t)
@@ -294,13 +296,18 @@ class NDM(nn.Module):
 
     # ----------------------------------------------------------------- prior
     def prior_sample(
-        self, n: int, shape: Optional[tuple] = None, *, generator: Optional[torch.Generator] = None,
-        dtype: torch.dtype = torch.float32, device=None,
+        self, n: int, shape: Optional[tuple] = None, *, generator=None,
+        dtype: Optional[torch.dtype] = None, device=None,
     ) -> Tensor:
-        """n draws from the prior N(0, I) at t = 1, (n, *shape)."""
+        """n draws from the prior N(0, I) at t = 1, (n, *shape), in the model's dtype and
+        device unless given; ``generator`` a ``torch.Generator`` or an int seed."""
         shape = self._shape(shape)
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
+        m_dtype, m_device = model_dtype_device(self)
+        dtype = dtype or m_dtype or torch.float32
+        device = device if device is not None else m_device
+        generator = as_generator(generator, device)
         return torch.randn((n, *shape), generator=generator, dtype=dtype, device=device)
 
     def _shape(self, shape: Optional[tuple]) -> tuple:

@@ -91,7 +91,8 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, t: Optional[Tensor] = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+            raise ValueError(f"MLP(dim={self.dim}) needs inputs of shape (B, {self.dim}), got {x.ndim}-dim "
+                             f"inputs with {tuple(x.shape[1:])} per sample")
         emb = None
         if t is not None:
             if t.ndim != 1 or t.shape[0] != x.shape[0]:

@@ -57,6 +57,8 @@ class Method:
         noise: SDE noise types solved correctly (``"diagonal"``, ``"additive"``).
         needs_jvp: needs the transform's time derivative dF/dt (a JVP) per evaluation.
         options: extra keyword arguments ``run`` accepts (e.g. ``("eta",)``).
+        min_steps: the fewest steps a fixed-step method accepts (a multistep sampler's
+            history length); fewer is a ValueError naming ``steps``.
         backend: ``"torchdiffeq"`` / ``"torchsde"`` for library backends, else ``None``.
         description: one line for listings.
     """
@@ -72,6 +74,7 @@ class Method:
     noise: tuple[str, ...] = ()
     needs_jvp: bool = False
     options: tuple[str, ...] = ()
+    min_steps: int = 1
     backend: str | None = None
     description: str = ""
 

@@ -342,8 +342,10 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
     _check_inputs(name, f, g, y0, t0, t1, generator, bm, noise)
     for val, nm in ((rtol, "rtol"), (atol, "atol")):
-        if not (isinstance(val, (int, float)) and val > 0 and math.isfinite(val)):
-            raise ValueError(f"{nm} must be finite and > 0, got {val}")
+        if not (isinstance(val, (int, float)) and val >= 0 and math.isfinite(val)):
+            raise ValueError(f"{nm} must be finite and >= 0, got {val}")
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol must not both be 0")
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     direction = 1.0 if t1 > t0 else -1.0
