@@ -84,13 +84,15 @@ print(f"scale={SCALE}: {CFG}; output in {OUT}/")
 
 def method_grid(methods, steps):
     """{method: settings}: step counts for fixed-step methods, tolerances by kind otherwise."""
+    from ndmsolve.solvers import METHODS
     from ndmsolve.studies.nfe_sweep import method_kind
 
     grid = {}
     for m in methods or default_methods():
         kind = method_kind(m)
+        # a multistep sampler needs at least its history length in steps
         grid[m] = (CFG["ode_tols"] if kind == "ode_adaptive" else CFG["sde_tols"]
-                   if kind == "sde_adaptive" else steps)
+                   if kind == "sde_adaptive" else [s for s in steps if s >= METHODS[m].min_steps])
     return grid
 
 

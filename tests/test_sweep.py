@@ -173,6 +173,8 @@ def test_bad_grids_methods_and_metrics_fail_clearly():
         sweep(models, ["heun"], steps=[], **kw)
     with pytest.raises(ValueError, match="tolerances.*'dopri5'.*must not be empty"):
         sweep(models, {"dopri5": []}, **kw)
+    with pytest.raises(ValueError, match="'dpmpp_3m' must be >= its history length 3"):
+        sweep(models, {"dpmpp_3m": [2, 8]}, **kw)
     with pytest.raises(ValueError, match="positive ints"):
         sweep(models, ["heun"], steps=[4, 0], **kw)
     with pytest.raises(ValueError, match="positive finite"):

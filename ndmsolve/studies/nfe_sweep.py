@@ -136,9 +136,13 @@ def _method_grid(methods, steps, tols) -> list[tuple[str, str, list]]:
             settings = steps
         what = "tolerances (tols)" if adaptive else "step counts (steps)"
         settings = _check_settings(settings, adaptive, f"{what} for {m!r}")
-        if per_method is None and not adaptive:  # shared step counts: skip those m cannot take
+        if not adaptive:
             low = get_method(m).min_steps
-            settings = [s for s in settings if s >= low] or settings
+            if per_method is None:  # shared step counts: skip those m cannot take
+                settings = [s for s in settings if s >= low] or settings
+            elif min(settings) < low:
+                raise ValueError(f"{what} for {m!r} must be >= its history length {low}, "
+                                 f"got {min(settings)}")
         grid.append((m, kind, settings))
     return grid
 
