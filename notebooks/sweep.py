@@ -65,7 +65,8 @@ CONFIGS = {
     "full": dict(methods=None, steps=(1, 2, 4, 8, 16, 32, 64), ode_tols=(1e-1, 1e-2, 1e-3, 1e-4),
                  sde_tols=(10.0, 1.0, 0.3, 0.1), seeds=8, n=1000,
                  train_steps=4000, hidden=128, batch_size=256, n_eval=2000, eval_draws=10,
-                 board_methods=None, board_steps=(2, 4, 8, 16, 32, 64), board_n=1000, board_seeds=4),
+                 board_methods=None, board_steps=(2, 4, 8, 16, 32, 64), board_n=1000,
+                 board_seeds=4),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
