@@ -32,7 +32,7 @@
 # seeds. The quality levels at which the fewest-NFE method is named are 10×, 3× and 2× the
 # floor (closer to it, the spread of exact samples over seeds decides, not the sampler).
 #
-# Size: `NDM_NOTEBOOK_SCALE=small` (seconds, for tests) or `full` (default; ~10 CPU-minutes).
+# Size: `NDM_NOTEBOOK_SCALE=small` (seconds, for tests) or `full` (default; ~15 CPU-minutes).
 # `NDM_SWEEP_PART=closed_form` or `checkerboard` runs one part only (default both; the two
 # are independent and can run side by side). Output: `NDM_NOTEBOOK_OUT` (default
 # `runs/notebooks/`): the figures and `sweep_closed_form.json`, `sweep_checkerboard.json`;
@@ -62,10 +62,10 @@ CONFIGS = {
                   steps=(2, 8), ode_tols=(1e-1, 1e-3), sde_tols=(10.0, 0.3), seeds=2, n=128,
                   train_steps=150, hidden=32, batch_size=128, n_eval=300, eval_draws=2,
                   board_methods=("heun", "ddim"), board_steps=(2, 8), board_n=128, board_seeds=2),
-    "full": dict(methods=None, steps=(1, 2, 4, 8, 16, 32, 64), ode_tols=(1e-1, 1e-2, 1e-3, 1e-4),
-                 sde_tols=(10.0, 1.0, 0.3, 0.1), seeds=8, n=1000,
-                 train_steps=4000, hidden=128, batch_size=256, n_eval=2000, eval_draws=10,
-                 board_methods=None, board_steps=(2, 4, 8, 16, 32, 64), board_n=1000,
+    "full": dict(methods=None, steps=(2, 4, 8, 16, 32), ode_tols=(1e-1, 1e-2, 1e-3),
+                 sde_tols=(10.0, 1.0, 0.3, 0.1), seeds=5, n=500,
+                 train_steps=3000, hidden=128, batch_size=256, n_eval=2000, eval_draws=10,
+                 board_methods=None, board_steps=(2, 4, 8, 16, 32), board_n=1000,
                  board_seeds=4),
 }
 if SCALE not in CONFIGS:
