@@ -64,9 +64,8 @@ CONFIGS = {
                   board_methods=("heun", "ddim"), board_steps=(2, 8), board_n=128, board_seeds=2),
     "full": dict(methods=None, steps=(2, 4, 8, 16), ode_tols=(1e-1, 1e-2, 1e-3),
                  sde_tols=(10.0, 1.0, 0.3, 0.1), seeds=4, n=500,
-                 train_steps=3000, hidden=128, batch_size=256, n_eval=2000, eval_draws=10,
-                 board_methods=None, board_steps=(2, 4, 8, 16, 32), board_n=1000,
-                 board_seeds=4),
+                 train_steps=2000, hidden=128, batch_size=256, n_eval=2000, eval_draws=10,
+                 board_methods=None, board_steps=(2, 4, 8, 16), board_n=500, board_seeds=3),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
