@@ -36,6 +36,8 @@ from ..transforms import _bcast
 __all__ = [
     "conditional_velocity",
     "kinetic_penalty",
+    "model_velocity_fixed_predictor",
+    "VELOCITIES",
     "penalized_loss",
     "quantile_map",
     "displacement_paths",
@@ -62,28 +64,66 @@ def conditional_velocity(model: NDM, x: Tensor, t: Tensor, eps: Tensor) -> Tenso
     return _bcast(alpha, x) * dF + _bcast(dalpha, x) * F + _bcast(dsigma, x) * eps
 
 
-def kinetic_penalty(model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
-    """One-sample estimate of ∫_0^1 E_ε ‖v_c(x, ε, t)‖² dt per data point, (B,).
+def model_velocity_fixed_predictor(model: NDM, z: Tensor, t: Tensor) -> Tensor:
+    """The model's PF-ODE velocity f(z, t, x̂) − ½ g² s(z, t) at (z, t) with x̂ = x̂_θ(z, t)
+    held fixed (no gradient to the predictor), (B, *shape):
 
-    t is drawn by the antithetic sampler, then ε, both from ``generator``.
+        v = α_t ∂_t F(x̂, t) − ½ λ'(t) α_t (α_t z − F(x̂, t))
+
+    (the two forms agree since d/dt log α = ½ σ² λ' and g²/σ² = −λ'). Gradients reach the
+    transform, the schedule and ``z``.
     """
+    with torch.no_grad():
+        x_hat = model.x_hat(z.detach(), t)
+    F, dF = model.F_and_dF(x_hat, t)
+    alpha, _ = model.schedule(t)
+    lam_dot = model.schedule.dlog_snr(t)
+    a, ld = _bcast(alpha, z), _bcast(lam_dot, z)
+    return a * dF - 0.5 * ld * a * (a * z - F)
+
+
+VELOCITIES = ("conditional", "marginal")
+
+
+def kinetic_penalty(
+    model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None, velocity: str = "conditional"
+) -> Tensor:
+    """One-sample estimate of a kinetic energy ∫_0^1 E ‖v‖² dt per data point, (B,).
+
+    ``velocity="conditional"``: v = v_c(x, ε, t), an upper bound on the marginal kinetic
+    energy that needs no predictor. ``"marginal"``: v = the model's PF-ODE velocity at
+    z_t ~ q(z_t | x) with the predictor held fixed (``model_velocity_fixed_predictor``): the
+    kinetic energy of the model's own flow where x̂ is accurate; only the transform and the
+    schedule answer the penalty. t is drawn by the antithetic sampler, then ε, both from
+    ``generator``.
+    """
+    if velocity not in VELOCITIES:
+        raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
     t = sample_times(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    v = conditional_velocity(model, x, t, eps)
+    if velocity == "conditional":
+        v = conditional_velocity(model, x, t, eps)
+    else:
+        alpha, sigma = model.schedule(t)
+        z = _bcast(alpha, x) * model.F(x, t) + _bcast(sigma, x) * eps
+        v = model_velocity_fixed_predictor(model, z, t)
     return v.reshape(v.shape[0], -1).pow(2).sum(1)
 
 
-def penalized_loss(lam: float) -> Callable[..., Tensor]:
+def penalized_loss(lam: float, velocity: str = "conditional") -> Callable[..., Tensor]:
     """A training loss for ``ndmsolve.train.train``: continuous −ELBO + ``lam`` · kinetic
-    penalty, per sample (B,). ``lam = 0`` is the plain continuous loss."""
+    penalty (``kinetic_penalty`` with ``velocity``), per sample (B,). ``lam = 0`` is the
+    plain continuous loss."""
     if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam) or lam < 0:
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    if velocity not in VELOCITIES:
+        raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
 
     def loss(model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
         total = continuous_loss(model, x, generator=generator).total
         if lam == 0:
             return total
-        return total + lam * kinetic_penalty(model, x, generator=generator)
+        return total + lam * kinetic_penalty(model, x, generator=generator, velocity=velocity)
 
     loss.lam = float(lam)
     return loss
