@@ -134,8 +134,8 @@ atomic_write(OUT / "ot_dynamics_2d.json", lambda f: f.write(json.dumps(RESULTS, 
 # %% [markdown]
 # ## Figure: samples and PF-ODE trajectories (seed 0)
 #
-# Grey: held-out data; black dots: samples at t = 0; coloured lines: 150 PF-ODE paths from the
-# prior (t = 1, light end) to the data.
+# Black dots: samples at t = 0; coloured lines: 150 PF-ODE paths from the prior (t = 1) to
+# the samples at t = 0.
 
 # %%
 from matplotlib.figure import Figure  # noqa: E402
