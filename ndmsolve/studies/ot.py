@@ -14,6 +14,14 @@ is simulation-free: one t, one ε, one transform pass with its t-derivative, no 
 units per sample). The penalty does not involve the predictor, so it cannot be met by
 bending x̂: only the transform and the schedule answer it. With F = identity the path is
 α_t x + σ_t ε and a learned schedule can only re-time it: that is the fair DDPM baseline.
+The bound is loose: at fixed (x, ε) its minimiser is the straight line from x to ε (the
+independent coupling), not the OT path.
+
+``penalized_loss(lam, velocity="marginal")`` penalises instead the model's own PF-ODE
+velocity v = f(z_t, t, x̂) − ½ g² s(z_t, t) at z_t ~ q(z_t | x), with x̂ = x̂_θ(z_t, t) held
+fixed: E_t E_{z_t} ‖v‖² is the kinetic energy of the model's flow wherever x̂ is accurate
+(its marginals are the q(z_t) the ELBO fits), and again only the transform and the schedule
+can lower it (a penalty that reaches x̂ is met by bending the predictor instead).
 
 **The reference.** In 1D the OT map from N(0, 1) to the data is the monotone map
 T = Q_data ∘ Φ, and the dynamic OT (displacement) path from z_1 at t = 1 to T(z_1) at t = 0 is
