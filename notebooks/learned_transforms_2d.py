@@ -42,7 +42,7 @@ SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 OUT = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
 CONFIGS = {
     "small": dict(train_steps=60, batch_size=128, hidden=16, n_eval=200, eval_draws=2),
-    "full": dict(train_steps=2000, batch_size=512, hidden=64, n_eval=4000, eval_draws=5),
+    "full": dict(train_steps=1500, batch_size=512, hidden=64, n_eval=4000, eval_draws=5),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
