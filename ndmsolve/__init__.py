@@ -1,15 +1,45 @@
-"""ndmsolve: Neural Diffusion Models with learned forward processes, solvers and likelihoods."""
-from .schedules import CosineLogSNR, LearnedLogSNR, LinearLogSNR, Schedule
-from .transforms import IdentityTransform, ResidualTransform, TimeBasisTransform
-from .process import NDM, NDMFields
+"""ndmsolve: Neural Diffusion Models with learned forward processes, solvers and likelihoods.
+
+Public modules (attributes of the package): ``solvers`` (``solve`` and its methods),
+``fields`` (plug-in networks), ``data`` (toy and image data), ``metrics`` (sample
+metrics), ``viz`` (plots, loaded on first use), ``objectives``, ``likelihood``,
+``sampling``, ``train``; ``load_model`` rebuilds a model from any checkpoint ndmsolve wrote.
+"""
+
+from . import data, fields, metrics, solvers, train
 from .analytic import AffineTimeTransform, ExactPredictor, GaussianMixture
+from .checkpoint import CheckpointError, load_model
+from .config import configurable
+from .fields import MLP, EpsilonPredictor, UNet
+from .likelihood import (
+    BPDResult,
+    LikelihoodResult,
+    bits_per_dim,
+    divergence,
+    elbo_bits_per_dim,
+    log_likelihood,
+)
+from .objectives import (
+    NegELBO,
+    continuous_loss,
+    discrete_loss,
+    prior_loss,
+    reconstruction_loss,
+    sample_times,
+)
+from .process import NDM, NDMFields
+from .sampling import SampleResult, make_time_grid, sample, sampling_methods
+from .schedules import CosineLogSNR, LearnedLogSNR, LinearLogSNR, Schedule
+from .solvers import NonFiniteError, Solution, SolverError, StepLimitError, solve
+from .transforms import IdentityTransform, ResidualTransform, TimeBasisTransform
 
 __version__ = "0.1.0"
-from .objectives import NegELBO, continuous_loss, discrete_loss, sample_times, prior_loss, reconstruction_loss
-from . import data, fields  # toy/image data and plug-in networks
-from .fields import MLP, UNet, EpsilonPredictor
-from .likelihood import BPDResult, LikelihoodResult, bits_per_dim, divergence, elbo_bits_per_dim, log_likelihood
-from .solvers import NonFiniteError, Solution, SolverError, StepLimitError, solve
-from .sampling import sample, SampleResult, make_time_grid
-from .config import configurable
-from .checkpoint import CheckpointError, load_model
+
+
+def __getattr__(name):
+    # viz imports matplotlib: loaded on first use, not with the package
+    if name == "viz":
+        import importlib
+
+        return importlib.import_module(".viz", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,8 +18,9 @@ def atomic_write(path: PathLike, write_fn: Callable[[IO], object], *, binary: bo
 
     The parent folder is created if needed. The temporary file is named
     ``prefix + <random> + suffix`` (``prefix`` defaults to ``".<name>."``) and is removed
-    if anything fails. ``mkstemp`` creates it with mode 0600; ``file_mode`` (e.g. 0o644)
-    sets another before the move. ``binary=False`` opens it in text mode.
+    if anything fails. The file gets the mode ``open()`` would give it, 0666 less the
+    user's umask (0644 under umask 022; ``mkstemp`` alone would leave 0600), or
+    ``file_mode`` when given. ``binary=False`` opens it in text mode.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,8 +31,7 @@ def atomic_write(path: PathLike, write_fn: Callable[[IO], object], *, binary: bo
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
-        if file_mode is not None:
-            os.chmod(tmp, file_mode)
+        os.chmod(tmp, default_file_mode() if file_mode is None else file_mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -40,3 +40,22 @@ def atomic_write(path: PathLike, write_fn: Callable[[IO], object], *, binary: bo
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the set-and-restore idiom
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode a newly created file gets: 0666 less the umask."""
+    return 0o666 & ~_umask()

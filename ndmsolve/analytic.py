@@ -29,6 +29,8 @@ class AffineTimeTransform(nn.Module):
     Keep 1 + a1 t + a2 t² away from 0 on [0, 1] so that F is invertible.
     """
 
+    identity_at_zero = True
+
     def __init__(self, a1: Tensor, a2: Tensor, b1: Tensor, b2: Tensor, learnable: bool = False):
         super().__init__()
         params = {"a1": a1, "a2": a2, "b1": b1, "b2": b2}

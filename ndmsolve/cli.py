@@ -24,8 +24,15 @@ __all__ = ["main", "build_parser"]
 
 # ----------------------------------------------------------------- demo
 # Sized for ~2 minutes on 2 CPU cores (train both models, evaluate, sample); --quick ~10 s.
-DEMO = dict(steps=5000, batch_size=256, hidden=128, n_eval=2000, eval_draws=10, n_samples=2000, sample_steps=50)
-QUICK = dict(steps=80, batch_size=128, hidden=32, n_eval=500, eval_draws=10, n_samples=300, sample_steps=8)
+# Batch 1024 and a cosine decay of a higher peak learning rate (after a short warm-up) reach a
+# lower negative ELBO than batch 256 at a constant 2e-3 in about the same time. Measured on the
+# DDPM (seed 0, 5000 steps, the demo's held-out evaluation): batch 256 constant 2e-3: 3.627;
+# cosine 2e-3: 3.674; batch 1024 cosine 2e-3: 3.552; batch 1024 cosine 4e-3: 3.453 nats
+# (paired with the first: -0.174 ± 0.018). One batch-1024 step costs ~1.6 batch-256 steps.
+DEMO = dict(steps=5000, batch_size=1024, hidden=128, lr=4e-3, lr_schedule="cosine", warmup_steps=100,
+            n_eval=2000, eval_draws=10, n_samples=2000, sample_steps=50, n_paths=48)
+QUICK = dict(steps=80, batch_size=128, hidden=32, lr=2e-3, lr_schedule="cosine", warmup_steps=10,
+             n_eval=500, eval_draws=10, n_samples=300, sample_steps=8, n_paths=16)
 
 
 def _demo_models(hidden: int):
@@ -77,8 +84,10 @@ def _demo(args) -> int:
     results = {}
     for name, model in (("NDM", ndm), ("DDPM", ddpm)):
         t0 = time.perf_counter()
-        res = train(model, train_x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=2e-3,
-                    generator=torch.Generator().manual_seed(args.seed + 1), progress=not args.no_progress,
+        res = train(model, train_x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                    lr_schedule=cfg["lr_schedule"], warmup_steps=cfg["warmup_steps"],
+                    generator=torch.Generator().manual_seed(args.seed + 1),
+                    progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
                     log_every=50, checkpoint=out / f"{name.lower()}.pt")
         train_s = time.perf_counter() - t0
         # Same seed for both models: the same (t, ε) draws, so their difference is paired.
@@ -87,7 +96,8 @@ def _demo(args) -> int:
         nelbo, se = _mean_se(per_point)
         results[name] = dict(model=res.ema_model, per_point=per_point, nelbo=nelbo, se=se, train_s=train_s,
                              final_train_loss=sum(res.losses[-50:]) / len(res.losses[-50:]))
-        print(f"  trained {name} in {train_s:.1f} s", flush=True)
+        print(f"  trained {name} in {train_s:.1f} s, final training loss "
+              f"{results[name]['final_train_loss']:.4f} nats", flush=True)
 
     d = train_x.shape[1]
     print(f"\nHeld-out negative ELBO ({cfg['n_eval']} points x {cfg['eval_draws']} draws of t; lower is better):")
@@ -107,28 +117,26 @@ def _demo(args) -> int:
     else:
         from .viz import scatter_samples
 
-        panels = {"data": test_x}
+        panels, paths = {"data": test_x}, {}
         for name, r in results.items():
             t0 = time.perf_counter()
             s = sample(r["model"], cfg["n_samples"], method="heun", steps=cfg["sample_steps"],
-                       generator=torch.Generator().manual_seed(args.seed + 3))
-            panels[f"{name} (heun, {s.nfe} NFE)"] = s.samples
+                       generator=torch.Generator().manual_seed(args.seed + 3), return_path=True)
+            panel = f"{name} (heun, {s.nfe} NFE)"
+            panels[panel], paths[panel] = s.samples, s.path[:, : cfg["n_paths"]]
             summary[name]["sample_s"] = time.perf_counter() - t0
-        png = scatter_samples(out / "samples.png", panels, lim=4.5,
-                              title=f"checkerboard: data vs samples after {cfg['steps']} training steps")
+        png = scatter_samples(out / "samples.png", panels, lim=4.5, trajectories=paths,
+                              title=f"checkerboard: data vs samples after {cfg['steps']} training steps "
+                                    f"(lines: {cfg['n_paths']} PF-ODE paths from t = 1, circles)")
         print(f"\nSamples plotted to {png}")
     _write_json(out / "results.json", summary)
     return 0
 
 
 def _write_json(path: Path, obj) -> None:
-    import os
-    import tempfile
+    from ._io import atomic_write
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False)
 
 
 # ----------------------------------------------------------------- entry point
@@ -153,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="torch intra-op threads (default 1: fastest for these small networks)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(func=_demo)
+    from .commands import likelihood, sample, train
+
+    for command in (train, sample, likelihood):
+        command.register(sub)
+    from .studies.sweep_cli import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
@@ -170,12 +185,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ndmsolve {args.command}: error: --steps must be a positive integer, got {args.steps}",
               file=sys.stderr)
         return 2
-    if getattr(args, "threads", 1) < 1:
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
         print(f"ndmsolve {args.command}: error: --threads must be a positive integer, got {args.threads}",
               file=sys.stderr)
         return 2
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         return args.func(args)
     finally:

@@ -56,7 +56,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ._checks import solver_time
+from ._checks import as_generator, check_like_model, checked_keywords, lazy, model_dtype_device, solver_time
 
 __all__ = [
     "divergence",
@@ -135,6 +135,7 @@ def sample_probes(
         raise ValueError(f"probes must be a positive int, got {n!r}")
     if noise not in NOISES:
         raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+    generator = as_generator(generator, z.device)
     shape = (n, *z.shape)
     if noise == "rademacher":
         bits = torch.randint(0, 2, shape, generator=generator, device=z.device)
@@ -256,6 +257,7 @@ def _as_batch_time(t, z: Tensor) -> Tensor:
     return t.to(z.dtype)
 
 
+@checked_keywords()
 def divergence(
     v: Velocity,
     z: Tensor,
@@ -407,10 +409,23 @@ def _resolve_velocity(model, velocity) -> Velocity:
     return fn
 
 
+def _solve():
+    from .solvers.api import solve
+
+    return solve
+
+
+def _continuous_loss():
+    from .objectives import continuous_loss
+
+    return continuous_loss
+
+
+@checked_keywords(lazy(_solve))
 def log_likelihood(
     model=None,
     z0: Optional[Tensor] = None,
-    method: str = "dopri5",
+    method: str = "tsit5",
     *,
     velocity: Optional[Velocity] = None,
     rtol: float = 1e-5,
@@ -419,7 +434,7 @@ def log_likelihood(
     trace: str = "exact",
     probes: int = 1,
     noise: str = "rademacher",
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     t0: float = 0.0,
     t1: float = 1.0,
     force_exact: bool = False,
@@ -435,9 +450,15 @@ def log_likelihood(
     Args:
         model: anything with ``.velocity(z, t)`` (an :class:`~ndmsolve.NDM`), or ``None``
             when ``velocity=`` is given.
-        z0: (B, *shape) floating, finite, B ≥ 1. The computation runs in z0's dtype.
+        z0: (B, *shape) floating, finite, B ≥ 1, of the model's dtype and device (a
+            mismatch raises an error naming both; no silent cast).
         method: any ODE method of ``ndmsolve.solvers.api.solve`` (fixed-step ones need
-            ``steps``), including ``"torchdiffeq:<method>"``.
+            ``steps``), including ``"torchdiffeq:<method>"``. Default ``tsit5``; with
+            ndmsolve's adaptive methods the step control defaults to
+            ``solvers.api.PER_SAMPLE_CONTROL`` (error norm "sample_max", PI coefficients
+            (0.07, 0.7)), so the tolerance holds for every point's log-density, not only
+            on average (override with ``norm=``/``pi_coeffs=``; ``norm="rms"`` is the
+            batch RMS of torchdiffeq).
         velocity: a plain function ``velocity(z, t)``, z (B, *shape), t (B,).
         rtol, atol: tolerances of adaptive methods; the Δ components are part of the
             error-controlled state.
@@ -447,7 +468,8 @@ def log_likelihood(
             fixed over the solve; each probe is integrated as its own component, so
             P > 1 gives ``stderr``.
         noise: ``"rademacher"`` or ``"gaussian"`` probes.
-        generator: the only source of randomness (the probes).
+        generator: a ``torch.Generator`` or an int seed; the only source of randomness
+            (the probes).
         t0, t1: integration interval, 0 ≤ t0 < t1 ≤ 1 (t1 = 1 is where the N(0, I)
             prior holds).
         batch_independent: see :func:`divergence`.
@@ -467,6 +489,9 @@ def log_likelihood(
     if z0 is None:
         raise ValueError("z0 is required: the points (B, *shape) whose log-density is wanted")
     _check_state(z0, "z0")
+    if model is not None:
+        check_like_model(z0, model, "z0")
+    generator = as_generator(generator, z0.device)
     data_shape = getattr(model, "data_shape", None) if model is not None else None
     if data_shape is not None and tuple(z0.shape[1:]) != tuple(data_shape):
         raise ValueError(f"z0 must have shape (B, {', '.join(map(str, data_shape))}) for this model, "
@@ -487,7 +512,8 @@ def log_likelihood(
     field = _AugmentedField(engine, shape, B)
     K = probes if trace == "hutchinson" else 1
 
-    from .solvers.api import solve  # late import: the solver package imports nothing from here
+    # late import: the solver package imports nothing from here
+    from .solvers.api import per_sample_defaults, solve
 
     y0 = torch.cat([z0.detach().reshape(B, D), z0.new_zeros(B, K)], dim=1)
     kwargs = dict(solver_kwargs)
@@ -496,6 +522,7 @@ def log_likelihood(
     kwargs.setdefault("cuda_graph", False)
     if steps is not None:
         kwargs["steps"] = steps
+    kwargs = per_sample_defaults(method, kwargs)
     sol = solve(field, y0, float(t0), float(t1), method, rtol=rtol, atol=atol, **kwargs)
 
     y1 = sol.y.detach()
@@ -532,39 +559,49 @@ class BPDResult:
     likelihood: Optional[LikelihoodResult] = None
 
 
-def _check_uint8(x, name: str = "x_uint8") -> None:
+def _check_n_bins(n_bins) -> None:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
+        raise ValueError(f"n_bins must be an int >= 2 (grey levels per dimension), got {n_bins!r}")
+
+
+def _check_uint8(x, name: str = "x_uint8", n_bins: int = N_BINS) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor with values in 0..{N_BINS - 1}, got dtype {x.dtype}")
+        raise TypeError(f"{name} must be an integer tensor with values in 0..{n_bins - 1}, got dtype {x.dtype}")
     if x.ndim < 2 or x.shape[0] < 1 or x.numel() == 0:
         raise ValueError(f"{name} must have shape (B, *shape) with B >= 1, got {tuple(x.shape)}")
-    if bool((x < 0).any()) or bool((x > N_BINS - 1).any()):
-        raise ValueError(f"{name} must hold values in 0..{N_BINS - 1}, got range "
+    if bool((x < 0).any()) or bool((x > n_bins - 1).any()):
+        raise ValueError(f"{name} must hold values in 0..{n_bins - 1} (n_bins={n_bins}), got range "
                          f"[{int(x.min())}, {int(x.max())}]")
 
 
-def dequantize(x_uint8: Tensor, u: Tensor) -> Tensor:
-    """y = DATA_LOW + (DATA_HIGH − DATA_LOW) · (x + u) / N_BINS  (= 2 (x + u)/256 − 1).
+def dequantize(x_uint8: Tensor, u: Tensor, n_bins: int = N_BINS) -> Tensor:
+    """y = DATA_LOW + (DATA_HIGH − DATA_LOW) · (x + u) / n_bins  (= 2 (x + u)/256 − 1 for 8 bits).
 
-    x (…) integers in 0..255, u (…) in [0, 1) → y in [−1, 1), u's dtype.
+    x (…) integers in 0..n_bins − 1, u (…) in [0, 1) → y in [−1, 1), u's dtype.
     """
-    x_c = x_uint8.to(u.dtype) + u  # x_c ∈ [0, N_BINS)
-    return DATA_LOW + (DATA_HIGH - DATA_LOW) * x_c / N_BINS
+    x_c = x_uint8.to(u.dtype) + u  # x_c ∈ [0, n_bins)
+    return DATA_LOW + (DATA_HIGH - DATA_LOW) * x_c / n_bins
 
 
+@checked_keywords(log_likelihood)
 def bits_per_dim(
     model=None,
     x_uint8: Optional[Tensor] = None,
     *,
     dequant: str = "uniform",
     n_dequant: int = 1,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     dtype: Optional[torch.dtype] = None,
     velocity: Optional[Velocity] = None,
+    n_bins: int = N_BINS,
     **ll_kwargs,
 ) -> BPDResult:
-    """Bits per dimension of 8-bit data under the PF-ODE density, uniform dequantisation.
+    """Bits per dimension of discrete data under the PF-ODE density, uniform dequantisation.
+
+    The data have ``n_bins`` levels per dimension (256 for 8-bit images, 17 for the 8x8
+    digits); below, 256 stands for ``n_bins``.
 
     For each draw k = 1..K (K = n_dequant): u_k ~ U[0, 1)^D, y_k = 2 (x + u_k)/256 − 1,
 
@@ -578,30 +615,35 @@ def bits_per_dim(
 
     Args:
         model, velocity: as in :func:`log_likelihood` (the model's data range is [−1, 1]).
-        x_uint8: (B, *shape) integer tensor with values in 0..255.
+        x_uint8: (B, *shape) integer tensor with values in 0..n_bins − 1.
+        n_bins: levels per dimension (default 256).
         dequant: ``"uniform"`` (the only scheme).
         n_dequant: K ≥ 1 draws; all K·B points go through ONE batched solve.
-        generator: drawn from in this order: the dequantisation noise, one
-            ``torch.rand((K, B, *shape))`` call, then the Hutchinson probes (if any).
-        dtype: the computation's dtype (default ``torch.get_default_dtype()``).
+        generator: a ``torch.Generator`` or an int seed, drawn from in this order: the
+            dequantisation noise, one ``torch.rand((K, B, *shape))`` call, then the
+            Hutchinson probes (if any).
+        dtype: the computation's dtype (default: the model's, else
+            ``torch.get_default_dtype()``).
         **ll_kwargs: passed to :func:`log_likelihood` (method, trace, probes, rtol, ...).
     """
     if dequant != "uniform":
         raise ValueError(f"dequant must be 'uniform', got {dequant!r}")
     if isinstance(n_dequant, bool) or not isinstance(n_dequant, int) or n_dequant < 1:
         raise ValueError(f"n_dequant must be a positive int, got {n_dequant!r}")
+    _check_n_bins(n_bins)
     if x_uint8 is None:
-        raise ValueError("x_uint8 is required: (B, *shape) integers in 0..255")
-    _check_uint8(x_uint8)
-    dtype = dtype or torch.get_default_dtype()
+        raise ValueError(f"x_uint8 is required: (B, *shape) integers in 0..{n_bins - 1}")
+    _check_uint8(x_uint8, n_bins=n_bins)
+    dtype = dtype or model_dtype_device(model)[0] or torch.get_default_dtype()
+    generator = as_generator(generator, x_uint8.device)  # once: dequantisation, then probes
     K, B, shape = n_dequant, x_uint8.shape[0], tuple(x_uint8.shape[1:])
     D = math.prod(shape)
     u = torch.rand((K, B, *shape), generator=generator, dtype=dtype, device=x_uint8.device)
-    y = dequantize(x_uint8.unsqueeze(0), u).reshape(K * B, *shape)
+    y = dequantize(x_uint8.unsqueeze(0), u, n_bins).reshape(K * B, *shape)
     res = log_likelihood(model, y, velocity=velocity, generator=generator, **ll_kwargs)
     logp_y = res.logp.reshape(K, B)
 
-    log_jac = D * LOG_JACOBIAN_PER_DIM  # log |det dy/dx_c| = D log(2/256)
+    log_jac = D * math.log((DATA_HIGH - DATA_LOW) / n_bins)  # log |det dy/dx_c| = D log(2/n_bins)
     bits = D * math.log(2.0)  # nats → bits per dimension: divide by D ln 2
     bpd_per_draw = -(logp_y + log_jac) / bits
     log_px = torch.logsumexp(logp_y, dim=0) - math.log(K) + log_jac
@@ -622,13 +664,15 @@ class ELBOBPDResult:
     nats: Tensor
 
 
+@checked_keywords(lazy(_continuous_loss))
 def elbo_bits_per_dim(
     model,
     x_uint8: Tensor,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     n_t: int = 1,
     dtype: Optional[torch.dtype] = None,
+    n_bins: int = N_BINS,
     **loss_kwargs,
 ) -> ELBOBPDResult:
     """The negative ELBO of 8-bit data in bits per dimension, next to :func:`bits_per_dim`.
@@ -639,23 +683,27 @@ def elbo_bits_per_dim(
     directly on the discrete data (the decoder puts mass on the 256 bins, so no
     dequantisation Jacobian enters). Its diffusion term is a one-sample Monte-Carlo
     estimate over t; ``n_t`` independent estimates are averaged (variance / n_t).
-    bpd = −ELBO / (D ln 2).
+    bpd = −ELBO / (D ln 2). With ``n_bins`` levels the data map to x / ((n_bins − 1)/2) − 1
+    and the decoder has ``n_bins`` bins.
     """
     if isinstance(n_t, bool) or not isinstance(n_t, int) or n_t < 1:
         raise ValueError(f"n_t must be a positive int, got {n_t!r}")
-    _check_uint8(x_uint8)
+    _check_n_bins(n_bins)
+    _check_uint8(x_uint8, n_bins=n_bins)
     if "decoder" in loss_kwargs and loss_kwargs["decoder"] != "discretized":
         raise ValueError("elbo_bits_per_dim uses decoder='discretized' (8-bit data); do not pass another")
     loss_kwargs.pop("decoder", None)
     from . import objectives
 
-    dtype = dtype or torch.get_default_dtype()
-    x = _to_model_range(x_uint8, dtype)
+    dtype = dtype or model_dtype_device(model)[0] or torch.get_default_dtype()
+    generator = as_generator(generator, x_uint8.device)  # once: the n_t draws differ
+    x = _to_model_range(x_uint8, dtype, n_bins)
     D = _flat_dim(x)
     parts = None
     for _ in range(n_t):
         with torch.no_grad():  # an evaluation: no graph (∂_t F uses forward mode, no graph needed)
-            out = objectives.continuous_loss(model, x, generator=generator, decoder="discretized", **loss_kwargs)
+            out = objectives.continuous_loss(model, x, generator=generator, decoder="discretized",
+                                                 n_bins=n_bins, **loss_kwargs)
         vals = [out.total, out.diffusion, out.prior, out.reconstruction]
         parts = vals if parts is None else [p + q for p, q in zip(parts, vals)]
     total, diff, prior, rec = (p.detach() / n_t for p in parts)
@@ -672,6 +720,6 @@ def elbo_bits_per_dim(
 ELBO_BIN_HALF_RANGE = (N_BINS - 1) / 2
 
 
-def _to_model_range(x_uint8: Tensor, dtype: torch.dtype) -> Tensor:
-    """8-bit integers → the [−1, 1] bin centres the discretised decoder expects."""
-    return x_uint8.to(dtype) / ELBO_BIN_HALF_RANGE - 1.0
+def _to_model_range(x_uint8: Tensor, dtype: torch.dtype, n_bins: int = N_BINS) -> Tensor:
+    """Integers in 0..n_bins − 1 → the [−1, 1] bin centres the discretised decoder expects."""
+    return x_uint8.to(dtype) / ((n_bins - 1) / 2) - 1.0

@@ -22,9 +22,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ._checks import seeded
+
 __all__ = ["sliced_wasserstein", "random_directions", "wasserstein_1d"]
 
 
+@seeded
 def random_directions(
     n_proj: int, d: int, *, generator: Optional[torch.Generator] = None, dtype=torch.float32, device=None
 ) -> Tensor:
@@ -64,6 +67,7 @@ def _quantiles(sorted_x: Tensor, levels: Tensor) -> Tensor:
     return sorted_x[lo] * (1 - w) + sorted_x[hi] * w
 
 
+@seeded
 def sliced_wasserstein(
     x: Tensor,
     y: Tensor,

@@ -34,8 +34,9 @@ T·KL_i → the continuous integrand, so L_T → L_∞ (error O(1/T)).
   q(z_0|x) is used (no sampling):
   E[−log p] = ½ d (log 2π + 1 − λ_0) + ½ e^{λ_0} ‖x − F(x, 0)‖²
   (the last term vanishes when F(x, 0) = x).
-* ``"discretized"``: 8-bit data scaled to [−1, 1]; per dimension the same Gaussian
-  integrated over the data's bin (width 2/255; the two edge bins reach to ±∞), at one
+* ``"discretized"``: data of ``n_bins`` levels (256: 8-bit) scaled to [−1, 1]; per dimension
+  the same Gaussian integrated over the data's bin (width 2/(n_bins − 1); the two edge bins
+  reach to ±∞), at one
   sample z_0 ~ q(z_0|x) drawn with ``generator``.
 
 **Randomness**, all through ``generator`` and in this order: the times (or step indices),
@@ -50,7 +51,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import Tensor
 
-from ._checks import check_batch_time
+from ._checks import as_generator, check_batch_time, check_like_model, checked_keywords
 from .process import NDM
 from .transforms import _bcast
 
@@ -85,13 +86,22 @@ def _check_model(model) -> None:
         raise TypeError(f"model must be an ndmsolve.NDM, got {type(model).__name__}")
 
 
-def _check_x(x) -> None:
+def _check_x(x, model=None) -> None:
+    """``x`` (B, *shape) floating, of the model's dtype, device and ``data_shape``; checked
+    here, on the user's tensor, so messages show the shape the user passed."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must have shape (B, *shape) with B >= 1, got {tuple(x.shape)}")
+    if model is None:
+        return
+    shape = getattr(model, "data_shape", None)
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"x must have shape (B, {', '.join(map(str, shape))}) for this model "
+                         f"(data_shape {tuple(shape)}), got {tuple(x.shape)}")
+    check_like_model(x, model, "x")
 
 
 def _check_decoder(decoder) -> None:
@@ -109,10 +119,11 @@ def _n_dims(x: Tensor) -> int:
 
 
 # --------------------------------------------------------------------------- times
+@checked_keywords()
 def sample_times(
     B: int,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     method: str = "antithetic",
     dtype: Optional[torch.dtype] = None,
     device=None,
@@ -129,6 +140,7 @@ def sample_times(
     if method not in TIME_SAMPLERS:
         raise ValueError(f"method must be one of {TIME_SAMPLERS}, got {method!r}")
     dtype = dtype or torch.get_default_dtype()
+    generator = as_generator(generator, device)
     if method == "uniform":
         return torch.rand(B, generator=generator, dtype=dtype, device=device)
     u = torch.rand((), generator=generator, dtype=dtype, device=device)
@@ -136,14 +148,6 @@ def sample_times(
 
 
 # --------------------------------------------------------------------------- prior and reconstruction
-def _F_x_ends(model: NDM, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """F(x, t), F(x, 0), F(x, 1) from one transform call over the stacked batch [x; x; x]."""
-    B = x.shape[0]
-    tt = torch.cat([t, torch.zeros_like(t), torch.ones_like(t)])
-    F = model.F(torch.cat([x, x, x]), tt)
-    return F[:B], F[B : 2 * B], F[2 * B :]
-
-
 def _prior_from_F1(model: NDM, F1: Tensor) -> Tensor:
     """KL(N(α_1 F(x,1), σ_1² I) ‖ N(0, I)) = ½ [α_1² ‖F1‖² + d (σ_1² − 1 − log σ_1²)], (B,)."""
     one = torch.ones(F1.shape[0], dtype=F1.dtype, device=F1.device)
@@ -154,27 +158,32 @@ def _prior_from_F1(model: NDM, F1: Tensor) -> Tensor:
     return 0.5 * (alpha2 * _sum_dims(F1**2) + _n_dims(F1) * per_dim)
 
 
+@checked_keywords()
 def prior_loss(model: NDM, x: Tensor) -> Tensor:
     """KL(q(z_1 | x) ‖ N(0, I)) in nats, (B,)."""
     _check_model(model)
-    _check_x(x)
+    _check_x(x, model)
     one = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
     return _prior_from_F1(model, model.F(x, one))
 
 
-def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """Per-element log-probability of the 8-bit bin holding ``x`` under N(mean, std²).
+def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, n_bins: int = 256) -> Tensor:
+    """Per-element log-probability of the bin holding ``x`` under N(mean, std²).
 
-    x in [−1, 1] (snapped to the nearest of the 256 bin centres −1 + k·2/255); bin k covers
-    [x_k − 1/255, x_k + 1/255], with the first reaching to −∞ and the last to +∞, so the 256
-    probabilities sum to 1. ``std`` broadcasts against ``x``. Returns ``x``'s shape.
+    With n = ``n_bins`` levels (256 for 8-bit data), x in [−1, 1] is snapped to the nearest
+    of the n bin centres −1 + k·2/(n − 1); bin k covers [x_k − 1/(n − 1), x_k + 1/(n − 1)],
+    with the first reaching to −∞ and the last to +∞, so the n probabilities sum to 1.
+    ``std`` broadcasts against ``x``. Returns ``x``'s shape.
     """
-    half = 1.0 / 255.0
-    k = torch.round((x + 1.0) * 127.5).clamp(0, 255)
-    xc = k / 127.5 - 1.0
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
+        raise ValueError(f"n_bins must be an int >= 2, got {n_bins!r}")
+    scale = (n_bins - 1) / 2.0
+    half = 1.0 / (n_bins - 1)
+    k = torch.round((x + 1.0) * scale).clamp(0, n_bins - 1)
+    xc = k / scale - 1.0
     lo = (xc - half - mean) / std
     hi = (xc + half - mean) / std
-    first, last = k == 0, k == 255
+    first, last = k == 0, k == n_bins - 1
     edge = first | last
     # P = Φ(b) − Φ(a) with both CDFs in the lower tail, where log_ndtr is accurate:
     # bins right of the mean are reflected (Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)); the edge bins
@@ -189,7 +198,8 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tenso
     return log_b + torch.where(edge, torch.zeros_like(lo), torch.log(-torch.expm1(gap)))
 
 
-def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, z_0: Optional[Tensor]) -> Tensor:
+def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, z_0: Optional[Tensor],
+                    n_bins: int = 256) -> Tensor:
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     lam0 = model.schedule.log_snr(zero)
     alpha0, sigma0 = model.schedule(zero)
@@ -204,21 +214,23 @@ def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, 
     if decoder == "gaussian":
         return 0.5 * d * (math.log(2 * math.pi) - lam0) + 0.5 * torch.exp(lam0) * _sum_dims((x - mean) ** 2)
     std = _bcast(torch.exp(-0.5 * lam0), x)  # σ_0/α_0
-    return -_sum_dims(discretized_gaussian_log_prob(x, mean, std))
+    return -_sum_dims(discretized_gaussian_log_prob(x, mean, std, n_bins))
 
 
 def _check_pixels(x: Tensor) -> None:
     if not bool(((x >= -1.0 - 1e-6) & (x <= 1.0 + 1e-6)).all()):
-        raise ValueError("x must lie in [-1, 1] (8-bit data scaled) for decoder='discretized'")
+        raise ValueError("x must lie in [-1, 1] (discrete data scaled) for decoder='discretized'")
 
 
+@checked_keywords()
 def reconstruction_loss(
     model: NDM,
     x: Tensor,
     *,
     decoder: str = "gaussian",
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     z_0: Optional[Tensor] = None,
+    n_bins: int = 256,
 ) -> Tensor:
     """−log p(x | z_0) in nats, (B,).
 
@@ -227,25 +239,28 @@ def reconstruction_loss(
     (B, *shape), both decoders are evaluated at that z_0.
     """
     _check_model(model)
-    _check_x(x)
+    _check_x(x, model)
     _check_decoder(decoder)
     if decoder == "discretized":
         _check_pixels(x)
     if z_0 is not None and (not isinstance(z_0, Tensor) or z_0.shape != x.shape):
         raise ValueError(f"z_0 must be a tensor of x's shape {tuple(x.shape)}")
-    zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    return _reconstruction(model, x, model.F(x, zero), decoder, generator, z_0)
+    generator = as_generator(generator, x.device)
+    return _reconstruction(model, x, model.at_x(x).F_zero(), decoder, generator, z_0, n_bins)
 
 
 # --------------------------------------------------------------------------- continuous time
+@checked_keywords()
 def continuous_loss(
     model: NDM,
     x: Tensor,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     t: Optional[Tensor] = None,
     time_sampler: str = "antithetic",
     decoder: str = "gaussian",
+    n_bins: int = 256,
+    eps: Optional[Tensor] = None,
 ) -> NegELBO:
     """Continuous-time NDM negative ELBO, one t per sample (unbiased in t and ε).
 
@@ -256,55 +271,65 @@ def continuous_loss(
         t: explicit times (B,) in [0, 1]; else drawn by ``time_sampler``.
         time_sampler: ``"uniform"``, ``"antithetic"`` or ``"stratified"`` (see ``sample_times``).
         decoder: ``"gaussian"`` or ``"discretized"`` (see the module docstring).
+        n_bins: levels per dimension of the discretized decoder (256: 8-bit data).
+        eps: explicit noise ε (B, *shape) for z_t; else drawn from ``generator`` after t.
 
     Returns:
         ``NegELBO`` of (B,) tensors. Differentiable w.r.t. predictor, transform and schedule.
     """
     _check_model(model)
-    _check_x(x)
+    _check_x(x, model)
     if time_sampler not in TIME_SAMPLERS:
         raise ValueError(f"time_sampler must be one of {TIME_SAMPLERS}, got {time_sampler!r}")
     _check_decoder(decoder)
     if decoder == "discretized":
         _check_pixels(x)
     B = x.shape[0]
+    generator = as_generator(generator, x.device)  # once: t, ε and ε_0 share one stream
     if t is None:
         t = sample_times(B, generator=generator, method=time_sampler, dtype=x.dtype, device=x.device)
     else:
         t = check_batch_time(x, t)
+    if eps is not None and (not isinstance(eps, Tensor) or eps.shape != x.shape):
+        raise ValueError(f"eps must be a tensor of x's shape {tuple(x.shape)}")
 
     sched = model.schedule
     alpha, sigma = sched(t)
     lam, dlam = sched.log_snr(t), sched.dlog_snr(t)
 
+    # Transform passes (see NDM.at_x): F and ∂_t F at (x, t), F(x, 1) for the prior, F and
+    # ∂_t F at (x̂, t); F(x, 0) = x costs none, and a t-free (time-basis) network one per input.
+    at_x = model.at_x(x)
+    F_x, dF_x = at_x.F_and_dF(t)
+    (F1,) = at_x.F(torch.ones_like(t))
+    F0 = at_x.F_zero()
     # z_t = α_t F(x, t) + σ_t ε  (not detached: the transform learns through z_t and x̂)
-    F_x, F0, F1 = _F_x_ends(model, x, t)
-    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if eps is None:
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
     x_hat = model.x_hat(z_t, t)
+    F_h, dF_h = model.at_x(x_hat).F_and_dF(t)  # ∂_t F(x̂, t) with x̂ held fixed
 
-    # ∂_t F of x and of x̂ (x̂ held fixed) from one F_and_dF over the stacked batch.
-    F_both, dF_both = model.F_and_dF(torch.cat([x, x_hat]), torch.cat([t, t]))
-    dF_ = F_both[:B] - F_both[B:]  # ΔF
-    d_dF = dF_both[:B] - dF_both[B:]  # ∂_t ΔF
     # ‖Δ‖²/g² = e^λ ‖∂_t ΔF + λ' ΔF‖² / (−λ'),   Δ = α (∂_t ΔF + λ' ΔF)
-    resid = d_dF + _bcast(dlam, x) * dF_
+    resid = (dF_x - dF_h) + _bcast(dlam, x) * (F_x - F_h)
     diffusion = 0.5 * torch.exp(lam) / (-dlam) * _sum_dims(resid**2)
 
     prior = _prior_from_F1(model, F1)
-    recon = _reconstruction(model, x, F0, decoder, generator, None)
+    recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
     return NegELBO(diffusion + prior + recon, diffusion, prior, recon)
 
 
 # --------------------------------------------------------------------------- discrete time
+@checked_keywords()
 def discrete_loss(
     model: NDM,
     x: Tensor,
     T: int,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     t_index: Optional[Tensor] = None,
     decoder: str = "gaussian",
+    n_bins: int = 256,
 ) -> NegELBO:
     """T-step discrete-time NDM negative ELBO, one step per sample.
 
@@ -320,7 +345,7 @@ def discrete_loss(
         decoder: ``"gaussian"`` or ``"discretized"``.
     """
     _check_model(model)
-    _check_x(x)
+    _check_x(x, model)
     if isinstance(T, bool) or not isinstance(T, int):
         raise TypeError(f"T must be an int, got {type(T).__name__}")
     if T < 1:
@@ -329,6 +354,7 @@ def discrete_loss(
     if decoder == "discretized":
         _check_pixels(x)
     B = x.shape[0]
+    generator = as_generator(generator, x.device)
     if t_index is None:
         i = torch.randint(1, T + 1, (B,), generator=generator, device=x.device)
     else:
@@ -342,17 +368,22 @@ def discrete_loss(
     t = i.to(x.dtype) / T
     s = (i - 1).to(x.dtype) / T
 
+    # Transform passes: one call over [x; x; x] at (t, s, 1) and one over [x̂; x̂] at (t, s)
+    # (a t-free network: one pass each); F(x, 0) = x costs none.
     alpha, sigma = model.schedule(t)
-    F_x, F0, F1 = _F_x_ends(model, x, t)
+    at_x = model.at_x(x)
+    F_x, F_xs, F1 = at_x.F(t, s, torch.ones_like(t))
+    F0 = at_x.F_zero()
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
     x_hat = model.x_hat(z_t, t)
+    F_h, F_hs = model.at_x(x_hat).F(t, s)
 
-    # q(z_s|z_t, x) and p_θ(z_s|z_t) = q(z_s|z_t, x̂) from one posterior call over [x; x̂].
-    mean, var = model.posterior(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([x, x_hat]))
-    mu_q, mu_p = mean[:B], mean[B:]
-    diffusion = T * _sum_dims((mu_q - mu_p) ** 2) / (2.0 * var[:B])
+    # q(z_s|z_t, x) and p_θ(z_s|z_t) = q(z_s|z_t, x̂): the same posterior with x̂'s F values.
+    mu_q, var = model.posterior_from_F(z_t, t, s, F_x, F_xs)
+    mu_p, _ = model.posterior_from_F(z_t, t, s, F_h, F_hs)
+    diffusion = T * _sum_dims((mu_q - mu_p) ** 2) / (2.0 * var)
 
     prior = _prior_from_F1(model, F1)
-    recon = _reconstruction(model, x, F0, decoder, generator, None)
+    recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
     return NegELBO(diffusion + prior + recon, diffusion, prior, recon)

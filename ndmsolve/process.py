@@ -18,12 +18,12 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_batch_time, check_finite, check_output
+from ._checks import as_generator, check_batch_time, check_finite, check_output, model_dtype_device
 from .config import configurable
 from .schedules import Schedule, make_schedule
 from .transforms import IdentityTransform, _bcast
 
-__all__ = ["NDM", "NDMFields", "DF_METHODS"]
+__all__ = ["NDM", "NDMFields", "TransformAtX", "DF_METHODS"]
 
 DF_METHODS = ("auto", "analytic", "func", "autograd", "fd")
 
@@ -37,6 +37,57 @@ class NDMFields(NamedTuple):
     score: Tensor
     drift: Tensor  # forward drift f(z, t, x̂)
     g2: Tensor
+
+
+class TransformAtX:
+    """F_φ(x, ·) at one fixed batch x (B, *shape), made by ``NDM.at_x(x)``: the losses need
+    F at several times and ∂_t F at one; this spends the fewest transform passes on them.
+
+    * a transform with ``features`` (t-free network, e.g. ``TimeBasisTransform``): one pass
+      on first use, shared by every later call at any t;
+    * otherwise ``F(t1, t2, ...)`` is one call over the stacked batch [x; x; ...] and
+      ``F_and_dF(t)`` one pass with the derivative (the NDM's ``dF`` method);
+    * ``F_zero()`` is x itself, no pass, when the transform declares ``identity_at_zero``.
+
+    Outputs are checked like ``NDM.F`` (shape; finiteness when the NDM's ``check`` is on).
+    """
+
+    def __init__(self, model: NDM, x: Tensor):
+        self.model, self.x = model, x
+        self._h: Optional[Tensor] = None
+        self._features = hasattr(model.transform, "features") and hasattr(model.transform, "from_features")
+
+    def _check(self, name: str, out: Tensor) -> Tensor:
+        return check_output(name, out, self.x, self.model.check)
+
+    def _from_features(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        if self._h is None:
+            self._h = self.model.transform.features(self.x)
+        return self.model.transform.from_features(self.x, self._h, t)
+
+    def F(self, *ts: Tensor) -> list[Tensor]:
+        """[F(x, t) for t in ts], each t (B,), each output (B, *shape)."""
+        ts = [check_batch_time(self.x, t) for t in ts]
+        if self._features:
+            return [self._check("transform", self._from_features(t)[0]) for t in ts]
+        n = len(ts)
+        xs = self.x if n == 1 else torch.cat([self.x] * n)
+        out = self.model.transform(xs, ts[0] if n == 1 else torch.cat(ts))
+        check_output("transform", out, xs, self.model.check)
+        return list(out.chunk(n)) if n > 1 else [out]
+
+    def F_and_dF(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(F(x, t), ∂_t F(x, t)) at fixed x, each (B, *shape)."""
+        t = check_batch_time(self.x, t)
+        F, dF = self._from_features(t) if self._features else self.model._F_dF(self.x, t)
+        return self._check("transform", F), self._check("transform's time derivative", dF)
+
+    def F_zero(self) -> Tensor:
+        """F(x, 0): x itself when the transform declares ``identity_at_zero``."""
+        if getattr(self.model.transform, "identity_at_zero", False):
+            return self.x
+        zero = torch.zeros(self.x.shape[0], dtype=self.x.dtype, device=self.x.device)
+        return self.F(zero)[0]
 
 
 @configurable
@@ -87,7 +138,7 @@ class NDM(nn.Module):
     def F(self, x: Tensor, t: Tensor) -> Tensor:
         """F_φ(x, t), (B, *shape)."""
         t = check_batch_time(x, t)
-        return check_output("transform", self.transform(x, t), x, self.check)
+        return check_output("transform", self.transform(x, t), x, self.check, self.transform)
 
     def F_and_dF(self, x: Tensor, t: Tensor, method: Optional[str] = None) -> tuple[Tensor, Tensor]:
         """(F_φ(x, t), ∂_t F_φ(x, t)) at fixed x, each (B, *shape).
@@ -96,9 +147,13 @@ class NDM(nn.Module):
         """
         t = check_batch_time(x, t)
         F, dF = self._F_dF(x, t, method)
-        check_output("transform", F, x, self.check)
-        check_output("transform's time derivative", dF, x, self.check)
+        check_output("transform", F, x, self.check, self.transform)
+        check_output("transform's time derivative", dF, x, self.check, self.transform)
         return F, dF
+
+    def at_x(self, x: Tensor) -> TransformAtX:
+        """F_φ(x, ·) at fixed x, evaluated at several times with the fewest passes."""
+        return TransformAtX(self, x)
 
     def _F_dF(self, x: Tensor, t: Tensor, method: Optional[str] = None) -> tuple[Tensor, Tensor]:
         """``F_and_dF`` for a ``t`` already validated as (B,); outputs not checked."""
@@ -137,10 +192,11 @@ class NDM(nn.Module):
         return _bcast(alpha, x) * self.F(x, t), sigma
 
     def sample_marginal(
-        self, x: Tensor, t: Tensor, generator: Optional[torch.Generator] = None
+        self, x: Tensor, t: Tensor, generator=None
     ) -> tuple[Tensor, Tensor]:
         """z_t = α_t F(x, t) + σ_t ε; returns (z_t, ε), each (B, *shape)."""
         mean, sigma = self.marginal(x, t)
+        generator = as_generator(generator, x.device)
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         return mean + _bcast(sigma, x) * eps, eps
 
@@ -161,17 +217,18 @@ class NDM(nn.Module):
     def x_hat(self, z: Tensor, t: Tensor) -> Tensor:
         """The predictor x̂_θ(z, t), (B, *shape)."""
         t = check_batch_time(z, t, "z")
-        return check_output("predictor", self.predictor(z, t), z, self.check)
+        return check_output("predictor", self.predictor(z, t), z, self.check, self.predictor)
 
     def fields(self, z: Tensor, t: Tensor) -> NDMFields:
         """x̂, F(x̂), ∂_t F(x̂), score, forward drift and g² at (z, t); one predictor call."""
         t = check_batch_time(z, t, "z")
-        x_hat = check_output("predictor", self.predictor(z, t), z, finite=False)
+        x_hat = check_output("predictor", self.predictor(z, t), z, False, self.predictor)
         F, dF = self._F_dF(x_hat, t)
-        check_output("transform", F, z, finite=False)
-        check_output("transform's time derivative", dF, z, finite=False)
+        check_output("transform", F, z, False, self.transform)
+        check_output("transform's time derivative", dF, z, False, self.transform)
         if self.check:  # one host sync per evaluation: this is the samplers' hot path
-            check_finite((("predictor", x_hat), ("transform", F), ("transform's time derivative", dF)))
+            check_finite((("predictor", x_hat, self.predictor), ("transform", F, self.transform),
+                          ("transform's time derivative", dF, self.transform)))
         sched = self.schedule
         alpha, sigma = sched.alpha_sigma(t)  # t checked above
         lam_dot = sched.dlog_snr(t)
@@ -218,6 +275,12 @@ class NDM(nn.Module):
             raise ValueError(f"x must have z_t's shape {tuple(z_t.shape)}, got {tuple(x.shape)}")
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        return self.posterior_from_F(z_t, t, s, self.F(x, t), self.F(x, s), eta)
+
+    def posterior_from_F(
+        self, z_t: Tensor, t: Tensor, s: Tensor, F_t: Tensor, F_s: Tensor, eta: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """``posterior`` given F(x, t) and F(x, s) (B, *shape); t, s already checked (B,)."""
         sched = self.schedule
         lam_t, lam_s = sched.log_snr(t), sched.log_snr(s)
         if not bool((lam_s > lam_t).all()):
@@ -227,19 +290,24 @@ class NDM(nn.Module):
         var_tilde = sigma_s**2 * -torch.expm1(lam_t - lam_s)
         var = eta**2 * var_tilde
         coef = torch.sqrt((sigma_s**2 - var).clamp(min=0.0)) / sigma_t
-        eps_dir = z_t - _bcast(alpha_t, z_t) * self.F(x, t)
-        mean = _bcast(alpha_s, z_t) * self.F(x, s) + _bcast(coef, z_t) * eps_dir
+        eps_dir = z_t - _bcast(alpha_t, z_t) * F_t
+        mean = _bcast(alpha_s, z_t) * F_s + _bcast(coef, z_t) * eps_dir
         return mean, var
 
     # ----------------------------------------------------------------- prior
     def prior_sample(
-        self, n: int, shape: Optional[tuple] = None, *, generator: Optional[torch.Generator] = None,
-        dtype: torch.dtype = torch.float32, device=None,
+        self, n: int, shape: Optional[tuple] = None, *, generator=None,
+        dtype: Optional[torch.dtype] = None, device=None,
     ) -> Tensor:
-        """n draws from the prior N(0, I) at t = 1, (n, *shape)."""
+        """n draws from the prior N(0, I) at t = 1, (n, *shape), in the model's dtype and
+        device unless given; ``generator`` a ``torch.Generator`` or an int seed."""
         shape = self._shape(shape)
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
+        m_dtype, m_device = model_dtype_device(self)
+        dtype = dtype or m_dtype or torch.float32
+        device = device if device is not None else m_device
+        generator = as_generator(generator, device)
         return torch.randn((n, *shape), generator=generator, dtype=dtype, device=device)
 
     def _shape(self, shape: Optional[tuple]) -> tuple:

@@ -13,6 +13,10 @@ Three families of methods, one entry point ``sample``:
 * **Discrete** (``ddim``, ``ancestral``): steps along the NDM posterior
   p_θ(z_s | z_t) = q(z_s | z_t, x = x̂_θ(z_t, t)) (``NDM.posterior``), η = 0 for ``ddim``
   (deterministic), η = 1 for ``ancestral``; see ``ndmsolve.solvers.discrete``.
+* **Multistep** (``dpmpp_2m``, ``dpmpp_3m``, ``ei_3m``, ``unipc_2m``, ``unipc_3m``): the
+  NDM-DDIM step with x̂ replaced by a combination of the last predictions (DPM-Solver++
+  and UniPC when F = identity); one predictor call per step, no JVP of F; see
+  ``ndmsolve.solvers.multistep``.
 
 What is returned. Every method returns **z at the last time of the grid** (t = 0 by
 default), i.e. a draw from (an approximation of) q(z_0) = ∫ N(α_0 F(x, 0), σ_0² I) p(x) dx
@@ -38,7 +42,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ._checks import solver_time
+from ._checks import as_generator, check_like_model, checked_keywords, lazy, model_dtype_device, solver_time
 from .schedules import CosineLogSNR, LinearLogSNR, Schedule
 from .solvers.base import Solution
 from .solvers.registry import METHODS, get_method
@@ -48,7 +52,9 @@ __all__ = ["sample", "SampleResult", "make_time_grid", "check_grid", "sampling_m
 
 #: steps used by fixed-step and discrete methods when neither ``steps`` nor ``grid`` is given
 DEFAULT_STEPS = 50
-GRID_KINDS = ("uniform", "logsnr")
+GRID_KINDS = ("uniform", "logsnr", "karras")
+#: Karras et al.'s ρ for ``kind="karras"``
+KARRAS_RHO = 7.0
 
 
 
@@ -93,11 +99,20 @@ def make_time_grid(
     kind:
         ``"uniform"``: uniform in t.
         ``"logsnr"``: uniform in λ(t) between λ(t_max) and λ(t_min) (needs
-        ``schedule``). Inverted in closed form for ``LinearLogSNR`` and
-        ``CosineLogSNR``, else by vectorised bisection in float64 (λ is strictly
-        decreasing), accurate to ~1e-15 in t.
+        ``schedule``); k-diffusion's "exponential" σ grid.
+        ``"karras"``: Karras et al. (2022) with ρ = ``KARRAS_RHO`` = 7 on the
+        noise-to-signal ratio s = σ/α = e^{−λ/2} (k-diffusion's σ for a VP model):
+        s_i = (s_max^{1/ρ} + (i/N)(s_min^{1/ρ} − s_max^{1/ρ}))^ρ with s_max = s(t_max),
+        s_min = s(t_min) (needs ``schedule``): dense near t_min.
+        λ is inverted in closed form for ``LinearLogSNR`` and ``CosineLogSNR``, else by
+        vectorised bisection in float64 (λ is strictly decreasing), accurate to ~1e-15
+        in t.
 
-    The end points are exactly ``t_max`` and ``t_min``.
+    The end points are exactly ``t_max`` and ``t_min``: z_1 is given at t_max and every
+    sampler returns z at t_min. For a final step that returns x̂ at the last time, as
+    k-diffusion's step to σ = 0 does, sample with ``denoise=True``: the last predictor
+    evaluation is x̂_θ(z, t_min) (so a budget of N evaluations is ``steps = N − 1``),
+    and t_min > 0 (a larger s_min) is then the usual choice.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -113,17 +128,22 @@ def make_time_grid(
         grid = torch.linspace(t_max, t_min, steps + 1, dtype=torch.float64)
     else:
         if schedule is None:
-            raise ValueError("schedule is needed for kind='logsnr' (pass model.schedule)")
-        grid = _logsnr_grid(steps, schedule, t_max, t_min)
+            raise ValueError(f"schedule is needed for kind={kind!r} (pass model.schedule)")
+        grid = _logsnr_grid(steps, schedule, t_max, t_min, kind)
     grid[0], grid[-1] = t_max, t_min
     return grid.to(dtype=dtype, device=device)
 
 
-def _logsnr_grid(steps: int, schedule: Schedule, t_max: float, t_min: float) -> Tensor:
+def _logsnr_grid(steps: int, schedule: Schedule, t_max: float, t_min: float, kind: str = "logsnr") -> Tensor:
     f64 = torch.float64
     with torch.no_grad():
         ends = schedule.log_snr(torch.tensor([t_max, t_min], dtype=f64)).to(f64)
-        lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=f64)
+        if kind == "karras":  # ρ-spaced in s = σ/α = e^{−λ/2}
+            s_max, s_min = (torch.exp(-0.5 * ends) ** (1.0 / KARRAS_RHO)).tolist()
+            ramp = torch.linspace(0.0, 1.0, steps + 1, dtype=f64)
+            lam = -2.0 * KARRAS_RHO * torch.log(s_max + ramp * (s_min - s_max))
+        else:
+            lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=f64)
         if type(schedule) is LinearLogSNR:
             t = (lam - schedule.logsnr_max) / (schedule.logsnr_min - schedule.logsnr_max)
         elif type(schedule) is CosineLogSNR:
@@ -209,7 +229,18 @@ class _Diffusion:
         return _bcast(self.model.diffusion(solver_time(t, z)), z)
 
 
+def _solve():
+    from .solvers.api import solve
+
+    return solve
+
+
 # --------------------------------------------------------------------------- sample
+def _method_options() -> set:
+    return {o for m in METHODS.values() for o in m.options}
+
+
+@checked_keywords(lazy(_solve), extra=_method_options)
 def sample(
     model,
     n: Optional[int] = None,
@@ -222,7 +253,7 @@ def sample(
     atol: Optional[float] = None,
     max_steps: int = 10_000,
     shape: Optional[tuple] = None,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     z1: Optional[Tensor] = None,
     t_min: float = 0.0,
     return_path: bool = False,
@@ -242,21 +273,26 @@ def sample(
         method: any name in the registry ``nd.solvers.METHODS`` (listed by kind by
             ``sampling_methods()``): ODE (``euler``, ``midpoint``, ``heun``, ``rk4``,
             ``bosh3``, ``dopri5``, ``tsit5``), SDE (``euler_maruyama``, ...), discrete NDM
-            samplers (``ddim``, ``ancestral``, ...) or a backend ``torchdiffeq:<m>`` /
+            samplers (``ddim``, ``ancestral``; multistep ``dpmpp_2m``, ``dpmpp_3m``, ``ei_3m``,
+            ``unipc_2m``, ``unipc_3m``, ...) or a backend ``torchdiffeq:<m>`` /
             ``torchsde:<m>``.
         steps: number of steps for fixed-step and discrete methods (default
             ``DEFAULT_STEPS`` = 50 when ``grid`` is not given either). An error for
             adaptive methods.
         grid: explicit decreasing times (1-D, in [0, 1]) instead of ``steps``; z1 is the
             state at ``grid[0]``. An error together with ``steps`` or an adaptive method.
-        grid_kind: ``"uniform"`` in t or ``"logsnr"`` (uniform in λ), for ``steps``.
+        grid_kind: ``"uniform"`` in t, ``"logsnr"`` (uniform in λ) or ``"karras"``
+            (ρ = 7 on σ/α), for ``steps``; see ``make_time_grid``.
         rtol, atol, max_steps: adaptive methods' tolerances and step limit. Default
             tolerances: 1e-5 for ODE methods, 1e-2 for adaptive SDE methods
             (``solvers.api.DEFAULT_TOL``, the embedded EM/Heun pair's usual
-            setting). Ignored by fixed-step and discrete methods.
+            setting). Ignored by fixed-step and discrete methods. ndmsolve's adaptive
+            ODE methods hold the tolerance for every sample by default
+            (``solvers.api.PER_SAMPLE_CONTROL``: norm "sample_max", PI coefficients
+            (0.07, 0.7); pass ``norm="rms"`` for one RMS over the batch).
         shape: sample shape; default ``model.data_shape`` (or ``z1.shape[1:]``).
-        generator: drives z1, the Brownian increments and the ancestral noise; same
-            seed, same samples.
+        generator: a ``torch.Generator`` or an int seed; drives z1, the Brownian
+            increments and the ancestral noise; same seed, same samples.
         z1: initial states (n, *shape) at t = 1 instead of prior draws.
         t_min: final time for ``steps``/adaptive solves (default 0).
         return_path: also return the states along the way (``path_ts``, ``path``). Fixed
@@ -265,7 +301,9 @@ def sample(
         save_at: times to save for adaptive methods (implies ``return_path``); an error
             for fixed-step methods, whose path is the grid.
         denoise: return x̂_θ(z, t_min) rather than z at ``t_min`` (+1 NFE).
-        dtype, device: of z1 when it is drawn here (default float32, CPU; or z1's).
+        dtype, device: of z1 when it is drawn here; default the model's parameters
+            (float32 on the CPU for a model without parameters). A z1 or dtype/device
+            that differs from the model's raises an error naming both (no silent cast).
         eta: η ∈ [0, 1] for the samplers that take it (``"eta" in METHODS[m].options``:
             default 0 for ``ddim``, 1 for ``ancestral``); an error for other methods.
         **solver_kwargs: passed on to ``ndmsolve.solvers.api.solve`` (e.g. ``h0``), or
@@ -300,6 +338,7 @@ def sample(
             raise ValueError(f"z1 must have shape (n, *{tuple(want)}), got {tuple(z1.shape)}")
         if dtype is not None or device is not None:
             z1 = z1.to(dtype=dtype or z1.dtype, device=device or z1.device)
+        check_like_model(z1, model, "z1")
         n = z1.shape[0]
     else:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -308,8 +347,17 @@ def sample(
         if data_shape is None:
             raise ValueError("shape is needed: pass shape=(...), z1, or build the NDM with data_shape=(...)")
         data_shape = tuple(data_shape)
-        z1 = torch.randn((n, *data_shape), generator=generator, dtype=dtype or torch.float32, device=device)
+        m_dtype, m_device = model_dtype_device(model)
+        dtype = dtype or m_dtype or torch.float32
+        device = torch.device(device) if device is not None else (m_device or torch.device("cpu"))
+        if m_dtype is not None and (dtype != m_dtype or device != m_device):
+            raise TypeError(f"dtype={dtype}, device={device} differ from the model's parameters "
+                            f"({m_dtype} on {m_device}): omit dtype=/device= (samples follow the "
+                            f"model) or convert the model")
+        generator = as_generator(generator, device)  # once: z1 and the noise share one stream
+        z1 = torch.randn((n, *data_shape), generator=generator, dtype=dtype, device=device)
     dtype, device = z1.dtype, z1.device
+    generator = as_generator(generator, device)
 
     # --- time grid
     if adaptive:
@@ -360,12 +408,13 @@ def sample(
 
 def _solve_continuous(model, z1, t_grid, method, family, adaptive, *, rtol, atol, max_steps,
                       generator, return_path, save_at, **solver_kwargs) -> Solution:
-    from .solvers.api import solve
+    from .solvers.api import per_sample_defaults, solve
 
     t0, t1 = t_grid[0], t_grid[-1]
     kwargs = dict(solver_kwargs)
     if adaptive:
         kwargs.update(rtol=rtol, atol=atol, max_steps=max_steps)  # None: solve's DEFAULT_TOL
+        kwargs = per_sample_defaults(method, kwargs)  # adaptive ODE: every sample's tolerance
         if return_path:
             if save_at is None:
                 save_at = torch.linspace(float(t0), float(t1), 11, dtype=z1.dtype, device=z1.device)

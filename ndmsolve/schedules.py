@@ -42,6 +42,7 @@ class Schedule(nn.Module):
 
     def dlog_snr(self, t: Tensor) -> Tensor:
         """λ'(t) by forward-mode AD; subclasses override with the closed form."""
+        t = t.contiguous()  # a stride-0 (expanded) t cannot carry a tangent
         _, d = torch.func.jvp(self.log_snr, (t,), (torch.ones_like(t),))
         return d
 

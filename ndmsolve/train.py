@@ -9,17 +9,24 @@ Same generator seed, same data, same model initialisation → identical losses.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from ._checks import as_generator, check_like_model, checked_keywords
+from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 
-__all__ = ["EMA", "TrainResult", "train", "save_checkpoint", "load_checkpoint"]
+__all__ = ["EMA", "TrainResult", "train", "lr_factor", "LR_SCHEDULES", "save_checkpoint", "load_checkpoint"]
+
+LR_SCHEDULES = ("constant", "cosine")
 
 PathLike = Union[str, os.PathLike]
 
@@ -89,6 +96,29 @@ class TrainResult(NamedTuple):
 
 
 # ----------------------------------------------------------------- training
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def lr_factor(step: int, steps: int, schedule: str = "constant", warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at optimisation step ``step`` (0-based) of ``steps``.
+
+    A linear warm-up from 1/warmup to 1 over the first ``warmup`` steps, then ``"constant"``
+    (1) or ``"cosine"`` (½(1 + cos(π p)), p the fraction of the post-warm-up steps done,
+    reaching 0 at the last step). A pure function of the step, so a resumed run follows
+    the same schedule with no stored state.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    p = (step - warmup) / max(1, steps - warmup - 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(p, 1.0)))
+
+
 LossFn = Callable[..., object]
 
 
@@ -105,19 +135,72 @@ def _resolve_loss(loss: Union[str, LossFn]) -> LossFn:
     )
 
 
-def _batch_sampler(data, batch_size: int, generator: torch.Generator) -> Callable[[], Tensor]:
-    if isinstance(data, Tensor):
-        if data.ndim < 2 or data.shape[0] < 1:
-            raise ValueError(f"data must be a tensor of shape (N, *shape) with N >= 1, got {tuple(data.shape)}")
-        if not data.is_floating_point():
-            raise TypeError(f"data must be floating (map images with to_model_range), got dtype {data.dtype}")
-        n = data.shape[0]
-        # Indices on the generator's device; sampling with replacement keeps every step iid.
-        return lambda: data[torch.randint(0, n, (batch_size,), generator=generator, device=generator.device)
-                            .to(data.device)]
-    if callable(data):
-        return lambda: data(batch_size, generator=generator)
-    raise TypeError(f"data must be a tensor (N, *shape) or a callable data(n, generator=g), got {type(data).__name__}")
+class _Batches:
+    """Where every random number of a step comes from: the data order and the loss's noise.
+
+    With one micro-batch (single process) one generator serves both, in the order: batch
+    indices, then the loss's draws. With K micro-batches (and under DDP, where rank r
+    takes micro-batches r, r + W, ...) a data generator draws the global batch's indices
+    (the same on every rank) and micro-batch k draws its noise from its own generator k;
+    all K + 1 are seeded from ``generator`` once, so one process with K micro-batches and
+    K processes with one each see the same numbers.
+    """
+
+    def __init__(self, data, batch_size: int, generator: torch.Generator, microbatches: int, rank: int,
+                 world: int):
+        if isinstance(data, Tensor):
+            if data.ndim < 2 or data.shape[0] < 1:
+                raise ValueError(f"data must be a tensor of shape (N, *shape) with N >= 1, got {tuple(data.shape)}")
+            if not data.is_floating_point():
+                raise TypeError(f"data must be floating (map images with to_model_range), got dtype {data.dtype}")
+        elif not callable(data):
+            raise TypeError(f"data must be a tensor (N, *shape) or a callable data(n, generator=g), "
+                            f"got {type(data).__name__}")
+        if microbatches % world:
+            raise ValueError(f"microbatches ({microbatches}) must be a multiple of the world size ({world})")
+        if batch_size % microbatches:
+            raise ValueError(f"batch_size ({batch_size}) must be divisible by microbatches ({microbatches})")
+        self.data, self.batch_size, self.K = data, batch_size, microbatches
+        self.local = list(range(rank, microbatches, world))
+        if microbatches == 1:
+            self.generators = [generator]
+        else:
+            seeds = torch.randint(0, 2**62, (microbatches + 1,), generator=generator, device=generator.device)
+            self.generators = [torch.Generator(generator.device).manual_seed(int(v)) for v in seeds]
+
+    def data_generator(self) -> torch.Generator:
+        return self.generators[0]
+
+    def noise_generator(self, k: int) -> torch.Generator:
+        return self.generators[0 if self.K == 1 else k + 1]
+
+    def next(self) -> list[tuple[Tensor, torch.Generator]]:
+        """This process's micro-batches of the next step: [(x_k, noise generator k), ...]."""
+        g, m = self.data_generator(), self.batch_size // self.K
+        if isinstance(self.data, Tensor):
+            n = self.data.shape[0]
+            # Indices on the generator's device; sampling with replacement keeps every step iid.
+            idx = torch.randint(0, n, (self.batch_size,), generator=g, device=g.device).to(self.data.device)
+            return [(self.data[idx[k * m:(k + 1) * m]], self.noise_generator(k)) for k in self.local]
+        if self.K == 1:
+            return [(self.data(self.batch_size, generator=g), g)]
+        x = self.data(self.batch_size, generator=g)
+        return [(x[k * m:(k + 1) * m], self.noise_generator(k)) for k in self.local]
+
+
+class _Objective(nn.Module):
+    """The loss as a module, so DistributedDataParallel (which hooks ``forward``) can wrap
+    it: ``forward(x, generator)`` -> the batch's mean loss (0-dim)."""
+
+    def __init__(self, model: nn.Module, loss_fn, autocast: Optional[torch.dtype]):
+        super().__init__()
+        self.model, self.loss_fn, self.autocast = model, loss_fn, autocast
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        if self.autocast is None:
+            return _total(self.loss_fn(self.model, x, generator=generator))
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            return _total(self.loss_fn(self.model, x, generator=generator)).float()
 
 
 def _as_generator(generator) -> torch.Generator:
@@ -135,6 +218,10 @@ def _total(out) -> Tensor:
     return total.mean()
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@checked_keywords()
 def train(
     model: nn.Module,
     data,
@@ -142,15 +229,22 @@ def train(
     steps: int,
     batch_size: int,
     lr: float = 2e-3,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
     ema_decay: float = 0.999,
     grad_clip: Optional[float] = 1.0,
     generator,
     loss: Union[str, LossFn] = "continuous",
-    progress: bool = True,
+    progress: Union[bool, str] = "auto",
     log_every: int = 50,
     checkpoint: Optional[PathLike] = None,
     checkpoint_every: Optional[int] = None,
     resume: bool = False,
+    microbatches: Optional[int] = None,
+    amp: Optional[str] = None,
+    compile: bool = False,
+    extra: Optional[dict] = None,
+    on_log: Optional[Callable[[int, float, float], None]] = None,
 ) -> TrainResult:
     """Train ``model`` (an NDM, in place) on ``data`` with Adam and an EMA of the weights.
 
@@ -159,77 +253,156 @@ def train(
         data: a tensor (N, *shape) to draw batches from (with replacement, by
             ``generator``), or a callable ``data(n, generator=g) -> (n, *shape)`` for
             fresh draws (e.g. ``ndmsolve.data.checkerboard``).
-        steps, batch_size: optimisation steps and batch size.
-        lr: Adam learning rate. ema_decay: EMA decay (with warm-up, see ``EMA``).
+        steps, batch_size: optimisation steps and (global) batch size.
+        lr: Adam learning rate (the peak one under a schedule).
+        lr_schedule, warmup_steps: the learning rate over the run, ``lr * lr_factor(step,
+            steps, lr_schedule, warmup_steps)``: ``"constant"`` or ``"cosine"`` decay to 0,
+            after a linear warm-up of ``warmup_steps`` (see ``lr_factor``).
+        ema_decay: EMA decay (with warm-up, see ``EMA``).
         grad_clip: max global gradient norm, or ``None`` for no clipping.
         generator: ``torch.Generator`` (or int seed) for batches and the loss's noise.
         loss: ``"continuous"`` (``objectives.continuous_loss``) or a callable
             ``loss(model, x, generator=g)`` returning a (B,) tensor or a ``NegELBO``.
-        progress: show a tqdm bar (loss shown every ``log_every`` steps).
-        checkpoint: path to save model, EMA, optimizer, generator state and losses at the
-            end (and every ``checkpoint_every`` steps); writes are atomic.
-        resume: continue from ``checkpoint`` when it exists (bit-identical to an
-            uninterrupted run).
+        progress: ``"auto"`` (default): a tqdm bar on stderr when it is a terminal, else
+            one summary line at the end (a log file gets no carriage-return lines);
+            ``True``: always the bar; ``False``: nothing. Loss shown every ``log_every``.
+        checkpoint: path of the checkpoint (``ndmsolve.checkpoint``'s format: model and its
+            configuration, EMA, optimizer, step, generators, global RNG states, losses),
+            written atomically at the end and every ``checkpoint_every`` steps.
+        resume: continue from ``checkpoint`` when it exists: bit-identical to an
+            uninterrupted run on the same hardware.
+        microbatches: split each batch into this many equal parts, each with its own noise
+            stream (gradient accumulation); default 1, or the world size under
+            torch.distributed, where rank r trains on parts r, r + W, ... with
+            DistributedDataParallel. The same ``microbatches`` gives the same numbers
+            (up to float summation order) on any number of processes.
+        amp: ``"bf16"`` (or ``"fp16"``) autocast for the loss's forward pass, or ``None``.
+        compile: ``torch.compile`` the loss (for GPUs; the first steps compile).
+        extra: more entries for the checkpoint (e.g. the command's configuration).
+        on_log: called as ``on_log(step, mean_loss, images_per_s)`` every ``log_every``
+            steps (on rank 0).
 
     Returns:
-        ``TrainResult(model, ema_model, losses)``.
+        ``TrainResult(model, ema_model, losses)``; ``losses`` holds each step's mean loss
+        over the whole (global) batch.
     """
+    from . import distributed as ddist
+
     for name, v in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
             raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} int, got {v!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path>")
-    generator = _as_generator(generator)
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be None or one of {sorted(AMP_DTYPES)}, got {amp!r}")
+    rank, world = ddist.rank(), ddist.world_size()
+    if microbatches is None:
+        microbatches = world
+    if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
+        raise ValueError(f"microbatches must be a positive int, got {microbatches!r}")
+    if generator is None:
+        raise TypeError("generator is required: a torch.Generator or an int seed (runs reproduce)")
+    generator = as_generator(generator)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    if isinstance(data, Tensor) and data.is_floating_point() and data.dtype != params[0].dtype:
-        raise TypeError(f"data has dtype {data.dtype} but the model's parameters are {params[0].dtype}: "
-                        f"convert one of them (data.to(...) or model.to(...))")
+    if isinstance(data, Tensor) and data.is_floating_point():
+        check_like_model(data, model, "data")
     loss_fn = _resolve_loss(loss)
-    next_batch = _batch_sampler(data, batch_size, generator)
+    batches = _Batches(data, batch_size, generator, microbatches, rank, world)
+    objective = _Objective(model, loss_fn, AMP_DTYPES.get(amp))
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev = params[0].device
+        objective = DistributedDataParallel(objective, device_ids=[dev] if dev.type == "cuda" else None)
+    if compile:
+        objective = torch.compile(objective)
     opt = torch.optim.Adam(params, lr=lr)
     ema = EMA(model, ema_decay)
     losses: list = []
     start = 0
     if resume and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, model=model, optimizer=opt, ema=ema, generator=generator)
+        state = load_checkpoint(checkpoint, model=model, optimizer=opt, ema=ema, generator=batches.generators)
         start, losses = int(state["step"]), list(state["losses"])
-        restore_rng(state["rng"])  # dropout and other global-RNG draws continue where they stopped
+        # Dropout and other global-RNG draws continue where they stopped, on every rank.
+        rngs = state.get("rng_per_rank") or [state["rng"]]
+        if len(rngs) != world:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} was written by {len(rngs)} processes; "
+                             f"resume it with the same number (this run has {world})")
+        restore_rng(rngs[rank])
 
     def save(step: int) -> None:
-        save_checkpoint(checkpoint, model=model, ema=ema, optimizer=opt, generator=generator, step=step,
-                        losses=losses)
+        rngs = ddist.all_gather_objects(capture_rng())  # every rank takes part
+        if rank == 0:
+            save_checkpoint(checkpoint, model=model, ema=ema, optimizer=opt, generator=batches.generators,
+                            step=step, losses=losses, rng=rngs[0], rng_per_rank=rngs,
+                            microbatches=microbatches, world_size=world,
+                            lr_schedule={"lr": lr, "schedule": lr_schedule, "warmup_steps": warmup_steps},
+                            **(extra or {}))
+        ddist.barrier()
 
+    if progress not in (True, False, "auto"):
+        raise ValueError(f"progress must be True, False or 'auto', got {progress!r}")
+    bar_on = rank == 0 and (progress is True or (progress == "auto" and _is_terminal(sys.stderr)))
     from tqdm.auto import tqdm
 
+    t_start = time.perf_counter()
     model.train()
-    with tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc="train",
-              dynamic_ncols=True) as bar:
+    # Gradient = (1/K) Σ_k ∇(mean loss of part k); DDP averages over the W ranks, so scale by W/K.
+    scale = world / microbatches
+    t_log = time.perf_counter()
+    with tqdm(range(start, steps), initial=start, total=steps, disable=not bar_on, desc="train",
+              dynamic_ncols=True, file=sys.stderr) as bar:
         for step in bar:
-            x = next_batch()
-            value = _total(loss_fn(model, x, generator=generator))
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"loss became {value.item()} at step {step}")
+            parts = batches.next()
             opt.zero_grad(set_to_none=True)
-            value.backward()
+            total = 0.0
+            for j, (x, g) in enumerate(parts):
+                sync = j == len(parts) - 1 or world == 1
+                defer = world > 1 and not sync and hasattr(objective, "no_sync")
+                ctx = objective.no_sync() if defer else contextlib.nullcontext()
+                with ctx:
+                    value = objective(x, g)
+                    if not torch.isfinite(value):
+                        raise FloatingPointError(f"loss became {value.item()} at step {step}")
+                    (value * scale).backward()
+                total = total + value.detach()
+            step_loss = ddist.all_reduce_sum(total.reshape(1))[0] / microbatches
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(params, grad_clip)
+            for group in opt.param_groups:
+                group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
             opt.step()
             ema.update(model)
-            losses.append(value.item())
+            losses.append(step_loss.item())
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 recent = losses[-log_every:]
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}")
+                now = time.perf_counter()
+                n_steps = min(log_every, step + 1 - start)
+                ips = n_steps * batch_size / max(now - t_log, 1e-9)
+                t_log = now
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", img_s=f"{ips:.0f}")
+                if on_log is not None and rank == 0:
+                    on_log(step + 1, sum(recent) / len(recent), ips)
             if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
                 save(step + 1)
     if checkpoint is not None:
         save(steps)
+    if progress == "auto" and not bar_on and rank == 0:
+        recent = losses[-log_every:]
+        mean = f"{sum(recent) / len(recent):.4g}" if recent else "n/a"
+        print(f"train: {steps - start} steps in {time.perf_counter() - t_start:.1f} s, "
+              f"loss {mean} (mean of the last {len(recent)})", file=sys.stderr, flush=True)
     model.eval()
     return TrainResult(model, ema.shadow, losses)

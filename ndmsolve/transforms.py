@@ -1,9 +1,14 @@
 """Transforms F_φ(x, t) of the data: the learned part of an NDM's forward process.
 
 Any ``nn.Module`` called as ``F(x, t)`` with ``x`` of shape (B, *shape), ``t`` of shape
-(B,) and output of ``x``'s shape plugs in. A transform may also define
-``forward_and_dt(x, t) -> (F, ∂_t F)`` to give the time derivative analytically; the
-NDM then uses it instead of a Jacobian-vector product.
+(B,) and output of ``x``'s shape plugs in. Optional parts a transform may declare, each
+of which lets the NDM skip network passes (the losses need F and ∂_t F at several times):
+
+* ``forward_and_dt(x, t) -> (F, ∂_t F)``: the time derivative analytically, instead of a
+  Jacobian-vector product.
+* ``identity_at_zero = True``: F(x, 0) = x exactly (no pass needed at t = 0).
+* ``features(x) -> h`` and ``from_features(x, h, t) -> (F, ∂_t F)``: all of the network's
+  work is in a t-free ``h``, so one pass per input serves every t.
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ def _bcast(a: Tensor, x: Tensor) -> Tensor:
 class IdentityTransform(nn.Module):
     """F(x, t) = x: the classical (VP/VDM) diffusion."""
 
+    identity_at_zero = True
+
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return x
 
@@ -43,8 +50,12 @@ class IdentityTransform(nn.Module):
 class ResidualTransform(nn.Module):
     """F(x, t) = x + t · net(x, t), so F(x, 0) = x exactly (classical reconstruction term).
 
-    ``net`` is any module ``net(x, t)`` returning ``x``'s shape. ∂_t F comes from a JVP.
+    ``net`` is any module ``net(x, t)`` returning ``x``'s shape. ∂_t F = net + t ∂_t net,
+    with ∂_t net from ``net.forward_and_dt(x, t)`` when the net has one (``MLP`` does:
+    forward mode written out), else from a JVP (``torch.func.jvp``).
     """
+
+    identity_at_zero = True
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -53,8 +64,16 @@ class ResidualTransform(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return x + _bcast(t, x) * self.net(x, t)
 
+    def forward_and_dt(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        if hasattr(self.net, "forward_and_dt"):
+            n, dn = self.net.forward_and_dt(x, t)
+        else:
+            t = t.contiguous()  # a broadcast (stride-0) t cannot carry a tangent
+            n, dn = torch.func.jvp(lambda s: self.net(x, s), (t,), (torch.ones_like(t),))
+        tb = _bcast(t, x)
+        return x + tb * n, n + tb * dn
 
-@configurable
+
 class PolynomialBasis(nn.Module):
     """b_k(t) = t^k, k = 1..K (all vanish at t = 0)."""
 
@@ -91,7 +110,8 @@ _BASES = {"polynomial": PolynomialBasis, "sine": SineBasis}
 class TimeBasisTransform(nn.Module):
     """F(x, t) = x + Σ_k b_k(t) · h_k(x), with ∂_t F = Σ_k b_k'(t) · h_k(x) analytic.
 
-    One pass of ``net`` gives both F and ∂_t F, so the NDM drift costs about one forward.
+    One pass of ``net`` gives F and ∂_t F at every t (``features`` / ``from_features``), so
+    the NDM drift costs about one forward and the losses one pass per input (x and x̂).
 
     Args:
         net: module called as ``net(x)`` returning ``K * prod(shape)`` numbers per sample
@@ -99,6 +119,8 @@ class TimeBasisTransform(nn.Module):
         n_basis: K.
         basis: ``"polynomial"`` (t^k) or ``"sine"`` (sin(kπt/2)/k); every b_k(0) = 0.
     """
+
+    identity_at_zero = True
 
     def __init__(self, net: nn.Module, n_basis: int, basis: str = "sine"):
         super().__init__()
@@ -128,6 +150,13 @@ class TimeBasisTransform(nn.Module):
         return x + self._combine(b, self._h(x))
 
     def forward_and_dt(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return self.from_features(x, self._h(x), t)
+
+    def features(self, x: Tensor) -> Tensor:
+        """h(x) = net(x) as (B, K, *shape): the only network pass, shared by every t."""
+        return self._h(x)
+
+    def from_features(self, x: Tensor, h: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(F(x, t), ∂_t F(x, t)) from ``h = features(x)``, each (B, *shape)."""
         b, db = self.basis(t)
-        h = self._h(x)
         return x + self._combine(b, h), self._combine(db, h)

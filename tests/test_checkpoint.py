@@ -67,7 +67,7 @@ def test_checkpoint_carries_training_state(tmp_path):
 def test_unet_ndm_config_round_trip():
     torch.manual_seed(0)
     sched = nd.CosineLogSNR()
-    pred = EpsilonPredictor(UNet(1, base=8, mults=(1, 2)), sched)
+    pred = EpsilonPredictor(UNet(1, base=8, mults=(1, 2), attn_levels=(1,), mid_attn=True, dropout=0.1), sched)
     model = nd.NDM(pred, nd.ResidualTransform(UNet(1, base=8, mults=(1,), zero_init=True)), sched,
                    data_shape=(1, 8, 8))
     clone = from_config(to_config(model))

@@ -203,23 +203,134 @@ def test_gradients_reach_every_part(which, loss):
         assert p.grad.abs().max() > 0, name
 
 
-@pytest.mark.parametrize("transform", ["residual", "affine", None])
-def test_one_stacked_jvp_call(transform):
+def _reference_continuous(model, x, t, generator):
+    """The continuous loss as first written (F at x three times over, then one stacked
+    F_and_dF over [x; x̂]): the fewer-pass loss must give the same numbers."""
+    B = x.shape[0]
+    sched = model.schedule
+    alpha, sigma = sched(t)
+    lam, dlam = sched.log_snr(t), sched.dlog_snr(t)
+    F = model.F(torch.cat([x, x, x]), torch.cat([t, torch.zeros_like(t), torch.ones_like(t)]))
+    F_x, F0, F1 = F[:B], F[B : 2 * B], F[2 * B :]
+    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    z_t = alpha[:, None] * F_x + sigma[:, None] * eps
+    x_hat = model.x_hat(z_t, t)
+    F_both, dF_both = model.F_and_dF(torch.cat([x, x_hat]), torch.cat([t, t]))
+    resid = dF_both[:B] - dF_both[B:] + dlam[:, None] * (F_both[:B] - F_both[B:])
+    diffusion = 0.5 * torch.exp(lam) / (-dlam) * (resid**2).sum(1)
+    return diffusion, F0, F1
+
+
+def _reference_discrete(model, x, T, i, generator):
+    B = x.shape[0]
+    t, s = i.to(x.dtype) / T, (i - 1).to(x.dtype) / T
+    alpha, sigma = model.schedule(t)
+    F = model.F(torch.cat([x, x, x]), torch.cat([t, torch.zeros_like(t), torch.ones_like(t)]))
+    F_x, F0, F1 = F[:B], F[B : 2 * B], F[2 * B :]
+    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    z_t = alpha[:, None] * F_x + sigma[:, None] * eps
+    x_hat = model.x_hat(z_t, t)
+    mean, var = model.posterior(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([x, x_hat]))
+    return T * ((mean[:B] - mean[B:]) ** 2).sum(1) / (2.0 * var[:B]), F0, F1
+
+
+class CountRows(nn.Module):
+    """Wraps a net and records the batch size of every call (one call = one pass)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, []
+
+    def forward(self, x, t=None):
+        self.rows.append(x.shape[0])
+        return self.net(x) if t is None else self.net(x, t)
+
+
+def _transform(kind, d, seed=1):
+    if kind == "residual":
+        return nd.ResidualTransform(CountRows(Net(d, seed=seed)))
+    if kind == "time_basis":
+        torch.manual_seed(seed)
+        net = nd.MLP(d, hidden=16, depth=2, out_dim=3 * d).to(D64)
+        with torch.no_grad():  # a non-zero h everywhere
+            net.out.weight.normal_(0.0, 0.3)
+        return nd.TimeBasisTransform(CountRows(net), 3, "sine")
+    if kind == "affine":
+        return _affine(learnable=True)
+    if kind == "shift":
+        return Shift()
+    return None
+
+
+KINDS = ["residual", "time_basis", "affine", "shift", None]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("loss", ["continuous", "discrete"])
+def test_fewer_passes_same_loss_and_gradients(kind, loss):
+    # The losses spend the fewest transform passes; values and gradients must equal the
+    # original many-pass computation to float64 rounding, on random models and times.
+    d, B, T = 2, 16, 20
+    model = nd.NDM(Net(d, seed=2, scale=2.0), _transform(kind, d), nd.LearnedLogSNR(-8.0, 8.0).to(D64))
+    x = torch.randn(B, d, generator=gen(0), dtype=D64)
+    t = torch.rand(B, generator=gen(1), dtype=D64)
+    i = torch.randint(1, T + 1, (B,), generator=gen(1))
+    i[0] = 1  # s = 0 included
+    params = [p for p in model.parameters()]
+
+    def grads(v):
+        return torch.autograd.grad(v.sum(), params, allow_unused=True)
+
+    if loss == "continuous":
+        out = continuous_loss(model, x, t=t, generator=gen(5))
+        diff, F0, F1 = _reference_continuous(model, x, t, gen(5))
+    else:
+        out = discrete_loss(model, x, T, t_index=i, generator=gen(5))
+        diff, F0, F1 = _reference_discrete(model, x, T, i, gen(5))
+    from ndmsolve.objectives import _prior_from_F1, _reconstruction
+
+    ref_total = diff + _prior_from_F1(model, F1) + _reconstruction(model, x, F0, "gaussian", None, None)
+    assert out.diffusion.abs().min() > 1e-3  # a non-trivial comparison
+    torch.testing.assert_close(out.diffusion, diff, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.total, ref_total, rtol=1e-12, atol=1e-12)
+    for g_new, g_ref in zip(grads(out.total), grads(ref_total), strict=True):
+        if g_ref is None:
+            assert g_new is None or g_new.abs().max() == 0
+        else:
+            torch.testing.assert_close(g_new, g_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_explicit_eps_is_the_generators_draw():
+    d, B = 2, 12
+    model = nd.NDM(Net(d, seed=2), _transform("residual", d), nd.LinearLogSNR())
+    x = torch.randn(B, d, generator=gen(0), dtype=D64)
+    t = torch.rand(B, generator=gen(1), dtype=D64)
+    eps = torch.randn(x.shape, generator=gen(4), dtype=D64)
+    a = continuous_loss(model, x, t=t, generator=gen(4))
+    b = continuous_loss(model, x, t=t, eps=eps)
+    assert torch.equal(a.total, b.total)
+    assert not torch.equal(continuous_loss(model, x, t=t, eps=-eps).total, b.total)
+    with pytest.raises(ValueError, match="eps"):
+        continuous_loss(model, x, t=t, eps=eps[:, :1])
+
+
+@pytest.mark.parametrize("kind", ["residual", "time_basis"])
+@pytest.mark.parametrize("loss", ["continuous", "discrete"])
+def test_transform_passes(kind, loss):
+    # General net: F and ∂_t F at x, F(x, 1), F and ∂_t F at x̂ (continuous; three B-row
+    # passes) or one call over [x; x; x] and one over [x̂; x̂] (discrete). A t-free net:
+    # one pass per input. F(x, 0) = x: never a pass.
     d, B = 3, 8
-    tr = {"residual": nd.ResidualTransform(Net(d, seed=1)), "affine": None, None: None}[transform]
-    if transform == "affine":
-        tr = nd.AffineTimeTransform(*(torch.full((d,), 0.1, dtype=D64) for _ in range(4)))
+    tr = _transform(kind, d)
     model = nd.NDM(Net(d, seed=2), tr, nd.LinearLogSNR())
-    calls = []
-    orig = model.F_and_dF
-
-    def counted(x, t, *a, **k):
-        calls.append((tuple(x.shape), tuple(t.shape)))
-        return orig(x, t, *a, **k)
-
-    model.F_and_dF = counted
-    continuous_loss(model, torch.randn(B, d, generator=gen(0), dtype=D64), generator=gen(1))
-    assert calls == [((2 * B, d), (2 * B,))]
+    x = torch.randn(B, d, generator=gen(0), dtype=D64)
+    if loss == "continuous":
+        continuous_loss(model, x, generator=gen(1))
+        want = [B, B, B] if kind == "residual" else [B, B]
+    else:
+        discrete_loss(model, x, 10, generator=gen(1))
+        want = [3 * B, 2 * B] if kind == "residual" else [B, B]
+    assert tr.net.rows == want
 
 
 # --------------------------------------------------------------------------- times

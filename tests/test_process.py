@@ -431,22 +431,27 @@ def test_bad_time():
 
 def test_bad_networks():
     z, t = torch.randn(4, 2), torch.rand(4)
-    with pytest.raises(ValueError, match="predictor must return shape"):
+    with pytest.raises(ValueError, match=r"predictor \(_Const\) must return shape"):
         nd.NDM(_Const(lambda z, t: z[:, :1])).velocity(z, t)
-    with pytest.raises(ValueError, match="predictor must return finite"):
+    with pytest.raises(ValueError, match=r"predictor \(_Const\) must return finite"):
         nd.NDM(_Const(lambda z, t: z * float("nan"))).velocity(z, t)
-    with pytest.raises(TypeError, match="predictor must return a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"predictor \(_Const\) must return a torch.Tensor"):
         nd.NDM(_Const(lambda z, t: z.tolist())).velocity(z, t)
     for dF in ("func", "autograd", "fd"):
-        with pytest.raises(ValueError, match="transform must return shape"):
+        with pytest.raises(ValueError, match=r"transform \(_Const\) must return shape"):
             _ok_model(transform=_Const(lambda x, t: x.sum(1, keepdim=True) * t[:, None]), dF=dF).velocity(z, t)
-        with pytest.raises(ValueError, match="transform must return finite"):
+        with pytest.raises(ValueError, match=r"transform \(_Const\) must return finite"):
             _ok_model(transform=_Const(lambda x, t: x / (t[:, None] * 0)), dF=dF).velocity(z, t)
-    with pytest.raises(ValueError, match="transform must return shape"):
+    with pytest.raises(ValueError, match=r"transform \(_Const\) must return shape"):
         _ok_model(transform=_Const(lambda x, t: x[:, :1])).F(z, t)
     # check=False skips the finiteness check (the shape check stays).
     out = nd.NDM(_Const(lambda z, t: z * float("nan")), check=False).velocity(z, t)
     assert torch.isnan(out).all()
+
+
+class _Plain(torch.nn.Module):
+    def forward(self, x, t):
+        return x + t[:, None]
 
 
 def test_bad_constructor_arguments():
@@ -460,7 +465,7 @@ def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="dF"):
         nd.NDM(pred, dF="spline")
     with pytest.raises(ValueError, match="dF"):
-        nd.NDM(pred, nd.ResidualTransform(_mlp(2)), dF="analytic")
+        nd.NDM(pred, _Plain(), dF="analytic")  # no forward_and_dt
     with pytest.raises(ValueError, match="method"):
         nd.NDM(pred).F_and_dF(torch.randn(2, 2), torch.rand(2), method="spline")
     with pytest.raises(TypeError, match="predictor"):

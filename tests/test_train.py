@@ -1,4 +1,5 @@
 """Training loop: learning, EMA maths, determinism, resumption, atomic checkpoints."""
+import math
 import os
 
 import pytest
@@ -9,7 +10,7 @@ import ndmsolve as nd
 from ndmsolve.data import checkerboard, gaussian_mixture_1d
 from ndmsolve.fields import MLP
 from ndmsolve.checkpoint import CheckpointError
-from ndmsolve.train import EMA, load_checkpoint, save_checkpoint, train
+from ndmsolve.train import EMA, load_checkpoint, lr_factor, save_checkpoint, train
 
 from helpers import one_thread_fixture
 
@@ -109,6 +110,59 @@ def test_resume_matches_uninterrupted(tmp_path):
     assert load_checkpoint(ck)["step"] == 16
 
 
+def test_lr_factor_closed_form():
+    assert [lr_factor(k, 10, "constant", warmup=4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    # cosine after a warm-up of 2 over 12 steps: 1 at step 2, ½ half way, 0 at the last step
+    f = [lr_factor(k, 12, "cosine", warmup=2) for k in range(12)]
+    assert f[:2] == [0.5, 1.0] and f[2] == 1.0 and f[-1] == pytest.approx(0.0, abs=1e-15)
+    assert lr_factor(2 + 9 // 2, 12, "cosine", 2) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 9)))
+    assert all(a >= b for a, b in zip(f[2:], f[3:]))  # non-increasing after the warm-up
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor(0, 10, "linear")
+
+
+def test_lr_schedule_sets_the_step_size():
+    # Cosine over 2 steps: the second step has lr 0, so the weights are those after one step.
+    data = gaussian_mixture_1d(512, torch.Generator().manual_seed(0))
+    kw = dict(batch_size=32, loss=stand_in_loss, progress=False, lr=1e-2)
+    two = train(_model(), data, steps=2, lr_schedule="cosine",
+                generator=torch.Generator().manual_seed(3), **kw)
+    one = train(_model(), data, steps=1, generator=torch.Generator().manual_seed(3), **kw)
+    init = _model()
+    for p, q in zip(two.model.parameters(), one.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    moved = zip(one.model.parameters(), init.parameters(), strict=True)
+    assert any(not torch.equal(p, p0) for p, p0 in moved)
+    # A warm-up of 4 steps: the first Adam step is about lr/4 per weight (|Δ| <= lr/4).
+    warm = train(_model(), data, steps=1, warmup_steps=4, generator=torch.Generator().manual_seed(3),
+                 **kw)
+    pairs = zip(warm.model.parameters(), init.parameters(), strict=True)
+    step = max(float((p - p0).abs().max()) for p, p0 in pairs)
+    assert 0.5 * 1e-2 / 4 < step <= 1e-2 / 4 * (1 + 1e-5)
+
+
+def test_resume_follows_the_lr_schedule(tmp_path):
+    # A 12-step cosine run that crashes after its step-5 checkpoint, resumed: the same run.
+    data = gaussian_mixture_1d(512, torch.Generator().manual_seed(0))
+    kw = dict(batch_size=32, progress=False, lr_schedule="cosine", warmup_steps=3, steps=12)
+    full = train(_model(), data, loss=stand_in_loss, generator=torch.Generator().manual_seed(2), **kw)
+    calls = []
+
+    def crashing(model, x, generator=None):
+        calls.append(1)
+        if len(calls) > 7:
+            raise RuntimeError("crash")
+        return stand_in_loss(model, x, generator)
+
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(RuntimeError, match="crash"):
+        train(_model(), data, loss=crashing, generator=torch.Generator().manual_seed(2), checkpoint=ck,
+              checkpoint_every=5, **kw)
+    resumed = train(_model(), data, loss=stand_in_loss, generator=torch.Generator().manual_seed(2),
+                    checkpoint=ck, resume=True, **kw)
+    assert resumed.losses == full.losses
+
+
 def test_checkpoint_round_trip(tmp_path):
     net = MLP(2, hidden=8)
     g = torch.Generator().manual_seed(3)
@@ -160,6 +214,10 @@ def test_bad_arguments():
         train(m, x.double(), steps=1, batch_size=4, generator=0, loss=stand_in_loss)
     with pytest.raises(TypeError, match="data"):
         train(m, [1, 2], steps=1, batch_size=4, generator=0, loss=stand_in_loss)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(m, x, steps=1, batch_size=4, generator=0, loss=stand_in_loss, lr_schedule="step")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        train(m, x, steps=1, batch_size=4, generator=0, loss=stand_in_loss, warmup_steps=-1)
     with pytest.raises(FloatingPointError, match="step 0"):
         train(m, x, steps=1, batch_size=4, generator=0, progress=False,
               loss=lambda model, x, generator=None: x.sum(1) * float("nan"))

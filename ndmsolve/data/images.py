@@ -5,6 +5,8 @@
   These are pickles: load only files you trust (the official archive).
 - MNIST: the idx files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-...``), optionally gzipped.
+- A folder of PNGs (8-bit greyscale or RGB, all one size): ``root/*.png``, or
+  ``root/<class>/*.png`` with labels from the sorted class-folder names.
 
 Loaders return ``(images, labels)``: images uint8 (N, C, H, W), labels int64 (N,).
 ``to_model_range`` maps uint8 to [-1, 1] for training; ``from_model_range`` maps back.
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["load_cifar10", "load_mnist", "to_model_range", "from_model_range"]
+__all__ = ["load_cifar10", "load_mnist", "load_png_folder", "to_model_range", "from_model_range"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -111,15 +113,58 @@ def load_mnist(root: PathLike, split: str = "train") -> tuple[Tensor, Tensor]:
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
-def to_model_range(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """uint8 in {0..255} -> floats in [-1, 1]: x / 127.5 − 1 (0 -> −1, 255 -> 1)."""
+def load_png_folder(root: PathLike) -> tuple[Tensor, Tensor]:
+    """Every PNG under ``root``: images uint8 (N, C, H, W), labels int64 (N,).
+
+    PNGs directly in ``root`` get label 0; with class folders ``root/<class>/*.png`` the
+    label is the class's index among the sorted folder names (torchvision's ImageFolder
+    convention). Files are read in sorted path order. Greyscale ("L") gives C = 1, RGB
+    C = 3; other modes (palette, alpha, 16-bit) and differing sizes are refused, naming the file.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"root={str(root)!r} is not a folder: put your images in it as "
+                                f"root/*.png or root/<class>/*.png (8-bit greyscale or RGB, one size)")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.png")))
+    files = [(p, 0) for p in sorted(root.glob("*.png"))]
+    files += [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).glob("*.png"))]
+    if not files:
+        raise FileNotFoundError(f"no .png files in {str(root)!r} or its class folders: put your images "
+                                f"there as root/*.png or root/<class>/*.png")
+    from PIL import Image
+
+    images, labels, first = [], [], None
+    for path, label in files:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "RGB"):
+                raise ValueError(f"{str(path)!r} has PNG mode {im.mode!r}; expected 8-bit greyscale 'L' or "
+                                 f"'RGB' (convert it, e.g. with PIL's Image.convert)")
+            a = np.asarray(im, dtype=np.uint8)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if first is None:
+            first = (path, a.shape)
+        elif a.shape != first[1]:
+            raise ValueError(f"{str(path)!r} has shape (C, H, W) = {a.shape}, but {str(first[0])!r} has "
+                             f"{first[1]}: all images must have one size and mode")
+        images.append(a)
+        labels.append(label)
+    return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
+
+
+def to_model_range(x: Tensor, dtype: torch.dtype = torch.float32, n_bins: int = 256) -> Tensor:
+    """Integers in {0..n_bins − 1} -> floats in [-1, 1]: x / ((n_bins − 1)/2) − 1.
+
+    For 8-bit data (the default) x / 127.5 − 1 (0 -> −1, 255 -> 1); the digits have 17.
+    """
     if x.dtype != torch.uint8:
         raise TypeError(f"x must be a uint8 tensor, got dtype {x.dtype}")
-    return x.to(dtype) / 127.5 - 1.0
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 2 <= n_bins <= 256:
+        raise ValueError(f"n_bins must be an int in 2..256, got {n_bins!r}")
+    return x.to(dtype) / ((n_bins - 1) / 2) - 1.0
 
 
-def from_model_range(x: Tensor) -> Tensor:
-    """Floats in [-1, 1] -> uint8, rounding to the nearest of the 256 levels (clamped)."""
+def from_model_range(x: Tensor, n_bins: int = 256) -> Tensor:
+    """Floats in [-1, 1] -> uint8 levels 0..n_bins − 1, rounding to the nearest (clamped)."""
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
-    return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return ((x + 1.0) * ((n_bins - 1) / 2)).round().clamp(0, n_bins - 1).to(torch.uint8)

@@ -1,7 +1,7 @@
 """Toy data sets: five 2D sets and a 1D Gaussian mixture.
 
 Every set is ``fn(n, generator=None, dtype=torch.float32) -> (n, d)``; randomness comes
-only from ``generator`` (a ``torch.Generator``), so a seeded generator gives the same
+only from ``generator`` (a ``torch.Generator`` or an int seed), so a seeded generator gives the same
 points every time. The 2D sets follow the conventions of FFJORD's toy data (scale about
 [-4, 4]) so numbers are comparable with the literature.
 """
@@ -12,6 +12,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from .._checks import seeded
 
 __all__ = [
     "checkerboard",
@@ -39,6 +41,7 @@ def _randn(n, generator, dtype, *shape) -> Tensor:
     return torch.randn((n, *shape), generator=generator, dtype=dtype)
 
 
+@seeded
 def checkerboard(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Uniform on the 8 dark squares of a 4x4 board over [-4, 4]², (n, 2)."""
     _check_n(n)
@@ -48,6 +51,7 @@ def checkerboard(n: int, generator: Optional[torch.Generator] = None, dtype: tor
     return torch.stack([x1, x2], dim=1) * 2
 
 
+@seeded
 def two_moons(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
               noise: float = 0.1) -> Tensor:
     """Two interleaved half circles (sklearn's make_moons, ×2, shifted), (n, 2)."""
@@ -60,6 +64,7 @@ def two_moons(n: int, generator: Optional[torch.Generator] = None, dtype: torch.
     return pts * 2 + torch.tensor([-1.0, -0.2], dtype=dtype)
 
 
+@seeded
 def eight_gaussians(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """Eight Gaussians (std 0.5/√2) on a circle of radius 4/√2 ≈ 2.83, (n, 2)."""
     _check_n(n)
@@ -69,6 +74,7 @@ def eight_gaussians(n: int, generator: Optional[torch.Generator] = None, dtype: 
     return (centers + 0.5 * _randn(n, generator, dtype, 2)) / math.sqrt(2)
 
 
+@seeded
 def swiss_roll(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
                noise: float = 1.0) -> Tensor:
     """A 2D Swiss roll (sklearn's make_swiss_roll, coordinates x and z, /5), (n, 2)."""
@@ -78,6 +84,7 @@ def swiss_roll(n: int, generator: Optional[torch.Generator] = None, dtype: torch
     return pts / 5
 
 
+@seeded
 def rings(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
           noise: float = 0.08) -> Tensor:
     """Four concentric rings, radii 0.75, 1.5, 2.25, 3, with Gaussian noise, (n, 2)."""
@@ -104,6 +111,7 @@ def _gm_params(means, stds, weights, dtype):
     return m, s, w / w.sum()
 
 
+@seeded
 def gaussian_mixture_1d(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
                         means: Sequence[float] = _GM_MEANS, stds: Sequence[float] = _GM_STDS,
                         weights: Sequence[float] = _GM_WEIGHTS) -> Tensor:

@@ -6,7 +6,7 @@ of ``nd.sample`` and the ``torchdiffeq:``/``torchsde:`` backends) to its metadat
 solves share one Brownian path.
 """
 # The modules that register methods (importing them fills the registry).
-from . import adaptive, backends, discrete, fixed, sde, tableaus  # noqa: F401
+from . import adaptive, backends, discrete, fixed, multistep, sde, tableaus  # noqa: F401
 from .api import all_methods, make_grid, solve
 from .base import NonFiniteError, Solution, SolverError, StepLimitError
 from .brownian import BrownianPath

@@ -4,14 +4,17 @@ Split as in diffrax: the tableau gives the step and its error estimate (``rk.rk_
 ``PIController`` turns the error into the next step size, and the loop here decides
 acceptance, saving and failure.
 
-- Error norm: ``‖err / (atol + rtol·max(|y0|, |y1|))‖_RMS`` over the whole tensor, so the
+- Error norm: ``norm(err / (atol + rtol·max(|y0|, |y1|)))`` with ``norm`` one of
+  ``norms.NORMS`` ("rms" over the whole tensor, "sample_max", "max") or a callable; the
   step size is one scalar for the whole batch. A step is accepted when it is ≤ 1.
 - One host sync per attempted step (the accept/reject decision needs it); the error
   norm and a finiteness probe of the new state come back together.
-- Saving: steps are clipped to land exactly on each requested time (no interpolation,
-  so saved states carry the solver's full accuracy). After a clipped step the
-  controller resumes from the larger of its proposal and the step it wanted before
-  clipping, so dense ``save_at`` does not throttle the step size.
+- Saving: by default ``save_at`` states come from the step's interpolant (``dense``
+  module: dopri5's and tsit5's continuous extensions, cubic Hermite for bosh3), so saving
+  changes no step and costs no NFE. With ``dense=False`` steps are clipped to land exactly
+  on each requested time instead (saved states carry the solver's full accuracy); after a
+  clipped step the controller resumes from the larger of its proposal and the step it
+  wanted before clipping, so dense ``save_at`` does not throttle the step size.
 - ``max_steps`` bounds attempted steps (accepted + rejected), so a solve always ends.
 - NaN/inf: a non-finite trial step is rejected and the step shrunk by ``factormin``;
   ``NonFiniteError`` is raised only if the step size collapses (below ~10 ulps of t)
@@ -28,6 +31,8 @@ from torch import Tensor
 
 from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
                    save_targets, time_tensor)
+from .dense import dense_polynomials, interpolate
+from .norms import Norm, resolve_norm, rms_norm
 from .registry import register
 from .rk import rk_step
 from .tableaus import Tableau, bosh3, dopri5, tsit5
@@ -80,29 +85,43 @@ class PIController:
         return h * factor
 
 
-def error_ratio(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float) -> Tensor:
-    """0-dim ``‖err / (atol + rtol·max(|y0|, |y1|))‖_RMS`` over the whole tensor."""
+def _pair(pi_coeffs) -> tuple[float, float]:
+    ok = (isinstance(pi_coeffs, (tuple, list)) and len(pi_coeffs) == 2
+          and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in pi_coeffs))
+    if not ok:
+        raise ValueError(f"pi_coeffs must be a pair (pcoeff, icoeff) of numbers, got {pi_coeffs!r}")
+    return float(pi_coeffs[0]), float(pi_coeffs[1])
+
+
+def error_ratio(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float,
+                norm: Norm = rms_norm) -> Tensor:
+    """0-dim ``norm(err / (atol + rtol·max(|y0|, |y1|)))`` (``norms`` module)."""
     scale = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
-    return (err / scale).square().mean().sqrt()
+    return _scalar(norm(err / scale))
 
 
-def _rms(x: Tensor) -> Tensor:
-    return x.square().mean().sqrt()
+def _scalar(r) -> Tensor:
+    """A norm's value, checked to be 0-dim (a shape check: no host sync)."""
+    if not isinstance(r, Tensor) or r.ndim != 0:
+        raise ValueError(f"norm must return a 0-dim tensor, got "
+                         f"{tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__}")
+    return r
 
 
 def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, order: int,
-                 rtol: float, atol: float) -> float:
+                 rtol: float, atol: float, norm: Norm = rms_norm) -> float:
     """Hairer, Nørsett & Wanner (Solving ODEs I, II.4) starting step; one field call.
+    Its three norms are the solve's error norm (RMS in the book).
 
     Returns a signed step (sign ``direction``). ``f`` is called once more at
     ``t0 + h0``; callers count that evaluation.
     """
     with torch.no_grad():
         scale = y0.abs().mul(rtol).add_(atol)
-        d0, d1 = torch.stack([_rms(y0 / scale), _rms(f0 / scale)]).tolist()
+        d0, d1 = torch.stack([_scalar(norm(y0 / scale)), _scalar(norm(f0 / scale))]).tolist()
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
         f1 = f(time_tensor(t0 + direction * h0, y0), torch.add(y0, f0, alpha=direction * h0))
-        d2 = float(_rms((f1 - f0) / scale)) / h0
+        d2 = float(_scalar(norm((f1 - f0) / scale))) / h0
     if not math.isfinite(d2):
         return direction * h0  # the trial point is bad; let step rejection shrink from h0
     if max(d1, d2) <= 1e-15:
@@ -115,7 +134,9 @@ def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, 
 def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
                    rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 10_000,
                    h0: Optional[float] = None, save_at: Optional[Tensor] = None,
-                   controller: Optional[PIController] = None) -> Solution:
+                   controller: Optional[PIController] = None, norm="rms",
+                   dense: Optional[bool] = None,
+                   pi_coeffs: Optional[tuple[float, float]] = None) -> Solution:
     """Integrate ``f`` from ``t0`` to ``t1`` (either direction) with an embedded pair.
 
     Args:
@@ -123,11 +144,17 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         y0: initial state, any shape.
         t0, t1: start and end times (floats, ``t0 != t1``).
         tab: a tableau with ``b_err`` (bosh3, dopri5, tsit5).
-        rtol, atol: tolerances of the mixed RMS error norm.
+        rtol, atol: tolerances of the mixed error norm.
         max_steps: bound on attempted (accepted + rejected) steps.
         h0: first step size magnitude; ``None`` picks it by Hairer's rule (+1 NFE).
         save_at: (S,) strictly monotone times in ``[t0, t1]`` in the integration direction.
-        controller: step-size controller; default ``PIController(tab.error_order)``.
+        controller: step-size controller; default ``PIController(tab.error_order)`` with
+            ``pi_coeffs = (pcoeff, icoeff)`` when given.
+        norm: the error norm, a name in ``norms.NORMS`` or a callable (``norms`` module).
+        dense: save states by the step's interpolant (``dense`` module), so ``save_at``
+            changes no step and costs no NFE; default: whenever the tableau has one.
+            ``False`` clips steps to land on each save time instead (full step accuracy
+            at the saved times, more steps).
 
     Returns:
         ``Solution`` with ``y`` at ``t1``; ``ts, ys`` ((S,), (S, *y0.shape)) if ``save_at``.
@@ -140,14 +167,26 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
     """
     if not tab.adaptive:
         raise ValueError(f"method {tab.name!r} has no error estimate; use it with fixed steps")
+    norm = resolve_norm(norm)
     fc = CountedField(f)
-    ctrl = controller if controller is not None else PIController(tab.error_order)
+    if controller is not None and pi_coeffs is not None:
+        raise ValueError("pass either controller or pi_coeffs, not both")
+    if controller is None:
+        pc = {} if pi_coeffs is None else dict(zip(("pcoeff", "icoeff"), _pair(pi_coeffs),
+                                                   strict=True))
+        controller = PIController(tab.error_order, **pc)
+    ctrl = controller
     direction = 1.0 if t1 > t0 else -1.0
     span = abs(t1 - t0)
     # Steps below ~10 ulps of t (in y's dtype: the field sees t in that dtype) are collapse.
     h_min_rel = 10 * torch.finfo(y0.dtype).eps
 
     targets, save_flags, saved_t, saved_y = save_targets(save_at, t0, t1, y0)
+    dense = dense_polynomials(tab) is not None if dense is None else bool(dense)
+    pending: list[float] = []  # dense: save times not reached yet
+    if dense:  # steps aim at t1 only; save times are interpolated as steps pass them
+        pending = [tt for tt, flag in zip(targets, save_flags) if flag]
+        targets, save_flags = [t1], [False]
 
     t, y = t0, y0
     n_acc = n_rej = 0
@@ -163,7 +202,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         raise NonFiniteError(f"{tab.name}: the field is NaN/inf at the initial state (t={t0:.6g})",
                              t=t0, step=0, partial=partial())
     if h0 is None:
-        h = initial_step(fc, t0, y0, k0, direction, tab.order, rtol, atol)
+        h = initial_step(fc, t0, y0, k0, direction, tab.order, rtol, atol, norm)
     else:
         h = direction * abs(float(h0))
     h = direction * min(abs(h), span)
@@ -186,7 +225,7 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
                                dtype=y0.dtype, device=y0.device).unbind()
         y1, ks, err = rk_step(fc, tab, stage_t, h_try, y, k0)
         with torch.no_grad():  # step control is not differentiated through
-            probe = torch.stack([error_ratio(err, y, y1, rtol, atol).double(),
+            probe = torch.stack([error_ratio(err, y, y1, rtol, atol, norm).double(),
                                  y1.sum(dtype=torch.float64)])
         ratio, ysum = probe.tolist()  # the one sync per attempt
         finite = math.isfinite(ratio) and math.isfinite(ysum)
@@ -194,6 +233,16 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         h_next = ctrl.propose(h_try, ratio if finite else math.inf, accepted)
         if accepted:
             n_acc += 1
+            if pending and direction * (pending[0] - t_new) <= 0:  # save times in (t, t_new]
+                n_in = 0
+                while n_in < len(pending) and direction * (pending[n_in] - t_new) <= 0:
+                    n_in += 1
+                inside, pending = pending[:n_in], pending[n_in:]
+                thetas = [(s - t) / h_try for s in inside if s != t_new]
+                saved_y.extend(interpolate(tab, y, ks, h_try, thetas))
+                if inside[-1] == t_new:
+                    saved_y.append(y1)
+                saved_t.extend(inside)
             t, y = t_new, y1
             k0 = ks[-1] if tab.fsal else fc(time_tensor(t, y0), y)
             if clipped:
@@ -227,5 +276,5 @@ for _tab, _what in ((bosh3, "Bogacki-Shampine 3(2)"), (dopri5, "Dormand-Prince 5
                     (tsit5, "Tsitouras 5(4)")):
     register(_tab.name, family="ode", stepping="adaptive", order=_tab.order,
              nfe_per_step=_tab.stages - 1 if _tab.fsal else _tab.stages,
-             run=_adaptive_method(_tab), needs_jvp=True,
+             run=_adaptive_method(_tab), needs_jvp=True, dense_output=True,
              description=f"{_what} embedded pair, PI step control")

@@ -67,7 +67,7 @@ def solve_backend(spec: str, f: Field, y0: Tensor, t0: float, t1: float, *, g: O
                   steps: Optional[int] = None, grid: Optional[Tensor] = None, rtol: float = 1e-5,
                   atol: float = 1e-5, save_at: Optional[Tensor] = None,
                   generator: Optional[torch.Generator] = None, bm: Optional[BrownianPath] = None,
-                  noise: str = "diagonal") -> Solution:
+                  noise: str = "diagonal", norm=None) -> Solution:
     """Solve with a library backend named ``"torchdiffeq:<method>"`` or ``"torchsde:<method>"``.
 
     Args:
@@ -88,15 +88,18 @@ def solve_backend(spec: str, f: Field, y0: Tensor, t0: float, t1: float, *, g: O
     t0, t1 = float(t0), float(t1)
     if backend == "torchdiffeq":
         return _torchdiffeq(method, f, y0, t0, t1, g=g, bm=bm, steps=steps, grid=grid, rtol=rtol,
-                            atol=atol, save_at=save_at)
+                            atol=atol, save_at=save_at, norm=norm)
     if backend == "torchsde":
+        if norm is not None:
+            raise ValueError(f"norm applies to adaptive methods; {spec} is fixed-step")
         return _torchsde(method, f, g, y0, t0, t1, steps=steps, grid=grid, save_at=save_at,
                          generator=generator, bm=bm, noise=noise)
     raise ValueError(f"unknown backend {backend!r} in {spec!r}; valid: 'torchdiffeq', 'torchsde'")
 
 
 # --------------------------------------------------------------------------- torchdiffeq
-def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_at) -> Solution:
+def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_at,
+                 norm=None) -> Solution:
     import torchdiffeq
 
     methods = torchdiffeq_methods()
@@ -118,6 +121,8 @@ def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_
     elif steps is not None or grid is not None:
         raise ValueError(f"steps/grid apply to fixed-step methods; torchdiffeq:{method} is adaptive "
                          "(control it with rtol/atol)")
+    elif norm is not None:
+        options["norm"] = norm  # torchdiffeq applies it to err / (atol + rtol·max(|y0|, |y1|))
     t = torch.tensor(times, dtype=y0.dtype, device=y0.device)
     try:
         ys = torchdiffeq.odeint(fc, y0, t, rtol=rtol, atol=atol, method=method, options=options)
@@ -141,21 +146,35 @@ def _flat_shape(shape: torch.Size) -> tuple[int, int]:
 
 
 class _SDE:
-    """Our ``(f, g)`` as torchsde wants it: (B, d) states, time ``s = sign · t`` increasing."""
+    """Our ``(f, g)`` as torchsde wants it: (B, d) states, time ``s = sign · t`` increasing.
 
-    noise_type = "diagonal"
+    ``noise_type`` is the user's (``"diagonal"`` or ``"additive"``), so torchsde picks the
+    scheme made for it (``srk``: SRA1, 2 drift calls a step, for additive noise; SRID2,
+    4, for diagonal). Our g is diagonal in both cases: ``g_prod`` is the elementwise
+    product, where torchsde's additive type would expect a (B, d, m) matrix.
+    """
 
-    def __init__(self, f, g, shape, sign: float, sde_type: str):
+    def __init__(self, f, g, shape, sign: float, sde_type: str, noise_type: str = "diagonal"):
         self.ff, self.gg, self.shape, self.sign = f, g, shape, sign
-        self.sde_type = sde_type
+        self.sde_type, self.noise_type = sde_type, noise_type
         self.flat = _flat_shape(shape)
+        self._last = None  # (s, y, y._version, f(s, y)): the last drift evaluation
+
+    def g_prod(self, s, y, v):
+        return self.g(s, y) * v
 
     def _t(self, s, y):
         return torch.as_tensor(s, dtype=y.dtype, device=y.device) * self.sign
 
     def f(self, s, y):
-        out = self.ff(self._t(s, y), y.reshape(self.shape))
-        return (out * self.sign).reshape(self.flat)
+        # torchsde's SRA1 step evaluates f(t0, y0) twice; the repeat is served from the last
+        # call (same tensor, unmodified, same time), so NFE counts distinct evaluations.
+        last = self._last
+        if last is not None and y is last[1] and y._version == last[2] and float(s) == last[0]:
+            return last[3]
+        out = (self.ff(self._t(s, y), y.reshape(self.shape)) * self.sign).reshape(self.flat)
+        self._last = (float(s), y, y._version, out)
+        return out
 
     def g(self, s, y):
         out = self.gg(self._t(s, y), y.reshape(self.shape))
@@ -206,19 +225,22 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
     t0_ = torch.tensor(t0, dtype=y0.dtype, device=y0.device)
     g0 = _first_g(name, gc, t0_, y0)
     sde_type = "ito"
+    if method in TORCHSDE_STRATONOVICH or noise == "additive":
+        _require_additive(name, gc, t0_, y0, g0, noise)  # also checks a claimed additive g
     if method in TORCHSDE_STRATONOVICH:
-        _require_additive(name, gc, t0_, y0, g0, noise)
         sde_type = "stratonovich"  # equal to Itô for additive noise
     path = bm if bm is not None else BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator,
                                                   levy_area=(method == "srk"))
     if method == "srk" and not path.levy_area:
         raise ValueError("torchsde:srk needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)")
-    sde = _SDE(fc, gc, y0.shape, sign, sde_type)
+    sde = _SDE(fc, gc, y0.shape, sign, sde_type, noise)
     flat = sde.flat
     s_grid = (tgrid * sign).unbind()  # increasing
     hs = (tgrid[1:].double() - tgrid[:-1].double()).abs().tolist()
+    fsde = base_sde.ForwardSDE(sde)
+    fsde.prod = fsde.prod_diagonal  # g stays (B, d) whatever the noise type (see _SDE)
     solver = tsde_methods.select(method=method, sde_type=sde_type)(
-        sde=base_sde.ForwardSDE(sde), bm=_bm_adapter(path, sign, flat), dt=max(hs), adaptive=False,
+        sde=fsde, bm=_bm_adapter(path, sign, flat), dt=max(hs), adaptive=False,
         rtol=0.0, atol=0.0, dt_min=0.0, options={})
     y = y0.reshape(flat)
     extra = solver.init_extra_solver_state(s_grid[0], y)

@@ -109,3 +109,33 @@ def time_tensor(value: float, like: Tensor) -> Tensor:
 def all_finite(x: Tensor) -> bool:
     """True when every entry of ``x`` is finite (one host sync)."""
     return bool(torch.isfinite(x).all())
+
+
+class CheckedField:
+    """Wraps a user's field: its first result must be a tensor of ``y``'s shape and dtype
+    (an error naming the field then, not a broadcast error steps later)."""
+
+    __slots__ = ("f", "name", "checked")
+
+    def __init__(self, f: Field, name: str = "f"):
+        self.f, self.name, self.checked = f, name, False
+
+    @property
+    def graph_key(self) -> tuple:
+        """The wrapped field's identity, so a CUDA graph captured for it is replayed."""
+        from .cudagraph import _field_id
+
+        return ("checked",) + _field_id(self.f)
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        out = self.f(t, y)
+        if not self.checked:
+            if not isinstance(out, Tensor):
+                raise TypeError(f"{self.name}(t, y) must return a tensor, got {type(out).__name__}")
+            if out.shape != y.shape:
+                raise ValueError(f"{self.name}(t, y) must return y's shape {tuple(y.shape)}, "
+                                 f"got {tuple(out.shape)}")
+            if out.dtype != y.dtype:
+                raise TypeError(f"{self.name}(t, y) must return y's dtype {y.dtype}, got {out.dtype}")
+            self.checked = True
+        return out

@@ -26,6 +26,9 @@ __all__ = ["BrownianPath"]
 
 def _draw_seed(generator: Optional[torch.Generator]) -> int:
     """An int seed drawn from ``generator`` (the global RNG when None)."""
+    from .._checks import as_generator
+
+    generator = as_generator(generator)
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device).item())
 

@@ -1,2 +1,5 @@
-"""The experiments users run (each module one study); import the module you need, e.g.
-``from ndmsolve.studies import ot``."""
+"""The experiments users run (each module one study): ``sweep``, the NFE-vs-quality sweep
+(``nfe_sweep``); import the others by module, e.g. ``from ndmsolve.studies import ot``."""
+from .nfe_sweep import sweep
+
+__all__ = ["sweep"]

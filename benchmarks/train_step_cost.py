@@ -1,0 +1,176 @@
+"""Cost of one NDM training step relative to one DDPM step at the same predictor.
+
+A training step is what ``ndmsolve.train`` does per batch: the loss (``continuous_loss``
+or ``discrete_loss``), its backward pass and one Adam step. The DDPM baseline is the same
+predictor with the identity transform. For each case (an MLP on 2-D toy data, the U-Net
+on 8×8 and on 32×32 images) we time four NDMs beside it:
+
+    general_equal       ResidualTransform(net(x, t)), net as wide as the predictor; ∂_t F
+                        by the net's own forward_and_dt where it has one (MLP), else by
+                        torch.func.jvp (U-Net)
+    general_half        the same at half the predictor's width
+    time_basis_equal    TimeBasisTransform(h(x)), ∂_t F analytic, h as wide as the predictor
+    time_basis_half     the same at half width
+    general_equal_jvp   (MLP only) general_equal with ∂_t F by torch.func.jvp (dF="func")
+
+Timings are interleaved (variant after variant, round after round) so a change of machine
+load hits all variants alike; we report the median over rounds and the ratio to ``ddpm``.
+
+    python benchmarks/train_step_cost.py [--device cpu|cuda] [--quick] [--threads 2]
+                                         [--loss continuous|discrete] [--cases mlp,unet8,unet32]
+
+Writes ``benchmarks/results/train_step_cost_<loss>_<device>.json`` (atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import torch
+
+import ndmsolve as nd
+from ndmsolve.fields import MLP, EpsilonPredictor, UNet
+from ndmsolve.objectives import continuous_loss, discrete_loss
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
+    sys.path.insert(0, _HERE)
+import _common  # noqa: E402
+
+RESULTS = os.path.join(_HERE, "results")
+
+# The MLP is the demo's predictor (batch 256, width 128, depth 3); the U-Nets are image
+# sizes: 8×8×1 (digits) and 32×32×3 (CIFAR-10). ``width`` is the predictor's width.
+CASES = {
+    "mlp": dict(full=dict(batch=256, width=128, depth=3), quick=dict(batch=16, width=8, depth=1)),
+    "unet8": dict(full=dict(batch=64, width=32, size=8, channels=1),
+                  quick=dict(batch=2, width=4, size=8, channels=1)),
+    "unet32": dict(full=dict(batch=32, width=32, size=32, channels=3),
+                   quick=dict(batch=2, width=4, size=8, channels=3)),
+}
+VARIANTS = ("ddpm", "general_equal", "general_half", "time_basis_equal", "time_basis_half")
+JVP_VARIANT = "general_equal_jvp"  # MLP only: the nets with forward_and_dt, by JVP instead
+N_BASIS = 4
+DISCRETE_T = 1000
+
+
+def _net(case: str, cfg: dict, width: int, out_factor: int = 1, zero_init: bool = False):
+    if case == "mlp":
+        return MLP(2, hidden=width, depth=cfg["depth"], out_dim=2 * out_factor, zero_init=zero_init)
+    c = cfg["channels"]
+    return UNet(c, base=width, mults=(1, 2), out_channels=c * out_factor, zero_init=zero_init)
+
+
+def build(case: str, cfg: dict, device: torch.device) -> tuple[dict, torch.Tensor]:
+    """name -> NDM (all with the same predictor weights), and a data batch."""
+    sched = nd.LinearLogSNR(-12.0, 12.0)
+    models = {}
+    for name in VARIANTS + ((JVP_VARIANT,) if case == "mlp" else ()):
+        torch.manual_seed(0)
+        pred = EpsilonPredictor(_net(case, cfg, cfg["width"]), sched)
+        width = cfg["width"] if "equal" in name else max(1, cfg["width"] // 2)
+        if name == "ddpm":
+            tr = None
+        elif name.startswith("general"):
+            tr = nd.ResidualTransform(_net(case, cfg, width))
+        else:
+            tr = nd.TimeBasisTransform(_net(case, cfg, width, out_factor=N_BASIS), N_BASIS, "sine")
+        models[name] = nd.NDM(pred, tr, sched, dF="func" if name == JVP_VARIANT else "auto").to(device)
+    torch.manual_seed(1)
+    if case == "mlp":
+        x = nd.data.checkerboard(cfg["batch"], torch.Generator().manual_seed(1))
+    else:
+        x = torch.rand(cfg["batch"], cfg["channels"], cfg["size"], cfg["size"]) * 2 - 1
+    return models, x.to(device)
+
+
+def step_fn(model: nd.NDM, x: torch.Tensor, loss: str):
+    """One training step (loss, backward, Adam) as a closure."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    g = torch.Generator(device=x.device).manual_seed(0)
+
+    def step():
+        if loss == "continuous":
+            out = continuous_loss(model, x, generator=g)
+        else:
+            out = discrete_loss(model, x, DISCRETE_T, generator=g)
+        opt.zero_grad(set_to_none=True)
+        out.total.mean().backward()
+        opt.step()
+
+    return step
+
+
+def run_case(case: str, cfg: dict, device, loss: str, rounds: int, min_time: float) -> dict:
+    models, x = build(case, cfg, device)
+    params = {n: sum(p.numel() for p in m.transform.parameters()) for n, m in models.items()}
+    params["predictor"] = sum(p.numel() for p in models["ddpm"].predictor.parameters())
+    fns = {n: step_fn(m, x, loss) for n, m in models.items()}
+    times = _common.time_all(fns, device, rounds, min_time, warmup=2)
+    base = times["ddpm"]
+    return {
+        "config": dict(cfg, data_shape=list(x.shape[1:]), n_basis=N_BASIS),
+        "params": params,
+        "ms": {n: 1e3 * s for n, s in times.items()},
+        "ratios": {n: times[n] / base for n in times if n != "ddpm"},
+    }
+
+
+def _fmt(v) -> str:
+    return f"{v:10.2f}" if isinstance(v, (int, float)) and math.isfinite(v) else f"{'-':>10}"
+
+
+def print_table(res: dict) -> None:
+    cases = list(res["cases"])
+    print(f"\nNDM training step / DDPM training step ({res['loss']} loss) — {res['device_name']} "
+          f"({res['device']}), torch {res['torch']}, threads {res['threads']}{', QUICK' if res['quick'] else ''}")
+    print(f"{'':24}" + "".join(f"{c:>10}" for c in cases))
+    print(f"{'ddpm step ms':24}" + "".join(_fmt(res["cases"][c]["ms"]["ddpm"]) for c in cases))
+    for v in VARIANTS[1:] + (JVP_VARIANT,):
+        print(f"{'ratio ' + v:24}" + "".join(_fmt(res["cases"][c]["ratios"].get(v)) for c in cases))
+    print()
+
+
+def write_json(res: dict, out_dir: str) -> str:
+    path = os.path.join(out_dir, f"train_step_cost_{res['loss']}_{res['device']}.json")
+    _common.write_json_atomic(path, res, prefix=".train_step_cost_", suffix=".json")
+    return path
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    _common.add_run_args(p, rounds_help="timing rounds (default 7; quick 2)")
+    p.add_argument("--loss", default="continuous", choices=["continuous", "discrete"])
+    p.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
+    p.add_argument("--out-dir", default=RESULTS)
+    a = p.parse_args(argv)
+    cases = a.cases.split(",")
+    bad = [c for c in cases if c not in CASES]
+    if bad:
+        p.error(f"--cases: unknown {bad}; choose from {sorted(CASES)}")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device available")
+    device = torch.device(a.device)
+    old_threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(a.threads)
+    rounds = a.rounds or (2 if a.quick else 7)
+    min_time = a.min_time if a.min_time is not None else (0.005 if a.quick else 0.5)
+    res = dict(_common.run_meta("train_step_cost", a, device, rounds), loss=a.loss, cases={})
+    try:
+        for case in cases:
+            cfg = CASES[case]["quick" if a.quick else "full"]
+            print(f"running {case} {cfg} ...", file=sys.stderr, flush=True)
+            res["cases"][case] = run_case(case, cfg, device, a.loss, rounds, min_time)
+    finally:
+        torch.set_num_threads(old_threads)
+    path = write_json(res, a.out_dir)
+    print_table(res)
+    print(f"wrote {path}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The ``ndmsolve`` subcommands, one module each; ``cli.py`` only registers them."""

@@ -1,0 +1,77 @@
+"""torch.distributed helpers: rank and world size, rank-0 work, sums across ranks.
+
+ndmsolve uses PyTorch's own engine: ``torchrun --nproc_per_node K -m ndmsolve train ...``
+sets the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), ``init_from_env`` starts the
+process group (NCCL on GPUs, gloo on CPU) and training wraps the loss in
+DistributedDataParallel. Without a process group every function here is the
+single-process identity, so the same code runs either way.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["is_distributed", "rank", "world_size", "init_from_env", "all_reduce_sum", "all_gather_objects",
+           "barrier", "default_device"]
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def default_device() -> torch.device:
+    """This process's device: ``cuda:LOCAL_RANK`` when GPUs are present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def init_from_env(backend: Optional[str] = None) -> bool:
+    """Start the process group from torchrun's environment variables, if they are set.
+
+    Returns True when this process is one of several (WORLD_SIZE > 1). The backend is NCCL
+    when CUDA is available, else gloo, unless ``backend`` is given.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(default_device())
+        dist.init_process_group(backend)
+    return dist.get_world_size() > 1
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The elementwise sum of ``t`` over all ranks (a new tensor; ``t`` itself without a group)."""
+    if not is_distributed():
+        return t
+    out = t.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_gather_objects(obj: Any) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (a one-element list without a group)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
