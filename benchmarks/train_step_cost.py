@@ -5,11 +5,13 @@ or ``discrete_loss``), its backward pass and one Adam step. The DDPM baseline is
 predictor with the identity transform. For each case (an MLP on 2-D toy data, the U-Net
 on 8×8 and on 32×32 images) we time four NDMs beside it:
 
-    general_equal       ResidualTransform(net(x, t)), ∂_t F by torch.func.jvp, net as wide
-                        as the predictor
+    general_equal       ResidualTransform(net(x, t)), net as wide as the predictor; ∂_t F
+                        by the net's own forward_and_dt where it has one (MLP), else by
+                        torch.func.jvp (U-Net)
     general_half        the same at half the predictor's width
     time_basis_equal    TimeBasisTransform(h(x)), ∂_t F analytic, h as wide as the predictor
     time_basis_half     the same at half width
+    general_equal_jvp   (MLP only) general_equal with ∂_t F by torch.func.jvp (dF="func")
 
 Timings are interleaved (variant after variant, round after round) so a change of machine
 load hits all variants alike; we report the median over rounds and the ratio to ``ddpm``.
@@ -49,6 +51,7 @@ CASES = {
                    quick=dict(batch=2, width=4, size=8, channels=3)),
 }
 VARIANTS = ("ddpm", "general_equal", "general_half", "time_basis_equal", "time_basis_half")
+JVP_VARIANT = "general_equal_jvp"  # MLP only: the nets with forward_and_dt, by JVP instead
 N_BASIS = 4
 DISCRETE_T = 1000
 
@@ -64,17 +67,17 @@ def build(case: str, cfg: dict, device: torch.device) -> tuple[dict, torch.Tenso
     """name -> NDM (all with the same predictor weights), and a data batch."""
     sched = nd.LinearLogSNR(-12.0, 12.0)
     models = {}
-    for name in VARIANTS:
+    for name in VARIANTS + ((JVP_VARIANT,) if case == "mlp" else ()):
         torch.manual_seed(0)
         pred = EpsilonPredictor(_net(case, cfg, cfg["width"]), sched)
-        width = cfg["width"] if name.endswith("equal") else max(1, cfg["width"] // 2)
+        width = cfg["width"] if "equal" in name else max(1, cfg["width"] // 2)
         if name == "ddpm":
             tr = None
         elif name.startswith("general"):
             tr = nd.ResidualTransform(_net(case, cfg, width))
         else:
             tr = nd.TimeBasisTransform(_net(case, cfg, width, out_factor=N_BASIS), N_BASIS, "sine")
-        models[name] = nd.NDM(pred, tr, sched).to(device)
+        models[name] = nd.NDM(pred, tr, sched, dF="func" if name == JVP_VARIANT else "auto").to(device)
     torch.manual_seed(1)
     if case == "mlp":
         x = nd.data.checkerboard(cfg["batch"], torch.Generator().manual_seed(1))
@@ -111,7 +114,7 @@ def run_case(case: str, cfg: dict, device, loss: str, rounds: int, min_time: flo
         "config": dict(cfg, data_shape=list(x.shape[1:]), n_basis=N_BASIS),
         "params": params,
         "ms": {n: 1e3 * s for n, s in times.items()},
-        "ratios": {n: times[n] / base for n in VARIANTS if n != "ddpm"},
+        "ratios": {n: times[n] / base for n in times if n != "ddpm"},
     }
 
 
@@ -125,8 +128,8 @@ def print_table(res: dict) -> None:
           f"({res['device']}), torch {res['torch']}, threads {res['threads']}{', QUICK' if res['quick'] else ''}")
     print(f"{'':24}" + "".join(f"{c:>10}" for c in cases))
     print(f"{'ddpm step ms':24}" + "".join(_fmt(res["cases"][c]["ms"]["ddpm"]) for c in cases))
-    for v in VARIANTS[1:]:
-        print(f"{'ratio ' + v:24}" + "".join(_fmt(res["cases"][c]["ratios"][v]) for c in cases))
+    for v in VARIANTS[1:] + (JVP_VARIANT,):
+        print(f"{'ratio ' + v:24}" + "".join(_fmt(res["cases"][c]["ratios"].get(v)) for c in cases))
     print()
 
 

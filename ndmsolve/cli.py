@@ -24,8 +24,15 @@ __all__ = ["main", "build_parser"]
 
 # ----------------------------------------------------------------- demo
 # Sized for ~2 minutes on 2 CPU cores (train both models, evaluate, sample); --quick ~10 s.
-DEMO = dict(steps=5000, batch_size=256, hidden=128, n_eval=2000, eval_draws=10, n_samples=2000, sample_steps=50)
-QUICK = dict(steps=80, batch_size=128, hidden=32, n_eval=500, eval_draws=10, n_samples=300, sample_steps=8)
+# Batch 1024 and a cosine decay of a higher peak learning rate (after a short warm-up) reach a
+# lower negative ELBO than batch 256 at a constant 2e-3 in about the same time. Measured on the
+# DDPM (seed 0, 5000 steps, the demo's held-out evaluation): batch 256 constant 2e-3: 3.627;
+# cosine 2e-3: 3.674; batch 1024 cosine 2e-3: 3.552; batch 1024 cosine 4e-3: 3.453 nats
+# (paired with the first: -0.174 ± 0.018). One batch-1024 step costs ~1.6 batch-256 steps.
+DEMO = dict(steps=5000, batch_size=1024, hidden=128, lr=4e-3, lr_schedule="cosine", warmup_steps=100,
+            n_eval=2000, eval_draws=10, n_samples=2000, sample_steps=50, n_paths=48)
+QUICK = dict(steps=80, batch_size=128, hidden=32, lr=2e-3, lr_schedule="cosine", warmup_steps=10,
+             n_eval=500, eval_draws=10, n_samples=300, sample_steps=8, n_paths=16)
 
 
 def _demo_models(hidden: int):
@@ -77,7 +84,8 @@ def _demo(args) -> int:
     results = {}
     for name, model in (("NDM", ndm), ("DDPM", ddpm)):
         t0 = time.perf_counter()
-        res = train(model, train_x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=2e-3,
+        res = train(model, train_x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                    lr_schedule=cfg["lr_schedule"], warmup_steps=cfg["warmup_steps"],
                     generator=torch.Generator().manual_seed(args.seed + 1),
                     progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
                     log_every=50, checkpoint=out / f"{name.lower()}.pt")
@@ -109,15 +117,17 @@ def _demo(args) -> int:
     else:
         from .viz import scatter_samples
 
-        panels = {"data": test_x}
+        panels, paths = {"data": test_x}, {}
         for name, r in results.items():
             t0 = time.perf_counter()
             s = sample(r["model"], cfg["n_samples"], method="heun", steps=cfg["sample_steps"],
-                       generator=torch.Generator().manual_seed(args.seed + 3))
-            panels[f"{name} (heun, {s.nfe} NFE)"] = s.samples
+                       generator=torch.Generator().manual_seed(args.seed + 3), return_path=True)
+            panel = f"{name} (heun, {s.nfe} NFE)"
+            panels[panel], paths[panel] = s.samples, s.path[:, : cfg["n_paths"]]
             summary[name]["sample_s"] = time.perf_counter() - t0
-        png = scatter_samples(out / "samples.png", panels, lim=4.5,
-                              title=f"checkerboard: data vs samples after {cfg['steps']} training steps")
+        png = scatter_samples(out / "samples.png", panels, lim=4.5, trajectories=paths,
+                              title=f"checkerboard: data vs samples after {cfg['steps']} training steps "
+                                    f"(lines: {cfg['n_paths']} PF-ODE paths from t = 1, circles)")
         print(f"\nSamples plotted to {png}")
     _write_json(out / "results.json", summary)
     return 0

@@ -425,7 +425,7 @@ def _continuous_loss():
 def log_likelihood(
     model=None,
     z0: Optional[Tensor] = None,
-    method: str = "dopri5",
+    method: str = "tsit5",
     *,
     velocity: Optional[Velocity] = None,
     rtol: float = 1e-5,
@@ -453,7 +453,12 @@ def log_likelihood(
         z0: (B, *shape) floating, finite, B ≥ 1, of the model's dtype and device (a
             mismatch raises an error naming both; no silent cast).
         method: any ODE method of ``ndmsolve.solvers.api.solve`` (fixed-step ones need
-            ``steps``), including ``"torchdiffeq:<method>"``.
+            ``steps``), including ``"torchdiffeq:<method>"``. Default ``tsit5``; with
+            ndmsolve's adaptive methods the step control defaults to
+            ``solvers.api.PER_SAMPLE_CONTROL`` (error norm "sample_max", PI coefficients
+            (0.07, 0.7)), so the tolerance holds for every point's log-density, not only
+            on average (override with ``norm=``/``pi_coeffs=``; ``norm="rms"`` is the
+            batch RMS of torchdiffeq).
         velocity: a plain function ``velocity(z, t)``, z (B, *shape), t (B,).
         rtol, atol: tolerances of adaptive methods; the Δ components are part of the
             error-controlled state.
@@ -507,7 +512,8 @@ def log_likelihood(
     field = _AugmentedField(engine, shape, B)
     K = probes if trace == "hutchinson" else 1
 
-    from .solvers.api import solve  # late import: the solver package imports nothing from here
+    # late import: the solver package imports nothing from here
+    from .solvers.api import per_sample_defaults, solve
 
     y0 = torch.cat([z0.detach().reshape(B, D), z0.new_zeros(B, K)], dim=1)
     kwargs = dict(solver_kwargs)
@@ -516,6 +522,7 @@ def log_likelihood(
     kwargs.setdefault("cuda_graph", False)
     if steps is not None:
         kwargs["steps"] = steps
+    kwargs = per_sample_defaults(method, kwargs)
     sol = solve(field, y0, float(t0), float(t1), method, rtol=rtol, atol=atol, **kwargs)
 
     y1 = sol.y.detach()

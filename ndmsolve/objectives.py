@@ -260,6 +260,7 @@ def continuous_loss(
     time_sampler: str = "antithetic",
     decoder: str = "gaussian",
     n_bins: int = 256,
+    eps: Optional[Tensor] = None,
 ) -> NegELBO:
     """Continuous-time NDM negative ELBO, one t per sample (unbiased in t and ε).
 
@@ -271,6 +272,7 @@ def continuous_loss(
         time_sampler: ``"uniform"``, ``"antithetic"`` or ``"stratified"`` (see ``sample_times``).
         decoder: ``"gaussian"`` or ``"discretized"`` (see the module docstring).
         n_bins: levels per dimension of the discretized decoder (256: 8-bit data).
+        eps: explicit noise ε (B, *shape) for z_t; else drawn from ``generator`` after t.
 
     Returns:
         ``NegELBO`` of (B,) tensors. Differentiable w.r.t. predictor, transform and schedule.
@@ -288,6 +290,8 @@ def continuous_loss(
         t = sample_times(B, generator=generator, method=time_sampler, dtype=x.dtype, device=x.device)
     else:
         t = check_batch_time(x, t)
+    if eps is not None and (not isinstance(eps, Tensor) or eps.shape != x.shape):
+        raise ValueError(f"eps must be a tensor of x's shape {tuple(x.shape)}")
 
     sched = model.schedule
     alpha, sigma = sched(t)
@@ -300,7 +304,8 @@ def continuous_loss(
     (F1,) = at_x.F(torch.ones_like(t))
     F0 = at_x.F_zero()
     # z_t = α_t F(x, t) + σ_t ε  (not detached: the transform learns through z_t and x̂)
-    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if eps is None:
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     z_t = _bcast(alpha, x) * F_x + _bcast(sigma, x) * eps
     x_hat = model.x_hat(z_t, t)
     F_h, dF_h = model.at_x(x_hat).F_and_dF(t)  # ∂_t F(x̂, t) with x̂ held fixed

@@ -286,7 +286,10 @@ def sample(
         rtol, atol, max_steps: adaptive methods' tolerances and step limit. Default
             tolerances: 1e-5 for ODE methods, 1e-2 for adaptive SDE methods
             (``solvers.api.DEFAULT_TOL``, the embedded EM/Heun pair's usual
-            setting). Ignored by fixed-step and discrete methods.
+            setting). Ignored by fixed-step and discrete methods. ndmsolve's adaptive
+            ODE methods hold the tolerance for every sample by default
+            (``solvers.api.PER_SAMPLE_CONTROL``: norm "sample_max", PI coefficients
+            (0.07, 0.7); pass ``norm="rms"`` for one RMS over the batch).
         shape: sample shape; default ``model.data_shape`` (or ``z1.shape[1:]``).
         generator: a ``torch.Generator`` or an int seed; drives z1, the Brownian
             increments and the ancestral noise; same seed, same samples.
@@ -405,12 +408,13 @@ def sample(
 
 def _solve_continuous(model, z1, t_grid, method, family, adaptive, *, rtol, atol, max_steps,
                       generator, return_path, save_at, **solver_kwargs) -> Solution:
-    from .solvers.api import solve
+    from .solvers.api import per_sample_defaults, solve
 
     t0, t1 = t_grid[0], t_grid[-1]
     kwargs = dict(solver_kwargs)
     if adaptive:
         kwargs.update(rtol=rtol, atol=atol, max_steps=max_steps)  # None: solve's DEFAULT_TOL
+        kwargs = per_sample_defaults(method, kwargs)  # adaptive ODE: every sample's tolerance
         if return_path:
             if save_at is None:
                 save_at = torch.linspace(float(t0), float(t1), 11, dtype=z1.dtype, device=z1.device)

@@ -50,7 +50,9 @@ class IdentityTransform(nn.Module):
 class ResidualTransform(nn.Module):
     """F(x, t) = x + t · net(x, t), so F(x, 0) = x exactly (classical reconstruction term).
 
-    ``net`` is any module ``net(x, t)`` returning ``x``'s shape. ∂_t F comes from a JVP.
+    ``net`` is any module ``net(x, t)`` returning ``x``'s shape. ∂_t F = net + t ∂_t net,
+    with ∂_t net from ``net.forward_and_dt(x, t)`` when the net has one (``MLP`` does:
+    forward mode written out), else from a JVP (``torch.func.jvp``).
     """
 
     identity_at_zero = True
@@ -62,8 +64,16 @@ class ResidualTransform(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         return x + _bcast(t, x) * self.net(x, t)
 
+    def forward_and_dt(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        if hasattr(self.net, "forward_and_dt"):
+            n, dn = self.net.forward_and_dt(x, t)
+        else:
+            t = t.contiguous()  # a broadcast (stride-0) t cannot carry a tangent
+            n, dn = torch.func.jvp(lambda s: self.net(x, s), (t,), (torch.ones_like(t),))
+        tb = _bcast(t, x)
+        return x + tb * n, n + tb * dn
 
-@configurable
+
 class PolynomialBasis(nn.Module):
     """b_k(t) = t^k, k = 1..K (all vanish at t = 0)."""
 

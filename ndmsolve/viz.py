@@ -33,12 +33,15 @@ def scatter_samples(
     max_points: int = 5000,
     point_size: float = 1.5,
     dpi: int = 110,
+    trajectories: Optional[Mapping[str, Tensor]] = None,
 ) -> Path:
     """One panel per entry of ``panels`` (name -> samples), written to ``path`` (PNG etc.).
 
     Samples of shape (n, 2) are drawn as scatter plots on shared axes ([-lim, lim]²,
     default: the largest |coordinate| of the first panel, plus 10 %); samples of shape
     (n, 1) as histograms. At most ``max_points`` points per panel are drawn.
+    ``trajectories`` (panel name -> path (S, k, 2), e.g. ``sample(..., return_path=True)``'s
+    ``path[:, :k]``) draws k paths as lines over that 2-D panel, their starts as circles.
     """
     from matplotlib.figure import Figure
 
@@ -51,6 +54,14 @@ def scatter_samples(
         if x.ndim != 2 or x.shape[1] not in (1, 2):
             raise ValueError(f"panels[{name!r}] must have shape (n, 1) or (n, 2), got {tuple(x.shape)}")
         arrays.append((str(name), x[:max_points].numpy()))
+    paths = {}
+    for name, p in (trajectories or {}).items():
+        p = torch.as_tensor(p).detach().cpu().double()
+        if name not in dict(items):
+            raise ValueError(f"trajectories[{name!r}] names no panel (panels: {[n for n, _ in items]})")
+        if p.ndim != 3 or p.shape[2] != 2:
+            raise ValueError(f"trajectories[{name!r}] must have shape (S, k, 2), got {tuple(p.shape)}")
+        paths[str(name)] = p.numpy()
     if lim is None:
         finite = arrays[0][1][abs(arrays[0][1]).sum(1) < float("inf")]
         lim = 1.1 * float(abs(finite).max()) if finite.size else 1.0
@@ -59,6 +70,10 @@ def scatter_samples(
     for ax, (name, x) in zip(axes, arrays):
         if x.shape[1] == 2:
             ax.scatter(x[:, 0], x[:, 1], s=point_size, alpha=0.6, linewidths=0)
+            if name in paths:
+                p = paths[name]
+                ax.plot(p[:, :, 0], p[:, :, 1], color="k", lw=0.5, alpha=0.45)
+                ax.scatter(p[0, :, 0], p[0, :, 1], s=6, facecolors="none", edgecolors="k", linewidths=0.5)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")

@@ -112,9 +112,30 @@ def test_jvp_in_t_matches_finite_differences(kind):
     assert torch.allclose(Ff, Fd)
     assert (dFf - dFd).abs().max() < 1e-6 * max(1.0, float(scale))
     assert (dFf - _five_point(model, x, t)).abs().max() < 1e-8 * max(1.0, float(scale))
-    if kind == "timebasis":  # analytic ∂_t F agrees with the JVP
-        _, dFa = model.F_and_dF(x, t, method="analytic")
-        assert torch.allclose(dFa, dFf, atol=1e-12)
+    # analytic ∂_t F (the time basis; the MLP's written-out forward mode; the U-Net's JVP
+    # inside ResidualTransform) agrees with the JVP of the whole transform
+    Fa, dFa = model.F_and_dF(x, t, method="analytic")
+    torch.testing.assert_close(Fa, Ff, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(dFa, dFf, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(1, 5), dim=st.integers(1, 4), depth=st.integers(1, 3), out=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_mlp_forward_and_dt_is_the_jvp(b, dim, depth, out, seed):
+    torch.manual_seed(seed)
+    net = MLP(dim, hidden=8, depth=depth, time_dim=6, out_dim=out).double()
+    x = torch.randn(b, dim, dtype=torch.float64)
+    t = torch.rand(b, dtype=torch.float64)
+    y, dy = net.forward_and_dt(x, t)
+    y_ref, dy_ref = torch.func.jvp(lambda s: net(x, s), (t,), (torch.ones_like(t),))
+    torch.testing.assert_close(y, y_ref, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(dy, dy_ref, rtol=1e-12, atol=1e-12)
+    # ... and carries the same parameter gradients (the loss trains through ∂_t F)
+    g = torch.autograd.grad((dy**2).sum() + y.sum(), list(net.parameters()), allow_unused=True)
+    g_ref = torch.autograd.grad((dy_ref**2).sum() + y_ref.sum(), list(net.parameters()), allow_unused=True)
+    for a, r in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-11, atol=1e-12)
 
 
 def nn_identity():
@@ -144,3 +165,34 @@ def test_epsilon_predictor_recovers_x():
     # A wrong ε gives a wrong x̂ (the test can fail).
     wrong = EpsilonPredictor(MLP(3).double(), sched)
     assert not torch.allclose(wrong(z, t), x, atol=1e-3)
+
+
+@pytest.mark.parametrize("kw", [dict(mults=(1, 2)),
+                                dict(mults=(1, 2), num_res_blocks=2, attn_levels=(1,), mid_attn=True, attn_heads=2)])
+def test_unet_forward_and_dt_is_the_jvp(kw):
+    torch.manual_seed(0)
+    net = UNet(2, base=4, time_dim=8, **kw).double()
+    with torch.no_grad():  # non-zero everywhere (attention projections start at zero)
+        for p in net.parameters():
+            p.normal_(0.0, 0.3)
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    t = torch.rand(2, dtype=torch.float64)
+    y, dy = net.forward_and_dt(x, t)
+    y_ref, dy_ref = torch.func.jvp(lambda s: net(x, s), (t,), (torch.ones_like(t),))
+    assert dy_ref.abs().max() > 1e-2
+    torch.testing.assert_close(y, y_ref, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(dy, dy_ref, rtol=1e-12, atol=1e-12)
+    params = list(net.parameters())
+    g = torch.autograd.grad((dy**2).sum() + y.sum(), params, allow_unused=True)
+    g_ref = torch.autograd.grad((dy_ref**2).sum() + y_ref.sum(), params, allow_unused=True)
+    for a, r in zip(g, g_ref, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-11)
+
+
+def test_unet_forward_and_dt_dropout_uses_forwards_mask():
+    net = UNet(1, base=4, mults=(1, 2), time_dim=8, dropout=0.5).double().train()
+    x, t = torch.randn(3, 1, 4, 4, dtype=torch.float64), torch.rand(3, dtype=torch.float64)
+    torch.manual_seed(7)
+    y, _ = net.forward_and_dt(x, t)
+    torch.manual_seed(7)
+    torch.testing.assert_close(y, net(x, t), rtol=1e-13, atol=1e-13)

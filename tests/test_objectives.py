@@ -300,6 +300,20 @@ def test_fewer_passes_same_loss_and_gradients(kind, loss):
             torch.testing.assert_close(g_new, g_ref, rtol=1e-10, atol=1e-12)
 
 
+def test_explicit_eps_is_the_generators_draw():
+    d, B = 2, 12
+    model = nd.NDM(Net(d, seed=2), _transform("residual", d), nd.LinearLogSNR())
+    x = torch.randn(B, d, generator=gen(0), dtype=D64)
+    t = torch.rand(B, generator=gen(1), dtype=D64)
+    eps = torch.randn(x.shape, generator=gen(4), dtype=D64)
+    a = continuous_loss(model, x, t=t, generator=gen(4))
+    b = continuous_loss(model, x, t=t, eps=eps)
+    assert torch.equal(a.total, b.total)
+    assert not torch.equal(continuous_loss(model, x, t=t, eps=-eps).total, b.total)
+    with pytest.raises(ValueError, match="eps"):
+        continuous_loss(model, x, t=t, eps=eps[:, :1])
+
+
 @pytest.mark.parametrize("kind", ["residual", "time_basis"])
 @pytest.mark.parametrize("loss", ["continuous", "discrete"])
 def test_transform_passes(kind, loss):

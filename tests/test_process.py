@@ -449,6 +449,11 @@ def test_bad_networks():
     assert torch.isnan(out).all()
 
 
+class _Plain(torch.nn.Module):
+    def forward(self, x, t):
+        return x + t[:, None]
+
+
 def test_bad_constructor_arguments():
     pred = _Const(lambda z, t: z)
     with pytest.raises(ValueError, match="schedule"):
@@ -460,7 +465,7 @@ def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="dF"):
         nd.NDM(pred, dF="spline")
     with pytest.raises(ValueError, match="dF"):
-        nd.NDM(pred, nd.ResidualTransform(_mlp(2)), dF="analytic")
+        nd.NDM(pred, _Plain(), dF="analytic")  # no forward_and_dt
     with pytest.raises(ValueError, match="method"):
         nd.NDM(pred).F_and_dF(torch.randn(2, 2), torch.rand(2), method="spline")
     with pytest.raises(TypeError, match="predictor"):

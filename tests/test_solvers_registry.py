@@ -129,3 +129,22 @@ def test_one_decorator_registers_a_sampler_for_sample(scratch_registry):
 def test_register_validates(kwargs, match, scratch_registry):
     with pytest.raises((ValueError, TypeError), match=match):
         register("test_bad", order=1, nfe_per_step=1, run=lambda *a, **k: None, **kwargs)
+
+
+def test_command_line_method_options_read_the_registry():
+    from ndmsolve.commands import likelihood as cl
+    from ndmsolve.commands import sample as cs
+    from ndmsolve.commands.options import UsageError
+
+    samp = next(o for o in cs.OPTIONS if o.name == "method")
+    like = next(o for o in cl.OPTIONS if o.name == "method")
+    for name in METHODS:
+        assert samp.convert(name, "") == name
+        if METHODS[name].family == "ode":
+            assert like.convert(name, "") == name
+        else:
+            with pytest.raises(UsageError, match="registered method"):
+                like.convert(name, "")
+    with pytest.raises(UsageError, match="registered method.*ddim.*torchsde:euler"):
+        samp.convert("nope", "")
+    assert like.default == "tsit5"

@@ -80,10 +80,6 @@ def test_residual_transform_dF(method):
     tr = nd.ResidualTransform(net)
     x, t = _xt()
     F_want, dF_want = _residual_dF_by_autograd(net, x, t)
-    if method == "analytic":
-        with pytest.raises(ValueError, match="dF"):
-            nd.NDM(_Pred(), tr, dF=method)
-        return
     model = nd.NDM(_Pred(), tr, dF=method)
     F, dF = model.F_and_dF(x, t)
     torch.testing.assert_close(F, F_want, rtol=1e-13, atol=1e-13)
@@ -101,15 +97,16 @@ def test_dF_methods_agree_and_are_differentiable_in_parameters():
     tr = nd.ResidualTransform(net)
     x, t = _xt(4, 2)
     grads = {}
-    for method in ("func", "autograd"):
+    for method in ("func", "autograd", "analytic"):
         model = nd.NDM(_Pred(), tr, dF=method)
         net.zero_grad()
         _, dF = model.F_and_dF(x, t)
         (dF**2).sum().backward()
         grads[method] = [p.grad.clone() for p in net.parameters()]
         assert all(float(g.abs().max()) > 0 for g in grads[method][:-1])
-    for a, b in zip(grads["func"], grads["autograd"]):
+    for a, b, c in zip(grads["func"], grads["autograd"], grads["analytic"]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------- time-basis transform

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..solvers.registry import method_check
 from .options import Option, UsageError, add_options, non_negative, positive, resolve, run_command
 
 __all__ = ["OPTIONS", "register", "run", "evaluate"]
@@ -27,7 +28,7 @@ OPTIONS = [
     Option("data_root", None, "folder of MNIST/CIFAR-10 files (default: the one used in training)"),
     Option("n", None, "evaluate the first N points of the split (default: all)", int, check=positive),
     Option("batch_size", 100, "points per solve", int, check=positive),
-    Option("method", "dopri5", "ODE solver", ),
+    Option("method", "tsit5", "ODE solver (nd.solvers.METHODS)", check=method_check(("ode",))),
     Option("rtol", 1e-5, "relative tolerance", float, check=positive),
     Option("atol", 1e-5, "absolute tolerance", float, check=positive),
     Option("trace", "hutchinson", "divergence: exact (d VJPs) or hutchinson", choices=("exact", "hutchinson")),

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..solvers.registry import method_check
 from .options import Option, UsageError, add_options, non_negative, positive, resolve, run_command
 
 __all__ = ["OPTIONS", "register", "run"]
 
 OPTIONS = [
-    Option("method", "heun", "sampler (see ndmsolve.sampling_methods())"),
+    Option("method", "heun", "sampler (nd.solvers.METHODS, by kind: ndmsolve.sampling_methods())",
+           check=method_check()),
     Option("steps", None, "steps of a fixed-step or discrete sampler (default 50 unless --rtol)", int,
            check=positive),
     Option("rtol", None, "relative tolerance of an adaptive sampler", float, check=positive),

@@ -8,7 +8,8 @@ i is in ``attn_levels``:
             → [Res(cat skip)(·attn) × n, Up] per level → GroupNorm·SiLU·conv_out
 
 H and W must be divisible by 2^(len(mults) − 1). Every operation supports forward-mode
-AD, so a U-Net can be the transform F of an NDM (∂_t F by a JVP).
+AD, so a U-Net can be the transform F of an NDM; ``forward_and_dt`` gives ∂_t of the net
+with the forward mode written out (exact, and cheaper to train through than a JVP).
 """
 from __future__ import annotations
 
@@ -29,6 +30,41 @@ def _norm(ch: int) -> nn.GroupNorm:
     # Largest group count <= 8 dividing ch: GroupNorm needs ch % groups == 0.
     groups = next(g for g in (8, 4, 2, 1) if ch % g == 0)
     return nn.GroupNorm(groups, ch)
+
+
+def _lin_dt(module: nn.Module, dx: Optional[Tensor]) -> Optional[Tensor]:
+    """Tangent through a linear layer or convolution: the same map without its bias."""
+    if dx is None:
+        return None
+    if isinstance(module, nn.Identity):
+        return dx
+    if isinstance(module, nn.Linear):
+        return nnf.linear(dx, module.weight)
+    return module._conv_forward(dx, module.weight, None)
+
+
+def _silu_dt(a: Tensor, da: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    s = torch.sigmoid(a)
+    return a * s, None if da is None else da * (s * (1.0 + a * (1.0 - s)))
+
+
+def _norm_dt(norm: nn.GroupNorm, x: Tensor, dx: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    """GroupNorm and its tangent: with n = (x − μ)/s over each group, s² = var + eps,
+    ∂n = (∂x − mean ∂x − n · mean(n ∂x)) / s, then the affine γ n + β."""
+    y = norm(x)
+    if dx is None:
+        return y, None
+    B, C = x.shape[:2]
+    g = norm.num_groups
+    xs, dxs = x.reshape(B, g, -1), dx.reshape(B, g, -1)
+    mu = xs.mean(-1, keepdim=True)
+    s = torch.sqrt(xs.var(-1, unbiased=False, keepdim=True) + norm.eps)
+    n = (xs - mu) / s
+    dn = (dxs - dxs.mean(-1, keepdim=True) - n * (n * dxs).mean(-1, keepdim=True)) / s
+    dy = dn.reshape(x.shape)
+    if norm.affine:
+        dy = dy * norm.weight.reshape(1, C, *([1] * (x.ndim - 2)))
+    return y, dy
 
 
 class ResBlock(nn.Module):
@@ -55,6 +91,21 @@ class ResBlock(nn.Module):
         h = self.conv2(self.dropout(nnf.silu(h)))
         return self.skip(x) + h
 
+    def forward_and_dt(self, x: Tensor, dx: Optional[Tensor], emb: Tensor, demb: Tensor):
+        """``forward`` and its t-tangent, given x's tangent ``dx`` (None: 0) and emb's."""
+        a, da = _silu_dt(*_norm_dt(self.norm1, x, dx))
+        h, dh = _norm_dt(self.norm2, self.conv1(a), _lin_dt(self.conv1, da))
+        scale, shift = self.time(emb)[:, :, None, None].chunk(2, dim=1)
+        dscale, dshift = _lin_dt(self.time, demb)[:, :, None, None].chunk(2, dim=1)
+        dh = h * dscale + dshift + (0.0 if dh is None else dh * (1 + scale))
+        a, da = _silu_dt(h * (1 + scale) + shift, dh)
+        if isinstance(self.dropout, nn.Dropout):  # one mask for the value and its tangent
+            mask = self.dropout(torch.ones_like(a))
+            a, da = a * mask, da * mask
+        out, dout = self.conv2(a), _lin_dt(self.conv2, da)
+        dskip = _lin_dt(self.skip, dx)
+        return self.skip(x) + out, dout if dskip is None else dskip + dout
+
 
 class Attention(nn.Module):
     """Multi-head self-attention over the H·W positions, residual: x + proj(attn(GN(x))).
@@ -80,6 +131,22 @@ class Attention(nn.Module):
         w = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(C // self.heads), dim=-1)  # (B, h, HW, HW)
         out = (v @ w.transpose(-1, -2)).reshape(B, C, H, W)
         return x + self.proj(out)
+
+    def forward_and_dt(self, x: Tensor, dx: Tensor, emb=None, demb=None) -> tuple[Tensor, Tensor]:
+        """``forward`` and its tangent given x's tangent ``dx`` (softmax: ∂w = w (∂s − Σ w ∂s))."""
+        B, C, H, W = x.shape
+        c = C // self.heads
+        n, dn = _norm_dt(self.norm, x, dx)
+        shape = (B, 3, self.heads, c, H * W)
+        q, k, v = self.qkv(n).reshape(shape).unbind(1)
+        dq, dk, dv = _lin_dt(self.qkv, dn).reshape(shape).unbind(1)
+        qt, dqt = q.transpose(-1, -2), dq.transpose(-1, -2)
+        w = torch.softmax(qt @ k / math.sqrt(c), dim=-1)
+        ds = (dqt @ k + qt @ dk) / math.sqrt(c)
+        dw = w * (ds - (w * ds).sum(-1, keepdim=True))
+        out = (v @ w.transpose(-1, -2)).reshape(B, C, H, W)
+        dout = (dv @ w.transpose(-1, -2) + v @ dw.transpose(-1, -2)).reshape(B, C, H, W)
+        return x + self.proj(out), dx + _lin_dt(self.proj, dout)
 
 
 def _check_pos_int(name: str, v) -> None:
@@ -213,3 +280,43 @@ class UNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](nnf.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.conv_out(nnf.silu(self.norm_out(h)))
+
+    def forward_and_dt(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(net(x, t), ∂_t net(x, t)) at fixed x, each (B, out_channels, H, W).
+
+        Forward mode written out layer by layer (convolutions and linear maps carry the
+        tangent without their bias; GroupNorm and SiLU by their derivatives): exact, and
+        cheaper to train through than ``torch.func.jvp``.
+        """
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"x must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[2] % self.factor or x.shape[3] % self.factor:
+            raise ValueError(f"x's H and W must be divisible by {self.factor}, got {tuple(x.shape[2:])}")
+        if t.ndim != 1 or t.shape[0] != x.shape[0]:
+            raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
+        e, de = self.embed.forward_and_dt(t.to(x.dtype))
+        l1, _, l2 = self.time_mlp
+        a, da = _silu_dt(l1(e), _lin_dt(l1, de))
+        emb, demb = l2(a), _lin_dt(l2, da)
+        h, dh = self.conv_in(x), None
+        skips = []
+        for i, level in enumerate(self.down):
+            for layers in level:
+                for layer in layers:
+                    h, dh = layer.forward_and_dt(h, dh, emb, demb)
+                skips.append((h, dh))
+            if i < len(self.downsample):
+                h, dh = self.downsample[i](h), _lin_dt(self.downsample[i], dh)
+        for layer in self.mid:
+            h, dh = layer.forward_and_dt(h, dh, emb, demb)
+        up = lambda v: nnf.interpolate(v, scale_factor=2.0, mode="nearest")  # noqa: E731
+        for i, level in enumerate(self.up):
+            for layers in level:
+                sk, dsk = skips.pop()
+                h, dh = torch.cat([h, sk], dim=1), torch.cat([dh, dsk], dim=1)
+                for layer in layers:
+                    h, dh = layer.forward_and_dt(h, dh, emb, demb)
+            if i < len(self.upsample):
+                h, dh = self.upsample[i](up(h)), _lin_dt(self.upsample[i], up(dh))
+        a, da = _silu_dt(*_norm_dt(self.norm_out, h, dh))
+        return self.conv_out(a), _lin_dt(self.conv_out, da)

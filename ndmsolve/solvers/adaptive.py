@@ -85,6 +85,14 @@ class PIController:
         return h * factor
 
 
+def _pair(pi_coeffs) -> tuple[float, float]:
+    ok = (isinstance(pi_coeffs, (tuple, list)) and len(pi_coeffs) == 2
+          and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in pi_coeffs))
+    if not ok:
+        raise ValueError(f"pi_coeffs must be a pair (pcoeff, icoeff) of numbers, got {pi_coeffs!r}")
+    return float(pi_coeffs[0]), float(pi_coeffs[1])
+
+
 def error_ratio(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float,
                 norm: Norm = rms_norm) -> Tensor:
     """0-dim ``norm(err / (atol + rtol·max(|y0|, |y1|)))`` (``norms`` module)."""
@@ -127,7 +135,8 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
                    rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 10_000,
                    h0: Optional[float] = None, save_at: Optional[Tensor] = None,
                    controller: Optional[PIController] = None, norm="rms",
-                   dense: Optional[bool] = None) -> Solution:
+                   dense: Optional[bool] = None,
+                   pi_coeffs: Optional[tuple[float, float]] = None) -> Solution:
     """Integrate ``f`` from ``t0`` to ``t1`` (either direction) with an embedded pair.
 
     Args:
@@ -139,7 +148,8 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         max_steps: bound on attempted (accepted + rejected) steps.
         h0: first step size magnitude; ``None`` picks it by Hairer's rule (+1 NFE).
         save_at: (S,) strictly monotone times in ``[t0, t1]`` in the integration direction.
-        controller: step-size controller; default ``PIController(tab.error_order)``.
+        controller: step-size controller; default ``PIController(tab.error_order)`` with
+            ``pi_coeffs = (pcoeff, icoeff)`` when given.
         norm: the error norm, a name in ``norms.NORMS`` or a callable (``norms`` module).
         dense: save states by the step's interpolant (``dense`` module), so ``save_at``
             changes no step and costs no NFE; default: whenever the tableau has one.
@@ -159,7 +169,13 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
         raise ValueError(f"method {tab.name!r} has no error estimate; use it with fixed steps")
     norm = resolve_norm(norm)
     fc = CountedField(f)
-    ctrl = controller if controller is not None else PIController(tab.error_order)
+    if controller is not None and pi_coeffs is not None:
+        raise ValueError("pass either controller or pi_coeffs, not both")
+    if controller is None:
+        pc = {} if pi_coeffs is None else dict(zip(("pcoeff", "icoeff"), _pair(pi_coeffs),
+                                                   strict=True))
+        controller = PIController(tab.error_order, **pc)
+    ctrl = controller
     direction = 1.0 if t1 > t0 else -1.0
     span = abs(t1 - t0)
     # Steps below ~10 ulps of t (in y's dtype: the field sees t in that dtype) are collapse.

@@ -26,7 +26,7 @@ from .grids import as_time, check_save_at, make_grid, merge_save_times
 from .norms import resolve_norm
 from .registry import get_method, method_names
 
-__all__ = ["solve", "all_methods", "make_grid"]
+__all__ = ["solve", "all_methods", "make_grid", "PER_SAMPLE_CONTROL", "per_sample_defaults"]
 
 
 def all_methods() -> tuple[str, ...]:
@@ -48,6 +48,23 @@ def _positive(value, name: str, allow_zero: bool = False) -> float:
 DEFAULT_TOL = {"ode": 1e-5, "sde": 1e-2}
 
 
+#: step control of nd.sample and nd.log_likelihood for ndmsolve's adaptive ODE methods:
+#: the tolerance held by every sample ("sample_max" norm) and a damped PI controller
+#: (pcoeff, icoeff) = (0.07, 0.7). Chosen by measurement on a closed-form NDM's batched
+#: log-densities (benchmarks/work_precision.py --part table): with tsit5 the worst of 512
+#: samples stays within 10 x tol at tol 1e-3 and 1e-4 for about 1.4 x the NFE of a batch RMS.
+PER_SAMPLE_CONTROL = {"norm": "sample_max", "pi_coeffs": (0.07, 0.7)}
+
+
+def per_sample_defaults(method: str, kwargs: dict) -> dict:
+    """``kwargs`` with ``PER_SAMPLE_CONTROL`` filled in where ``method`` is one of
+    ndmsolve's adaptive ODE methods and the caller did not set them."""
+    info = get_method(method)
+    if info.family == "ode" and info.adaptive and info.backend is None:
+        return {**PER_SAMPLE_CONTROL, **kwargs}
+    return kwargs
+
+
 def _check_y0(y0) -> None:
     if not isinstance(y0, Tensor):
         raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
@@ -65,7 +82,7 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
           rtol: Optional[float] = None, atol: Optional[float] = None, max_steps: int = 10_000,
           h0: Optional[float] = None, save_at: Optional[Tensor] = None,
           g: Optional[Field] = None, generator=None,
-          bm=None, noise: str = "diagonal", norm=None,
+          bm=None, noise: str = "diagonal", norm=None, pi_coeffs=None,
           cuda_graph: Union[str, bool] = "auto") -> Solution:
     """Integrate ``dy/dt = f(t, y)`` (plus ``g(t, y) dW`` for SDE methods) from t0 to t1.
 
@@ -95,6 +112,9 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
             ``"sample_max"``: max_b sqrt(Σ_j x_bj² / n), every sample's own RMS;
             ``"max"``: max_bj |x_bj|; or a callable ``norm(x) -> 0-dim tensor``
             (``ndmsolve.solvers.norms``). rms ≤ sample_max ≤ max.
+        pi_coeffs: adaptive ODE methods: ``(pcoeff, icoeff)`` of the PI step-size
+            controller (``adaptive.PIController``; default (0.2, 0.4); (0, 1) is the
+            classical I controller).
         generator, bm, noise: SDE methods: randomness (a ``torch.Generator`` or an int
             seed), an optional Brownian motion object, the noise type (``"diagonal"`` or
             ``"additive"``; passed on to torchsde, which picks its scheme by it).
@@ -142,6 +162,10 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
     if norm is not None and not info.adaptive:
         raise ValueError(f"norm applies to adaptive methods; {method!r} is fixed-step")
     norm_kw = {} if norm_fn is None else {"norm": norm_fn}
+    if pi_coeffs is not None:
+        if not (info.adaptive and info.family == "ode" and info.backend is None):
+            raise ValueError(f"pi_coeffs applies to ndmsolve's adaptive ODE methods, not {method!r}")
+        norm_kw["pi_coeffs"] = pi_coeffs
     if info.backend is not None:
         from .backends import solve_backend
         return solve_backend(method, f, y0, t0f, t1f, g=g, steps=steps, grid=grid, rtol=rtol,

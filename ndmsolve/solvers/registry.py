@@ -30,7 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Method", "METHODS", "register", "get_method", "method_names", "add_loader",
+__all__ = ["Method", "METHODS", "register", "get_method", "method_names", "method_check",
+           "add_loader",
            "FAMILIES", "STEPPINGS"]
 
 FAMILIES = ("ode", "sde", "discrete")
@@ -187,6 +188,17 @@ def listing(families: tuple[str, ...] | None = None) -> str:
             groups.setdefault(m.kind, []).append(m.name)
     order = ("ode_fixed", "ode_adaptive", "sde_fixed", "sde_adaptive", "discrete", "backends")
     return "; ".join(f"{kind}: {', '.join(groups[kind])}" for kind in order if kind in groups)
+
+
+def method_check(families: tuple[str, ...] | None = None) -> Callable[[str], str | None]:
+    """``check(name) -> None`` for a registered name (of ``families``), else the error
+    text listing the valid ones (for option parsers: the command line reads the registry)."""
+    def check(name) -> str | None:
+        m = METHODS.get(name) if isinstance(name, str) else None
+        if m is not None and (families is None or m.family in families):
+            return None
+        return f"must be a registered method ({listing(families)})"
+    return check
 
 
 def get_method(name, families: tuple[str, ...] | None = None, *, caller: str = "") -> Method:
