@@ -169,7 +169,7 @@ def checked_keywords(*forwards: Callable, extra: Optional[Callable[[], set]] = N
                 unknown = unknown - valid()
             if unknown:
                 word = sorted(unknown)[0]
-                close = difflib.get_close_matches(word, sorted(valid()), n=3, cutoff=0.6)
+                close = difflib.get_close_matches(word, sorted(valid()), n=3, cutoff=0.7)
                 hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
                 raise TypeError(f"{fn.__name__}() got an unexpected keyword argument {word!r}{hint}")
             return fn(*args, **kwargs)

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 import torch
+from helpers import one_thread_fixture
 from torch import nn
 
 import ndmsolve as nd
-from helpers import one_thread_fixture
 from ndmsolve._io import atomic_write
 from ndmsolve.fields import MLP
 from ndmsolve.solvers import BrownianPath
@@ -27,7 +27,9 @@ F64 = torch.float64
 def _mlp_model(dtype=torch.float32, data_shape=(2,), transform=True, schedule=None):
     torch.manual_seed(0)
     tr = nd.ResidualTransform(MLP(2, hidden=16, depth=2)) if transform else None
-    model = nd.NDM(MLP(2, hidden=16, depth=2), transform=tr, schedule=schedule, data_shape=data_shape)
+    model = nd.NDM(
+        MLP(2, hidden=16, depth=2), transform=tr, schedule=schedule, data_shape=data_shape
+    )
     return model.to(dtype)
 
 
@@ -40,7 +42,9 @@ def test_sample_and_likelihood_follow_the_model_dtype(dtype):
     assert nd.sample(model, 4, method="ddim", steps=3, generator=0).samples.dtype == dtype
     res = nd.log_likelihood(model, out.samples, method="rk4", steps=3)
     assert res.logp.dtype == dtype and torch.isfinite(res.logp).all()
-    x8 = torch.randint(0, 256, (3, 2), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    x8 = torch.randint(
+        0, 256, (3, 2), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     assert nd.bits_per_dim(model, x8, method="rk4", steps=2, generator=0).bpd.dtype == dtype
     assert nd.elbo_bits_per_dim(model, x8, generator=0).bpd.dtype == dtype
     assert nd.continuous_loss(model, out.samples, generator=0).total.dtype == dtype
@@ -55,7 +59,9 @@ def test_mismatched_dtype_is_one_error_naming_both():
         nd.log_likelihood(model, x32, method="rk4", steps=2)
     with pytest.raises(TypeError, match="z1 " + pattern):
         nd.sample(model, z1=x32, method="euler", steps=2)
-    with pytest.raises(TypeError, match=r"dtype=torch.float32.*differ from the model's parameters \(torch.float64"):
+    with pytest.raises(
+        TypeError, match=r"dtype=torch.float32.*differ from the model's parameters \(torch.float64"
+    ):
         nd.sample(model, 4, method="euler", steps=2, dtype=torch.float32)
     for fn in (nd.continuous_loss, nd.prior_loss, nd.reconstruction_loss):
         with pytest.raises(TypeError, match="x " + pattern):
@@ -66,12 +72,34 @@ def test_mismatched_dtype_is_one_error_naming_both():
         nd.train.train(model, x32, steps=1, batch_size=2, generator=0, progress=False)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_follows_the_model_on_cuda():
+    model = _mlp_model().cuda()
+    out = nd.sample(
+        model, 4, method="euler_maruyama", steps=3, generator=0
+    )  # int seed: a CUDA generator
+    assert out.samples.device.type == "cuda"
+    g = torch.Generator("cuda").manual_seed(0)
+    assert torch.equal(
+        out.samples, nd.sample(model, 4, method="euler_maruyama", steps=3, generator=g).samples
+    )
+    res = nd.log_likelihood(
+        model, out.samples, method="rk4", steps=2, trace="hutchinson", generator=0
+    )
+    assert res.logp.device.type == "cuda"
+    with pytest.raises(ValueError, match=r"z0 is on cpu but the model's parameters are on cuda"):
+        nd.log_likelihood(model, out.samples.cpu(), method="rk4", steps=2)
+
+
 # ----------------------------------------------------------------------------- 2. seeds
 def _eq(a, b):
     return torch.equal(a, b)
 
 
-@pytest.mark.parametrize("method", ["heun", "euler_maruyama", "ancestral", "dopri5", "torchsde:euler"])
+@pytest.mark.parametrize(
+    "method", ["heun", "euler_maruyama", "ancestral", "dopri5", "torchsde:euler"]
+)
 def test_sample_int_seed_equals_seeded_generator(method):
     model = _mlp_model()
     kw = {"rtol": 1e-2, "atol": 1e-2} if method == "dopri5" else {"steps": 3}
@@ -90,8 +118,13 @@ def test_int_seed_everywhere():
         a, b = fn(11), fn(torch.Generator().manual_seed(11))
         return a, b
 
-    a, b = both(lambda g: nd.log_likelihood(model, x, method="rk4", steps=2, trace="hutchinson",
-                                            probes=3, generator=g).logp)
+    a, b = both(
+        lambda g: (
+            nd.log_likelihood(
+                model, x, method="rk4", steps=2, trace="hutchinson", probes=3, generator=g
+            ).logp
+        )
+    )
     assert _eq(a, b)
     a, b = both(lambda g: nd.continuous_loss(model, x, generator=g).total)
     assert _eq(a, b)
@@ -99,19 +132,41 @@ def test_int_seed_everywhere():
     assert _eq(a, b)
     a, b = both(lambda g: nd.sample_times(5, generator=g))
     assert _eq(a, b)
-    x8 = torch.randint(0, 256, (3, 2), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    a, b = both(lambda g: nd.bits_per_dim(model, x8, method="rk4", steps=2, trace="hutchinson",
-                                          generator=g).bpd)
+    x8 = torch.randint(
+        0, 256, (3, 2), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
+    a, b = both(
+        lambda g: (
+            nd.bits_per_dim(model, x8, method="rk4", steps=2, trace="hutchinson", generator=g).bpd
+        )
+    )
     assert _eq(a, b)
     a, b = both(lambda g: nd.metrics.sliced_wasserstein(x, x.flip(0) + 1, generator=g))
     assert _eq(a, b)
-    a, b = both(lambda g: nd.solve(lambda t, y: -y, x, 0.0, 1.0, method="euler_maruyama", steps=4,
-                                   g=lambda t, y: torch.ones_like(y), generator=g).y)
+    a, b = both(
+        lambda g: (
+            nd.solve(
+                lambda t, y: -y,
+                x,
+                0.0,
+                1.0,
+                method="euler_maruyama",
+                steps=4,
+                g=lambda t, y: torch.ones_like(y),
+                generator=g,
+            ).y
+        )
+    )
     assert _eq(a, b)
     a, b = both(lambda g: BrownianPath(0.0, 1.0, (2,), generator=g).increment(0.0, 1.0))
     assert _eq(a, b)
-    a, b = both(lambda g: nd.train.train(_mlp_model(), x, steps=3, batch_size=4, generator=g,
-                                         progress=False).losses)
+    a, b = both(
+        lambda g: (
+            nd.train.train(
+                _mlp_model(), x, steps=3, batch_size=4, generator=g, progress=False
+            ).losses
+        )
+    )
     assert a == b
     with pytest.raises(TypeError, match="generator must be a torch.Generator or an int seed"):
         nd.sample(model, 2, steps=2, generator="0")
@@ -124,11 +179,25 @@ def test_misspelt_keyword_names_the_function_the_user_called():
     cases = [
         (lambda: nd.sample(model, 4, method="euler", stpes=3), "sample", "stpes", "steps"),
         (lambda: nd.log_likelihood(model, x, tarce="exact"), "log_likelihood", "tarce", "trace"),
-        (lambda: nd.bits_per_dim(model, x.to(torch.uint8), rtoll=1e-3), "bits_per_dim", "rtoll", "rtol"),
-        (lambda: nd.continuous_loss(model, x, genrator=0), "continuous_loss", "genrator", "generator"),
+        (
+            lambda: nd.bits_per_dim(model, x.to(torch.uint8), rtoll=1e-3),
+            "bits_per_dim",
+            "rtoll",
+            "rtol",
+        ),
+        (
+            lambda: nd.continuous_loss(model, x, genrator=0),
+            "continuous_loss",
+            "genrator",
+            "generator",
+        ),
         (lambda: nd.solve(lambda t, y: -y, x, 0.0, 1.0, "rk4", stpes=3), "solve", "stpes", "steps"),
-        (lambda: nd.train.train(model, x, steps=1, batch_sise=2, generator=0), "train", "batch_sise",
-         "batch_size"),
+        (
+            lambda: nd.train.train(model, x, steps=1, batch_sise=2, generator=0),
+            "train",
+            "batch_sise",
+            "batch_size",
+        ),
     ]
     for call, fn, word, close in cases:
         with pytest.raises(TypeError) as info:
@@ -143,8 +212,11 @@ def test_misspelt_keyword_names_the_function_the_user_called():
 
 def test_wrong_shape_messages_show_the_users_shapes():
     model = _mlp_model()
-    for call in (lambda x: nd.continuous_loss(model, x), lambda x: nd.discrete_loss(model, x, 5),
-                 lambda x: nd.log_likelihood(model, x, method="rk4", steps=2)):
+    for call in (
+        lambda x: nd.continuous_loss(model, x),
+        lambda x: nd.discrete_loss(model, x, 5),
+        lambda x: nd.log_likelihood(model, x, method="rk4", steps=2),
+    ):
         with pytest.raises(ValueError, match=r"\(B, 2\).*got \(8, 3\)"):
             call(torch.randn(8, 3))
     # without data_shape the network's own check speaks of per-sample shapes, not the
@@ -173,21 +245,30 @@ def test_wrong_network_output_is_named_at_the_first_call():
         def inner(x, t):
             calls.append(1)
             return fn(x, t)
+
         return inner
 
     bad_dtype = nd.NDM(_Bad(counted(lambda z, t: z.float())), data_shape=(2,))
-    with pytest.raises(TypeError, match=r"predictor \(_Bad\) must return dtype torch.float64.*got torch.float32"):
+    with pytest.raises(
+        TypeError, match=r"predictor \(_Bad\) must return dtype torch.float64.*got torch.float32"
+    ):
         nd.sample(bad_dtype, 4, method="heun", steps=3, generator=0)
     assert len(calls) == 1
-    bad_shape = nd.NDM(MLP(2, hidden=8).double(), transform=_Bad(lambda z, t: z[:, :1]), data_shape=(2,))
-    with pytest.raises(ValueError, match=r"transform \(_Bad\) must return shape \(4, 2\).*got \(4, 1\)"):
+    bad_shape = nd.NDM(
+        MLP(2, hidden=8).double(), transform=_Bad(lambda z, t: z[:, :1]), data_shape=(2,)
+    )
+    with pytest.raises(
+        ValueError, match=r"transform \(_Bad\) must return shape \(4, 2\).*got \(4, 1\)"
+    ):
         nd.log_likelihood(bad_shape, x, method="euler", steps=2)
     # a plain solve field: named at its first result, not a broadcast error later
     f = CountedField(lambda t, y: y[:, :1])
     with pytest.raises(ValueError, match=r"f\(t, y\) must return y's shape \(4, 2\), got \(4, 1\)"):
         nd.solve(f, x, 0.0, 1.0, method="dopri5")
     assert f.nfe == 1
-    with pytest.raises(TypeError, match=r"f\(t, y\) must return y's dtype torch.float64, got torch.float32"):
+    with pytest.raises(
+        TypeError, match=r"f\(t, y\) must return y's dtype torch.float64, got torch.float32"
+    ):
         nd.solve(lambda t, y: y.float(), x, 0.0, 1.0, method="rk4", steps=2)
 
 
@@ -215,8 +296,12 @@ class UserTransform(nn.Module):
 
 def _user_model():
     torch.manual_seed(1)
-    return nd.NDM(MLP(2, hidden=8, depth=2), transform=UserTransform(), schedule=UserSchedule(),
-                  data_shape=(2,))
+    return nd.NDM(
+        MLP(2, hidden=8, depth=2),
+        transform=UserTransform(),
+        schedule=UserSchedule(),
+        data_shape=(2,),
+    )
 
 
 def test_user_schedule_dlog_snr_on_expanded_time():
@@ -227,8 +312,18 @@ def test_user_schedule_dlog_snr_on_expanded_time():
 
 def _every_sampling_method():
     m = nd.sampling_methods()
-    return [x for kind in ("ode_fixed", "ode_adaptive", "sde_fixed", "sde_adaptive", "discrete", "backends")
-            for x in m[kind]]
+    return [
+        x
+        for kind in (
+            "ode_fixed",
+            "ode_adaptive",
+            "sde_fixed",
+            "sde_adaptive",
+            "discrete",
+            "backends",
+        )
+        for x in m[kind]
+    ]
 
 
 @pytest.mark.parametrize("method", _every_sampling_method())
@@ -238,7 +333,9 @@ def test_user_schedule_and_transform_sample_with_every_method(method):
 
     m = nd.sampling_methods()
     fixed_tde = [f"torchdiffeq:{k}" for k, fixed in torchdiffeq_methods().items() if fixed]
-    if method in m["ode_adaptive"] or (method.startswith("torchdiffeq:") and method not in fixed_tde):
+    if method in m["ode_adaptive"] or (
+        method.startswith("torchdiffeq:") and method not in fixed_tde
+    ):
         kw = {"rtol": 1e-2, "atol": 1e-2}
     elif method in m["sde_adaptive"]:
         kw = {"rtol": 0.2, "atol": 0.2}
@@ -248,7 +345,9 @@ def test_user_schedule_and_transform_sample_with_every_method(method):
     assert out.samples.shape == (6, 2) and torch.isfinite(out.samples).all() and out.nfe > 0
 
 
-@pytest.mark.parametrize("method", ["euler", "heun", "rk4", "bosh3", "dopri5", "tsit5", "torchdiffeq:rk4"])
+@pytest.mark.parametrize(
+    "method", ["euler", "heun", "rk4", "bosh3", "dopri5", "tsit5", "torchdiffeq:rk4"]
+)
 @pytest.mark.parametrize("trace", ["exact", "hutchinson"])
 def test_user_schedule_and_transform_likelihood(method, trace):
     model = _user_model()
@@ -261,11 +360,21 @@ def test_user_schedule_and_transform_likelihood(method, trace):
 @pytest.mark.parametrize("loss", ["continuous", "discrete"])
 def test_user_schedule_and_transform_train(loss):
     model = _user_model()
-    fn = "continuous" if loss == "continuous" else (lambda m, x, generator: nd.discrete_loss(m, x, 20,
-                                                                                           generator=generator))
+    fn = (
+        "continuous"
+        if loss == "continuous"
+        else (lambda m, x, generator: nd.discrete_loss(m, x, 20, generator=generator))
+    )
     before = [p.detach().clone() for p in model.parameters()]
-    res = nd.train.train(model, nd.data.checkerboard(64, 0), steps=3, batch_size=16, generator=0, loss=fn,
-                         progress=False)
+    res = nd.train.train(
+        model,
+        nd.data.checkerboard(64, 0),
+        steps=3,
+        batch_size=16,
+        generator=0,
+        loss=fn,
+        progress=False,
+    )
     assert all(math.isfinite(v) for v in res.losses)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
@@ -297,8 +406,15 @@ def test_zero_length_interval_returns_y0(method):
 @pytest.mark.parametrize("rtol,atol", [(0.0, 1e-7), (1e-7, 0.0)])
 def test_pure_absolute_or_relative_tolerance(rtol, atol):
     y0 = torch.tensor([1.0, 2.0], dtype=F64)
-    loose = nd.solve(lambda t, y: -y, y0, 0.0, 1.0, method="dopri5", rtol=max(rtol, atol) * 1e3,
-                     atol=max(rtol, atol) * 1e3 if atol else 0.0)
+    loose = nd.solve(
+        lambda t, y: -y,
+        y0,
+        0.0,
+        1.0,
+        method="dopri5",
+        rtol=max(rtol, atol) * 1e3,
+        atol=max(rtol, atol) * 1e3 if atol else 0.0,
+    )
     sol = nd.solve(lambda t, y: -y, y0, 0.0, 1.0, method="dopri5", rtol=rtol, atol=atol)
     err = (sol.y - y0 * math.exp(-1.0)).abs().max().item()
     assert err < 1e-5 and sol.nfe > loose.nfe
@@ -310,8 +426,18 @@ def test_torchsde_srk_uses_the_users_noise_type():
 
     def run(noise, method="torchsde:srk", bm=None):
         f = CountedField(lambda t, y: -y + torch.sin(t))
-        sol = nd.solve(f, y0, 0.0, 1.0, method=method, steps=steps, g=lambda t, y: 0.3 + 0.0 * y,
-                       noise=noise, bm=bm, generator=0)
+        sol = nd.solve(
+            f,
+            y0,
+            0.0,
+            1.0,
+            method=method,
+            steps=steps,
+            g=lambda t, y: 0.3 + 0.0 * y,
+            noise=noise,
+            bm=bm,
+            generator=0,
+        )
         return sol, f.nfe
 
     sol_add, nfe_add = run("additive")
@@ -319,13 +445,23 @@ def test_torchsde_srk_uses_the_users_noise_type():
     _, nfe_diag = run("diagonal")
     assert nfe_diag > 2 * steps  # SRID2
     # SRA1 through torchsde equals our own sra1 on one Brownian path
-    bm = BrownianPath(0.0, 1.0, y0.shape, F64, generator=torch.Generator().manual_seed(3), levy_area=True)
+    bm = BrownianPath(
+        0.0, 1.0, y0.shape, F64, generator=torch.Generator().manual_seed(3), levy_area=True
+    )
     ours, _ = run("additive", "sra1", bm)
     theirs, _ = run("additive", "torchsde:srk", bm)
     assert torch.allclose(ours.y, theirs.y, atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="additive"):
-        nd.solve(lambda t, y: -y, y0, 0.0, 1.0, method="torchsde:srk", steps=2, g=lambda t, y: y,
-                 noise="additive")
+        nd.solve(
+            lambda t, y: -y,
+            y0,
+            0.0,
+            1.0,
+            method="torchsde:srk",
+            steps=2,
+            g=lambda t, y: y,
+            noise="additive",
+        )
 
 
 # ----------------------------------------------------------------------------- 7. output habits
@@ -360,6 +496,12 @@ def test_train_progress_auto_prints_one_line_off_a_terminal(capfd):
     nd.train.train(_mlp_model(), nd.data.checkerboard(32, 0), steps=4, batch_size=8, generator=0)
     _, err = capfd.readouterr()
     assert "\r" not in err and err.count("\n") == 1 and err.startswith("train: 4 steps in")
-    nd.train.train(_mlp_model(), nd.data.checkerboard(32, 0), steps=4, batch_size=8, generator=0,
-                   progress=False)
+    nd.train.train(
+        _mlp_model(),
+        nd.data.checkerboard(32, 0),
+        steps=4,
+        batch_size=8,
+        generator=0,
+        progress=False,
+    )
     assert capfd.readouterr().err == ""

@@ -124,7 +124,9 @@ class MLP(nn.Module):
         differentiate through).
         """
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
+            # the batch seen here may be a stacked internal one: name the per-sample shape
+            raise ValueError(f"MLP(dim={self.dim}) needs inputs of shape (B, {self.dim}), got {x.ndim}-dim "
+                             f"inputs with {tuple(x.shape[1:])} per sample")
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
         emb, demb = self.embed.forward_and_dt(t.to(x.dtype))
