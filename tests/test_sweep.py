@@ -28,7 +28,8 @@ ENDS = {
     "ode_fixed": [1, 8],
     "sde_fixed": [2, 16],
     "discrete": [2, 16],
-    "ode_adaptive": [1e-1, 1e-3],
+    # per-sample step control makes bosh3 at 1e-1 near-converged already (29 NFE on NDM)
+    "ode_adaptive": [3e-1, 1e-3],
     "sde_adaptive": [10.0, 0.3],
 }
 
