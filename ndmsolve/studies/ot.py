@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .._checks import seeded
 from ..metrics import kinetic_ratio, wasserstein_1d
 from ..objectives import continuous_loss, sample_times
 from ..process import NDM
@@ -62,6 +63,7 @@ def conditional_velocity(model: NDM, x: Tensor, t: Tensor, eps: Tensor) -> Tenso
     return _bcast(alpha, x) * dF + _bcast(dalpha, x) * F + _bcast(dsigma, x) * eps
 
 
+@seeded
 def kinetic_penalty(model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
     """One-sample estimate of ∫_0^1 E_ε ‖v_c(x, ε, t)‖² dt per data point, (B,).
 
