@@ -6,12 +6,13 @@ predictor with the identity transform. For each case (an MLP on 2-D toy data, th
 on 8×8 and on 32×32 images) we time four NDMs beside it:
 
     general_equal       ResidualTransform(net(x, t)), net as wide as the predictor; ∂_t F
-                        by the net's own forward_and_dt where it has one (MLP), else by
-                        torch.func.jvp (U-Net)
+                        by the net's own forward_and_dt (MLP and UNet: forward mode
+                        written out, exact)
     general_half        the same at half the predictor's width
     time_basis_equal    TimeBasisTransform(h(x)), ∂_t F analytic, h as wide as the predictor
     time_basis_half     the same at half width
-    general_equal_jvp   (MLP only) general_equal with ∂_t F by torch.func.jvp (dF="func")
+    general_equal_jvp   (MLP only, to keep the run short) general_equal with ∂_t F by
+                        torch.func.jvp (dF="func")
 
 Timings are interleaved (variant after variant, round after round) so a change of machine
 load hits all variants alike; we report the median over rounds and the ratio to ``ddpm``.
@@ -51,7 +52,7 @@ CASES = {
                    quick=dict(batch=2, width=4, size=8, channels=3)),
 }
 VARIANTS = ("ddpm", "general_equal", "general_half", "time_basis_equal", "time_basis_half")
-JVP_VARIANT = "general_equal_jvp"  # MLP only: the nets with forward_and_dt, by JVP instead
+JVP_VARIANT = "general_equal_jvp"  # MLP only: ∂_t F by torch.func.jvp instead
 N_BASIS = 4
 DISCRETE_T = 1000
 

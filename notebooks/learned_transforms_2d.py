@@ -17,9 +17,8 @@
 # An NDM's forward marginal is q(z_t | x) = N(α_t F_φ(x, t), σ_t² I); a DDPM is the case
 # F(x, t) = x. We train an NDM (F = x + t·MLP(x, t), linear log-SNR schedule) on the
 # checkerboard and draw F_φ(x, t) at several t for a grid of points x and for data points
-# coloured by their square, next to the identity of a DDPM. The second row scales by α_t
-# (the mean of z_t), the third adds the noise (one draw of z_t). We also print how far F moves
-# the data: the RMS of F(x, t) − x and the held-out −ELBO of the NDM and of a DDPM trained the
+# coloured by their square, next to the identity of a DDPM. We also print how far F moves the
+# data (the RMS of F(x, t) − x) and the held-out −ELBO of the NDM and of a DDPM trained the
 # same way.
 #
 # Size: `NDM_NOTEBOOK_SCALE=small` (seconds) or `full` (default, a few minutes on a shared
@@ -43,7 +42,7 @@ SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 OUT = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
 CONFIGS = {
     "small": dict(train_steps=60, batch_size=128, hidden=16, n_eval=200, eval_draws=2),
-    "full": dict(train_steps=2000, batch_size=512, hidden=64, n_eval=4000, eval_draws=5),
+    "full": dict(train_steps=1500, batch_size=512, hidden=64, n_eval=4000, eval_draws=5),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
@@ -91,8 +90,8 @@ print("NDM RMS ‖F(x, t) − x‖ at t =", {k: round(v, 3) for k, v in RESULTS[
 # %% [markdown]
 # ## Figure
 #
-# Rows: F(x, t) for the DDPM (identity) and the NDM; then α_t F(x, t) (the mean of z_t) for
-# both. Grid lines are drawn through F; the data points are coloured by their square.
+# Rows: F(x, t) for the DDPM (the identity) and for the NDM. Grid lines of [−4, 4]² are drawn
+# through F; the data points are coloured by their square.
 
 # %%
 from matplotlib import cm  # noqa: E402
@@ -106,16 +105,15 @@ pts = test_x[:1500]
 square = (torch.floor(pts[:, 0] / 2) * 4 + torch.floor(pts[:, 1] / 2)).numpy()
 colours = cm.tab20((square - square.min()) / max(square.max() - square.min(), 1))
 
-fig = Figure(figsize=(3.2 * len(TIMES), 3.3 * 4))
-axes = fig.subplots(4, len(TIMES))
+fig = Figure(figsize=(3.2 * len(TIMES), 3.4 * 2))
+axes = fig.subplots(2, len(TIMES))
 with torch.no_grad():
-    for row, (name, scaled) in enumerate((("DDPM", False), ("NDM", False), ("DDPM", True), ("NDM", True))):
+    lim = 1.1 * max(4.0, float(MODELS["NDM"].F(pts, torch.ones(pts.shape[0])).abs().max()))
+    for row, name in enumerate(("DDPM", "NDM")):
         model = MODELS[name]
         for ax, t in zip(axes[row], TIMES):
-            def F(x, t=t, model=model, scaled=scaled):
-                tt = torch.full((x.shape[0],), t)
-                y = model.F(x, tt)
-                return y * model.schedule(tt)[0].unsqueeze(1) if scaled else y
+            def F(x, t=t, model=model):
+                return model.F(x, torch.full((x.shape[0],), t))
 
             for grid in (grid_h, grid_v):
                 for line in grid:
@@ -123,11 +121,10 @@ with torch.no_grad():
                     ax.plot(y[:, 0], y[:, 1], color="0.75", lw=0.5)
             y = F(pts)
             ax.scatter(y[:, 0], y[:, 1], s=1.5, c=colours)
-            lim = 5.0 if not scaled else 5.0 * max(float(model.schedule(torch.tensor([t]))[0]), 0.05)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
-            ax.set_title(f"{name}: {'α_t ' if scaled else ''}F(x, t={t:g})", fontsize=9)
+            ax.set_title(f"{name}: F(x, t={t:g})", fontsize=9)
 fig.suptitle(f"Learned transform on the checkerboard, scale={SCALE}: NDM −ELBO {RESULTS['NDM']['nelbo']:.3f}, "
              f"DDPM {RESULTS['DDPM']['nelbo']:.3f} nats", fontsize=11)
 fig.tight_layout()

@@ -16,8 +16,9 @@
 #
 # Checkerboard and eight Gaussians; a DDPM and an NDM trained on the ELBO alone (linear
 # log-SNR schedule), and the same two with a learned schedule and the conditional kinetic
-# penalty −ELBO + λ E ∫ ‖v_c‖² dt of `ndmsolve.studies.ot` (see `ot_dynamics_1d.py` for what
-# it is and why it is only an upper bound on the marginal kinetic energy). For each model:
+# penalty −ELBO + λ E ∫ ‖v_c‖² dt of `ndmsolve.studies.ot` (labels `+L λ`; see
+# `ot_dynamics_1d.py` for what it is, why it is only an upper bound on the marginal kinetic
+# energy, and the marginal penalty, which did better in 1D). For each model:
 #
 # * **kinetic ratio** E ∫ ‖dz/dt‖² dt / W2²(z_1, z_0) ≥ 1 of the PF-ODE paths;
 # * **coupling ratio** E ‖z_0 − z_1‖² / W2²(z_1, z_0) ≥ 1: 1 when the noise → data map is the
@@ -134,8 +135,8 @@ atomic_write(OUT / "ot_dynamics_2d.json", lambda f: f.write(json.dumps(RESULTS, 
 # %% [markdown]
 # ## Figure: samples and PF-ODE trajectories (seed 0)
 #
-# Grey: held-out data; black dots: samples at t = 0; coloured lines: 150 PF-ODE paths from the
-# prior (t = 1, light end) to the data.
+# Black dots: samples at t = 0; coloured lines: 150 PF-ODE paths from the prior (t = 1) to
+# the samples at t = 0.
 
 # %%
 from matplotlib.figure import Figure  # noqa: E402

@@ -38,8 +38,11 @@ def test_notebook_runs_small(script, tmp_path, monkeypatch, capsys):
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic write left no temp file
 
     nelbos = list(_entries(results, "nelbo"))
-    assert nelbos and all(math.isfinite(v) for v in nelbos), nelbos
-    assert f"{nelbos[0]:.3f}" in text or f"{nelbos[0]:.4f}" in text  # the numbers are printed too
+    assert all(math.isfinite(v) for v in nelbos), nelbos
+    if nelbos:
+        assert f"{nelbos[0]:.3f}" in text or f"{nelbos[0]:.4f}" in text  # the numbers are printed too
+    if script.stem in ("ot_dynamics_1d", "ot_dynamics_2d", "learned_transforms_2d"):
+        assert nelbos
     for key in ("kinetic_ratio", "coupling_ratio"):
         # both ratios are >= 1 exactly on samples (the path couples its own end points)
         values = list(_entries(results, key))

@@ -76,3 +76,19 @@ def test_quantile_map_and_displacement_paths_are_ot():
     assert float(kinetic_ratio(paths, ts)) == pytest.approx(1.0, abs=1e-9)
     with pytest.raises(ValueError, match="shape"):
         ot.quantile_map(data, torch.zeros(3, 2))
+
+
+def test_marginal_penalty_is_the_model_velocity_with_the_predictor_fixed():
+    model = _model(True)
+    z = torch.randn(16, 2, generator=gen(10), dtype=F64)
+    t = torch.rand(16, generator=gen(11), dtype=F64) * 0.9 + 0.05
+    v = ot.model_velocity_fixed_predictor(model, z, t)
+    torch.testing.assert_close(v, model.velocity(z, t))
+    x = torch.randn(16, 2, generator=gen(12), dtype=F64)
+    ot.penalized_loss(1.0, velocity="marginal")(model, x, generator=gen(13)).sum().backward()
+    pen_only = _model(True)
+    ot.kinetic_penalty(pen_only, x, generator=gen(13), velocity="marginal").sum().backward()
+    assert all(p.grad is None for p in pen_only.predictor.net.parameters())  # predictor untouched
+    assert pen_only.transform.net.out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="velocity"):
+        ot.penalized_loss(0.1, velocity="straight")

@@ -98,10 +98,13 @@ class MLP(nn.Module):
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, t: Optional[Tensor] = None) -> Tensor:
+    def _check_x(self, x: Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLP(dim={self.dim}) needs inputs of shape (B, {self.dim}), got {x.ndim}-dim "
                              f"inputs with {tuple(x.shape[1:])} per sample")
+
+    def forward(self, x: Tensor, t: Optional[Tensor] = None) -> Tensor:
+        self._check_x(x)
         emb = None
         if t is not None:
             if t.ndim != 1 or t.shape[0] != x.shape[0]:
@@ -123,10 +126,7 @@ class MLP(nn.Module):
         cost of ``torch.func.jvp`` on the training path (fewer, fused operations to
         differentiate through).
         """
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            # the batch seen here may be a stacked internal one: name the per-sample shape
-            raise ValueError(f"MLP(dim={self.dim}) needs inputs of shape (B, {self.dim}), got {x.ndim}-dim "
-                             f"inputs with {tuple(x.shape[1:])} per sample")
+        self._check_x(x)
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
         emb, demb = self.embed.forward_and_dt(t.to(x.dtype))

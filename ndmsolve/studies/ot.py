@@ -14,6 +14,14 @@ is simulation-free: one t, one ε, one transform pass with its t-derivative, no 
 units per sample). The penalty does not involve the predictor, so it cannot be met by
 bending x̂: only the transform and the schedule answer it. With F = identity the path is
 α_t x + σ_t ε and a learned schedule can only re-time it: that is the fair DDPM baseline.
+The bound is loose: at fixed (x, ε) its minimiser is the straight line from x to ε (the
+independent coupling), not the OT path.
+
+``penalized_loss(lam, velocity="marginal")`` penalises instead the model's own PF-ODE
+velocity v = f(z_t, t, x̂) − ½ g² s(z_t, t) at z_t ~ q(z_t | x), with x̂ = x̂_θ(z_t, t) held
+fixed: E_t E_{z_t} ‖v‖² is the kinetic energy of the model's flow wherever x̂ is accurate
+(its marginals are the q(z_t) the ELBO fits), and again only the transform and the schedule
+can lower it (a penalty that reaches x̂ is met by bending the predictor instead).
 
 **The reference.** In 1D the OT map from N(0, 1) to the data is the monotone map
 T = Q_data ∘ Φ, and the dynamic OT (displacement) path from z_1 at t = 1 to T(z_1) at t = 0 is
@@ -37,6 +45,8 @@ from ..transforms import _bcast
 __all__ = [
     "conditional_velocity",
     "kinetic_penalty",
+    "model_velocity_fixed_predictor",
+    "VELOCITIES",
     "penalized_loss",
     "quantile_map",
     "displacement_paths",
@@ -63,29 +73,67 @@ def conditional_velocity(model: NDM, x: Tensor, t: Tensor, eps: Tensor) -> Tenso
     return _bcast(alpha, x) * dF + _bcast(dalpha, x) * F + _bcast(dsigma, x) * eps
 
 
-@seeded
-def kinetic_penalty(model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
-    """One-sample estimate of ∫_0^1 E_ε ‖v_c(x, ε, t)‖² dt per data point, (B,).
+def model_velocity_fixed_predictor(model: NDM, z: Tensor, t: Tensor) -> Tensor:
+    """The model's PF-ODE velocity f(z, t, x̂) − ½ g² s(z, t) at (z, t) with x̂ = x̂_θ(z, t)
+    held fixed (no gradient to the predictor), (B, *shape):
 
-    t is drawn by the antithetic sampler, then ε, both from ``generator``.
+        v = α_t ∂_t F(x̂, t) − ½ λ'(t) α_t (α_t z − F(x̂, t))
+
+    (the two forms agree since d/dt log α = ½ σ² λ' and g²/σ² = −λ'). Gradients reach the
+    transform, the schedule and ``z``.
     """
+    with torch.no_grad():
+        x_hat = model.x_hat(z.detach(), t)
+    F, dF = model.F_and_dF(x_hat, t)
+    alpha, _ = model.schedule(t)
+    lam_dot = model.schedule.dlog_snr(t)
+    a, ld = _bcast(alpha, z), _bcast(lam_dot, z)
+    return a * dF - 0.5 * ld * a * (a * z - F)
+
+
+VELOCITIES = ("conditional", "marginal")
+
+
+@seeded
+def kinetic_penalty(
+    model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None, velocity: str = "conditional"
+) -> Tensor:
+    """One-sample estimate of a kinetic energy ∫_0^1 E ‖v‖² dt per data point, (B,).
+
+    ``velocity="conditional"``: v = v_c(x, ε, t), an upper bound on the marginal kinetic
+    energy that needs no predictor. ``"marginal"``: v = the model's PF-ODE velocity at
+    z_t ~ q(z_t | x) with the predictor held fixed (``model_velocity_fixed_predictor``): the
+    kinetic energy of the model's own flow where x̂ is accurate; only the transform and the
+    schedule answer the penalty. t is drawn by the antithetic sampler, then ε, both from
+    ``generator``.
+    """
+    if velocity not in VELOCITIES:
+        raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
     t = sample_times(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    v = conditional_velocity(model, x, t, eps)
+    if velocity == "conditional":
+        v = conditional_velocity(model, x, t, eps)
+    else:
+        alpha, sigma = model.schedule(t)
+        z = _bcast(alpha, x) * model.F(x, t) + _bcast(sigma, x) * eps
+        v = model_velocity_fixed_predictor(model, z, t)
     return v.reshape(v.shape[0], -1).pow(2).sum(1)
 
 
-def penalized_loss(lam: float) -> Callable[..., Tensor]:
+def penalized_loss(lam: float, velocity: str = "conditional") -> Callable[..., Tensor]:
     """A training loss for ``ndmsolve.train.train``: continuous −ELBO + ``lam`` · kinetic
-    penalty, per sample (B,). ``lam = 0`` is the plain continuous loss."""
+    penalty (``kinetic_penalty`` with ``velocity``), per sample (B,). ``lam = 0`` is the
+    plain continuous loss."""
     if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam) or lam < 0:
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    if velocity not in VELOCITIES:
+        raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
 
     def loss(model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
         total = continuous_loss(model, x, generator=generator).total
         if lam == 0:
             return total
-        return total + lam * kinetic_penalty(model, x, generator=generator)
+        return total + lam * kinetic_penalty(model, x, generator=generator, velocity=velocity)
 
     loss.lam = float(lam)
     return loss
