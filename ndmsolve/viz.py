@@ -182,7 +182,8 @@ def diffusion_grid(path: PathLike, models: Mapping[str, object], x: Tensor, ts: 
         raise ValueError(f"ts must be times in [0, 1], got {ts}")
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     names = list(models)
-    fig = Figure(figsize=(1.1 * len(ts) * len(names) + 0.6, 2.4 + 0.35 * x.shape[0]))
+    cell = 0.5 * max(1.0, x.shape[3] / 8)  # inches per image
+    fig = Figure(figsize=(cell * len(ts) * len(names) + 0.4 * len(names) + 0.4, 2 * cell * x.shape[0] + 1.4))
     axes = fig.subplots(2, len(names), squeeze=False)
     for j, name in enumerate(names):
         model = models[name]
