@@ -226,6 +226,7 @@ def plot_sweep(result, path: PathLike, *, metric: str | None = None, dpi: int = 
     axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
     from matplotlib import colormaps
+    from matplotlib.ticker import NullFormatter
 
     cmap = colormaps["tab20" if len(methods) > 10 else "tab10"]
     colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
@@ -245,6 +246,7 @@ def plot_sweep(result, path: PathLike, *, metric: str | None = None, dpi: int = 
             ax.axhspan(fl["mean"] - fl["se"], fl["mean"] + fl["se"], color="0.6", alpha=0.4, lw=0)
             ax.axhline(fl["mean"], color="0.4", lw=0.8, label=f"floor (n={fl['n']})")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
         if metric != "nll":
             ax.set_yscale("log")
         ax.set_xlabel("NFE")
