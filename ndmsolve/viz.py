@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ._checks import seeded
 from ._io import atomic_write
+
+if TYPE_CHECKING:  # numpy is imported where it is used; annotations only here
+    import numpy as np
 
 __all__ = ["scatter_samples", "save_figure", "image_grid", "loss_curve", "diffusion_grid"]
 
@@ -158,6 +162,7 @@ def loss_curve(path: PathLike, losses: Sequence[float], *, window: int = 50, tit
 
 
 @torch.no_grad()
+@seeded
 def diffusion_grid(path: PathLike, models: Mapping[str, object], x: Tensor, ts: Sequence[float], *,
                    generator: Optional[torch.Generator] = None, n_bins: Optional[int] = None,
                    title: Optional[str] = None, dpi: int = 110) -> Path:
