@@ -68,7 +68,8 @@ CFG = dict(CONFIGS[SCALE])
 if os.environ.get("NDM_DIGITS_SEEDS"):
     CFG["seeds"] = tuple(int(s) for s in os.environ["NDM_DIGITS_SEEDS"].split(","))
 REUSE = os.environ.get("NDM_DIGITS_REUSE") == "1"
-WALL = os.environ.get("NDM_DIGITS_WALL", "1") == "1"  # also train the DDPM given the NDM's wall clock
+# "1": also train the DDPM given the NDM's wall clock; "0": not; "reuse": only where a finished run exists.
+WALL = os.environ.get("NDM_DIGITS_WALL", "1")
 torch.set_num_threads(1)
 print(f"scale={SCALE}: {CFG}; output in {OUT}/")
 
@@ -123,7 +124,7 @@ per_seed = {}
 for seed in CFG["seeds"]:
     runs = {"NDM": train("ndm", "ndm", CFG["steps"], seed), "DDPM": train("ddpm", "ddpm", CFG["steps"], seed)}
     # The DDPM given the NDM's wall clock: the NDM's training time over the DDPM's time per step.
-    if WALL:
+    if WALL == "1" or (WALL == "reuse" and (OUT / f"seed{seed}" / "ddpm_wall" / "train_log.json").is_file()):
         matched = max(CFG["steps"], round(CFG["steps"] * runs["NDM"]["wall_s"] / runs["DDPM"]["wall_s"]))
         runs["DDPM (NDM wall clock)"] = train("ddpm_wall", "ddpm", matched, seed)
     res = {}
