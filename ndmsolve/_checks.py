@@ -187,8 +187,9 @@ def lazy(get: Callable) -> Callable:
 
 
 def seeded(fn):
-    """Decorator: the ``generator`` argument of ``fn`` goes through ``as_generator`` (on the
-    ``device`` argument's device, if ``fn`` has one), so ``fn`` accepts an int seed."""
+    """Decorator: the ``generator`` argument of ``fn`` goes through ``as_generator``, so
+    ``fn`` accepts an int seed. The generator's device: ``fn``'s ``device`` argument if
+    given, else that of its first tensor argument, else the CPU."""
     sig = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -196,7 +197,10 @@ def seeded(fn):
         bound = sig.bind(*args, **kwargs)
         g = bound.arguments.get("generator")
         if g is not None and not isinstance(g, torch.Generator):
-            bound.arguments["generator"] = as_generator(g, bound.arguments.get("device"))
+            device = bound.arguments.get("device")
+            if device is None:
+                device = next((v.device for v in bound.arguments.values() if isinstance(v, Tensor)), None)
+            bound.arguments["generator"] = as_generator(g, device)
         return fn(*bound.args, **bound.kwargs)
 
     return inner

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ._checks import seeded
 from .schedules import Schedule
 
 __all__ = ["AffineTimeTransform", "GaussianMixture", "ExactPredictor"]
@@ -99,6 +100,7 @@ class GaussianMixture:
     def to(self, dtype=None, device=None) -> "GaussianMixture":
         return GaussianMixture(*(v.to(dtype=dtype, device=device) for v in (self.weights, self.means, self.covs)))
 
+    @seeded
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """n draws, (n, d)."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)

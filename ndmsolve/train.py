@@ -192,23 +192,57 @@ class _Objective(nn.Module):
     """The loss as a module, so DistributedDataParallel (which hooks ``forward``) can wrap
     it: ``forward(x, generator)`` -> the batch's mean loss (0-dim)."""
 
-    def __init__(self, model: nn.Module, loss_fn, autocast: Optional[torch.dtype]):
+    def __init__(self, model: nn.Module, loss_fn):
         super().__init__()
-        self.model, self.loss_fn, self.autocast = model, loss_fn, autocast
+        self.model, self.loss_fn = model, loss_fn
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        if self.autocast is None:
-            return _total(self.loss_fn(self.model, x, generator=generator))
-        with torch.autocast(x.device.type, dtype=self.autocast):
-            return _total(self.loss_fn(self.model, x, generator=generator)).float()
+        return _total(self.loss_fn(self.model, x, generator=generator))
 
 
-def _as_generator(generator) -> torch.Generator:
-    if isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(generator)
-    raise TypeError(f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}")
+def _autocast_predictor(model: nn.Module, dtype: torch.dtype) -> list:
+    """Run ``model.predictor`` under autocast, its output cast back to the input's dtype.
+
+    Only the predictor: forward-mode AD (the transform's ∂_t F) does not mix with autocast's
+    casts, and the ELBO's weights e^λ need float32. Returns the hook handles to remove.
+    """
+    net = getattr(model, "predictor", None)
+    if not isinstance(net, nn.Module):
+        raise ValueError("amp needs a model with a .predictor module (an NDM)")
+    state = {}
+
+    def enter(module, args):
+        state["ctx"] = torch.autocast(args[0].device.type, dtype=dtype)
+        state["ctx"].__enter__()
+        state["dtype"] = args[0].dtype
+
+    def leave(module, args, out):
+        state.pop("ctx").__exit__(None, None, None)
+        return out.to(state["dtype"])
+
+    return [net.register_forward_pre_hook(enter), net.register_forward_hook(leave)]
+
+
+class _Restore:
+    """A handle whose ``remove()`` drops a module's compiled ``forward`` override."""
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def remove(self) -> None:
+        self.net.__dict__.pop("forward", None)
+
+
+def _compile_predictor(model: nn.Module) -> _Restore:
+    """``torch.compile`` the predictor's forward in place (same parameters and state_dict).
+
+    Only the predictor: TorchDynamo does not trace the forward-mode AD of ∂_t F.
+    """
+    net = getattr(model, "predictor", None)
+    if not isinstance(net, nn.Module):
+        raise ValueError("compile needs a model with a .predictor module (an NDM)")
+    net.forward = torch.compile(net.forward)
+    return _Restore(net)
 
 
 def _total(out) -> Tensor:
@@ -276,8 +310,9 @@ def train(
             torch.distributed, where rank r trains on parts r, r + W, ... with
             DistributedDataParallel. The same ``microbatches`` gives the same numbers
             (up to float summation order) on any number of processes.
-        amp: ``"bf16"`` (or ``"fp16"``) autocast for the loss's forward pass, or ``None``.
-        compile: ``torch.compile`` the loss (for GPUs; the first steps compile).
+        amp: ``"bf16"`` (or ``"fp16"``): the predictor's forward pass under autocast (the
+            transform's JVP and the loss stay in the model's dtype), or ``None``.
+        compile: ``torch.compile`` the predictor (for GPUs; the first steps compile).
         extra: more entries for the checkpoint (e.g. the command's configuration).
         on_log: called as ``on_log(step, mean_loss, images_per_s)`` every ``log_every``
             steps (on rank 0).
@@ -320,16 +355,18 @@ def train(
         check_like_model(data, model, "data")
     loss_fn = _resolve_loss(loss)
     batches = _Batches(data, batch_size, generator, microbatches, rank, world)
-    objective = _Objective(model, loss_fn, AMP_DTYPES.get(amp))
+    objective = _Objective(model, loss_fn)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         dev = params[0].device
         objective = DistributedDataParallel(objective, device_ids=[dev] if dev.type == "cuda" else None)
-    if compile:
-        objective = torch.compile(objective)
     opt = torch.optim.Adam(params, lr=lr)
     ema = EMA(model, ema_decay)
+    # After the EMA's copy, and undone at the end: the returned models stay plain.
+    hooks = _autocast_predictor(model, AMP_DTYPES[amp]) if amp is not None else []
+    if compile:
+        hooks.append(_compile_predictor(model))
     losses: list = []
     start = 0
     if resume and Path(checkpoint).is_file():
@@ -362,41 +399,45 @@ def train(
     # Gradient = (1/K) Σ_k ∇(mean loss of part k); DDP averages over the W ranks, so scale by W/K.
     scale = world / microbatches
     t_log = time.perf_counter()
-    with tqdm(range(start, steps), initial=start, total=steps, disable=not bar_on, desc="train",
-              dynamic_ncols=True, file=sys.stderr) as bar:
-        for step in bar:
-            parts = batches.next()
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            for j, (x, g) in enumerate(parts):
-                sync = j == len(parts) - 1 or world == 1
-                defer = world > 1 and not sync and hasattr(objective, "no_sync")
-                ctx = objective.no_sync() if defer else contextlib.nullcontext()
-                with ctx:
-                    value = objective(x, g)
-                    if not torch.isfinite(value):
-                        raise FloatingPointError(f"loss became {value.item()} at step {step}")
-                    (value * scale).backward()
-                total = total + value.detach()
-            step_loss = ddist.all_reduce_sum(total.reshape(1))[0] / microbatches
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(params, grad_clip)
-            for group in opt.param_groups:
-                group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
-            opt.step()
-            ema.update(model)
-            losses.append(step_loss.item())
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                recent = losses[-log_every:]
-                now = time.perf_counter()
-                n_steps = min(log_every, step + 1 - start)
-                ips = n_steps * batch_size / max(now - t_log, 1e-9)
-                t_log = now
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", img_s=f"{ips:.0f}")
-                if on_log is not None and rank == 0:
-                    on_log(step + 1, sum(recent) / len(recent), ips)
-            if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-                save(step + 1)
+    try:
+        with tqdm(range(start, steps), initial=start, total=steps, disable=not bar_on, desc="train",
+                  dynamic_ncols=True, file=sys.stderr) as bar:
+            for step in bar:
+                parts = batches.next()
+                opt.zero_grad(set_to_none=True)
+                total = 0.0
+                for j, (x, g) in enumerate(parts):
+                    sync = j == len(parts) - 1 or world == 1
+                    defer = world > 1 and not sync and hasattr(objective, "no_sync")
+                    ctx = objective.no_sync() if defer else contextlib.nullcontext()
+                    with ctx:
+                        value = objective(x, g)
+                        if not torch.isfinite(value):
+                            raise FloatingPointError(f"loss became {value.item()} at step {step}")
+                        (value * scale).backward()
+                    total = total + value.detach()
+                step_loss = ddist.all_reduce_sum(total.reshape(1))[0] / microbatches
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(params, grad_clip)
+                for group in opt.param_groups:
+                    group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
+                opt.step()
+                ema.update(model)
+                losses.append(step_loss.item())
+                if (step + 1) % log_every == 0 or step + 1 == steps:
+                    recent = losses[-log_every:]
+                    now = time.perf_counter()
+                    n_steps = min(log_every, step + 1 - start)
+                    ips = n_steps * batch_size / max(now - t_log, 1e-9)
+                    t_log = now
+                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", img_s=f"{ips:.0f}")
+                    if on_log is not None and rank == 0:
+                        on_log(step + 1, sum(recent) / len(recent), ips)
+                if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+                    save(step + 1)
+    finally:
+        for h in hooks:
+            h.remove()
     if checkpoint is not None:
         save(steps)
     if progress == "auto" and not bar_on and rank == 0:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ._checks import seeded
 from ._io import atomic_write
+
+if TYPE_CHECKING:  # numpy is imported where it is used; annotations only here
+    import numpy as np
 
 __all__ = ["scatter_samples", "save_figure", "image_grid", "loss_curve", "diffusion_grid"]
 
@@ -158,6 +162,7 @@ def loss_curve(path: PathLike, losses: Sequence[float], *, window: int = 50, tit
 
 
 @torch.no_grad()
+@seeded
 def diffusion_grid(path: PathLike, models: Mapping[str, object], x: Tensor, ts: Sequence[float], *,
                    generator: Optional[torch.Generator] = None, n_bins: Optional[int] = None,
                    title: Optional[str] = None, dpi: int = 110) -> Path:
@@ -177,7 +182,8 @@ def diffusion_grid(path: PathLike, models: Mapping[str, object], x: Tensor, ts: 
         raise ValueError(f"ts must be times in [0, 1], got {ts}")
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     names = list(models)
-    fig = Figure(figsize=(1.1 * len(ts) * len(names) + 0.6, 2.4 + 0.35 * x.shape[0]))
+    cell = 0.5 * max(1.0, x.shape[3] / 8)  # inches per image
+    fig = Figure(figsize=(cell * len(ts) * len(names) + 0.4 * len(names) + 0.4, 2 * cell * x.shape[0] + 1.4))
     axes = fig.subplots(2, len(names), squeeze=False)
     for j, name in enumerate(names):
         model = models[name]
@@ -225,6 +231,7 @@ def plot_sweep(result, path: PathLike, *, metric: str | None = None, dpi: int = 
     axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
     from matplotlib import colormaps
+    from matplotlib.ticker import NullFormatter
 
     cmap = colormaps["tab20" if len(methods) > 10 else "tab10"]
     colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
@@ -244,6 +251,7 @@ def plot_sweep(result, path: PathLike, *, metric: str | None = None, dpi: int = 
             ax.axhspan(fl["mean"] - fl["se"], fl["mean"] + fl["se"], color="0.6", alpha=0.4, lw=0)
             ax.axhline(fl["mean"], color="0.4", lw=0.8, label=f"floor (n={fl['n']})")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
         if metric != "nll":
             ax.set_yscale("log")
         ax.set_xlabel("NFE")

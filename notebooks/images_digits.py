@@ -31,8 +31,8 @@
 # training and sampling images/s. Floor: 0 bits/dim; a model that ignores the data
 # (uniform over the 17 levels) has log2 17 = 4.09 bits/dim.
 #
-# Size: `NDM_NOTEBOOK_SCALE=small` (seconds, for tests) or `full` (default; a few minutes per
-# model on a shared 2-core CPU). Output: `NDM_NOTEBOOK_OUT` (default `runs/notebooks/`);
+# Size: `NDM_NOTEBOOK_SCALE=small` (seconds, for tests), `full` (default; about a CPU-minute
+# per seed) or `large` (hours on a CPU; minutes on a GPU). Output: `NDM_NOTEBOOK_OUT` (default `runs/notebooks/`);
 # `NDM_DIGITS_SEEDS=0,1` picks seeds (one process per seed can run side by side), and
 # `NDM_DIGITS_REUSE=1` reuses finished runs.
 
@@ -53,9 +53,14 @@ OUT = FIGS / "images_digits"
 CONFIGS = {
     "small": dict(seeds=(0,), steps=6, batch_size=16, base=8, mults="1,2", transform_base=8, transform_mults="1",
                   n_eval=8, eval_batch=8, rtol=1e-2, probes=1, elbo_draws=1, n_samples=8, sample_steps=4),
-    "full": dict(seeds=(0, 1), steps=400, batch_size=64, base=16, mults="1,2", transform_base=8,
-                 transform_mults="1", n_eval=297, eval_batch=99, rtol=1e-4, probes=1, elbo_draws=4,
-                 n_samples=64, sample_steps=50),
+    # Sized to about one CPU-minute per seed: the study ran niced on 2 cores shared by
+    # ~7 jobs (a ~2 % share). "large" is the configuration that training needs.
+    "full": dict(seeds=(0, 1), steps=200, batch_size=32, base=8, mults="1,2", transform_base=8,
+                 transform_mults="1", n_eval=99, eval_batch=99, rtol=1e-3, probes=1, elbo_draws=2,
+                 n_samples=32, sample_steps=20),
+    "large": dict(seeds=(0, 1, 2), steps=20000, batch_size=128, base=32, mults="1,2", transform_base=16,
+                  transform_mults="1,2", n_eval=297, eval_batch=99, rtol=1e-5, probes=4, elbo_draws=16,
+                  n_samples=64, sample_steps=50),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
@@ -63,6 +68,8 @@ CFG = dict(CONFIGS[SCALE])
 if os.environ.get("NDM_DIGITS_SEEDS"):
     CFG["seeds"] = tuple(int(s) for s in os.environ["NDM_DIGITS_SEEDS"].split(","))
 REUSE = os.environ.get("NDM_DIGITS_REUSE") == "1"
+# "1": also train the DDPM given the NDM's wall clock; "0": not; "reuse": only where a finished run exists.
+WALL = os.environ.get("NDM_DIGITS_WALL", "1")
 torch.set_num_threads(1)
 print(f"scale={SCALE}: {CFG}; output in {OUT}/")
 
@@ -89,7 +96,7 @@ def evaluate(run_dir: str, seed: int) -> dict:
     ck = Path(run_dir) / "checkpoint.pt"
     lik = Path(run_dir) / "likelihood_test.json"
     if not (REUSE and lik.is_file()):
-        run("likelihood", ck, "--split", "test", "--n", CFG["n_eval"], "--batch-size", CFG["eval_batch"],
+        run("likelihood", ck, "--split", "test", "--method", "dopri5", "--n", CFG["n_eval"], "--batch-size", CFG["eval_batch"],
             "--rtol", CFG["rtol"], "--atol", CFG["rtol"], "--trace", "hutchinson", "--probes", CFG["probes"],
             "--elbo-draws", CFG["elbo_draws"], "--seed", 100 + seed)
     png = Path(run_dir) / "samples.png"
@@ -117,8 +124,9 @@ per_seed = {}
 for seed in CFG["seeds"]:
     runs = {"NDM": train("ndm", "ndm", CFG["steps"], seed), "DDPM": train("ddpm", "ddpm", CFG["steps"], seed)}
     # The DDPM given the NDM's wall clock: the NDM's training time over the DDPM's time per step.
-    matched = max(CFG["steps"], round(CFG["steps"] * runs["NDM"]["wall_s"] / runs["DDPM"]["wall_s"]))
-    runs["DDPM (NDM wall clock)"] = train("ddpm_wall", "ddpm", matched, seed)
+    if WALL == "1" or (WALL == "reuse" and (OUT / f"seed{seed}" / "ddpm_wall" / "train_log.json").is_file()):
+        matched = max(CFG["steps"], round(CFG["steps"] * runs["NDM"]["wall_s"] / runs["DDPM"]["wall_s"]))
+        runs["DDPM (NDM wall clock)"] = train("ddpm_wall", "ddpm", matched, seed)
     res = {}
     for name, r in runs.items():
         lik = evaluate(r["dir"], seed)
@@ -128,7 +136,7 @@ for seed in CFG["seeds"]:
                      "nelbo": lik["elbo"]["mean"] * 64 * math.log(2),  # nats per image (64 pixels)
                      "likelihood_nfe_per_batch": lik["nfe_per_batch"], "sampling": sample_rate(r["dir"]),
                      "ode_per_point": lik["ode_per_point"], "elbo_per_point": lik["elbo_per_point"]}
-    for other in ("DDPM", "DDPM (NDM wall clock)"):
+    for other in [m for m in ("DDPM", "DDPM (NDM wall clock)") if m in res]:
         for key in ("ode", "elbo"):
             a = torch.tensor(res["NDM"][f"{key}_per_point"], dtype=torch.float64)
             b = torch.tensor(res[other][f"{key}_per_point"], dtype=torch.float64)
@@ -143,16 +151,20 @@ def table(per_seed: dict) -> tuple[list, dict]:
     models = ["NDM", "DDPM", "DDPM (NDM wall clock)"]
     rows, summary = [], {}
     for m in models:
-        vals = {k: [per_seed[s][m][k][0] for s in per_seed] for k in ("ode_bpd", "elbo_bpd")}
+        seeds = [s for s in per_seed if m in per_seed[s]]
+        if not seeds:
+            continue
+        vals = {k: [per_seed[s][m][k][0] for s in seeds] for k in ("ode_bpd", "elbo_bpd")}
         agg = {k: [sum(v) / len(v), (torch.tensor(v).std().item() / math.sqrt(len(v))) if len(v) > 1 else None]
                for k, v in vals.items()}
-        agg["nfe"] = sum(per_seed[s][m]["likelihood_nfe_per_batch"] for s in per_seed) / len(per_seed)
-        agg["steps"] = [per_seed[s][m]["steps"] for s in per_seed]
-        agg["train_images_per_s"] = sum(per_seed[s][m]["train_images_per_s"] for s in per_seed) / len(per_seed)
-        agg["sample_images_per_s"] = sum(per_seed[s][m]["sampling"]["images_per_s"] for s in per_seed) / len(per_seed)
+        agg["seeds"] = seeds
+        agg["nfe"] = sum(per_seed[s][m]["likelihood_nfe_per_batch"] for s in seeds) / len(seeds)
+        agg["steps"] = [per_seed[s][m]["steps"] for s in seeds]
+        agg["train_images_per_s"] = sum(per_seed[s][m]["train_images_per_s"] for s in seeds) / len(seeds)
+        agg["sample_images_per_s"] = sum(per_seed[s][m]["sampling"]["images_per_s"] for s in seeds) / len(seeds)
         summary[m] = agg
         se = lambda v: f"{v[1]:.3f}" if v[1] is not None else "n/a"  # noqa: E731
-        rows.append(f"| {m} | {agg['steps']} | {agg['ode_bpd'][0]:.3f} ± {se(agg['ode_bpd'])} | "
+        rows.append(f"| {m} | {seeds} | {agg['steps']} | {agg['ode_bpd'][0]:.3f} ± {se(agg['ode_bpd'])} | "
                     f"{agg['elbo_bpd'][0]:.3f} ± {se(agg['elbo_bpd'])} | {agg['nfe']:.0f} | "
                     f"{agg['train_images_per_s']:.0f} | {agg['sample_images_per_s']:.1f} |")
     return rows, summary
@@ -162,15 +174,15 @@ rows, summary = table(per_seed)
 print(f"\nTest-set bits/dim over seeds {list(per_seed)} (mean ± SE over seeds; {CFG['n_eval']} test images, "
       f"dopri5 rtol=atol={CFG['rtol']:g}, Hutchinson {CFG['probes']} Rademacher probe(s); ELBO {CFG['elbo_draws']} "
       f"draws of t):")
-print("| model | steps | ODE bpd | ELBO bpd | NFE/solve | train img/s | sample img/s |")
-print("|---|---|---|---|---|---|---|")
+print("| model | seeds | steps | ODE bpd | ELBO bpd | NFE/solve | train img/s | sample img/s |")
+print("|---|---|---|---|---|---|---|---|")
 print("\n".join(rows))
 for s, res in per_seed.items():
-    for k in ("NDM - DDPM", "NDM - DDPM (NDM wall clock)"):
+    for k in [k for k in ("NDM - DDPM", "NDM - DDPM (NDM wall clock)") if k in res]:
         d = res[k]
         print(f"seed {s} {k}: ODE {d['ode_bpd'][0]:+.4f} ± {d['ode_bpd'][1]:.4f}, "
               f"ELBO {d['elbo_bpd'][0]:+.4f} ± {d['elbo_bpd'][1]:.4f} bits/dim (paired over test images)")
-    for m in ("NDM", "DDPM", "DDPM (NDM wall clock)"):
+    for m in [m for m in ("NDM", "DDPM", "DDPM (NDM wall clock)") if m in res]:
         print(f"seed {s} {m}: ODE {res[m]['ode_bpd'][0]:.4f} ± {res[m]['ode_bpd'][1]:.4f}, "
               f"ELBO {res[m]['elbo_bpd'][0]:.4f} ± {res[m]['elbo_bpd'][1]:.4f} bits/dim, "
               f"-ELBO {res[m]['nelbo']:.3f} nats/image")
@@ -183,14 +195,14 @@ from ndmsolve.data import load_digits, to_model_range  # noqa: E402
 from ndmsolve.viz import diffusion_grid, image_grid  # noqa: E402
 
 s0 = CFG["seeds"][0]
-run_dirs = {"NDM": OUT / f"seed{s0}" / "ndm", "DDPM": OUT / f"seed{s0}" / "ddpm",
-            "DDPM (NDM wall clock)": OUT / f"seed{s0}" / "ddpm_wall"}
+run_dirs = {"NDM": OUT / f"seed{s0}" / "ndm", "DDPM": OUT / f"seed{s0}" / "ddpm"}
+if "DDPM (NDM wall clock)" in per_seed[s0]:
+    run_dirs["DDPM (NDM wall clock)"] = OUT / f"seed{s0}" / "ddpm_wall"
 import numpy as np  # noqa: E402
 
 grids = [torch.from_numpy(np.load(d / "samples.npz")["samples"][:16]) for d in run_dirs.values()]
 sample_png = image_grid(FIGS / "images_digits_samples.png", torch.cat(grids), nrow=16,
-                        title="samples (heun, {} steps): rows NDM, DDPM, DDPM at the NDM's wall clock".format(
-                            CFG["sample_steps"]))
+                        title="samples (heun, {} steps): rows {}".format(CFG["sample_steps"], ", ".join(run_dirs)))
 x = to_model_range(load_digits("test")[0][:4], n_bins=17)
 figure = diffusion_grid(FIGS / "images_digits_fig5.png",
                         {"NDM": nd.load_model(run_dirs["NDM"] / "checkpoint.pt"),

@@ -505,3 +505,15 @@ def test_train_progress_auto_prints_one_line_off_a_terminal(capfd):
         progress=False,
     )
     assert capfd.readouterr().err == ""
+
+
+def test_int_seed_in_the_closed_form_models_and_studies():
+    from ndmsolve.studies.ot import kinetic_penalty
+
+    mix = nd.GaussianMixture(torch.tensor([1.0]), torch.zeros(1, 2), 0.1 * torch.eye(2)[None])
+    assert torch.equal(
+        mix.sample(5, generator=3), mix.sample(5, generator=torch.Generator().manual_seed(3))
+    )
+    model, x = _mlp_model(), torch.randn(4, 2)
+    a = kinetic_penalty(model, x, generator=5)
+    assert torch.equal(a, kinetic_penalty(model, x, generator=torch.Generator().manual_seed(5)))

@@ -45,6 +45,9 @@ def test_train_sample_likelihood(tmp_path, capsys):
     z = np.load(png.with_suffix(".npz"))
     assert z["samples"].shape == (5, 1, 8, 8) and int(z["nfe"]) == 3
     assert z["pixels"].dtype == np.uint8 and z["pixels"].max() <= 16
+    assert main(["sample", str(out / "checkpoint.pt"), "--method", "unipc_2m", "--steps", "3",
+                 "--grid-kind", "karras", "--n", "2", "--out", str(tmp_path / "s" / "ms.png")]) == 0
+    assert "NFE 3" in capsys.readouterr().out
     assert main(["sample", str(out / "checkpoint.pt"), "--method", "bosh3", "--rtol", "1e-2", "--n", "3",
                  "--out", str(tmp_path / "a.png")]) == 0
     assert re.search(r"NFE \d+", capsys.readouterr().out)
@@ -150,3 +153,35 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch):
     assert _train(tmp_path / "norng", "--steps", "6", "--resume", *extra) == 0
     c = load_checkpoint(tmp_path / "norng" / "checkpoint.pt")
     assert c["losses"][:3] == a["losses"][:3] and c["losses"][3:] != a["losses"][3:]
+
+
+def test_toy_and_png_data(tmp_path, capsys):
+    # A toy set: MLP networks, scatter plot, nats/dim.
+    toy = tmp_path / "toy"
+    assert main(["train", "--data", "checkerboard", "--steps", "3", "--batch-size", "16", "--hidden", "16",
+                 "--transform-hidden", "8", "--depth", "2", "--out", str(toy), "--no-progress", "--n-grid", "20",
+                 "--grid-steps", "2"]) == 0
+    assert (toy / "samples_scatter.png").is_file()
+    assert main(["sample", str(toy / "checkpoint.pt"), "--steps", "2", "--n", "10", "--out", str(toy / "s.png")]) == 0
+    assert np.load(toy / "s.npz")["samples"].shape == (10, 2)
+    assert main(["likelihood", str(toy / "checkpoint.pt"), "--n", "8", "--batch-size", "8", "--trace", "exact",
+                 "--rtol", "1e-3", "--atol", "1e-3", "--out", str(toy / "l.json")]) == 0
+    r = json.loads((toy / "l.json").read_text())
+    assert r["unit"] == "nats/dim" and r["n"] == 8 and np.isfinite(r["ode"]["mean"])
+    # A folder of PNGs: 256 levels, a seeded 90/10 split.
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray(g.integers(0, 256, (8, 8), dtype=np.uint8), mode="L").save(folder / f"{i:02d}.png")
+    out = tmp_path / "png_run"
+    assert main(["train", *TINY[2:], "--data", f"png:{folder}", "--steps", "2", "--out", str(out), "--n-grid", "0"]) == 0
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["n_bins"] == 256 and state["data"] == f"png:{folder}"
+    assert main(["likelihood", str(out / "checkpoint.pt"), "--rtol", "1e-2", "--atol", "1e-2",
+                 "--out", str(out / "l.json")]) == 0
+    assert json.loads((out / "l.json").read_text())["n"] == 2  # 10 % of 20 images
+    assert main(["train", "--data", f"png:{tmp_path / 'missing'}", "--out", str(tmp_path / "m")]) == 2
+    assert "root/*.png" in capsys.readouterr().err

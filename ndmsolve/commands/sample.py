@@ -25,6 +25,8 @@ OPTIONS = [
            check=method_check()),
     Option("steps", None, "steps of a fixed-step or discrete sampler (default 50 unless --rtol)", int,
            check=positive),
+    Option("grid_kind", "uniform", "time grid for --steps: uniform in t, logsnr or karras",
+           choices=("uniform", "logsnr", "karras")),
     Option("rtol", None, "relative tolerance of an adaptive sampler", float, check=positive),
     Option("atol", None, "absolute tolerance (default: rtol)", float, check=positive),
     Option("n", 64, "number of samples", int, check=positive),
@@ -60,8 +62,8 @@ def run(args) -> int:
     state = read_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint, ema=cfg["ema"], map_location=device)
     n_bins = state.get("n_bins")
-    kw = {"steps": cfg["steps"]} if cfg["steps"] is not None else {"rtol": cfg["rtol"],
-                                                                    "atol": cfg["atol"] or cfg["rtol"]}
+    kw = ({"steps": cfg["steps"], "grid_kind": cfg["grid_kind"]} if cfg["steps"] is not None
+          else {"rtol": cfg["rtol"], "atol": cfg["atol"] or cfg["rtol"]})
     g = torch.Generator(device).manual_seed(cfg["seed"])
     chunks, nfe = [], 0
     t0 = time.perf_counter()

@@ -22,8 +22,9 @@ It evaluates F only at the step's end points and needs no JVP of F (neither ∂_
 D = Σ_j w_j x̂_j (Σ_j w_j = 1) of the current and previous predictions, the weights w_j
 fixed by the method and the half log-SNRs λ̃ = λ/2 of the grid (precomputed on the host
 once per solve). Write h = λ̃_s − λ̃_t > 0 and ψ(x, λ̃) := ∂_λ̃ Φ(x, λ̃). For F = identity
-ψ = e^{λ̃} x and (1) is ∫ e^{λ̃} x̂ dλ̃: D is then the e^{λ̃}-weighted mean of the
-interpolant of x̂ the method assumes, and (2) becomes, with φ_1 = e^{−h} − 1,
+ψ = e^{λ̃} x and (1) is ∫ e^{λ̃} x̂ dλ̃: D stands for the e^{λ̃}-weighted mean over the
+step of the interpolant of x̂ the method assumes (exactly for ``ei_3m``, to the
+method's order for the others), and (2) becomes, with φ_1 = e^{−h} − 1,
 
     z_s = (σ_s/σ_t) z_t − α_s φ_1 D,
 
@@ -60,12 +61,11 @@ x̂ − D = x̂'(λ̃ − λ̃_c) + O(h²) around the weighted centre λ̃_c, th
 a local term ~ (∂_λ̃ A / A) x̂' h³/12. Hence, for a general smooth F, every method here is
 second order globally (which no method evaluating F only at step end points can beat:
 the ∂_x F-weighted integral of dx̂/dλ̃ is then a two-point rule). The published orders
-(2 for ``dpmpp_2m`` and ``dpmpp_3m``, 3 for ``ei_3m``, 3 and 4 for
-``unipc_2m``/``unipc_3m``) hold when
-∂_x F does not vary along the step — F = identity, or F(x, t) = a x + b(t) — and very
-nearly when it varies slowly in λ̃, as for ``AffineTimeTransform`` under a wide
-log-SNR range (a(t) changes by O(1) while λ̃ changes by ~10): there the measured slopes
-are the published orders (``tests/test_multistep.py``); with a(t) varying by ~3x the
+(2 for ``dpmpp_2m`` and ``dpmpp_3m``, 3 for ``ei_3m``, 3 and 4 for ``unipc_2m`` /
+``unipc_3m``) hold when ∂_x F does not vary along the step — F = identity, or
+F(x, t) = a x + b(t) — and very nearly when it varies slowly in λ̃, as for
+``AffineTimeTransform`` under a wide log-SNR range (a(t) changes by O(1) while λ̃
+changes by ~10): there the measured slopes are the published orders (``tests/test_multistep.py``); with a(t) varying by ~3x the
 slope of ``unipc_3m`` falls to 2 by 128-256 steps. ``MultistepMethod.order`` (and the
 registry's ``order``) is that ∂_x F-constant order, ``order_general`` = 2.
 

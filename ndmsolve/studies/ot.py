@@ -35,6 +35,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .._checks import seeded
 from ..metrics import kinetic_ratio, wasserstein_1d
 from ..objectives import continuous_loss, sample_times
 from ..process import NDM
@@ -93,6 +94,7 @@ def model_velocity_fixed_predictor(model: NDM, z: Tensor, t: Tensor) -> Tensor:
 VELOCITIES = ("conditional", "marginal")
 
 
+@seeded
 def kinetic_penalty(
     model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None, velocity: str = "conditional"
 ) -> Tensor:
