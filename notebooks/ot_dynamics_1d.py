@@ -244,7 +244,7 @@ atomic_write(OUT / "ot_dynamics_1d.json", lambda f: f.write(json.dumps(RESULTS, 
 # %%
 from matplotlib.figure import Figure  # noqa: E402
 
-SHOW = ["DDPM exact", "DDPM", "NDM", variants()[-1][0]]
+SHOW = ["DDPM exact", "DDPM", "NDM"] + [label for label, kind, pen in variants() if kind == "NDM" and pen]
 COLOURS = {"DDPM": "tab:blue", "NDM": "tab:red"}
 fig = Figure(figsize=(4.2 * (len(SHOW) + 2), 3.8 * len(CFG["datasets"])))
 axes = fig.subplots(len(CFG["datasets"]), len(SHOW) + 2, squeeze=False)
