@@ -30,7 +30,9 @@ k-diffusion's ``sampling.py`` is loaded alone from its file (``import k_diffusio
 torchvision and more): a stub parent package supplies the one helper it uses
 (``utils.append_dims``). Without k-diffusion the comparison columns are empty.
 
-Run: ``python benchmarks/fewstep.py`` (about 10 minutes on 2 busy CPU cores);
+Run: ``python benchmarks/fewstep.py`` (4000 samples, 3 seeds); the committed results used
+``--n 2000 --seeds 2`` per model group (about 20 minutes per closed-form model on a
+heavily shared 2-core machine; the demo group with ``--train-steps 400`` about 4);
 ``--quick`` for the smoke test. Writes ``benchmarks/results/fewstep_<device>.json`` and
 ``.png``.
 """
