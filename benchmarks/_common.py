@@ -4,6 +4,7 @@ atomic JSON output.
 The scripts run as ``python benchmarks/x.py`` and are also loaded by file path from the
 smoke tests; each puts this folder on ``sys.path`` before ``import _common``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ import json
 import platform
 import statistics
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -33,7 +34,7 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def version(mod) -> Optional[str]:
+def version(mod) -> str | None:
     """``mod.__version__`` (``"unknown"`` without one; ``None`` if the module is missing)."""
     return None if mod is None else getattr(mod, "__version__", "unknown")
 
@@ -56,7 +57,9 @@ def add_run_args(p: argparse.ArgumentParser, rounds_help: str) -> None:
 
 def add_cases_args(p: argparse.ArgumentParser, cases, out_dir: str) -> None:
     """``--cases`` (a comma-separated subset of ``cases``) and ``--out-dir``."""
-    p.add_argument("--cases", default="mlp,conv", help="comma-separated subset of " + ",".join(cases))
+    p.add_argument(
+        "--cases", default="mlp,conv", help="comma-separated subset of " + ",".join(cases)
+    )
     p.add_argument("--out-dir", default=out_dir)
 
 
@@ -76,8 +79,9 @@ def run_meta(benchmark: str, a: argparse.Namespace, device: torch.device, rounds
 
 
 # --------------------------------------------------------------------------- timing
-def time_all(fns: dict[str, Callable], device, rounds: int, min_time: float,
-             warmup: int = 1) -> dict[str, float]:
+def time_all(
+    fns: dict[str, Callable], device, rounds: int, min_time: float, warmup: int = 1
+) -> dict[str, float]:
     """Median seconds per call, rounds interleaved across variants (load hits all alike).
 
     Each callable is called ``warmup`` times, then once more to size a round: calls per
@@ -105,10 +109,12 @@ def time_all(fns: dict[str, Callable], device, rounds: int, min_time: float,
 
 
 # --------------------------------------------------------------------------- output
-def write_json_atomic(path, data, *, prefix: str, suffix: str, sort_keys: bool = True,
-                      file_mode: Optional[int] = None) -> None:
+def write_json_atomic(
+    path, data, *, prefix: str, suffix: str, sort_keys: bool = True, file_mode: int | None = None
+) -> None:
     """``data`` as indented JSON plus a newline, written atomically (temporary file
     ``prefix*suffix`` in the same folder, removed on failure; see ``ndmsolve._io``)."""
+
     def dump(fh):
         json.dump(data, fh, indent=2, sort_keys=sort_keys)
         fh.write("\n")

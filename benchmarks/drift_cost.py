@@ -25,6 +25,7 @@ variants alike; we report the median over rounds.
 
 Writes ``benchmarks/results/drift_cost_<device>.json`` (atomically).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ import math
 import os
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -49,7 +50,9 @@ RESULTS = os.path.join(_HERE, "results")
 
 # Sizes: the full run (2-D toy data, 32×32×3 images) and a --quick one for smoke tests.
 CASES = {
-    "mlp": dict(full=dict(batch=8192, hidden=128, depth=3), quick=dict(batch=64, hidden=16, depth=1)),
+    "mlp": dict(
+        full=dict(batch=8192, hidden=128, depth=3), quick=dict(batch=64, hidden=16, depth=1)
+    ),
     "conv": dict(full=dict(batch=128, size=32, base=16), quick=dict(batch=2, size=8, base=4)),
 }
 N_BASIS = 4
@@ -128,6 +131,7 @@ def variants(pred, residual, basis, z, t, compile_ok: bool):
     out["forward_ad"] = (forward_ad, "base_residual")
 
     if compile_ok:
+
         def jvp(x_hat, tt):
             return torch.func.jvp(lambda s: residual(x_hat, s), (tt,), (torch.ones_like(tt),))
 
@@ -149,7 +153,10 @@ def variants(pred, residual, basis, z, t, compile_ok: bool):
         out["fused_compiled"] = (lambda: fused_c(z, t), "base_residual")
         # The fair baseline for a compiled drift is a compiled forward.
         out["base_residual_compiled"] = (lambda: base_c(z, t), None)
-        out["fused_compiled_vs_compiled_base"] = (out["fused_compiled"][0], "base_residual_compiled")
+        out["fused_compiled_vs_compiled_base"] = (
+            out["fused_compiled"][0],
+            "base_residual_compiled",
+        )
     return out
 
 
@@ -166,27 +173,42 @@ def _check_attempt(name: str, fn: Callable, ref_drift: torch.Tensor) -> None:
 
 def run_case(case: str, cfg: dict, device, rounds: int, min_time: float, try_compile: bool) -> dict:
     pred, residual, basis, z, t = build(case, cfg, device)
-    result: dict = {"config": dict(cfg, data_shape=list(z.shape[1:]), n_basis=N_BASIS), "attempts": {}}
+    result: dict = {
+        "config": dict(cfg, data_shape=list(z.shape[1:]), n_basis=N_BASIS),
+        "attempts": {},
+    }
     with torch.no_grad():
         vs = variants(pred, residual, basis, z, t, try_compile)
         ref_drift = nd.NDM(pred, residual, dF="func").fields(z, t).drift
         usable = {}
         for name, (fn, base) in vs.items():
             try:
-                if base is not None and name not in ("func", "autograd", "fd", "time_basis_analytic"):
+                if base is not None and name not in (
+                    "func",
+                    "autograd",
+                    "fd",
+                    "time_basis_analytic",
+                ):
                     _check_attempt(name, fn, ref_drift)
                 else:
                     fn()
                 usable[name] = fn
-            except Exception as e:  # an attempt that fails (e.g. no compiler) is reported, not fatal
+            except (
+                Exception
+            ) as e:  # an attempt that fails (e.g. no compiler) is reported, not fatal
                 msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
                 result["attempts"][name] = {"error": msg}
                 print(f"  [{case}] {name} failed: {msg}", file=sys.stderr)
                 if os.environ.get("NDM_BENCH_TRACE"):
                     traceback.print_exc()
         # Deduplicate callables timed twice (fused vs two baselines).
-        times = _common.time_all({n: f for n, f in usable.items() if n != "fused_compiled_vs_compiled_base"},
-                                 device, rounds, min_time, warmup=2)
+        times = _common.time_all(
+            {n: f for n, f in usable.items() if n != "fused_compiled_vs_compiled_base"},
+            device,
+            rounds,
+            min_time,
+            warmup=2,
+        )
     if "fused_compiled" in times:
         times["fused_compiled_vs_compiled_base"] = times["fused_compiled"]
     result["ms"] = {n: 1e3 * s for n, s in times.items()}
@@ -209,18 +231,27 @@ def _fmt(v):
 
 def print_table(res: dict) -> None:
     cases = list(res["cases"])
-    print(f"\nNDM drift cost / forward (x̂ + F) cost — {res['device_name']} ({res['device']}), "
-          f"torch {res['torch']}, threads {res['threads']}{', QUICK' if res['quick'] else ''}")
+    print(
+        f"\nNDM drift cost / forward (x̂ + F) cost — {res['device_name']} ({res['device']}), "
+        f"torch {res['torch']}, threads {res['threads']}{', QUICK' if res['quick'] else ''}"
+    )
     print(f"{'':40}" + "".join(f"{c:>18}" for c in cases))
     print(f"{'config':40}" + "".join(f"{_cfg(res['cases'][c]['config']):>18}" for c in cases))
     rows = ["func", "autograd", "fd", "time_basis_analytic"]
     extra = sorted({k for c in cases for k in res["cases"][c]["attempts"]})
-    print(f"{'base forward ms (residual F)':40}" + "".join(
-        f"{_fmt(res['cases'][c]['ms'].get('base_residual')):>18}" for c in cases))
-    print(f"{'base forward ms (time-basis F)':40}" + "".join(
-        f"{_fmt(res['cases'][c]['ms'].get('base_time_basis')):>18}" for c in cases))
+    print(
+        f"{'base forward ms (residual F)':40}"
+        + "".join(f"{_fmt(res['cases'][c]['ms'].get('base_residual')):>18}" for c in cases)
+    )
+    print(
+        f"{'base forward ms (time-basis F)':40}"
+        + "".join(f"{_fmt(res['cases'][c]['ms'].get('base_time_basis')):>18}" for c in cases)
+    )
     for r in rows:
-        print(f"{'ratio ' + r:40}" + "".join(f"{_fmt(res['cases'][c]['ratios'].get(r)):>18}" for c in cases))
+        print(
+            f"{'ratio ' + r:40}"
+            + "".join(f"{_fmt(res['cases'][c]['ratios'].get(r)):>18}" for c in cases)
+        )
     for r in extra:
         cells = []
         for c in cases:

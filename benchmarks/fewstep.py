@@ -36,6 +36,7 @@ heavily shared 2-core machine; the demo group with ``--train-steps 400`` about 4
 ``--quick`` for the smoke test. Writes ``benchmarks/results/fewstep_<device>.json`` and
 ``.png``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,11 +75,12 @@ SCAN = (
     + [("k-diffusion", m, "karras", "x_hat") for m in ("euler", "heun", "lms", "dpm_2")]
 )
 #: every combination (--all-configs)
-SCAN_ALL = (
-    [("ndmsolve", m, g, f) for m in OURS for g in OUR_GRIDS
-     for f in (("z", "x_hat") if m not in ("euler", "heun") else ("z",))]
-    + [("k-diffusion", m, g, "x_hat") for m in KD_SAMPLERS for g in KD_GRIDS]
-)
+SCAN_ALL = [
+    ("ndmsolve", m, g, f)
+    for m in OURS
+    for g in OUR_GRIDS
+    for f in (("z", "x_hat") if m not in ("euler", "heun") else ("z",))
+] + [("k-diffusion", m, g, "x_hat") for m in KD_SAMPLERS for g in KD_GRIDS]
 
 
 # --------------------------------------------------------------------------- k-diffusion
@@ -191,15 +193,24 @@ def mixture_models():
     f64 = torch.float64
     ang = torch.arange(5, dtype=f64) * (2 * math.pi / 5)
     means = torch.stack([2.0 * torch.cos(ang), 2.0 * torch.sin(ang)], 1)
-    rot = torch.stack([torch.stack([torch.cos(ang), -torch.sin(ang)], -1),
-                       torch.stack([torch.sin(ang), torch.cos(ang)], -1)], -2)  # (5, 2, 2)
+    rot = torch.stack(
+        [
+            torch.stack([torch.cos(ang), -torch.sin(ang)], -1),
+            torch.stack([torch.sin(ang), torch.cos(ang)], -1),
+        ],
+        -2,
+    )  # (5, 2, 2)
     diag = torch.diag_embed(torch.tensor([[0.35, 0.08]], dtype=f64).expand(5, 2) ** 2)
     covs = rot @ diag @ rot.transpose(1, 2)
     data = nd.GaussianMixture(torch.tensor([0.3, 0.2, 0.2, 0.15, 0.15], dtype=f64), means, covs)
     sched = nd.LinearLogSNR(-10.0, 10.0)
     z = torch.zeros(2, dtype=f64)
-    affine = nd.AffineTimeTransform(torch.tensor([-0.6, -0.3], dtype=f64), z.clone(),
-                                    torch.tensor([0.5, -0.5], dtype=f64), z.clone())
+    affine = nd.AffineTimeTransform(
+        torch.tensor([-0.6, -0.3], dtype=f64),
+        z.clone(),
+        torch.tensor([0.5, -0.5], dtype=f64),
+        z.clone(),
+    )
     models = {}
     for name, tr in (("mixture", None), ("mixture-affine", affine)):
         pred = SharedTimeExactPredictor(data, sched, tr)
@@ -225,8 +236,15 @@ def demo_models(train_steps: int, hidden: int, seed: int, checkpoints=None):
         info = {"train_steps": train_steps, "hidden": hidden, "train_s": {}}
         for name, m in (("NDM", ndm), ("DDPM", ddpm)):
             t0 = time.perf_counter()
-            res = train(m, x, steps=train_steps, batch_size=256, lr=2e-3, progress=False,
-                        generator=torch.Generator().manual_seed(seed + 1))
+            res = train(
+                m,
+                x,
+                steps=train_steps,
+                batch_size=256,
+                lr=2e-3,
+                progress=False,
+                generator=torch.Generator().manual_seed(seed + 1),
+            )
             info["train_s"][name] = time.perf_counter() - t0
             if name == "NDM":
                 ndm = res.ema_model
@@ -247,8 +265,9 @@ def our_sample(model, z1, method: str, grid: str, final: str, nfe: int):
     steps = (nfe - (final == "x_hat")) // per
     if steps < METHODS[method].min_steps or steps * per + (final == "x_hat") != nfe:
         return None
-    res = nd.sample(model, z1=z1, method=method, steps=steps, grid_kind=grid,
-                    denoise=final == "x_hat")
+    res = nd.sample(
+        model, z1=z1, method=method, steps=steps, grid_kind=grid, denoise=final == "x_hat"
+    )
     return res.samples, res.nfe, steps
 
 
@@ -267,11 +286,14 @@ def run(models, draw, nfes, seeds, n, kd, scan=None):
             g = torch.Generator().manual_seed(1000 + s)
             z1 = torch.randn(n, 2, generator=g, dtype=dtype)
             data = draw(n, torch.Generator().manual_seed(2000 + s)).to(dtype)
-            dirs = random_directions(256, 2, generator=torch.Generator().manual_seed(4000 + s),
-                                     dtype=dtype)
+            dirs = random_directions(
+                256, 2, generator=torch.Generator().manual_seed(4000 + s), dtype=dtype
+            )
             per_seed.append((z1, data, dirs))
-        fl = [sw1(d, draw(n, torch.Generator().manual_seed(3000 + i)).to(d.dtype), dirs)
-              for i, (_, d, dirs) in enumerate(per_seed)]
+        fl = [
+            sw1(d, draw(n, torch.Generator().manual_seed(3000 + i)).to(d.dtype), dirs)
+            for i, (_, d, dirs) in enumerate(per_seed)
+        ]
         floors[mname] = _stats(fl)
         classical = type(model.transform).__name__ == "IdentityTransform"
         configs = [c for c in (scan or SCAN) if c[0] == "ndmsolve" or classical]
@@ -290,15 +312,31 @@ def run(models, draw, nfes, seeds, n, kd, scan=None):
                     if out is None:
                         break
                     x, got, steps = out
-                    vals.append(sw1(x.to(data.dtype), data, dirs) if bool(torch.isfinite(x).all())
-                                else math.inf)
+                    vals.append(
+                        sw1(x.to(data.dtype), data, dirs)
+                        if bool(torch.isfinite(x).all())
+                        else math.inf
+                    )
                 if not vals:
                     continue
                 st = _stats(vals)
                 wall = statistics.median(walls)
-                rows.append(dict(model=mname, library=lib, method=m, grid=grid, final=final,
-                                 nfe=got, steps=steps, sw1=st["mean"], sw1_se=st["se"],
-                                 sw1_seeds=vals, wall_s=wall, wall_per_nfe_s=wall / got))
+                rows.append(
+                    dict(
+                        model=mname,
+                        library=lib,
+                        method=m,
+                        grid=grid,
+                        final=final,
+                        nfe=got,
+                        steps=steps,
+                        sw1=st["mean"],
+                        sw1_se=st["se"],
+                        sw1_seeds=vals,
+                        wall_s=wall,
+                        wall_per_nfe_s=wall / got,
+                    )
+                )
             print(f"  {mname}: {nfe} NFE done", flush=True)
     return rows, floors
 
@@ -318,8 +356,19 @@ def best_table(rows, nfes):
         cell = out.setdefault(r["model"], {}).setdefault(str(r["nfe"]), {})
         for key in (r["library"], f"{r['library']}:{r['method']}"):
             if key not in cell or r["sw1"] < cell[key]["sw1"]:
-                cell[key] = {k: r[k] for k in ("method", "grid", "final", "sw1", "sw1_se", "steps",
-                                                 "wall_s", "wall_per_nfe_s")}
+                cell[key] = {
+                    k: r[k]
+                    for k in (
+                        "method",
+                        "grid",
+                        "final",
+                        "sw1",
+                        "sw1_se",
+                        "steps",
+                        "wall_s",
+                        "wall_per_nfe_s",
+                    )
+                }
     return out
 
 
@@ -338,8 +387,15 @@ def plot(path, table, floors, nfes):
         for k in keys:
             xs = [int(nf) for nf in table[name] if k in table[name][nf]]
             ys = [table[name][str(nf)][k]["sw1"] for nf in xs]
-            ax.plot(xs, ys, marker="o", ms=3, lw=1.2 if k.startswith("ndmsolve") else 0.9,
-                    ls="-" if k.startswith("ndmsolve") else "--", label=k.replace("ndmsolve:", ""))
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                ms=3,
+                lw=1.2 if k.startswith("ndmsolve") else 0.9,
+                ls="-" if k.startswith("ndmsolve") else "--",
+                label=k.replace("ndmsolve:", ""),
+            )
         ax.axhline(floors[name]["mean"], color="k", lw=0.8, ls=":", label="data-vs-data floor")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -349,8 +405,13 @@ def plot(path, table, floors, nfes):
         ax.set_ylabel("sliced W1 to data (best grid)")
     axes[0][-1].legend(fontsize=6, loc="upper right", ncol=2)
     fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110), binary=True,
-                 prefix=".fewstep.", suffix=".png")
+    atomic_write(
+        path,
+        lambda fh: fig.savefig(fh, format="png", dpi=110),
+        binary=True,
+        prefix=".fewstep.",
+        suffix=".png",
+    )
     plt.close(fig)
 
 
@@ -360,14 +421,29 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=None, help="samples per run (default 4000; quick 300)")
     p.add_argument("--seeds", type=int, default=None, help="seeds (default 3; quick 2)")
     p.add_argument("--nfe", default=None, help="comma-separated budgets (default 5,10,20,40)")
-    p.add_argument("--train-steps", type=int, default=None,
-                   help="demo model training steps (default 1500; quick 20)")
-    p.add_argument("--checkpoints", nargs=2, metavar=("NDM", "DDPM"), default=None,
-                   help="load the demo models instead of training them")
-    p.add_argument("--models", default="mixture,mixture-affine,demo",
-                   help="comma-separated subset of mixture,mixture-affine,demo")
-    p.add_argument("--all-configs", action="store_true",
-                   help="scan every method x grid x final (default: the SCAN subset)")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        help="demo model training steps (default 1500; quick 20)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        nargs=2,
+        metavar=("NDM", "DDPM"),
+        default=None,
+        help="load the demo models instead of training them",
+    )
+    p.add_argument(
+        "--models",
+        default="mixture,mixture-affine,demo",
+        help="comma-separated subset of mixture,mixture-affine,demo",
+    )
+    p.add_argument(
+        "--all-configs",
+        action="store_true",
+        help="scan every method x grid x final (default: the SCAN subset)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny 2D models: 1)")
     p.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--out", default=None, help="JSON path (default <out-dir>/fewstep_cpu.json)")
@@ -411,15 +487,28 @@ def _write(out, a, rows, floors, nfes, n, seeds, kd, kd_info, info):
     table = best_table(rows, nfes)
     device = torch.device("cpu")
     result = {
-        "meta": {"benchmark": "fewstep", "device": "cpu",
-                 "device_name": _common.device_name(device),
-                 "torch": torch.__version__, "threads": torch.get_num_threads(),
-                 "k_diffusion": kd_info if kd is not None else None,
-                 "k_diffusion_status": "loaded" if kd is not None else kd_info,
-                 "quick": a.quick, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-        "config": {"n": n, "seeds": seeds, "nfe": nfes, "n_proj": 256, "metric": "sliced W1",
-                   "demo": info, "ours": list(OURS), "our_grids": list(OUR_GRIDS),
-                   "scan": "all" if a.all_configs else "default (SCAN)"},
+        "meta": {
+            "benchmark": "fewstep",
+            "device": "cpu",
+            "device_name": _common.device_name(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "k_diffusion": kd_info if kd is not None else None,
+            "k_diffusion_status": "loaded" if kd is not None else kd_info,
+            "quick": a.quick,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        "config": {
+            "n": n,
+            "seeds": seeds,
+            "nfe": nfes,
+            "n_proj": 256,
+            "metric": "sliced W1",
+            "demo": info,
+            "ours": list(OURS),
+            "our_grids": list(OUR_GRIDS),
+            "scan": "all" if a.all_configs else "default (SCAN)",
+        },
         "floors": floors,
         "best": table,
         "rows": rows,

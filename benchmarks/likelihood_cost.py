@@ -27,6 +27,7 @@
 
 Writes ``benchmarks/results/likelihood_cost_<device>.json`` (atomically).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,19 @@ import math
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 import ndmsolve as nd
 from ndmsolve.fields import MLP, UNet
-from ndmsolve.likelihood import _AugmentedField, _Divergence, log_likelihood, sample_probes, standard_normal_logp
+from ndmsolve.likelihood import (
+    _AugmentedField,
+    _Divergence,
+    log_likelihood,
+    sample_probes,
+    standard_normal_logp,
+)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
@@ -50,10 +57,14 @@ import _common  # noqa: E402
 RESULTS = os.path.join(_HERE, "results")
 
 CASES = {
-    "mlp": dict(full=dict(batch=8192, hidden=128, depth=3, mem_batch=1024, e2e_steps=20),
-                quick=dict(batch=32, hidden=16, depth=1, mem_batch=16, e2e_steps=2)),
-    "conv": dict(full=dict(batch=128, size=32, base=8, exact_chunk=16, e2e_steps=2),
-                 quick=dict(batch=2, size=8, base=4, exact_chunk=4, e2e_steps=1)),
+    "mlp": dict(
+        full=dict(batch=8192, hidden=128, depth=3, mem_batch=1024, e2e_steps=20),
+        quick=dict(batch=32, hidden=16, depth=1, mem_batch=16, e2e_steps=2),
+    ),
+    "conv": dict(
+        full=dict(batch=128, size=32, base=8, exact_chunk=16, e2e_steps=2),
+        quick=dict(batch=2, size=8, base=4, exact_chunk=4, e2e_steps=1),
+    ),
 }
 MEM_STEPS = {"full": (10, 40, 160), "quick": (2, 4, 8)}
 
@@ -125,7 +136,9 @@ def field_cost(case: str, cfg: dict, device, rounds: int, min_time: float) -> di
         # D VJPs per evaluation: time one vmapped chunk of basis vectors and scale by D / chunk.
         k = cfg["exact_chunk"]
         basis = torch.eye(D, device=device)[:k].reshape(k, 1, *shape).expand(k, *z.shape)
-        eng = _Divergence(model.velocity, "hutchinson", basis)  # same machinery: vmap over k cotangents
+        eng = _Divergence(
+            model.velocity, "hutchinson", basis
+        )  # same machinery: vmap over k cotangents
         fns["exact"] = lambda: eng(z, tb)
         exact_scale, exact_name = D / k, "exact_est"
     # results agree before timing
@@ -155,8 +168,11 @@ def _peak_bytes(fn: Callable, device) -> int:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]"
+    )
     run = peak = 0
     for _, nbytes in events:
         run += nbytes
@@ -171,16 +187,33 @@ def memory_vs_steps(cfg: dict, steps_list, device) -> dict:
     B, D = z.shape
     eps = sample_probes(1, z, "rademacher", torch.Generator(device=device).manual_seed(0))
     y0 = torch.cat([z, z.new_zeros(B, 1)], 1)
-    out = {"batch": B, "steps": list(steps_list), "mib": {"ours": [], "scoresde": [], "naive_attached": []}}
+    out = {
+        "batch": B,
+        "steps": list(steps_list),
+        "mib": {"ours": [], "scoresde": [], "naive_attached": []},
+    }
     for n in steps_list:
         grid = torch.linspace(0.0, 1.0, 2, device=device)
         runs = {
-            "ours": lambda: log_likelihood(model, z, "euler", steps=n, trace="hutchinson", probes=1,
-                                           generator=torch.Generator(device=device).manual_seed(0)),
-            "scoresde": lambda: torchdiffeq.odeint(ScoreSDEField(model, eps), y0, grid, method="euler",
-                                                   options={"step_size": 1.0 / n}),
-            "naive_attached": lambda: torchdiffeq.odeint(ScoreSDEField(model, eps, detach=False), y0, grid,
-                                                         method="euler", options={"step_size": 1.0 / n}),
+            "ours": lambda: log_likelihood(
+                model,
+                z,
+                "euler",
+                steps=n,
+                trace="hutchinson",
+                probes=1,
+                generator=torch.Generator(device=device).manual_seed(0),
+            ),
+            "scoresde": lambda: torchdiffeq.odeint(
+                ScoreSDEField(model, eps), y0, grid, method="euler", options={"step_size": 1.0 / n}
+            ),
+            "naive_attached": lambda: torchdiffeq.odeint(
+                ScoreSDEField(model, eps, detach=False),
+                y0,
+                grid,
+                method="euler",
+                options={"step_size": 1.0 / n},
+            ),
         }
         for name, fn in runs.items():
             out["mib"][name].append(_peak_bytes(fn, device) / 2**20)
@@ -198,19 +231,29 @@ def end_to_end(case: str, cfg: dict, device) -> dict:
     eps = sample_probes(1, z, "rademacher", gen())  # = the probes log_likelihood draws
 
     def ours():
-        return log_likelihood(model, z, "midpoint", steps=n, trace="hutchinson", probes=1, generator=gen())
+        return log_likelihood(
+            model, z, "midpoint", steps=n, trace="hutchinson", probes=1, generator=gen()
+        )
 
     def baseline():
         f = ScoreSDEField(model, eps)
         y0 = torch.cat([z.reshape(B, D), z.new_zeros(B, 1)], 1)
-        y1 = torchdiffeq.odeint(f, y0, torch.tensor([0.0, 1.0], device=device), method="midpoint",
-                                options={"step_size": 1.0 / n})[-1]
+        y1 = torchdiffeq.odeint(
+            f,
+            y0,
+            torch.tensor([0.0, 1.0], device=device),
+            method="midpoint",
+            options={"step_size": 1.0 / n},
+        )[-1]
         return standard_normal_logp(y1[:, :D]) + y1[:, D], f.nfe
 
     res, (lp_b, nfe_b) = ours(), baseline()
-    out = {"steps": n, "nfe": {"ours": res.nfe, "scoresde": nfe_b},
-           "max_abs_dlogp": float((res.logp - lp_b).abs().max()),
-           "mean_logp": float(res.logp.mean())}
+    out = {
+        "steps": n,
+        "nfe": {"ours": res.nfe, "scoresde": nfe_b},
+        "max_abs_dlogp": float((res.logp - lp_b).abs().max()),
+        "mean_logp": float(res.logp.mean()),
+    }
     sec = {}
     for name, fn in (("ours", ours), ("scoresde", baseline)):
         _common.sync(device)
@@ -225,25 +268,37 @@ def end_to_end(case: str, cfg: dict, device) -> dict:
 
 # ---------------------------------------------------------------------------- report
 def print_table(res: dict) -> None:
-    print(f"\nlikelihood cost on {res['device_name']} ({res['device']}), torch {res['torch']}, "
-          f"threads {res['threads']}{' [quick]' if res['quick'] else ''}")
+    print(
+        f"\nlikelihood cost on {res['device_name']} ({res['device']}), torch {res['torch']}, "
+        f"threads {res['threads']}{' [quick]' if res['quick'] else ''}"
+    )
     print("\n1) one augmented-field evaluation / one velocity evaluation")
-    print(f"{'case':6} {'D':>5} {'B':>6} {'velocity ms':>12} {'hutch1':>8} {'exact':>10} {'scoresde1':>10}")
+    print(
+        f"{'case':6} {'D':>5} {'B':>6} {'velocity ms':>12} {'hutch1':>8} {'exact':>10} {'scoresde1':>10}"
+    )
     for case, c in res["field_cost"].items():
         r = c["ratios"]
         ex = f"{r['exact']:.2f}" if "exact" in r else f"~{r['exact_est']:.0f} (est)"
-        print(f"{case:6} {c['config']['D']:>5} {c['config']['batch']:>6} {c['ms']['velocity']:>12.2f} "
-              f"{r['hutch1']:>8.2f} {ex:>10} {r['scoresde1']:>10.2f}")
+        print(
+            f"{case:6} {c['config']['D']:>5} {c['config']['batch']:>6} {c['ms']['velocity']:>12.2f} "
+            f"{r['hutch1']:>8.2f} {ex:>10} {r['scoresde1']:>10.2f}"
+        )
     m = res["memory"]
-    print(f"\n2) peak memory (MiB) of a euler Hutchinson solve, mlp batch {m['batch']}, params requiring grad")
+    print(
+        f"\n2) peak memory (MiB) of a euler Hutchinson solve, mlp batch {m['batch']}, params requiring grad"
+    )
     print(f"{'steps':>6} " + " ".join(f"{k:>15}" for k in m["mib"]))
     for i, n in enumerate(m["steps"]):
         print(f"{n:>6} " + " ".join(f"{m['mib'][k][i]:>15.2f}" for k in m["mib"]))
     print("\n3) end to end, midpoint, equal NFE, 1 Hutchinson probe (same probes)")
-    print(f"{'case':6} {'NFE':>5} {'ours s':>9} {'scoresde s':>11} {'speedup':>8} {'max|dlogp|':>11}")
+    print(
+        f"{'case':6} {'NFE':>5} {'ours s':>9} {'scoresde s':>11} {'speedup':>8} {'max|dlogp|':>11}"
+    )
     for case, e in res["end_to_end"].items():
-        print(f"{case:6} {e['nfe']['ours']:>5} {e['s']['ours']:>9.3f} {e['s']['scoresde']:>11.3f} "
-              f"{e['speedup_vs_scoresde']:>8.2f} {e['max_abs_dlogp']:>11.2e}")
+        print(
+            f"{case:6} {e['nfe']['ours']:>5} {e['s']['ours']:>9.3f} {e['s']['scoresde']:>11.3f} "
+            f"{e['speedup_vs_scoresde']:>8.2f} {e['max_abs_dlogp']:>11.2e}"
+        )
 
 
 def write_json(res: dict, out_dir: str) -> str:
@@ -255,7 +310,9 @@ def write_json(res: dict, out_dir: str) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     _common.add_run_args(p, rounds_help="timing rounds (default 5; quick 1)")
-    p.add_argument("--conv-batch", type=int, default=None, help="override the conv case's batch (full: 128)")
+    p.add_argument(
+        "--conv-batch", type=int, default=None, help="override the conv case's batch (full: 128)"
+    )
     _common.add_cases_args(p, CASES, RESULTS)
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():

@@ -36,6 +36,7 @@ Usage::
 
     python benchmarks/solver_overhead.py [--device cpu|cuda] [--quick] [--out PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -108,7 +109,9 @@ def build_fields(args, device: torch.device, dtype=torch.float32):
         b = args.small_batch
         net = ndmsolve.fields.MLP(2, hidden=32, depth=2, time_dim=16).to(device, dtype).eval()
         y0 = torch.randn(b, 2, generator=gen, dtype=dtype).to(device)
-        out.append(("mlp-small", make_net_field(net, b), y0, f"MLP(2, hidden=32, depth=2), batch {b}"))
+        out.append(
+            ("mlp-small", make_net_field(net, b), y0, f"MLP(2, hidden=32, depth=2), batch {b}")
+        )
     if "mlp" in args.fields:
         b = args.mlp_batch
         net = ndmsolve.fields.MLP(2, hidden=128, depth=3, time_dim=32).to(device, dtype).eval()
@@ -116,11 +119,20 @@ def build_fields(args, device: torch.device, dtype=torch.float32):
         out.append(("mlp", make_net_field(net, b), y0, f"MLP(2, hidden=128, depth=3), batch {b}"))
     if "conv" in args.fields:
         b = args.conv_batch
-        net = ndmsolve.fields.UNet(channels=3, base=args.conv_base, mults=(1, 2),
-                                   time_dim=32).to(device, dtype).eval()
+        net = (
+            ndmsolve.fields.UNet(channels=3, base=args.conv_base, mults=(1, 2), time_dim=32)
+            .to(device, dtype)
+            .eval()
+        )
         y0 = torch.randn(b, 3, 32, 32, generator=gen, dtype=dtype).to(device)
-        out.append(("conv", make_net_field(net, b), y0,
-                    f"UNet(3, base={args.conv_base}, mults=(1,2)), 32x32x3, batch {b}"))
+        out.append(
+            (
+                "conv",
+                make_net_field(net, b),
+                y0,
+                f"UNet(3, base={args.conv_base}, mults=(1,2)), 32x32x3, batch {b}",
+            )
+        )
     return out
 
 
@@ -141,15 +153,17 @@ def bench(contenders: dict, device: torch.device, repeats: int, warmup: int = 1)
     for rep in range(repeats):
         # Alternate the order (forward, reversed) so no contender always runs right after
         # the same other one: cancels order effects (allocator state, cache, CPU frequency).
-        for k in (names if rep % 2 == 0 else names[::-1]):
+        for k in names if rep % 2 == 0 else names[::-1]:
             fn = contenders[k]
             sync(device)
             t = time.perf_counter()
             results[k] = fn()
             sync(device)
             times[k].append(time.perf_counter() - t)
-    return {k: {"median_s": statistics.median(v), "min_s": min(v), "times_s": v,
-                "result": results[k]} for k, v in times.items()}
+    return {
+        k: {"median_s": statistics.median(v), "min_s": min(v), "times_s": v, "result": results[k]}
+        for k, v in times.items()
+    }
 
 
 class _OpCounter(TorchDispatchMode):
@@ -202,27 +216,43 @@ def section_euler(fields, args, device):
         if torchdiffeq is not None:
             opts = {"grid_constructor": lambda func, y, t: grid}
             contenders["torchdiffeq"] = lambda: torchdiffeq.odeint(
-                cf, y0, grid[[0, -1]], method="euler", options=opts)[-1]
+                cf, y0, grid[[0, -1]], method="euler", options=opts
+            )[-1]
         r = bench(contenders, device, args.repeats)
         ours_y = r["ours"]["result"].y
         diff = float((ours_y - r["raw"]["result"]).abs().max())
-        row = {"field": desc, "steps": steps,
-               "ours_s": r["ours"]["median_s"], "raw_s": r["raw"]["median_s"],
-               "ours_nfe": r["ours"]["result"].nfe,
-               "max_abs_diff_ours_vs_raw": diff,
-               "ours_over_raw": _ratio(r["ours"]["median_s"], r["raw"]["median_s"]),
-               # Ratio of the fastest runs: less sensitive to background load than medians.
-               "ours_over_raw_min": _ratio(r["ours"]["min_s"], r["raw"]["min_s"]),
-               "per_step_overhead_us": 1e6 * (r["ours"]["median_s"] - r["raw"]["median_s"]) / steps}
+        row = {
+            "field": desc,
+            "steps": steps,
+            "ours_s": r["ours"]["median_s"],
+            "raw_s": r["raw"]["median_s"],
+            "ours_nfe": r["ours"]["result"].nfe,
+            "max_abs_diff_ours_vs_raw": diff,
+            "ours_over_raw": _ratio(r["ours"]["median_s"], r["raw"]["median_s"]),
+            # Ratio of the fastest runs: less sensitive to background load than medians.
+            "ours_over_raw_min": _ratio(r["ours"]["min_s"], r["raw"]["min_s"]),
+            "per_step_overhead_us": 1e6 * (r["ours"]["median_s"] - r["raw"]["median_s"]) / steps,
+        }
         if "torchdiffeq" in r:
             cf.n = 0
-            torchdiffeq.odeint(cf, y0, grid[[0, -1]], method="euler",
-                               options={"grid_constructor": lambda func, y, t: grid})
-            row.update(torchdiffeq_s=r["torchdiffeq"]["median_s"], torchdiffeq_nfe=cf.n,
-                       torchdiffeq_over_raw=_ratio(r["torchdiffeq"]["median_s"], r["raw"]["median_s"]))
+            torchdiffeq.odeint(
+                cf,
+                y0,
+                grid[[0, -1]],
+                method="euler",
+                options={"grid_constructor": lambda func, y, t: grid},
+            )
+            row.update(
+                torchdiffeq_s=r["torchdiffeq"]["median_s"],
+                torchdiffeq_nfe=cf.n,
+                torchdiffeq_over_raw=_ratio(r["torchdiffeq"]["median_s"], r["raw"]["median_s"]),
+            )
         ops_ours, ops_raw = count_ops(contenders["ours"]), count_ops(contenders["raw"])
-        row.update(aten_ops_ours=ops_ours, aten_ops_raw=ops_raw,
-                   extra_aten_ops_per_step=(ops_ours - ops_raw) / steps)
+        row.update(
+            aten_ops_ours=ops_ours,
+            aten_ops_raw=ops_raw,
+            extra_aten_ops_per_step=(ops_ours - ops_raw) / steps,
+        )
         row["target_ours_over_raw"] = TARGETS["euler_ours_over_raw_max"]
         row["target_met"] = row["ours_over_raw"] <= TARGETS["euler_ours_over_raw_max"]
         rows[name] = row
@@ -235,7 +265,9 @@ def raw_em(f, g, y0, grid_list, hs, gen):
     y = y0
     for i in range(len(hs)):
         t = grid_list[i]
-        dw = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device) * math.sqrt(abs(hs[i]))
+        dw = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device) * math.sqrt(
+            abs(hs[i])
+        )
         y = y + hs[i] * f(t, y) + g(t, y) * dw
     return y
 
@@ -262,6 +294,7 @@ def section_em(fields, args, device):
     have_em = "euler_maruyama" in all_methods()
     rows = {}
     for name, f, y0, desc in fields:
+
         def g(t, y):
             return torch.full_like(y, 0.5)
 
@@ -272,8 +305,9 @@ def section_em(fields, args, device):
         gen_raw = torch.Generator(device=device).manual_seed(1)
         contenders = {"raw": lambda: raw_em(f, g, y0, grid_list, hs, gen_raw)}
         if have_em:
-            contenders["ours"] = lambda: solve(f, y0, 0.0, 1.0, "euler_maruyama", steps=steps,
-                                               g=g, generator=gen_ours)
+            contenders["ours"] = lambda: solve(
+                f, y0, 0.0, 1.0, "euler_maruyama", steps=steps, g=g, generator=gen_ours
+            )
         sde = None
         if torchsde is not None:
             sde = _TorchsdeSDE(f, g, y0.shape)
@@ -283,24 +317,36 @@ def section_em(fields, args, device):
             # extra tiny step; a hair larger dt gives exactly `steps` steps (last one clipped).
             dt = (1.0 / steps) * (1 + 1e-5)
             # Default Brownian motion: sdeint builds a BrownianInterval over [t0, t1].
-            contenders["torchsde"] = lambda: torchsde.sdeint(sde, y0_flat, ts, method="euler", dt=dt)[-1]
+            contenders["torchsde"] = lambda: torchsde.sdeint(
+                sde, y0_flat, ts, method="euler", dt=dt
+            )[-1]
         r = bench(contenders, device, args.repeats)
         row = {"field": desc, "steps": steps, "raw_s": r["raw"]["median_s"]}
         if have_em:
-            row.update(ours_s=r["ours"]["median_s"], ours_nfe=r["ours"]["result"].nfe,
-                       ours_over_raw=_ratio(r["ours"]["median_s"], r["raw"]["median_s"]))
+            row.update(
+                ours_s=r["ours"]["median_s"],
+                ours_nfe=r["ours"]["result"].nfe,
+                ours_over_raw=_ratio(r["ours"]["median_s"], r["raw"]["median_s"]),
+            )
         else:
             row["ours"] = "n/a (euler_maruyama not in ndmsolve.solvers yet)"
         if sde is not None:
             sde.n = 0
-            torchsde.sdeint(sde, y0.flatten(1), grid[[0, -1]], method="euler",
-                            dt=(1.0 / steps) * (1 + 1e-5))
-            row.update(torchsde_s=r["torchsde"]["median_s"], torchsde_nfe=sde.n,
-                       torchsde_over_raw=_ratio(r["torchsde"]["median_s"], r["raw"]["median_s"]))
+            torchsde.sdeint(
+                sde, y0.flatten(1), grid[[0, -1]], method="euler", dt=(1.0 / steps) * (1 + 1e-5)
+            )
+            row.update(
+                torchsde_s=r["torchsde"]["median_s"],
+                torchsde_nfe=sde.n,
+                torchsde_over_raw=_ratio(r["torchsde"]["median_s"], r["raw"]["median_s"]),
+            )
         if have_em:
             ops_ours, ops_raw = count_ops(contenders["ours"]), count_ops(contenders["raw"])
-            row.update(aten_ops_ours=ops_ours, aten_ops_raw=ops_raw,
-                       extra_aten_ops_per_step=(ops_ours - ops_raw) / steps)
+            row.update(
+                aten_ops_ours=ops_ours,
+                aten_ops_raw=ops_raw,
+                extra_aten_ops_per_step=(ops_ours - ops_raw) / steps,
+            )
         if have_em and sde is not None:
             row["torchsde_over_ours"] = _ratio(r["torchsde"]["median_s"], r["ours"]["median_s"])
             row["target_torchsde_over_ours"] = TARGETS["em_torchsde_over_ours_min"]
@@ -330,13 +376,23 @@ def build_adaptive_fields(args, device):
     y0 = torch.randn(b, 2, generator=torch.Generator().manual_seed(2))
 
     def make_mlp(dtype, net=net):
-        n = type(net)(2, hidden=64, depth=3, time_dim=32, max_freq=16.0).to(device=device, dtype=dtype)
+        n = type(net)(2, hidden=64, depth=3, time_dim=32, max_freq=16.0).to(
+            device=device, dtype=dtype
+        )
         n.load_state_dict({k: v.to(dtype) for k, v in net.state_dict().items()})
         n.eval()
         return make_net_field(n, b)
 
-    out.append(("mlp-t", make_mlp, y0.to(device), 0.0, 1.0,
-                f"scaled random MLP(2, 64, depth 3, max_freq 16), batch {b}, t 0->1"))
+    out.append(
+        (
+            "mlp-t",
+            make_mlp,
+            y0.to(device),
+            0.0,
+            1.0,
+            f"scaled random MLP(2, 64, depth 3, max_freq 16), batch {b}, t 0->1",
+        )
+    )
 
     # (b) The PF-ODE of a small random NDM (identity transform), integrated from t = 1 to
     # t = 1e-3: near t = 0 the log-SNR reaches ~12 and the field gets stiff-ish, the case
@@ -350,16 +406,27 @@ def build_adaptive_fields(args, device):
         p = ndmsolve.fields.MLP(2, hidden=64, depth=2, time_dim=16).to(device=device, dtype=dtype)
         p.load_state_dict({k: v.to(dtype) for k, v in pred.state_dict().items()})
         p.eval()
-        model = ndmsolve.NDM(p, schedule=ndmsolve.LinearLogSNR(), check=False).to(device=device, dtype=dtype)
+        model = ndmsolve.NDM(p, schedule=ndmsolve.LinearLogSNR(), check=False).to(
+            device=device, dtype=dtype
+        )
 
         def f(t, z):
             # torchdiffeq's dopri5 steps past t1 and interpolates back, so it evaluates
             # the field slightly beyond [0, 1]; clamp t (NDM checks t lies in [0, 1]).
             return model.velocity(z, t.clamp(0.0, 1.0).expand(b))
+
         return f
 
-    out.append(("ndm-pfode", make_ndm, z1.to(device), 1.0, 1e-3,
-                f"PF-ODE of NDM(MLP(2, 64, depth 2), LinearLogSNR), batch {b}, t 1->1e-3"))
+    out.append(
+        (
+            "ndm-pfode",
+            make_ndm,
+            z1.to(device),
+            1.0,
+            1e-3,
+            f"PF-ODE of NDM(MLP(2, 64, depth 2), LinearLogSNR), batch {b}, t 1->1e-3",
+        )
+    )
     return out
 
 
@@ -379,14 +446,19 @@ def section_dopri5(args, device):
         ref = None
         ref_info = {"ref_tol": ref_tol}
         if torchdiffeq is not None:
-            ref = torchdiffeq.odeint(f64, y064, tt64, method="dopri5", rtol=ref_tol, atol=ref_tol)[-1]
+            ref = torchdiffeq.odeint(f64, y064, tt64, method="dopri5", rtol=ref_tol, atol=ref_tol)[
+                -1
+            ]
             ref_info["ref_method"] = f"torchdiffeq dopri5 float64 rtol=atol={ref_tol:g}"
             if not args.quick:
-                ref_ours = solve(f64, y064, t0, t1, "dopri5", rtol=ref_tol, atol=ref_tol,
-                                 max_steps=100_000).y
+                ref_ours = solve(
+                    f64, y064, t0, t1, "dopri5", rtol=ref_tol, atol=ref_tol, max_steps=100_000
+                ).y
                 ref_info["ref_crosscheck_max_diff_vs_ours"] = float((ref - ref_ours).abs().max())
         else:
-            ref = solve(f64, y064, t0, t1, "dopri5", rtol=ref_tol, atol=ref_tol, max_steps=100_000).y
+            ref = solve(
+                f64, y064, t0, t1, "dopri5", rtol=ref_tol, atol=ref_tol, max_steps=100_000
+            ).y
             ref_info["ref_method"] = f"ndmsolve dopri5 float64 rtol=atol={ref_tol:g}"
         per_tol = {}
         for tol in args.tols:
@@ -394,11 +466,18 @@ def section_dopri5(args, device):
             contenders = {"ours": lambda: solve(f32, y0, t0, t1, "dopri5", rtol=tol, atol=tol)}
             if torchdiffeq is not None:
                 contenders["torchdiffeq"] = lambda: torchdiffeq.odeint(
-                    cf, y0, tt32, method="dopri5", rtol=tol, atol=tol)[-1]
+                    cf, y0, tt32, method="dopri5", rtol=tol, atol=tol
+                )[-1]
             r = bench(contenders, device, args.adaptive_repeats)
             sol = r["ours"]["result"]
-            row = {"rtol": tol, "atol": tol, "ours_s": r["ours"]["median_s"], "ours_nfe": sol.nfe,
-                   "ours_accepted": sol.n_accepted, "ours_rejected": sol.n_rejected}
+            row = {
+                "rtol": tol,
+                "atol": tol,
+                "ours_s": r["ours"]["median_s"],
+                "ours_nfe": sol.nfe,
+                "ours_accepted": sol.n_accepted,
+                "ours_rejected": sol.n_rejected,
+            }
             row.update({f"ours_{k}": v for k, v in _errors(sol.y, ref).items()})
             if torchdiffeq is not None:
                 cf.n = 0
@@ -406,8 +485,12 @@ def section_dopri5(args, device):
                 row.update(torchdiffeq_s=r["torchdiffeq"]["median_s"], torchdiffeq_nfe=cf.n)
                 row.update({f"torchdiffeq_{k}": v for k, v in _errors(yt, ref).items()})
                 row["nfe_ratio_ours_over_torchdiffeq"] = sol.nfe / cf.n
-                row["time_ratio_ours_over_torchdiffeq"] = _ratio(row["ours_s"], row["torchdiffeq_s"])
-                row["target_met"] = (sol.nfe <= cf.n and row["ours_rms_err"] <= row["torchdiffeq_rms_err"])
+                row["time_ratio_ours_over_torchdiffeq"] = _ratio(
+                    row["ours_s"], row["torchdiffeq_s"]
+                )
+                row["target_met"] = (
+                    sol.nfe <= cf.n and row["ours_rms_err"] <= row["torchdiffeq_rms_err"]
+                )
                 # Error-efficiency view: NFE needed is what matters, equal error is not
                 # guaranteed by equal tolerances (different controllers).
             else:
@@ -437,11 +520,16 @@ def section_graph(fields, args, device):
         }
         r = bench(contenders, device, args.repeats, warmup=2)  # warm-up includes capture
         used = bool(r["graph"]["result"].stats.get("cuda_graph", False))
-        row = {"field": desc, "steps": steps, "raw_s": r["raw"]["median_s"],
-               "graph_s": r["graph"]["median_s"], "graph_auto_s": r["graph_auto"]["median_s"],
-               "graph_used": used,
-               "raw_over_graph": _ratio(r["raw"]["median_s"], r["graph"]["median_s"]),
-               "target_raw_over_graph": TARGETS["graph_raw_over_graph_min"]}
+        row = {
+            "field": desc,
+            "steps": steps,
+            "raw_s": r["raw"]["median_s"],
+            "graph_s": r["graph"]["median_s"],
+            "graph_auto_s": r["graph_auto"]["median_s"],
+            "graph_used": used,
+            "raw_over_graph": _ratio(r["raw"]["median_s"], r["graph"]["median_s"]),
+            "target_raw_over_graph": TARGETS["graph_raw_over_graph_min"],
+        }
         row["target_met"] = used and row["raw_over_graph"] >= TARGETS["graph_raw_over_graph_min"]
         rows[name] = row
     return rows
@@ -464,53 +552,83 @@ def _ok(x) -> str:
 
 def print_tables(res: dict) -> None:
     m = res["meta"]
-    print(f"\nndmsolve solver overhead — {m['device']} ({m['device_type']}), torch {m['torch']}, "
-          f"torchdiffeq {m['torchdiffeq']}, torchsde {m['torchsde']}, threads {m['threads']}")
-    print(f"timing: median of {res['config']['repeats']} interleaved repeats after warm-up, torch.no_grad()")
+    print(
+        f"\nndmsolve solver overhead — {m['device']} ({m['device_type']}), torch {m['torch']}, "
+        f"torchdiffeq {m['torchdiffeq']}, torchsde {m['torchsde']}, threads {m['threads']}"
+    )
+    print(
+        f"timing: median of {res['config']['repeats']} interleaved repeats after warm-up, torch.no_grad()"
+    )
 
-    print(f"\n[1] Euler, {res['config']['steps']} steps         ours        raw  torchdiffeq  ours/raw  tdq/raw  overhead/step  target ours/raw<=1.1")
+    print(
+        f"\n[1] Euler, {res['config']['steps']} steps         ours        raw  torchdiffeq  ours/raw  tdq/raw  overhead/step  target ours/raw<=1.1"
+    )
     for k, r in res["euler"].items():
-        print(f"  {k:<24} {_fmt_s(r['ours_s'])} {_fmt_s(r['raw_s'])} {_fmt_s(r.get('torchdiffeq_s'))}"
-              f"    {_fmt_r(r['ours_over_raw'])}   {_fmt_r(r.get('torchdiffeq_over_raw'))}"
-              f"  {r['per_step_overhead_us']:9.1f} us    {_ok(r['target_met'])}"
-              f"   (min-time ratio {r['ours_over_raw_min']:.2f})"
-              f"   (aten ops/step ours-raw: {r['extra_aten_ops_per_step']:+.2f})")
+        print(
+            f"  {k:<24} {_fmt_s(r['ours_s'])} {_fmt_s(r['raw_s'])} {_fmt_s(r.get('torchdiffeq_s'))}"
+            f"    {_fmt_r(r['ours_over_raw'])}   {_fmt_r(r.get('torchdiffeq_over_raw'))}"
+            f"  {r['per_step_overhead_us']:9.1f} us    {_ok(r['target_met'])}"
+            f"   (min-time ratio {r['ours_over_raw_min']:.2f})"
+            f"   (aten ops/step ours-raw: {r['extra_aten_ops_per_step']:+.2f})"
+        )
 
-    print(f"\n[2] Euler-Maruyama, {res['config']['steps']} steps ours        raw     torchsde  ours/raw  sde/raw  sde/ours  target sde/ours>=5")
+    print(
+        f"\n[2] Euler-Maruyama, {res['config']['steps']} steps ours        raw     torchsde  ours/raw  sde/raw  sde/ours  target sde/ours>=5"
+    )
     for k, r in res["euler_maruyama"].items():
-        print(f"  {k:<24} {_fmt_s(r.get('ours_s'))} {_fmt_s(r['raw_s'])} {_fmt_s(r.get('torchsde_s'))}"
-              f"    {_fmt_r(r.get('ours_over_raw'))}   {_fmt_r(r.get('torchsde_over_raw'))}"
-              f"   {_fmt_r(r.get('torchsde_over_ours'))}   {_ok(r['target_met'])}"
-              + (f"   (aten ops/step ours-raw: {r['extra_aten_ops_per_step']:+.2f})"
-                 if "extra_aten_ops_per_step" in r else ""))
+        print(
+            f"  {k:<24} {_fmt_s(r.get('ours_s'))} {_fmt_s(r['raw_s'])} {_fmt_s(r.get('torchsde_s'))}"
+            f"    {_fmt_r(r.get('ours_over_raw'))}   {_fmt_r(r.get('torchsde_over_raw'))}"
+            f"   {_fmt_r(r.get('torchsde_over_ours'))}   {_ok(r['target_met'])}"
+            + (
+                f"   (aten ops/step ours-raw: {r['extra_aten_ops_per_step']:+.2f})"
+                if "extra_aten_ops_per_step" in r
+                else ""
+            )
+        )
         if "ours" in r:
             print(f"    ours: {r['ours']}")
 
-    print("\n[3] dopri5 vs torchdiffeq        tol   NFE ours/tdq (acc/rej)   time ours / tdq        "
-          "RMS err ours / tdq       max err ours / tdq     target")
+    print(
+        "\n[3] dopri5 vs torchdiffeq        tol   NFE ours/tdq (acc/rej)   time ours / tdq        "
+        "RMS err ours / tdq       max err ours / tdq     target"
+    )
     for k, blk in res["dopri5"].items():
-        print(f"  {k}: {blk['field']}; ref: {blk['ref_method']}"
-              + (f" (vs ours@ref_tol: {blk['ref_crosscheck_max_diff_vs_ours']:.1e})"
-                 if "ref_crosscheck_max_diff_vs_ours" in blk else ""))
+        print(
+            f"  {k}: {blk['field']}; ref: {blk['ref_method']}"
+            + (
+                f" (vs ours@ref_tol: {blk['ref_crosscheck_max_diff_vs_ours']:.1e})"
+                if "ref_crosscheck_max_diff_vs_ours" in blk
+                else ""
+            )
+        )
         for tol, r in blk["tolerances"].items():
-            print(f"  {'':<28} {tol:>6}  {r['ours_nfe']:5d} / {r.get('torchdiffeq_nfe', 'n/a'):<5}"
-                  f" ({r['ours_accepted']}/{r['ours_rejected']})  "
-                  f"{_fmt_s(r['ours_s'])} / {_fmt_s(r.get('torchdiffeq_s'))}  "
-                  f"{r['ours_rms_err']:.2e} / {r.get('torchdiffeq_rms_err', float('nan')):.2e}  "
-                  f"{r['ours_max_err']:.2e} / {r.get('torchdiffeq_max_err', float('nan')):.2e}  "
-                  f"{_ok(r['target_met'])}")
+            print(
+                f"  {'':<28} {tol:>6}  {r['ours_nfe']:5d} / {r.get('torchdiffeq_nfe', 'n/a'):<5}"
+                f" ({r['ours_accepted']}/{r['ours_rejected']})  "
+                f"{_fmt_s(r['ours_s'])} / {_fmt_s(r.get('torchdiffeq_s'))}  "
+                f"{r['ours_rms_err']:.2e} / {r.get('torchdiffeq_rms_err', float('nan')):.2e}  "
+                f"{r['ours_max_err']:.2e} / {r.get('torchdiffeq_max_err', float('nan')):.2e}  "
+                f"{_ok(r['target_met'])}"
+            )
 
-    print("\n[4] CUDA graph (Euler)           raw eager   graph   graph(auto)  raw/graph  target>=3")
+    print(
+        "\n[4] CUDA graph (Euler)           raw eager   graph   graph(auto)  raw/graph  target>=3"
+    )
     g = res["cuda_graph"]
     if "status" in g:
         print(f"  {g['status']}")
     else:
         for k, r in g.items():
-            print(f"  {k:<24} {_fmt_s(r['raw_s'])} {_fmt_s(r['graph_s'])} {_fmt_s(r['graph_auto_s'])}"
-                  f"   {_fmt_r(r['raw_over_graph'])}   {_ok(r['target_met'])}"
-                  + ("" if r["graph_used"] else "  (graph NOT used: fell back to eager)"))
-    print("\ntargets met:", ", ".join(f"{k}={_ok(v)}" for k, v in res["targets_met"].items()
-                                     if k != "per_field"))
+            print(
+                f"  {k:<24} {_fmt_s(r['raw_s'])} {_fmt_s(r['graph_s'])} {_fmt_s(r['graph_auto_s'])}"
+                f"   {_fmt_r(r['raw_over_graph'])}   {_ok(r['target_met'])}"
+                + ("" if r["graph_used"] else "  (graph NOT used: fell back to eager)")
+            )
+    print(
+        "\ntargets met:",
+        ", ".join(f"{k}={_ok(v)}" for k, v in res["targets_met"].items() if k != "per_field"),
+    )
 
 
 def _strip(obj):
@@ -527,28 +645,40 @@ def _strip(obj):
 
 
 def write_json_atomic(path: str, data: dict) -> None:
-    _common.write_json_atomic(os.path.abspath(path), _strip(data), prefix=".solver_overhead.",
-                              suffix=".json.tmp", sort_keys=False, file_mode=0o644)  # mkstemp: 0600
+    _common.write_json_atomic(
+        os.path.abspath(path),
+        _strip(data),
+        prefix=".solver_overhead.",
+        suffix=".json.tmp",
+        sort_keys=False,
+        file_mode=0o644,
+    )  # mkstemp: 0600
 
 
 def _summary(res: dict) -> dict:
     def agg(rows):
         vals = [r["target_met"] for r in rows if r.get("target_met") is not None]
         return None if not vals else all(vals)
+
     tm = {
         "euler_ours_over_raw<=1.1": agg(res["euler"].values()),
         "em_torchsde_over_ours>=5": agg(res["euler_maruyama"].values()),
         "dopri5_nfe_and_error<=torchdiffeq": agg(
-            [r for blk in res["dopri5"].values() for r in blk["tolerances"].values()]),
-        "cuda_graph_raw_over_graph>=3": (None if "status" in res["cuda_graph"]
-                                         else agg(res["cuda_graph"].values())),
+            [r for blk in res["dopri5"].values() for r in blk["tolerances"].values()]
+        ),
+        "cuda_graph_raw_over_graph>=3": (
+            None if "status" in res["cuda_graph"] else agg(res["cuda_graph"].values())
+        ),
     }
     # Per-field breakdown, so a miss on the cheap field is not hidden by the aggregate.
     tm["per_field"] = {
         "euler": {k: r["target_met"] for k, r in res["euler"].items()},
         "euler_maruyama": {k: r["target_met"] for k, r in res["euler_maruyama"].items()},
-        "dopri5": {f"{k}@{t}": r["target_met"] for k, blk in res["dopri5"].items()
-                   for t, r in blk["tolerances"].items()},
+        "dopri5": {
+            f"{k}@{t}": r["target_met"]
+            for k, blk in res["dopri5"].items()
+            for t, r in blk["tolerances"].items()
+        },
     }
     return tm
 
@@ -558,7 +688,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/solver_overhead_<device>.json)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default benchmarks/results/solver_overhead_<device>.json)",
+    )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--adaptive-repeats", type=int, default=None)
@@ -567,24 +701,47 @@ def parse_args(argv=None):
     p.add_argument("--conv-base", type=int, default=None)
     p.add_argument("--small-batch", type=int, default=None)
     p.add_argument("--adaptive-batch", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads on CPU (default 2; 1 with --quick: tiny ops "
-                        "with 2 OpenMP threads on a busy 2-core machine are 10-30x slower)")
-    p.add_argument("--fields", default="mlp-small,mlp,conv",
-                   help="comma-separated subset of mlp-small,mlp,conv")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads on CPU (default 2; 1 with --quick: tiny ops "
+        "with 2 OpenMP threads on a busy 2-core machine are 10-30x slower)",
+    )
+    p.add_argument(
+        "--fields",
+        default="mlp-small,mlp,conv",
+        help="comma-separated subset of mlp-small,mlp,conv",
+    )
     p.add_argument("--no-json", action="store_true")
     a = p.parse_args(argv)
     cuda = a.device == "cuda"
     if a.quick:
-        defaults = dict(steps=10, repeats=2, adaptive_repeats=1, mlp_batch=64, conv_batch=2,
-                        conv_base=4, small_batch=16, adaptive_batch=16, threads=1)
+        defaults = dict(
+            steps=10,
+            repeats=2,
+            adaptive_repeats=1,
+            mlp_batch=64,
+            conv_batch=2,
+            conv_base=4,
+            small_batch=16,
+            adaptive_batch=16,
+            threads=1,
+        )
         a.tols = [1e-3]
         a.ref_tol = 1e-6
     else:
-        defaults = dict(steps=200, repeats=7, adaptive_repeats=5,
-                        mlp_batch=8192 if cuda else 2048, conv_batch=128 if cuda else 8,
-                        conv_base=16 if cuda else 8, small_batch=256,
-                        adaptive_batch=8192 if cuda else 1024, threads=2)
+        defaults = dict(
+            steps=200,
+            repeats=7,
+            adaptive_repeats=5,
+            mlp_batch=8192 if cuda else 2048,
+            conv_batch=128 if cuda else 8,
+            conv_base=16 if cuda else 8,
+            small_batch=256,
+            adaptive_batch=8192 if cuda else 1024,
+            threads=2,
+        )
         a.tols = [1e-5, 1e-3]
         a.ref_tol = 1e-10
     for k, v in defaults.items():
@@ -610,9 +767,12 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     res = {
         "meta": {
-            "device": device_name(device), "device_type": device.type,
-            "torch": torch.__version__, "torchdiffeq": _common.version(torchdiffeq),
-            "torchsde": _common.version(torchsde), "python": platform.python_version(),
+            "device": device_name(device),
+            "device_type": device.type,
+            "torch": torch.__version__,
+            "torchdiffeq": _common.version(torchdiffeq),
+            "torchsde": _common.version(torchsde),
+            "python": platform.python_version(),
             "ndmsolve_methods": list(all_methods()),
             "threads": torch.get_num_threads(),
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -22,6 +22,7 @@ load hits all variants alike; we report the median over rounds and the ratio to 
 
 Writes ``benchmarks/results/train_step_cost_<loss>_<device>.json`` (atomically).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,10 +47,14 @@ RESULTS = os.path.join(_HERE, "results")
 # sizes: 8×8×1 (digits) and 32×32×3 (CIFAR-10). ``width`` is the predictor's width.
 CASES = {
     "mlp": dict(full=dict(batch=256, width=128, depth=3), quick=dict(batch=16, width=8, depth=1)),
-    "unet8": dict(full=dict(batch=64, width=32, size=8, channels=1),
-                  quick=dict(batch=2, width=4, size=8, channels=1)),
-    "unet32": dict(full=dict(batch=32, width=32, size=32, channels=3),
-                   quick=dict(batch=2, width=4, size=8, channels=3)),
+    "unet8": dict(
+        full=dict(batch=64, width=32, size=8, channels=1),
+        quick=dict(batch=2, width=4, size=8, channels=1),
+    ),
+    "unet32": dict(
+        full=dict(batch=32, width=32, size=32, channels=3),
+        quick=dict(batch=2, width=4, size=8, channels=3),
+    ),
 }
 VARIANTS = ("ddpm", "general_equal", "general_half", "time_basis_equal", "time_basis_half")
 JVP_VARIANT = "general_equal_jvp"  # MLP only: ∂_t F by torch.func.jvp instead
@@ -78,7 +83,9 @@ def build(case: str, cfg: dict, device: torch.device) -> tuple[dict, torch.Tenso
             tr = nd.ResidualTransform(_net(case, cfg, width))
         else:
             tr = nd.TimeBasisTransform(_net(case, cfg, width, out_factor=N_BASIS), N_BASIS, "sine")
-        models[name] = nd.NDM(pred, tr, sched, dF="func" if name == JVP_VARIANT else "auto").to(device)
+        models[name] = nd.NDM(pred, tr, sched, dF="func" if name == JVP_VARIANT else "auto").to(
+            device
+        )
     torch.manual_seed(1)
     if case == "mlp":
         x = nd.data.checkerboard(cfg["batch"], torch.Generator().manual_seed(1))
@@ -125,8 +132,10 @@ def _fmt(v) -> str:
 
 def print_table(res: dict) -> None:
     cases = list(res["cases"])
-    print(f"\nNDM training step / DDPM training step ({res['loss']} loss) — {res['device_name']} "
-          f"({res['device']}), torch {res['torch']}, threads {res['threads']}{', QUICK' if res['quick'] else ''}")
+    print(
+        f"\nNDM training step / DDPM training step ({res['loss']} loss) — {res['device_name']} "
+        f"({res['device']}), torch {res['torch']}, threads {res['threads']}{', QUICK' if res['quick'] else ''}"
+    )
     print(f"{'':24}" + "".join(f"{c:>10}" for c in cases))
     print(f"{'ddpm step ms':24}" + "".join(_fmt(res["cases"][c]["ms"]["ddpm"]) for c in cases))
     for v in VARIANTS[1:] + (JVP_VARIANT,):
@@ -144,7 +153,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     _common.add_run_args(p, rounds_help="timing rounds (default 7; quick 2)")
     p.add_argument("--loss", default="continuous", choices=["continuous", "discrete"])
-    p.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
+    p.add_argument(
+        "--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES)
+    )
     p.add_argument("--out-dir", default=RESULTS)
     a = p.parse_args(argv)
     cases = a.cases.split(",")

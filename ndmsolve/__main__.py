@@ -1,4 +1,5 @@
 """``python -m ndmsolve``: the same command as ``ndmsolve``."""
+
 import sys
 
 from .cli import main

@@ -1,10 +1,11 @@
 """Input checks shared by the public entry points. Errors name the argument."""
+
 from __future__ import annotations
 
 import difflib
 import functools
 import inspect
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -34,7 +35,9 @@ def check_batch_time(x: Tensor, t, name_x: str = "x", name_t: str = "t") -> Tens
     if not x.is_floating_point():
         raise TypeError(f"{name_x} must be a floating tensor, got dtype {x.dtype}")
     if x.ndim < 1:
-        raise ValueError(f"{name_x} must have a batch dimension, shape (B, *shape); got a 0-dim tensor")
+        raise ValueError(
+            f"{name_x} must have a batch dimension, shape (B, *shape); got a 0-dim tensor"
+        )
     if isinstance(t, (int, float)):
         t = torch.tensor(float(t), dtype=x.dtype, device=x.device)
     check_time(t, name_t)
@@ -56,7 +59,9 @@ def check_output(name: str, out, like: Tensor, finite: bool = True, net=None) ->
     if not isinstance(out, Tensor):
         raise TypeError(f"{name} must return a torch.Tensor, got {type(out).__name__}")
     if out.shape != like.shape:
-        raise ValueError(f"{name} must return shape {tuple(like.shape)} (its input's), got {tuple(out.shape)}")
+        raise ValueError(
+            f"{name} must return shape {tuple(like.shape)} (its input's), got {tuple(out.shape)}"
+        )
     if out.dtype != like.dtype:
         raise TypeError(f"{name} must return dtype {like.dtype} (its input's), got {out.dtype}")
     if finite and not _capturing() and not bool(torch.isfinite(out).all()):
@@ -88,7 +93,7 @@ def solver_time(t, z: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- seeds
-def as_generator(generator, device=None) -> Optional[torch.Generator]:
+def as_generator(generator, device=None) -> torch.Generator | None:
     """``generator`` as a ``torch.Generator``: an int ``s`` means
     ``torch.Generator(device).manual_seed(s)``; a Generator is returned as is; ``None``
     stays ``None`` (torch's global generator). The one seed convention of the package."""
@@ -99,11 +104,13 @@ def as_generator(generator, device=None) -> Optional[torch.Generator]:
             raise ValueError(f"generator: an int seed must be >= 0, got {generator}")
         dev = torch.device("cpu" if device is None else device)
         return torch.Generator(dev).manual_seed(generator)
-    raise TypeError(f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}")
+    raise TypeError(
+        f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}"
+    )
 
 
 # --------------------------------------------------------------------------- dtype and device
-def model_dtype_device(model) -> tuple[Optional[torch.dtype], Optional[torch.device]]:
+def model_dtype_device(model) -> tuple[torch.dtype | None, torch.device | None]:
     """dtype and device of the model's first floating parameter, or ``(None, None)`` for
     a model without parameters (a closed-form model computes in its input's dtype)."""
     params = getattr(model, "parameters", None)
@@ -136,7 +143,7 @@ def _keyword_names(fn) -> tuple[set, bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
-def checked_keywords(*forwards: Callable, extra: Optional[Callable[[], set]] = None):
+def checked_keywords(*forwards: Callable, extra: Callable[[], set] | None = None):
     """Decorator: an unknown keyword argument raises ``TypeError`` naming the function the
     user called, the word, and the closest valid ones (``difflib``).
 
@@ -146,6 +153,7 @@ def checked_keywords(*forwards: Callable, extra: Optional[Callable[[], set]] = N
     returns further valid names that can change at run time (e.g. registered methods'
     options); it is consulted only when a word is not otherwise known.
     """
+
     def wrap(fn):
         cache: dict = {}
 
@@ -171,7 +179,9 @@ def checked_keywords(*forwards: Callable, extra: Optional[Callable[[], set]] = N
                 word = sorted(unknown)[0]
                 close = difflib.get_close_matches(word, sorted(valid()), n=3, cutoff=0.7)
                 hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-                raise TypeError(f"{fn.__name__}() got an unexpected keyword argument {word!r}{hint}")
+                raise TypeError(
+                    f"{fn.__name__}() got an unexpected keyword argument {word!r}{hint}"
+                )
             return fn(*args, **kwargs)
 
         inner._valid_keywords = valid
@@ -199,7 +209,9 @@ def seeded(fn):
         if g is not None and not isinstance(g, torch.Generator):
             device = bound.arguments.get("device")
             if device is None:
-                device = next((v.device for v in bound.arguments.values() if isinstance(v, Tensor)), None)
+                device = next(
+                    (v.device for v in bound.arguments.values() if isinstance(v, Tensor)), None
+                )
             bound.arguments["generator"] = as_generator(g, device)
         return fn(*bound.args, **bound.kwargs)
 

@@ -1,17 +1,25 @@
 """Atomic file writing, shared by checkpoints, figures and the benchmark scripts."""
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable, Optional, Union
+from typing import IO, Union
 
 PathLike = Union[str, os.PathLike]
 
 
-def atomic_write(path: PathLike, write_fn: Callable[[IO], object], *, binary: bool = True,
-                 prefix: Optional[str] = None, suffix: str = ".tmp",
-                 file_mode: Optional[int] = None) -> Path:
+def atomic_write(
+    path: PathLike,
+    write_fn: Callable[[IO], object],
+    *,
+    binary: bool = True,
+    prefix: str | None = None,
+    suffix: str = ".tmp",
+    file_mode: int | None = None,
+) -> Path:
     """Write ``path`` by calling ``write_fn(f)`` on a temporary file in the same folder,
     then fsync and ``os.replace`` it into place: a reader (or a crash mid-write) never
     sees a half-written file, and a previous file at ``path`` stays intact on failure.
@@ -24,8 +32,9 @@ def atomic_write(path: PathLike, write_fn: Callable[[IO], object], *, binary: bo
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}." if prefix is None else prefix,
-                               suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}." if prefix is None else prefix, suffix=suffix, dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write_fn(f)

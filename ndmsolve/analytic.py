@@ -8,10 +8,10 @@ the reference model the tests of samplers and likelihoods are checked against.
 
 Data here are flat vectors, shape (B, d).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +62,7 @@ class AffineTimeTransform(nn.Module):
         return a * x + b, da * x + db
 
 
-def _affine_coeffs(transform: Optional[nn.Module], t: Tensor, d: int):
+def _affine_coeffs(transform: nn.Module | None, t: Tensor, d: int):
     if transform is None or transform.__class__.__name__ == "IdentityTransform":
         ones = torch.ones(t.shape[0], d, dtype=t.dtype, device=t.device)
         return ones, torch.zeros_like(ones)
@@ -90,32 +90,42 @@ class GaussianMixture:
             raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
         K, d = means.shape
         if weights.shape != (K,) or not bool((weights > 0).all()):
-            raise ValueError(f"weights must be positive with shape ({K},), got {tuple(weights.shape)}")
+            raise ValueError(
+                f"weights must be positive with shape ({K},), got {tuple(weights.shape)}"
+            )
         if covs.shape != (K, d, d):
             raise ValueError(f"covs must have shape ({K}, {d}, {d}), got {tuple(covs.shape)}")
         self.weights = weights / weights.sum()
         self.means, self.covs = means, covs
         self.K, self.d = K, d
 
-    def to(self, dtype=None, device=None) -> "GaussianMixture":
-        return GaussianMixture(*(v.to(dtype=dtype, device=device) for v in (self.weights, self.means, self.covs)))
+    def to(self, dtype=None, device=None) -> GaussianMixture:
+        return GaussianMixture(
+            *(v.to(dtype=dtype, device=device) for v in (self.weights, self.means, self.covs))
+        )
 
     @seeded
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n draws, (n, d)."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         L = torch.linalg.cholesky(self.covs)
-        eps = torch.randn(n, self.d, generator=generator, dtype=self.means.dtype, device=self.means.device)
+        eps = torch.randn(
+            n, self.d, generator=generator, dtype=self.means.dtype, device=self.means.device
+        )
         return self.means[k] + (L[k] @ eps.unsqueeze(-1)).squeeze(-1)
 
-    def _components_at(self, t: Tensor, schedule: Schedule, transform) -> tuple[Tensor, Tensor, Tensor]:
+    def _components_at(
+        self, t: Tensor, schedule: Schedule, transform
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Per-sample, per-component mean (B, K, d), covariance (B, K, d, d) and gain α a (B, d)."""
         alpha, sigma = schedule(t)
         a, b = _affine_coeffs(transform, t, self.d)
         A = alpha.unsqueeze(-1) * a  # (B, d): z = A ⊙ x + α b + σ ε
         mu = A.unsqueeze(1) * self.means + (alpha.unsqueeze(-1) * b).unsqueeze(1)
         cov = A[:, None, :, None] * self.covs * A[:, None, None, :]
-        cov = cov + (sigma**2)[:, None, None, None] * torch.eye(self.d, dtype=t.dtype, device=t.device)
+        cov = cov + (sigma**2)[:, None, None, None] * torch.eye(
+            self.d, dtype=t.dtype, device=t.device
+        )
         return mu, cov, A
 
     def _log_resp(self, z: Tensor, mu: Tensor, cov: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -151,7 +161,9 @@ class GaussianMixture:
 class ExactPredictor(nn.Module):
     """x̂(z, t) = E[x | z_t = z] for Gaussian-mixture data under an affine-in-x transform."""
 
-    def __init__(self, data: GaussianMixture, schedule: Schedule, transform: Optional[nn.Module] = None):
+    def __init__(
+        self, data: GaussianMixture, schedule: Schedule, transform: nn.Module | None = None
+    ):
         super().__init__()
         self.data, self.schedule, self.transform = data, schedule, transform
 

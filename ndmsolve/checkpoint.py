@@ -14,13 +14,14 @@ default). Files are written atomically (``ndmsolve._io.atomic_write``): a crash 
 leaves the previous checkpoint intact. Reading a truncated, empty, foreign or newer file
 raises ``CheckpointError`` naming the file and what is wrong.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import nn
@@ -74,20 +75,26 @@ def restore_rng(state: dict) -> None:
 def _state(value):
     if isinstance(value, torch.Generator):
         return value.get_state()
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Generator) for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, torch.Generator) for v in value)
+    ):
         return [v.get_state() for v in value]
-    if hasattr(value, "state_dict") and callable(value.state_dict):  # modules, optimizers, EMA, schedulers
+    if hasattr(value, "state_dict") and callable(
+        value.state_dict
+    ):  # modules, optimizers, EMA, schedulers
         return value.state_dict()
     return value
 
 
-def _dtype_of(module: nn.Module) -> Optional[str]:
+def _dtype_of(module: nn.Module) -> str | None:
     for p in module.parameters():
         return str(p.dtype).removeprefix("torch.")
     return None
 
 
-def save_checkpoint(path: PathLike, obj: Optional[dict] = None, **entries) -> Path:
+def save_checkpoint(path: PathLike, obj: dict | None = None, **entries) -> Path:
     """Write a checkpoint to ``path`` atomically; returns the path.
 
     ``obj`` (a dict) and ``entries`` are merged. Values with a ``state_dict()`` (modules,
@@ -119,36 +126,51 @@ def read_checkpoint(path: PathLike, map_location="cpu") -> dict:
     where = f"checkpoint {str(path)!r}"
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(f"{where} is empty (0 bytes): not a checkpoint (a write that never started?)")
+        raise CheckpointError(
+            f"{where} is empty (0 bytes): not a checkpoint (a write that never started?)"
+        )
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04":
-        raise CheckpointError(f"{where} is not a torch.save zip file (starts with {magic!r}): a foreign file")
+        raise CheckpointError(
+            f"{where} is not a torch.save zip file (starts with {magic!r}): a foreign file"
+        )
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()  # CRC of every member: catches truncation and flipped bytes
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise CheckpointError(f"{where} is truncated or corrupt ({size} bytes; the zip archive is "
-                              f"incomplete: {e})") from None
+        raise CheckpointError(
+            f"{where} is truncated or corrupt ({size} bytes; the zip archive is incomplete: {e})"
+        ) from None
     if bad is not None:
-        raise CheckpointError(f"{where} is truncated or corrupt (member {bad!r} fails its CRC check)")
+        raise CheckpointError(
+            f"{where} is truncated or corrupt (member {bad!r} fails its CRC check)"
+        )
     try:
         # weights_only: tensors, numbers, strings and containers only; no pickled code runs.
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{where} holds objects other than tensors and plain data, so ndmsolve "
-                              f"did not write it (torch refused: {str(e).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{where} holds objects other than tensors and plain data, so ndmsolve "
+            f"did not write it (torch refused: {str(e).splitlines()[0]})"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
-        raise CheckpointError(f"{where} is truncated or corrupt ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+        raise CheckpointError(
+            f"{where} is truncated or corrupt ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'no detail'})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{where} is not an ndmsolve checkpoint (no {FORMAT!r} header; "
-                              f"a file saved by other code?)")
+        raise CheckpointError(
+            f"{where} is not an ndmsolve checkpoint (no {FORMAT!r} header; "
+            f"a file saved by other code?)"
+        )
     version = state.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{where} has format version {version!r} (written by ndmsolve "
-                              f"{state.get('library_version')}); this ndmsolve {_version()} reads versions "
-                              f"up to {FORMAT_VERSION}: upgrade ndmsolve")
+        raise CheckpointError(
+            f"{where} has format version {version!r} (written by ndmsolve "
+            f"{state.get('library_version')}); this ndmsolve {_version()} reads versions "
+            f"up to {FORMAT_VERSION}: upgrade ndmsolve"
+        )
     return state
 
 
@@ -162,21 +184,29 @@ def load_checkpoint(path: PathLike, map_location="cpu", **targets) -> dict:
     state = read_checkpoint(path, map_location)
     for name, target in targets.items():
         if name not in state or state[name] is None:
-            raise CheckpointError(f"checkpoint {str(path)!r} has no entry {name!r} "
-                                  f"(has {sorted(k for k, v in state.items() if v is not None)})")
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} has no entry {name!r} "
+                f"(has {sorted(k for k, v in state.items() if v is not None)})"
+            )
         try:
             if isinstance(target, torch.Generator):
                 target.set_state(state[name])
-            elif isinstance(target, (list, tuple)) and all(isinstance(g, torch.Generator) for g in target):
+            elif isinstance(target, (list, tuple)) and all(
+                isinstance(g, torch.Generator) for g in target
+            ):
                 if len(target) != len(state[name]):
-                    raise ValueError(f"{len(state[name])} generator states stored, {len(target)} given")
+                    raise ValueError(
+                        f"{len(state[name])} generator states stored, {len(target)} given"
+                    )
                 for g, s in zip(target, state[name]):
                     g.set_state(s)
             else:
                 target.load_state_dict(state[name])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {str(path)!r}: entry {name!r} does not fit the given "
-                                  f"{type(target).__name__}: {str(e).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"checkpoint {str(path)!r}: entry {name!r} does not fit the given "
+                f"{type(target).__name__}: {str(e).splitlines()[0]}"
+            ) from None
     return state
 
 
@@ -192,8 +222,10 @@ def load_model(path: PathLike, *, ema: bool = True, map_location="cpu") -> nn.Mo
     where = f"checkpoint {str(path)!r}"
     if state.get("config") is None:
         why = state.get("config_error") or "no model was stored"
-        raise CheckpointError(f"{where} stores no model configuration ({why}); build the model yourself "
-                              f"and restore it with load_checkpoint(path, model=...)")
+        raise CheckpointError(
+            f"{where} stores no model configuration ({why}); build the model yourself "
+            f"and restore it with load_checkpoint(path, model=...)"
+        )
     try:
         model = from_config(state["config"])
     except ConfigError as e:
@@ -211,8 +243,10 @@ def load_model(path: PathLike, *, ema: bool = True, map_location="cpu") -> nn.Mo
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        raise CheckpointError(f"{where}: the stored weights do not fit the stored configuration: "
-                              f"{str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{where}: the stored weights do not fit the stored configuration: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     for p in model.parameters():

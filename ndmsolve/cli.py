@@ -7,6 +7,7 @@ baseline (F = identity) on the 2D checkerboard with the same predictor, steps an
 then reports both models' negative ELBO on held-out data and, when the sampling module is
 available, plots samples from both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -29,14 +30,37 @@ __all__ = ["main", "build_parser"]
 # DDPM (seed 0, 5000 steps, the demo's held-out evaluation): batch 256 constant 2e-3: 3.627;
 # cosine 2e-3: 3.674; batch 1024 cosine 2e-3: 3.552; batch 1024 cosine 4e-3: 3.453 nats
 # (paired with the first: -0.174 ± 0.018). One batch-1024 step costs ~1.6 batch-256 steps.
-DEMO = dict(steps=5000, batch_size=1024, hidden=128, lr=4e-3, lr_schedule="cosine", warmup_steps=100,
-            n_eval=2000, eval_draws=10, n_samples=2000, sample_steps=50, n_paths=48)
-QUICK = dict(steps=80, batch_size=128, hidden=32, lr=2e-3, lr_schedule="cosine", warmup_steps=10,
-             n_eval=500, eval_draws=10, n_samples=300, sample_steps=8, n_paths=16)
+DEMO = dict(
+    steps=5000,
+    batch_size=1024,
+    hidden=128,
+    lr=4e-3,
+    lr_schedule="cosine",
+    warmup_steps=100,
+    n_eval=2000,
+    eval_draws=10,
+    n_samples=2000,
+    sample_steps=50,
+    n_paths=48,
+)
+QUICK = dict(
+    steps=80,
+    batch_size=128,
+    hidden=32,
+    lr=2e-3,
+    lr_schedule="cosine",
+    warmup_steps=10,
+    n_eval=500,
+    eval_draws=10,
+    n_samples=300,
+    sample_steps=8,
+    n_paths=16,
+)
 
 
 def _demo_models(hidden: int):
     import ndmsolve as nd
+
     from .fields import MLP, EpsilonPredictor
 
     # Same seed → the two predictors start from identical weights; the NDM transform starts
@@ -47,8 +71,14 @@ def _demo_models(hidden: int):
         torch.manual_seed(0)
         sched = nd.LinearLogSNR(-12.0, 12.0)
         predictor = EpsilonPredictor(MLP(2, hidden=hidden, depth=3), sched)
-        transform = nd.ResidualTransform(MLP(2, hidden=hidden // 2, depth=2, zero_init=True)) if learned else None
-        models.append(nd.NDM(predictor, transform=transform, schedule=sched, data_shape=(2,)).float())
+        transform = (
+            nd.ResidualTransform(MLP(2, hidden=hidden // 2, depth=2, zero_init=True))
+            if learned
+            else None
+        )
+        models.append(
+            nd.NDM(predictor, transform=transform, schedule=sched, data_shape=(2,)).float()
+        )
     return models
 
 
@@ -58,7 +88,9 @@ def held_out_nelbo(model, x: torch.Tensor, draws: int, generator: torch.Generato
     independent (t, ε) draws per point: (n,)."""
     from .objectives import continuous_loss
 
-    return torch.stack([continuous_loss(model, x, generator=generator).total for _ in range(draws)]).mean(0)
+    return torch.stack(
+        [continuous_loss(model, x, generator=generator).total for _ in range(draws)]
+    ).mean(0)
 
 
 def _mean_se(v: torch.Tensor) -> tuple[float, float]:
@@ -74,8 +106,11 @@ def _demo(args) -> int:
         cfg["steps"] = args.steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"ndmsolve demo: 2D checkerboard, {cfg['steps']} steps x batch {cfg['batch_size']} per model, "
-          f"seed {args.seed}, output in {out}/", flush=True)
+    print(
+        f"ndmsolve demo: 2D checkerboard, {cfg['steps']} steps x batch {cfg['batch_size']} per model, "
+        f"seed {args.seed}, output in {out}/",
+        flush=True,
+    )
 
     g_data = torch.Generator().manual_seed(args.seed)
     train_x = checkerboard(50_000, g_data)
@@ -84,30 +119,55 @@ def _demo(args) -> int:
     results = {}
     for name, model in (("NDM", ndm), ("DDPM", ddpm)):
         t0 = time.perf_counter()
-        res = train(model, train_x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                    lr_schedule=cfg["lr_schedule"], warmup_steps=cfg["warmup_steps"],
-                    generator=torch.Generator().manual_seed(args.seed + 1),
-                    progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
-                    log_every=50, checkpoint=out / f"{name.lower()}.pt")
+        res = train(
+            model,
+            train_x,
+            steps=cfg["steps"],
+            batch_size=cfg["batch_size"],
+            lr=cfg["lr"],
+            lr_schedule=cfg["lr_schedule"],
+            warmup_steps=cfg["warmup_steps"],
+            generator=torch.Generator().manual_seed(args.seed + 1),
+            progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
+            log_every=50,
+            checkpoint=out / f"{name.lower()}.pt",
+        )
         train_s = time.perf_counter() - t0
         # Same seed for both models: the same (t, ε) draws, so their difference is paired.
-        per_point = held_out_nelbo(res.ema_model, test_x, cfg["eval_draws"],
-                                   torch.Generator().manual_seed(args.seed + 2))
+        per_point = held_out_nelbo(
+            res.ema_model, test_x, cfg["eval_draws"], torch.Generator().manual_seed(args.seed + 2)
+        )
         nelbo, se = _mean_se(per_point)
-        results[name] = dict(model=res.ema_model, per_point=per_point, nelbo=nelbo, se=se, train_s=train_s,
-                             final_train_loss=sum(res.losses[-50:]) / len(res.losses[-50:]))
-        print(f"  trained {name} in {train_s:.1f} s, final training loss "
-              f"{results[name]['final_train_loss']:.4f} nats", flush=True)
+        results[name] = dict(
+            model=res.ema_model,
+            per_point=per_point,
+            nelbo=nelbo,
+            se=se,
+            train_s=train_s,
+            final_train_loss=sum(res.losses[-50:]) / len(res.losses[-50:]),
+        )
+        print(
+            f"  trained {name} in {train_s:.1f} s, final training loss "
+            f"{results[name]['final_train_loss']:.4f} nats",
+            flush=True,
+        )
 
     d = train_x.shape[1]
-    print(f"\nHeld-out negative ELBO ({cfg['n_eval']} points x {cfg['eval_draws']} draws of t; lower is better):")
+    print(
+        f"\nHeld-out negative ELBO ({cfg['n_eval']} points x {cfg['eval_draws']} draws of t; lower is better):"
+    )
     for name, r in results.items():
-        print(f"{name:<5} negative ELBO: {r['nelbo']:.4f} ± {r['se']:.4f} nats "
-              f"({r['nelbo'] / d:.4f} nats/dim)")
+        print(
+            f"{name:<5} negative ELBO: {r['nelbo']:.4f} ± {r['se']:.4f} nats "
+            f"({r['nelbo'] / d:.4f} nats/dim)"
+        )
     diff, diff_se = _mean_se(results["NDM"]["per_point"] - results["DDPM"]["per_point"])
     print(f"NDM − DDPM: {diff:+.4f} ± {diff_se:.4f} nats (paired: same points and draws)")
 
-    summary = {k: {kk: vv for kk, vv in v.items() if kk not in ("model", "per_point")} for k, v in results.items()}
+    summary = {
+        k: {kk: vv for kk, vv in v.items() if kk not in ("model", "per_point")}
+        for k, v in results.items()
+    }
     summary["NDM_minus_DDPM"] = dict(nelbo=diff, se=diff_se)
     summary["config"] = dict(cfg, seed=args.seed, dims=d)
     try:
@@ -120,14 +180,25 @@ def _demo(args) -> int:
         panels, paths = {"data": test_x}, {}
         for name, r in results.items():
             t0 = time.perf_counter()
-            s = sample(r["model"], cfg["n_samples"], method="heun", steps=cfg["sample_steps"],
-                       generator=torch.Generator().manual_seed(args.seed + 3), return_path=True)
+            s = sample(
+                r["model"],
+                cfg["n_samples"],
+                method="heun",
+                steps=cfg["sample_steps"],
+                generator=torch.Generator().manual_seed(args.seed + 3),
+                return_path=True,
+            )
             panel = f"{name} (heun, {s.nfe} NFE)"
             panels[panel], paths[panel] = s.samples, s.path[:, : cfg["n_paths"]]
             summary[name]["sample_s"] = time.perf_counter() - t0
-        png = scatter_samples(out / "samples.png", panels, lim=4.5, trajectories=paths,
-                              title=f"checkerboard: data vs samples after {cfg['steps']} training steps "
-                                    f"(lines: {cfg['n_paths']} PF-ODE paths from t = 1, circles)")
+        png = scatter_samples(
+            out / "samples.png",
+            panels,
+            lim=4.5,
+            trajectories=paths,
+            title=f"checkerboard: data vs samples after {cfg['steps']} training steps "
+            f"(lines: {cfg['n_paths']} PF-ODE paths from t = 1, circles)",
+        )
         print(f"\nSamples plotted to {png}")
     _write_json(out / "results.json", summary)
     return 0
@@ -152,13 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a small NDM (learned transform) and a DDPM (identity transform) on the 2D "
         "checkerboard for the same number of steps; print both held-out negative ELBOs and plot samples.",
     )
-    demo.add_argument("--steps", type=int, default=None,
-                      help=f"training steps per model (default {DEMO['steps']}, or {QUICK['steps']} with --quick)")
-    demo.add_argument("--quick", action="store_true", help="a ~10 s version with small networks (for tests)")
+    demo.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"training steps per model (default {DEMO['steps']}, or {QUICK['steps']} with --quick)",
+    )
+    demo.add_argument(
+        "--quick", action="store_true", help="a ~10 s version with small networks (for tests)"
+    )
     demo.add_argument("--out", default="runs/demo", help="output folder (default: ./runs/demo)")
     demo.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    demo.add_argument("--threads", type=int, default=1,
-                      help="torch intra-op threads (default 1: fastest for these small networks)")
+    demo.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: fastest for these small networks)",
+    )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(func=_demo)
     from .commands import likelihood, sample, train
@@ -171,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ndmsolve`` command; returns the process exit code."""
     parser = build_parser()
     try:
@@ -182,13 +263,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if getattr(args, "steps", None) is not None and args.steps < 1:
-        print(f"ndmsolve {args.command}: error: --steps must be a positive integer, got {args.steps}",
-              file=sys.stderr)
+        print(
+            f"ndmsolve {args.command}: error: --steps must be a positive integer, got {args.steps}",
+            file=sys.stderr,
+        )
         return 2
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
-        print(f"ndmsolve {args.command}: error: --threads must be a positive integer, got {args.threads}",
-              file=sys.stderr)
+        print(
+            f"ndmsolve {args.command}: error: --threads must be a positive integer, got {args.threads}",
+            file=sys.stderr,
+        )
         return 2
     old_threads = torch.get_num_threads()
     if threads is not None:

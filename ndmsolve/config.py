@@ -17,6 +17,7 @@ a user's own module class is registered with ``@configurable`` as well.
 A module passed to two constructors (e.g. one schedule shared by the NDM and an
 ``EpsilonPredictor``) is stored once and shared again when rebuilt.
 """
+
 from __future__ import annotations
 
 import functools
@@ -96,7 +97,9 @@ def _describe(value: Any, memo: dict, where: str) -> Any:
         return {"dict": {k: _describe(v, memo, f"{where}[{k!r}]") for k, v in value.items()}}
     if isinstance(value, nn.Module):
         return _module(value, memo, where)
-    raise ConfigError(f"{where}: cannot store an argument of type {type(value).__name__} in a configuration")
+    raise ConfigError(
+        f"{where}: cannot store an argument of type {type(value).__name__} in a configuration"
+    )
 
 
 def _module(module: nn.Module, memo: dict, where: str) -> dict:
@@ -114,7 +117,9 @@ def _module(module: nn.Module, memo: dict, where: str) -> dict:
     for name, value in arguments.items():
         kind = sig.parameters[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
-            raise ConfigError(f"{where}: {cls.__qualname__} takes *{name}, which a configuration cannot store")
+            raise ConfigError(
+                f"{where}: {cls.__qualname__} takes *{name}, which a configuration cannot store"
+            )
         if kind is inspect.Parameter.VAR_KEYWORD:
             for k, v in value.items():
                 args[k] = _describe(v, memo, f"{where}.{k}")
@@ -170,5 +175,7 @@ def _build(value: Any, built: dict, where: str) -> Any:
 def from_config(config: dict) -> nn.Module:
     """Build a fresh module (new weights) from ``to_config``'s description."""
     if not isinstance(config, dict) or "class" not in config:
-        raise ConfigError(f"config must be a dict with a 'class' entry, got {type(config).__name__}")
+        raise ConfigError(
+            f"config must be a dict with a 'class' entry, got {type(config).__name__}"
+        )
     return _build(config, {}, str(config["class"]))

@@ -6,16 +6,25 @@ process group (NCCL on GPUs, gloo on CPU) and training wraps the loss in
 DistributedDataParallel. Without a process group every function here is the
 single-process identity, so the same code runs either way.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "rank", "world_size", "init_from_env", "all_reduce_sum", "all_gather_objects",
-           "barrier", "default_device"]
+__all__ = [
+    "is_distributed",
+    "rank",
+    "world_size",
+    "init_from_env",
+    "all_reduce_sum",
+    "all_gather_objects",
+    "barrier",
+    "default_device",
+]
 
 
 def is_distributed() -> bool:
@@ -34,11 +43,13 @@ def world_size() -> int:
 def default_device() -> torch.device:
     """This process's device: ``cuda:LOCAL_RANK`` when GPUs are present, else the CPU."""
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        return torch.device(
+            "cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+        )
     return torch.device("cpu")
 
 
-def init_from_env(backend: Optional[str] = None) -> bool:
+def init_from_env(backend: str | None = None) -> bool:
     """Start the process group from torchrun's environment variables, if they are set.
 
     Returns True when this process is one of several (WORLD_SIZE > 1). The backend is NCCL

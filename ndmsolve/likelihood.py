@@ -46,17 +46,25 @@ The model lives on y = 2 x_c / 256 − 1 ∈ [−1, 1)^D, so p_c(x_c) = p_y(y) �
 
 Every constant of this conversion is a named module-level value below.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from ._checks import as_generator, check_like_model, checked_keywords, lazy, model_dtype_device, solver_time
+from ._checks import (
+    as_generator,
+    check_like_model,
+    checked_keywords,
+    lazy,
+    model_dtype_device,
+    solver_time,
+)
 
 __all__ = [
     "divergence",
@@ -124,7 +132,7 @@ def _check_exact_dim(D: int, max_exact_dim: int, force_exact: bool, name: str = 
 
 
 def sample_probes(
-    n: int, z: Tensor, noise: str = "rademacher", generator: Optional[torch.Generator] = None
+    n: int, z: Tensor, noise: str = "rademacher", generator: torch.Generator | None = None
 ) -> Tensor:
     """``n`` Hutchinson probes ε with E[ε εᵀ] = I, shape (n, B, *shape), ``z``'s dtype/device.
 
@@ -151,13 +159,20 @@ class _Divergence:
     with ``retain_graph``, a loop). Each downgrade warns once, naming the cause.
     """
 
-    def __init__(self, v: Velocity, method: str, probes: Optional[Tensor], *,
-                 batch_independent: bool = True, chunk_size: Optional[int] = None):
+    def __init__(
+        self,
+        v: Velocity,
+        method: str,
+        probes: Tensor | None,
+        *,
+        batch_independent: bool = True,
+        chunk_size: int | None = None,
+    ):
         self.v, self.method, self.probes = v, method, probes
         self.batch_independent = batch_independent
         self.chunk_size = chunk_size
         self.mode = "vmap"
-        self._basis: Optional[Tensor] = None
+        self._basis: Tensor | None = None
 
     # ---------------------------------------------------------------- cotangents
     def cotangents(self, z: Tensor) -> Tensor:
@@ -172,7 +187,9 @@ class _Divergence:
                 self._basis = eye.reshape(D, 1, *z.shape[1:]).expand(D, *z.shape)
             else:
                 # e_{b,i}: one-hot in the whole batch, (B·D, B, *shape).
-                self._basis = torch.eye(B * D, dtype=z.dtype, device=z.device).reshape(B * D, *z.shape)
+                self._basis = torch.eye(B * D, dtype=z.dtype, device=z.device).reshape(
+                    B * D, *z.shape
+                )
         return self._basis
 
     def reduce(self, g: Tensor, z: Tensor) -> Tensor:
@@ -189,7 +206,7 @@ class _Divergence:
         # g[(b,i), (b',j)] = ∂v_{bi}/∂z_{b'j}; keep the diagonal, sum within each sample.
         return torch.diagonal(g.reshape(B * D, B * D)).reshape(B, D).sum(-1)[None]
 
-    def _chunk(self, z: Tensor, K: int) -> Optional[int]:
+    def _chunk(self, z: Tensor, K: int) -> int | None:
         if self.chunk_size is not None:
             return self.chunk_size
         if self.method == "exact":
@@ -200,11 +217,13 @@ class _Divergence:
     def _warn(self, new_mode: str, err: BaseException) -> None:
         what = {
             "loop": "torch.func.vmap over the VJP failed on this velocity field; computing the "
-                    "divergence with a Python loop over VJPs (one per probe/basis vector; slower)",
+            "divergence with a Python loop over VJPs (one per probe/basis vector; slower)",
             "autograd": "torch.func.vjp failed on this velocity field; computing the divergence "
-                        "with torch.autograd.grad in a loop (slower)",
+            "with torch.autograd.grad in a loop (slower)",
         }[new_mode]
-        warnings.warn(f"{what}. Cause: {type(err).__name__}: {err}", DivergenceFallbackWarning, stacklevel=4)
+        warnings.warn(
+            f"{what}. Cause: {type(err).__name__}: {err}", DivergenceFallbackWarning, stacklevel=4
+        )
         self.mode = new_mode
 
     # ---------------------------------------------------------------- evaluation
@@ -234,16 +253,21 @@ class _Divergence:
         with torch.enable_grad():
             zz = z.clone().requires_grad_(True)
             vz = self._call_v(zz, t)
-            g = torch.stack([
-                torch.autograd.grad(vz, zz, c, retain_graph=k < C.shape[0] - 1)[0] for k, c in enumerate(C)
-            ])
+            g = torch.stack(
+                [
+                    torch.autograd.grad(vz, zz, c, retain_graph=k < C.shape[0] - 1)[0]
+                    for k, c in enumerate(C)
+                ]
+            )
         return vz.detach(), self.reduce(g.detach(), z).detach()
 
     def _call_v(self, z: Tensor, t: Tensor) -> Tensor:
         out = self.v(z, t)
         if not isinstance(out, Tensor) or out.shape != z.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"velocity must return a tensor of z's shape {tuple(z.shape)}, got {got}")
+            raise ValueError(
+                f"velocity must return a tensor of z's shape {tuple(z.shape)}, got {got}"
+            )
         return out
 
 
@@ -253,7 +277,9 @@ def _as_batch_time(t, z: Tensor) -> Tensor:
     if t.ndim == 0:
         return t.to(z.dtype).expand(z.shape[0])
     if t.shape != (z.shape[0],):
-        raise ValueError(f"t must be 0-dim or of shape ({z.shape[0]},) to match z, got {tuple(t.shape)}")
+        raise ValueError(
+            f"t must be 0-dim or of shape ({z.shape[0]},) to match z, got {tuple(t.shape)}"
+        )
     return t.to(z.dtype)
 
 
@@ -264,12 +290,12 @@ def divergence(
     t,
     *,
     method: str = "exact",
-    probes: Optional[Tensor] = None,
+    probes: Tensor | None = None,
     per_probe: bool = False,
     batch_independent: bool = True,
     max_exact_dim: int = MAX_EXACT_DIM,
     force_exact: bool = False,
-    chunk_size: Optional[int] = None,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The value and divergence ∇_z·v of a velocity field at (z, t).
 
@@ -302,15 +328,21 @@ def divergence(
     t = _as_batch_time(t, z)
     if method == "exact":
         if probes is not None:
-            raise ValueError("probes are only used with method='hutchinson'; got probes with method='exact'")
+            raise ValueError(
+                "probes are only used with method='hutchinson'; got probes with method='exact'"
+            )
         if per_probe:
             raise ValueError("per_probe=True needs method='hutchinson'")
         _check_exact_dim(_flat_dim(z), max_exact_dim, force_exact, "method")
     else:
         if probes is None:
-            raise ValueError("method='hutchinson' needs probes of shape (P, B, *shape); see sample_probes")
+            raise ValueError(
+                "method='hutchinson' needs probes of shape (P, B, *shape); see sample_probes"
+            )
         _check_probes(probes, z)
-    engine = _Divergence(v, method, probes, batch_independent=batch_independent, chunk_size=chunk_size)
+    engine = _Divergence(
+        v, method, probes, batch_independent=batch_independent, chunk_size=chunk_size
+    )
     vz, terms = engine(z, t)
     if method == "exact" or per_probe:
         return vz, terms[0] if method == "exact" else terms
@@ -319,9 +351,13 @@ def divergence(
 
 def _check_probes(probes, z: Tensor) -> None:
     if not isinstance(probes, Tensor):
-        raise TypeError(f"probes must be a tensor of shape (P, B, *shape), got {type(probes).__name__}")
+        raise TypeError(
+            f"probes must be a tensor of shape (P, B, *shape), got {type(probes).__name__}"
+        )
     if probes.ndim != z.ndim + 1 or probes.shape[1:] != z.shape or probes.shape[0] < 1:
-        raise ValueError(f"probes must have shape (P, {', '.join(map(str, z.shape))}), got {tuple(probes.shape)}")
+        raise ValueError(
+            f"probes must have shape (P, {', '.join(map(str, z.shape))}), got {tuple(probes.shape)}"
+        )
     if probes.dtype != z.dtype:
         raise TypeError(f"probes must have z's dtype {z.dtype}, got {probes.dtype}")
 
@@ -366,8 +402,8 @@ class LikelihoodResult:
     delta_logp: Tensor
     nfe: int
     z1: Tensor
-    stderr: Optional[Tensor] = None
-    logp_per_probe: Optional[Tensor] = None
+    stderr: Tensor | None = None
+    logp_per_probe: Tensor | None = None
     solution: object = None
 
 
@@ -396,10 +432,14 @@ def _resolve_velocity(model, velocity) -> Velocity:
         if model is not None:
             raise ValueError("pass either model (with .velocity) or velocity=, not both")
         if not callable(velocity):
-            raise TypeError(f"velocity must be callable as velocity(z, t), got {type(velocity).__name__}")
+            raise TypeError(
+                f"velocity must be callable as velocity(z, t), got {type(velocity).__name__}"
+            )
         return velocity
     if model is None:
-        raise ValueError("log_likelihood needs model (anything with .velocity(z, t)) or velocity=fn")
+        raise ValueError(
+            "log_likelihood needs model (anything with .velocity(z, t)) or velocity=fn"
+        )
     fn = getattr(model, "velocity", None)
     if not callable(fn):
         raise TypeError(
@@ -424,13 +464,13 @@ def _continuous_loss():
 @checked_keywords(lazy(_solve))
 def log_likelihood(
     model=None,
-    z0: Optional[Tensor] = None,
+    z0: Tensor | None = None,
     method: str = "tsit5",
     *,
-    velocity: Optional[Velocity] = None,
+    velocity: Velocity | None = None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    steps: Optional[int] = None,
+    steps: int | None = None,
     trace: str = "exact",
     probes: int = 1,
     noise: str = "rademacher",
@@ -494,13 +534,17 @@ def log_likelihood(
     generator = as_generator(generator, z0.device)
     data_shape = getattr(model, "data_shape", None) if model is not None else None
     if data_shape is not None and tuple(z0.shape[1:]) != tuple(data_shape):
-        raise ValueError(f"z0 must have shape (B, {', '.join(map(str, data_shape))}) for this model, "
-                         f"got {tuple(z0.shape)}")
+        raise ValueError(
+            f"z0 must have shape (B, {', '.join(map(str, data_shape))}) for this model, "
+            f"got {tuple(z0.shape)}"
+        )
     for name, val in (("t0", t0), ("t1", t1)):
         if not isinstance(val, (int, float)) or not 0.0 <= float(val) <= 1.0:
             raise ValueError(f"{name} must be a number in [0, 1], got {val!r}")
     if not float(t0) < float(t1):
-        raise ValueError(f"t0 must be < t1 (integration runs from data to noise), got t0={t0}, t1={t1}")
+        raise ValueError(
+            f"t0 must be < t1 (integration runs from data to noise), got t0={t0}, t1={t1}"
+        )
 
     B, shape, D = z0.shape[0], tuple(z0.shape[1:]), _flat_dim(z0)
     if trace == "exact":
@@ -533,8 +577,14 @@ def log_likelihood(
     delta = delta_k.mean(0)
     stderr = logp_k.std(0, unbiased=True) / math.sqrt(K) if K > 1 else None
     return LikelihoodResult(
-        logp=prior + delta, prior_logp=prior, delta_logp=delta, nfe=int(sol.nfe), z1=z1,
-        stderr=stderr, logp_per_probe=logp_k if trace == "hutchinson" else None, solution=sol,
+        logp=prior + delta,
+        prior_logp=prior,
+        delta_logp=delta,
+        nfe=int(sol.nfe),
+        z1=z1,
+        stderr=stderr,
+        logp_per_probe=logp_k if trace == "hutchinson" else None,
+        solution=sol,
     )
 
 
@@ -556,7 +606,7 @@ class BPDResult:
     bpd_per_draw: Tensor
     nats: Tensor
     nfe: int
-    likelihood: Optional[LikelihoodResult] = None
+    likelihood: LikelihoodResult | None = None
 
 
 def _check_n_bins(n_bins) -> None:
@@ -568,12 +618,16 @@ def _check_uint8(x, name: str = "x_uint8", n_bins: int = N_BINS) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor with values in 0..{n_bins - 1}, got dtype {x.dtype}")
+        raise TypeError(
+            f"{name} must be an integer tensor with values in 0..{n_bins - 1}, got dtype {x.dtype}"
+        )
     if x.ndim < 2 or x.shape[0] < 1 or x.numel() == 0:
         raise ValueError(f"{name} must have shape (B, *shape) with B >= 1, got {tuple(x.shape)}")
     if bool((x < 0).any()) or bool((x > n_bins - 1).any()):
-        raise ValueError(f"{name} must hold values in 0..{n_bins - 1} (n_bins={n_bins}), got range "
-                         f"[{int(x.min())}, {int(x.max())}]")
+        raise ValueError(
+            f"{name} must hold values in 0..{n_bins - 1} (n_bins={n_bins}), got range "
+            f"[{int(x.min())}, {int(x.max())}]"
+        )
 
 
 def dequantize(x_uint8: Tensor, u: Tensor, n_bins: int = N_BINS) -> Tensor:
@@ -588,13 +642,13 @@ def dequantize(x_uint8: Tensor, u: Tensor, n_bins: int = N_BINS) -> Tensor:
 @checked_keywords(log_likelihood)
 def bits_per_dim(
     model=None,
-    x_uint8: Optional[Tensor] = None,
+    x_uint8: Tensor | None = None,
     *,
     dequant: str = "uniform",
     n_dequant: int = 1,
     generator=None,
-    dtype: Optional[torch.dtype] = None,
-    velocity: Optional[Velocity] = None,
+    dtype: torch.dtype | None = None,
+    velocity: Velocity | None = None,
     n_bins: int = N_BINS,
     **ll_kwargs,
 ) -> BPDResult:
@@ -647,7 +701,9 @@ def bits_per_dim(
     bits = D * math.log(2.0)  # nats → bits per dimension: divide by D ln 2
     bpd_per_draw = -(logp_y + log_jac) / bits
     log_px = torch.logsumexp(logp_y, dim=0) - math.log(K) + log_jac
-    return BPDResult(bpd=-log_px / bits, bpd_per_draw=bpd_per_draw, nats=-log_px, nfe=res.nfe, likelihood=res)
+    return BPDResult(
+        bpd=-log_px / bits, bpd_per_draw=bpd_per_draw, nats=-log_px, nfe=res.nfe, likelihood=res
+    )
 
 
 @dataclass
@@ -671,7 +727,7 @@ def elbo_bits_per_dim(
     *,
     generator=None,
     n_t: int = 1,
-    dtype: Optional[torch.dtype] = None,
+    dtype: torch.dtype | None = None,
     n_bins: int = N_BINS,
     **loss_kwargs,
 ) -> ELBOBPDResult:
@@ -691,7 +747,9 @@ def elbo_bits_per_dim(
     _check_n_bins(n_bins)
     _check_uint8(x_uint8, n_bins=n_bins)
     if "decoder" in loss_kwargs and loss_kwargs["decoder"] != "discretized":
-        raise ValueError("elbo_bits_per_dim uses decoder='discretized' (8-bit data); do not pass another")
+        raise ValueError(
+            "elbo_bits_per_dim uses decoder='discretized' (8-bit data); do not pass another"
+        )
     loss_kwargs.pop("decoder", None)
     from . import objectives
 
@@ -702,14 +760,20 @@ def elbo_bits_per_dim(
     parts = None
     for _ in range(n_t):
         with torch.no_grad():  # an evaluation: no graph (∂_t F uses forward mode, no graph needed)
-            out = objectives.continuous_loss(model, x, generator=generator, decoder="discretized",
-                                                 n_bins=n_bins, **loss_kwargs)
+            out = objectives.continuous_loss(
+                model, x, generator=generator, decoder="discretized", n_bins=n_bins, **loss_kwargs
+            )
         vals = [out.total, out.diffusion, out.prior, out.reconstruction]
         parts = vals if parts is None else [p + q for p, q in zip(parts, vals)]
     total, diff, prior, rec = (p.detach() / n_t for p in parts)
     bits = D * math.log(2.0)
-    return ELBOBPDResult(bpd=total / bits, diffusion=diff / bits, prior=prior / bits,
-                         reconstruction=rec / bits, nats=total)
+    return ELBOBPDResult(
+        bpd=total / bits,
+        diffusion=diff / bits,
+        prior=prior / bits,
+        reconstruction=rec / bits,
+        nats=total,
+    )
 
 
 #: The discretised decoder's scaling (``objectives.discretized_gaussian_log_prob``):

@@ -12,12 +12,12 @@ projections (equal sizes) or from their quantile functions at common levels
 For two Gaussians the 1-D projections are N(θ·μ_i, θᵀS_iθ) and
 W_2² = (θ·(μ_1 − μ_2))² + (s_1 − s_2)² with s_i = sqrt(θᵀS_iθ), which the tests use.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -29,7 +29,12 @@ __all__ = ["sliced_wasserstein", "random_directions", "wasserstein_1d"]
 
 @seeded
 def random_directions(
-    n_proj: int, d: int, *, generator: Optional[torch.Generator] = None, dtype=torch.float32, device=None
+    n_proj: int,
+    d: int,
+    *,
+    generator: torch.Generator | None = None,
+    dtype=torch.float32,
+    device=None,
 ) -> Tensor:
     """``n_proj`` directions uniform on the unit sphere in R^d, shape (n_proj, d)."""
     if not isinstance(n_proj, int) or n_proj < 1:
@@ -72,10 +77,10 @@ def sliced_wasserstein(
     x: Tensor,
     y: Tensor,
     n_proj: int = 256,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     *,
     p: float = 2.0,
-    directions: Optional[Tensor] = None,
+    directions: Tensor | None = None,
 ) -> Tensor:
     """Sliced p-Wasserstein distance between sample sets ``x`` (n, *shape), ``y`` (m, *shape).
 
@@ -93,7 +98,9 @@ def sliced_wasserstein(
         if not isinstance(a, Tensor) or not a.is_floating_point():
             raise TypeError(f"{name} must be a floating torch.Tensor")
         if a.ndim < 2 or a.shape[0] < 1:
-            raise ValueError(f"{name} must have shape (n, *shape) with n >= 1, got {tuple(a.shape)}")
+            raise ValueError(
+                f"{name} must have shape (n, *shape) with n >= 1, got {tuple(a.shape)}"
+            )
     x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
@@ -102,7 +109,9 @@ def sliced_wasserstein(
     y = y.to(x.dtype)
     d = x.shape[1]
     if directions is None:
-        directions = random_directions(n_proj, d, generator=generator, dtype=x.dtype, device=x.device)
+        directions = random_directions(
+            n_proj, d, generator=generator, dtype=x.dtype, device=x.device
+        )
     else:
         if directions.ndim != 2 or directions.shape[1] != d:
             raise ValueError(f"directions must have shape (P, {d}), got {tuple(directions.shape)}")
@@ -126,7 +135,12 @@ def sliced_wasserstein(
 # C ≥ W2² of the empirical sets, and on a grid Σ‖Δz‖²/Δt ≥ ‖Σ Δz‖² / Σ Δt (Cauchy–Schwarz).
 
 __all__ += [
-    "kinetic_energy", "ot_cost", "coupling_cost", "kinetic_ratio", "coupling_ratio", "OT_MAX_N",
+    "kinetic_energy",
+    "ot_cost",
+    "coupling_cost",
+    "kinetic_ratio",
+    "coupling_ratio",
+    "OT_MAX_N",
 ]
 
 OT_MAX_N = 5000  # exact assignment above one dimension: O(n²) memory, O(n³) time
@@ -240,8 +254,16 @@ def coupling_ratio(z_start: Tensor, z_end: Tensor, *, max_n: int = OT_MAX_N) -> 
 # Two-sample distances beside sliced Wasserstein, a registry of them by name, and the
 # data-vs-data floor a measured value has to be read against.
 
-__all__ += ["SAMPLE_METRICS", "FloorResult", "as_seeds", "call_metric", "energy_distance", "floor",
-            "get_metric", "mean_se"]
+__all__ += [
+    "SAMPLE_METRICS",
+    "FloorResult",
+    "as_seeds",
+    "call_metric",
+    "energy_distance",
+    "floor",
+    "get_metric",
+    "mean_se",
+]
 
 #: rows of x handed to one ``torch.cdist`` call: bounds memory at chunk · m distances
 _CDIST_CHUNK = 1024
@@ -252,7 +274,7 @@ def _mean_distance(a: Tensor, b: Tensor) -> Tensor:
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     for i in range(0, a.shape[0], _CDIST_CHUNK):
         # The direct (non-matmul) path: exact zeros on the diagonal, no cancellation.
-        d = torch.cdist(a[i:i + _CDIST_CHUNK], b, compute_mode="donot_use_mm_for_euclid_dist")
+        d = torch.cdist(a[i : i + _CDIST_CHUNK], b, compute_mode="donot_use_mm_for_euclid_dist")
         total = total + d.sum()
     return total / (a.shape[0] * b.shape[0])
 
@@ -283,7 +305,8 @@ def _check_sample_sets(x, y) -> tuple[Tensor, Tensor]:
             raise TypeError(f"{name} must be a floating torch.Tensor, got {type(a).__name__}")
         if a.ndim < 2 or a.shape[0] < 1:
             raise ValueError(
-                f"{name} must have shape (n, *shape) with n >= 1, got {tuple(a.shape)}")
+                f"{name} must have shape (n, *shape) with n >= 1, got {tuple(a.shape)}"
+            )
     x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
@@ -300,8 +323,9 @@ def get_metric(metric):
         return metric
     if isinstance(metric, str) and metric in SAMPLE_METRICS:
         return SAMPLE_METRICS[metric]
-    raise ValueError(f"metric must be one of {sorted(SAMPLE_METRICS)} or a callable metric(x, y), "
-                     f"got {metric!r}")
+    raise ValueError(
+        f"metric must be one of {sorted(SAMPLE_METRICS)} or a callable metric(x, y), got {metric!r}"
+    )
 
 
 def call_metric(metric, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> float:
@@ -360,7 +384,8 @@ def as_seeds(seeds, name: str = "seeds", minimum: int = 2) -> list:
             raise ValueError(f"{name} must be distinct, got {seeds!r}")
     if len(seeds) < minimum:
         raise ValueError(
-            f"{name} must give at least {minimum} seeds (for a standard error), got {seeds!r}")
+            f"{name} must give at least {minimum} seeds (for a standard error), got {seeds!r}"
+        )
     return seeds
 
 
@@ -389,7 +414,8 @@ def floor(metric, sampler: Callable, n: int, seeds=5, *, n_ref: int | None = Non
     """
     if not callable(sampler):
         raise TypeError(
-            f"sampler must be callable sampler(n, generator), got {type(sampler).__name__}")
+            f"sampler must be callable sampler(n, generator), got {type(sampler).__name__}"
+        )
     for name, v in (("n", n), ("n_ref", n if n_ref is None else n_ref)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             raise ValueError(f"{name} must be an int >= 2, got {v!r}")
@@ -410,5 +436,6 @@ def _draw(sampler: Callable, n: int, g: torch.Generator) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[0] != n:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(
-            f"sampler(n, generator) must return a tensor of shape ({n}, ...), got {got}")
+            f"sampler(n, generator) must return a tensor of shape ({n}, ...), got {got}"
+        )
     return x.reshape(n, -1) if x.ndim == 1 else x

@@ -42,10 +42,11 @@ T·KL_i → the continuous integrand, so L_T → L_∞ (error O(1/T)).
 **Randomness**, all through ``generator`` and in this order: the times (or step indices),
 then ε for z_t, then (discretized decoder only) ε_0 for z_0.
 """
+
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as nnf
@@ -99,8 +100,10 @@ def _check_x(x, model=None) -> None:
         return
     shape = getattr(model, "data_shape", None)
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"x must have shape (B, {', '.join(map(str, shape))}) for this model "
-                         f"(data_shape {tuple(shape)}), got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must have shape (B, {', '.join(map(str, shape))}) for this model "
+            f"(data_shape {tuple(shape)}), got {tuple(x.shape)}"
+        )
     check_like_model(x, model, "x")
 
 
@@ -125,7 +128,7 @@ def sample_times(
     *,
     generator=None,
     method: str = "antithetic",
-    dtype: Optional[torch.dtype] = None,
+    dtype: torch.dtype | None = None,
     device=None,
 ) -> Tensor:
     """B times in [0, 1), shape (B,).
@@ -167,7 +170,9 @@ def prior_loss(model: NDM, x: Tensor) -> Tensor:
     return _prior_from_F1(model, model.F(x, one))
 
 
-def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, n_bins: int = 256) -> Tensor:
+def discretized_gaussian_log_prob(
+    x: Tensor, mean: Tensor, std: Tensor, n_bins: int = 256
+) -> Tensor:
     """Per-element log-probability of the bin holding ``x`` under N(mean, std²).
 
     With n = ``n_bins`` levels (256 for 8-bit data), x in [−1, 1] is snapped to the nearest
@@ -198,21 +203,32 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, n_bins: 
     return log_b + torch.where(edge, torch.zeros_like(lo), torch.log(-torch.expm1(gap)))
 
 
-def _reconstruction(model: NDM, x: Tensor, F0: Tensor, decoder: str, generator, z_0: Optional[Tensor],
-                    n_bins: int = 256) -> Tensor:
+def _reconstruction(
+    model: NDM,
+    x: Tensor,
+    F0: Tensor,
+    decoder: str,
+    generator,
+    z_0: Tensor | None,
+    n_bins: int = 256,
+) -> Tensor:
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     lam0 = model.schedule.log_snr(zero)
     alpha0, sigma0 = model.schedule(zero)
     d = _n_dims(x)
     if decoder == "gaussian" and z_0 is None:
         # E_{z_0~q}[−log N(x; z_0/α_0, e^{−λ_0} I)]: α_0 x − z_0 = α_0 (x − F(x,0)) − σ_0 ε.
-        return 0.5 * d * (math.log(2 * math.pi) + 1.0 - lam0) + 0.5 * torch.exp(lam0) * _sum_dims((x - F0) ** 2)
+        return 0.5 * d * (math.log(2 * math.pi) + 1.0 - lam0) + 0.5 * torch.exp(lam0) * _sum_dims(
+            (x - F0) ** 2
+        )
     if z_0 is None:
         eps0 = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         z_0 = _bcast(alpha0, x) * F0 + _bcast(sigma0, x) * eps0
     mean = z_0 / _bcast(alpha0, x)
     if decoder == "gaussian":
-        return 0.5 * d * (math.log(2 * math.pi) - lam0) + 0.5 * torch.exp(lam0) * _sum_dims((x - mean) ** 2)
+        return 0.5 * d * (math.log(2 * math.pi) - lam0) + 0.5 * torch.exp(lam0) * _sum_dims(
+            (x - mean) ** 2
+        )
     std = _bcast(torch.exp(-0.5 * lam0), x)  # σ_0/α_0
     return -_sum_dims(discretized_gaussian_log_prob(x, mean, std, n_bins))
 
@@ -229,7 +245,7 @@ def reconstruction_loss(
     *,
     decoder: str = "gaussian",
     generator=None,
-    z_0: Optional[Tensor] = None,
+    z_0: Tensor | None = None,
     n_bins: int = 256,
 ) -> Tensor:
     """−log p(x | z_0) in nats, (B,).
@@ -256,11 +272,11 @@ def continuous_loss(
     x: Tensor,
     *,
     generator=None,
-    t: Optional[Tensor] = None,
+    t: Tensor | None = None,
     time_sampler: str = "antithetic",
     decoder: str = "gaussian",
     n_bins: int = 256,
-    eps: Optional[Tensor] = None,
+    eps: Tensor | None = None,
 ) -> NegELBO:
     """Continuous-time NDM negative ELBO, one t per sample (unbiased in t and ε).
 
@@ -287,7 +303,9 @@ def continuous_loss(
     B = x.shape[0]
     generator = as_generator(generator, x.device)  # once: t, ε and ε_0 share one stream
     if t is None:
-        t = sample_times(B, generator=generator, method=time_sampler, dtype=x.dtype, device=x.device)
+        t = sample_times(
+            B, generator=generator, method=time_sampler, dtype=x.dtype, device=x.device
+        )
     else:
         t = check_batch_time(x, t)
     if eps is not None and (not isinstance(eps, Tensor) or eps.shape != x.shape):
@@ -327,7 +345,7 @@ def discrete_loss(
     T: int,
     *,
     generator=None,
-    t_index: Optional[Tensor] = None,
+    t_index: Tensor | None = None,
     decoder: str = "gaussian",
     n_bins: int = 256,
 ) -> NegELBO:

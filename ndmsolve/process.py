@@ -11,9 +11,10 @@ Model             x̂ = x̂_θ(z, t) in place of x:
 
 Shapes: data and states (B, *shape); time (B,) (a 0-dim t is broadcast over the batch).
 """
+
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -54,8 +55,10 @@ class TransformAtX:
 
     def __init__(self, model: NDM, x: Tensor):
         self.model, self.x = model, x
-        self._h: Optional[Tensor] = None
-        self._features = hasattr(model.transform, "features") and hasattr(model.transform, "from_features")
+        self._h: Tensor | None = None
+        self._features = hasattr(model.transform, "features") and hasattr(
+            model.transform, "from_features"
+        )
 
     def _check(self, name: str, out: Tensor) -> Tensor:
         return check_output(name, out, self.x, self.model.check)
@@ -111,18 +114,22 @@ class NDM(nn.Module):
     def __init__(
         self,
         predictor: nn.Module,
-        transform: Optional[nn.Module] = None,
-        schedule: Optional[Schedule] = None,
+        transform: nn.Module | None = None,
+        schedule: Schedule | None = None,
         *,
         dF: str = "auto",
-        data_shape: Optional[tuple] = None,
+        data_shape: tuple | None = None,
         check: bool = True,
     ):
         super().__init__()
         if not callable(predictor):
-            raise TypeError(f"predictor must be a callable nn.Module, got {type(predictor).__name__}")
+            raise TypeError(
+                f"predictor must be a callable nn.Module, got {type(predictor).__name__}"
+            )
         if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be a callable nn.Module or None, got {type(transform).__name__}")
+            raise TypeError(
+                f"transform must be a callable nn.Module or None, got {type(transform).__name__}"
+            )
         if dF not in DF_METHODS:
             raise ValueError(f"dF must be one of {DF_METHODS}, got {dF!r}")
         self.predictor = predictor
@@ -140,7 +147,7 @@ class NDM(nn.Module):
         t = check_batch_time(x, t)
         return check_output("transform", self.transform(x, t), x, self.check, self.transform)
 
-    def F_and_dF(self, x: Tensor, t: Tensor, method: Optional[str] = None) -> tuple[Tensor, Tensor]:
+    def F_and_dF(self, x: Tensor, t: Tensor, method: str | None = None) -> tuple[Tensor, Tensor]:
         """(F_φ(x, t), ∂_t F_φ(x, t)) at fixed x, each (B, *shape).
 
         Differentiable w.r.t. x, t and the transform's parameters (except ``"fd"`` in t).
@@ -155,7 +162,7 @@ class NDM(nn.Module):
         """F_φ(x, ·) at fixed x, evaluated at several times with the fewest passes."""
         return TransformAtX(self, x)
 
-    def _F_dF(self, x: Tensor, t: Tensor, method: Optional[str] = None) -> tuple[Tensor, Tensor]:
+    def _F_dF(self, x: Tensor, t: Tensor, method: str | None = None) -> tuple[Tensor, Tensor]:
         """``F_and_dF`` for a ``t`` already validated as (B,); outputs not checked."""
         method = method or self.dF_method
         if method not in DF_METHODS:
@@ -170,7 +177,10 @@ class NDM(nn.Module):
             F, dF = torch.func.jvp(lambda tt: self.transform(x, tt), (t,), (torch.ones_like(t),))
         elif method == "autograd":
             F, dF = torch.autograd.functional.jvp(
-                lambda tt: self.transform(x, tt), t, torch.ones_like(t), create_graph=torch.is_grad_enabled()
+                lambda tt: self.transform(x, tt),
+                t,
+                torch.ones_like(t),
+                create_graph=torch.is_grad_enabled(),
             )
         else:
             F, dF = self._fd(x, t)
@@ -191,9 +201,7 @@ class NDM(nn.Module):
         alpha, sigma = self.schedule(t)
         return _bcast(alpha, x) * self.F(x, t), sigma
 
-    def sample_marginal(
-        self, x: Tensor, t: Tensor, generator=None
-    ) -> tuple[Tensor, Tensor]:
+    def sample_marginal(self, x: Tensor, t: Tensor, generator=None) -> tuple[Tensor, Tensor]:
         """z_t = α_t F(x, t) + σ_t ε; returns (z_t, ε), each (B, *shape)."""
         mean, sigma = self.marginal(x, t)
         generator = as_generator(generator, x.device)
@@ -227,8 +235,13 @@ class NDM(nn.Module):
         check_output("transform", F, z, False, self.transform)
         check_output("transform's time derivative", dF, z, False, self.transform)
         if self.check:  # one host sync per evaluation: this is the samplers' hot path
-            check_finite((("predictor", x_hat, self.predictor), ("transform", F, self.transform),
-                          ("transform's time derivative", dF, self.transform)))
+            check_finite(
+                (
+                    ("predictor", x_hat, self.predictor),
+                    ("transform", F, self.transform),
+                    ("transform's time derivative", dF, self.transform),
+                )
+            )
         sched = self.schedule
         alpha, sigma = sched.alpha_sigma(t)  # t checked above
         lam_dot = sched.dlog_snr(t)
@@ -296,8 +309,13 @@ class NDM(nn.Module):
 
     # ----------------------------------------------------------------- prior
     def prior_sample(
-        self, n: int, shape: Optional[tuple] = None, *, generator=None,
-        dtype: Optional[torch.dtype] = None, device=None,
+        self,
+        n: int,
+        shape: tuple | None = None,
+        *,
+        generator=None,
+        dtype: torch.dtype | None = None,
+        device=None,
     ) -> Tensor:
         """n draws from the prior N(0, I) at t = 1, (n, *shape), in the model's dtype and
         device unless given; ``generator`` a ``torch.Generator`` or an int seed."""
@@ -310,8 +328,10 @@ class NDM(nn.Module):
         generator = as_generator(generator, device)
         return torch.randn((n, *shape), generator=generator, dtype=dtype, device=device)
 
-    def _shape(self, shape: Optional[tuple]) -> tuple:
+    def _shape(self, shape: tuple | None) -> tuple:
         shape = self.data_shape if shape is None else tuple(shape)
         if shape is None:
-            raise ValueError("shape is needed: pass shape=(...) or build the NDM with data_shape=(...)")
+            raise ValueError(
+                "shape is needed: pass shape=(...) or build the NDM with data_shape=(...)"
+            )
         return shape

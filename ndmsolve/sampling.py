@@ -34,28 +34,41 @@ Sampling runs under ``torch.no_grad()``: no graph is built (the NDM's ∂_t F us
 forward-mode AD / analytic derivatives, which do not need one). The model's train/eval
 mode is left as it is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ._checks import as_generator, check_like_model, checked_keywords, lazy, model_dtype_device, solver_time
+from ._checks import (
+    as_generator,
+    check_like_model,
+    checked_keywords,
+    lazy,
+    model_dtype_device,
+    solver_time,
+)
 from .schedules import CosineLogSNR, LinearLogSNR, Schedule
 from .solvers.base import Solution
 from .solvers.registry import METHODS, get_method
 from .transforms import _bcast
 
-__all__ = ["sample", "SampleResult", "make_time_grid", "check_grid", "sampling_methods", "DEFAULT_STEPS"]
+__all__ = [
+    "sample",
+    "SampleResult",
+    "make_time_grid",
+    "check_grid",
+    "sampling_methods",
+    "DEFAULT_STEPS",
+]
 
 #: steps used by fixed-step and discrete methods when neither ``steps`` nor ``grid`` is given
 DEFAULT_STEPS = 50
 GRID_KINDS = ("uniform", "logsnr", "karras")
 #: Karras et al.'s ρ for ``kind="karras"``
 KARRAS_RHO = 7.0
-
 
 
 # --------------------------------------------------------------------------- results
@@ -78,16 +91,16 @@ class SampleResult:
 
     samples: Tensor
     nfe: int
-    path_ts: Optional[Tensor] = None
-    path: Optional[Tensor] = None
-    solution: Optional[Solution] = None
+    path_ts: Tensor | None = None
+    path: Tensor | None = None
+    solution: Solution | None = None
 
 
 # --------------------------------------------------------------------------- time grids
 def make_time_grid(
     steps: int,
     kind: str = "uniform",
-    schedule: Optional[Schedule] = None,
+    schedule: Schedule | None = None,
     *,
     t_max: float = 1.0,
     t_min: float = 0.0,
@@ -134,7 +147,9 @@ def make_time_grid(
     return grid.to(dtype=dtype, device=device)
 
 
-def _logsnr_grid(steps: int, schedule: Schedule, t_max: float, t_min: float, kind: str = "logsnr") -> Tensor:
+def _logsnr_grid(
+    steps: int, schedule: Schedule, t_max: float, t_min: float, kind: str = "logsnr"
+) -> Tensor:
     f64 = torch.float64
     with torch.no_grad():
         ends = schedule.log_snr(torch.tensor([t_max, t_min], dtype=f64)).to(f64)
@@ -153,7 +168,9 @@ def _logsnr_grid(steps: int, schedule: Schedule, t_max: float, t_min: float, kin
     return t.clamp(t_min, t_max)
 
 
-def _invert_log_snr(schedule: Schedule, lam: Tensor, t_min: float, t_max: float, iters: int = 64) -> Tensor:
+def _invert_log_snr(
+    schedule: Schedule, lam: Tensor, t_min: float, t_max: float, iters: int = 64
+) -> Tensor:
     """t with λ(t) = lam on [t_min, t_max] by bisection (λ strictly decreasing), float64."""
     lo = torch.full_like(lam, t_min)
     hi = torch.full_like(lam, t_max)
@@ -171,7 +188,9 @@ def check_grid(grid, *, dtype=torch.float32, device=None, name: str = "grid") ->
         try:
             grid = torch.as_tensor(grid, dtype=torch.float64)
         except Exception as e:  # noqa: BLE001
-            raise TypeError(f"{name} must be a 1-D tensor of times, got {type(grid).__name__}") from e
+            raise TypeError(
+                f"{name} must be a 1-D tensor of times, got {type(grid).__name__}"
+            ) from e
     if not grid.is_floating_point():
         grid = grid.to(torch.float64)
     if grid.ndim != 1 or grid.shape[0] < 2:
@@ -179,7 +198,9 @@ def check_grid(grid, *, dtype=torch.float32, device=None, name: str = "grid") ->
     if not bool(torch.isfinite(grid).all()):
         raise ValueError(f"{name} must be finite")
     if not bool(((grid >= 0) & (grid <= 1)).all()):
-        raise ValueError(f"{name} must lie in [0, 1], got min {float(grid.min())}, max {float(grid.max())}")
+        raise ValueError(
+            f"{name} must lie in [0, 1], got min {float(grid.min())}, max {float(grid.max())}"
+        )
     if not bool((grid[1:] < grid[:-1]).all()):
         raise ValueError(f"{name} must be strictly decreasing (sampling runs from t = 1 to t = 0)")
     return grid.to(dtype=dtype, device=device)
@@ -190,8 +211,10 @@ def sampling_methods() -> dict:
     """All method names ``sample`` accepts (the solver registry, ``nd.solvers.METHODS``),
     by kind: ``ode_fixed``, ``ode_adaptive``, ``sde_fixed``, ``sde_adaptive``, ``discrete``
     and ``backends`` (``"torchdiffeq:<m>"``, ``"torchsde:<m>"``)."""
-    out = {k: [] for k in ("ode_fixed", "ode_adaptive", "sde_fixed", "sde_adaptive", "discrete",
-                           "backends")}
+    out = {
+        k: []
+        for k in ("ode_fixed", "ode_adaptive", "sde_fixed", "sde_adaptive", "discrete", "backends")
+    }
     for m in METHODS.values():
         out.setdefault(m.kind, []).append(m.name)
     return {k: tuple(v) for k, v in out.items()}
@@ -243,25 +266,25 @@ def _method_options() -> set:
 @checked_keywords(lazy(_solve), extra=_method_options)
 def sample(
     model,
-    n: Optional[int] = None,
+    n: int | None = None,
     method: str = "heun",
     *,
-    steps: Optional[int] = None,
+    steps: int | None = None,
     grid=None,
     grid_kind: str = "uniform",
-    rtol: Optional[float] = None,
-    atol: Optional[float] = None,
+    rtol: float | None = None,
+    atol: float | None = None,
     max_steps: int = 10_000,
-    shape: Optional[tuple] = None,
+    shape: tuple | None = None,
     generator=None,
-    z1: Optional[Tensor] = None,
+    z1: Tensor | None = None,
     t_min: float = 0.0,
     return_path: bool = False,
     save_at=None,
     denoise: bool = False,
-    dtype: Optional[torch.dtype] = None,
+    dtype: torch.dtype | None = None,
     device=None,
-    eta: Optional[float] = None,
+    eta: float | None = None,
     **solver_kwargs,
 ) -> SampleResult:
     """Draw ``n`` samples from an NDM by integrating from t = 1 to ``t_min`` (default 0).
@@ -345,15 +368,19 @@ def sample(
             raise ValueError(f"n must be a positive int, got {n!r}")
         data_shape = shape if shape is not None else model_shape
         if data_shape is None:
-            raise ValueError("shape is needed: pass shape=(...), z1, or build the NDM with data_shape=(...)")
+            raise ValueError(
+                "shape is needed: pass shape=(...), z1, or build the NDM with data_shape=(...)"
+            )
         data_shape = tuple(data_shape)
         m_dtype, m_device = model_dtype_device(model)
         dtype = dtype or m_dtype or torch.float32
         device = torch.device(device) if device is not None else (m_device or torch.device("cpu"))
         if m_dtype is not None and (dtype != m_dtype or device != m_device):
-            raise TypeError(f"dtype={dtype}, device={device} differ from the model's parameters "
-                            f"({m_dtype} on {m_device}): omit dtype=/device= (samples follow the "
-                            f"model) or convert the model")
+            raise TypeError(
+                f"dtype={dtype}, device={device} differ from the model's parameters "
+                f"({m_dtype} on {m_device}): omit dtype=/device= (samples follow the "
+                f"model) or convert the model"
+            )
         generator = as_generator(generator, device)  # once: z1 and the noise share one stream
         z1 = torch.randn((n, *data_shape), generator=generator, dtype=dtype, device=device)
     dtype, device = z1.dtype, z1.device
@@ -375,22 +402,37 @@ def sample(
         t_grid = check_grid(grid, dtype=dtype, device=device)
     else:
         steps = DEFAULT_STEPS if steps is None else steps
-        t_grid = make_time_grid(steps, grid_kind, model.schedule, t_min=t_min, dtype=dtype, device=device)
+        t_grid = make_time_grid(
+            steps, grid_kind, model.schedule, t_min=t_min, dtype=dtype, device=device
+        )
 
     with torch.no_grad():
         if family == "discrete":
             bad = sorted(set(solver_kwargs) - set(info.options))
             if bad:
-                raise TypeError(f"unexpected arguments for {method!r}: {bad} "
-                                f"(it takes {list(info.options) or 'no options'})")
+                raise TypeError(
+                    f"unexpected arguments for {method!r}: {bad} "
+                    f"(it takes {list(info.options) or 'no options'})"
+                )
             options = dict(solver_kwargs, **({} if eta is None else {"eta": eta}))
-            sol = info.run(model, z1, t_grid, generator=generator, save=return_path,
-                           method=method, **options)
+            sol = info.run(
+                model, z1, t_grid, generator=generator, save=return_path, method=method, **options
+            )
         else:
             sol = _solve_continuous(
-                model, z1, t_grid, method, family, adaptive,
-                rtol=rtol, atol=atol, max_steps=max_steps, generator=generator,
-                return_path=return_path, save_at=save_at, **solver_kwargs,
+                model,
+                z1,
+                t_grid,
+                method,
+                family,
+                adaptive,
+                rtol=rtol,
+                atol=atol,
+                max_steps=max_steps,
+                generator=generator,
+                return_path=return_path,
+                save_at=save_at,
+                **solver_kwargs,
             )
         out, nfe = sol.y, int(sol.nfe)
         if denoise:
@@ -406,8 +448,22 @@ def sample(
     )
 
 
-def _solve_continuous(model, z1, t_grid, method, family, adaptive, *, rtol, atol, max_steps,
-                      generator, return_path, save_at, **solver_kwargs) -> Solution:
+def _solve_continuous(
+    model,
+    z1,
+    t_grid,
+    method,
+    family,
+    adaptive,
+    *,
+    rtol,
+    atol,
+    max_steps,
+    generator,
+    return_path,
+    save_at,
+    **solver_kwargs,
+) -> Solution:
     from .solvers.api import per_sample_defaults, solve
 
     t0, t1 = t_grid[0], t_grid[-1]
@@ -418,14 +474,27 @@ def _solve_continuous(model, z1, t_grid, method, family, adaptive, *, rtol, atol
         if return_path:
             if save_at is None:
                 save_at = torch.linspace(float(t0), float(t1), 11, dtype=z1.dtype, device=z1.device)
-            kwargs["save_at"] = check_grid(save_at, dtype=z1.dtype, device=z1.device, name="save_at")
+            kwargs["save_at"] = check_grid(
+                save_at, dtype=z1.dtype, device=z1.device, name="save_at"
+            )
     else:
         if save_at is not None:
-            raise ValueError("save_at is for adaptive methods; fixed-step paths are saved on the grid")
+            raise ValueError(
+                "save_at is for adaptive methods; fixed-step paths are saved on the grid"
+            )
         kwargs["grid"] = t_grid
         if return_path:
             kwargs["save_at"] = t_grid
     if family == "sde":
         kwargs.setdefault("noise", "additive")  # g depends on t only
-        return solve(_ReverseDrift(model), z1, t0, t1, method, g=_Diffusion(model), generator=generator, **kwargs)
+        return solve(
+            _ReverseDrift(model),
+            z1,
+            t0,
+            t1,
+            method,
+            g=_Diffusion(model),
+            generator=generator,
+            **kwargs,
+        )
     return solve(_PFODE(model), z1, t0, t1, method, **kwargs)

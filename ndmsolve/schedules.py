@@ -9,6 +9,7 @@ Identities used across the package (tested against autograd):
 Every method takes ``t`` of shape ``(B,)`` (or any shape) and returns a tensor of the
 same shape.
 """
+
 from __future__ import annotations
 
 import math

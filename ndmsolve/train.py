@@ -7,6 +7,7 @@ atomic checkpoints.
 
 Same generator seed, same data, same model initialisation → identical losses.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Union
+from typing import NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +26,15 @@ from torch import Tensor, nn
 from ._checks import as_generator, check_like_model, checked_keywords
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 
-__all__ = ["EMA", "TrainResult", "train", "lr_factor", "LR_SCHEDULES", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "EMA",
+    "TrainResult",
+    "train",
+    "lr_factor",
+    "LR_SCHEDULES",
+    "save_checkpoint",
+    "load_checkpoint",
+]
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -79,8 +89,12 @@ class EMA:
             b.copy_(sb)
 
     def state_dict(self) -> dict:
-        return {"shadow": self.shadow.state_dict(), "num_updates": self.num_updates, "decay": self.decay,
-                "warmup": self.warmup}
+        return {
+            "shadow": self.shadow.state_dict(),
+            "num_updates": self.num_updates,
+            "decay": self.decay,
+            "warmup": self.warmup,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.shadow.load_state_dict(state["shadow"])
@@ -146,26 +160,45 @@ class _Batches:
     K processes with one each see the same numbers.
     """
 
-    def __init__(self, data, batch_size: int, generator: torch.Generator, microbatches: int, rank: int,
-                 world: int):
+    def __init__(
+        self,
+        data,
+        batch_size: int,
+        generator: torch.Generator,
+        microbatches: int,
+        rank: int,
+        world: int,
+    ):
         if isinstance(data, Tensor):
             if data.ndim < 2 or data.shape[0] < 1:
-                raise ValueError(f"data must be a tensor of shape (N, *shape) with N >= 1, got {tuple(data.shape)}")
+                raise ValueError(
+                    f"data must be a tensor of shape (N, *shape) with N >= 1, got {tuple(data.shape)}"
+                )
             if not data.is_floating_point():
-                raise TypeError(f"data must be floating (map images with to_model_range), got dtype {data.dtype}")
+                raise TypeError(
+                    f"data must be floating (map images with to_model_range), got dtype {data.dtype}"
+                )
         elif not callable(data):
-            raise TypeError(f"data must be a tensor (N, *shape) or a callable data(n, generator=g), "
-                            f"got {type(data).__name__}")
+            raise TypeError(
+                f"data must be a tensor (N, *shape) or a callable data(n, generator=g), "
+                f"got {type(data).__name__}"
+            )
         if microbatches % world:
-            raise ValueError(f"microbatches ({microbatches}) must be a multiple of the world size ({world})")
+            raise ValueError(
+                f"microbatches ({microbatches}) must be a multiple of the world size ({world})"
+            )
         if batch_size % microbatches:
-            raise ValueError(f"batch_size ({batch_size}) must be divisible by microbatches ({microbatches})")
+            raise ValueError(
+                f"batch_size ({batch_size}) must be divisible by microbatches ({microbatches})"
+            )
         self.data, self.batch_size, self.K = data, batch_size, microbatches
         self.local = list(range(rank, microbatches, world))
         if microbatches == 1:
             self.generators = [generator]
         else:
-            seeds = torch.randint(0, 2**62, (microbatches + 1,), generator=generator, device=generator.device)
+            seeds = torch.randint(
+                0, 2**62, (microbatches + 1,), generator=generator, device=generator.device
+            )
             self.generators = [torch.Generator(generator.device).manual_seed(int(v)) for v in seeds]
 
     def data_generator(self) -> torch.Generator:
@@ -180,12 +213,16 @@ class _Batches:
         if isinstance(self.data, Tensor):
             n = self.data.shape[0]
             # Indices on the generator's device; sampling with replacement keeps every step iid.
-            idx = torch.randint(0, n, (self.batch_size,), generator=g, device=g.device).to(self.data.device)
-            return [(self.data[idx[k * m:(k + 1) * m]], self.noise_generator(k)) for k in self.local]
+            idx = torch.randint(0, n, (self.batch_size,), generator=g, device=g.device).to(
+                self.data.device
+            )
+            return [
+                (self.data[idx[k * m : (k + 1) * m]], self.noise_generator(k)) for k in self.local
+            ]
         if self.K == 1:
             return [(self.data(self.batch_size, generator=g), g)]
         x = self.data(self.batch_size, generator=g)
-        return [(x[k * m:(k + 1) * m], self.noise_generator(k)) for k in self.local]
+        return [(x[k * m : (k + 1) * m], self.noise_generator(k)) for k in self.local]
 
 
 class _Objective(nn.Module):
@@ -248,7 +285,9 @@ def _compile_predictor(model: nn.Module) -> _Restore:
 def _total(out) -> Tensor:
     total = getattr(out, "total", out)  # NegELBO or a plain tensor
     if not isinstance(total, Tensor):
-        raise TypeError(f"loss must return a tensor or an object with .total, got {type(out).__name__}")
+        raise TypeError(
+            f"loss must return a tensor or an object with .total, got {type(out).__name__}"
+        )
     return total.mean()
 
 
@@ -266,19 +305,19 @@ def train(
     lr_schedule: str = "constant",
     warmup_steps: int = 0,
     ema_decay: float = 0.999,
-    grad_clip: Optional[float] = 1.0,
+    grad_clip: float | None = 1.0,
     generator,
     loss: Union[str, LossFn] = "continuous",
     progress: Union[bool, str] = "auto",
     log_every: int = 50,
-    checkpoint: Optional[PathLike] = None,
-    checkpoint_every: Optional[int] = None,
+    checkpoint: PathLike | None = None,
+    checkpoint_every: int | None = None,
     resume: bool = False,
-    microbatches: Optional[int] = None,
-    amp: Optional[str] = None,
+    microbatches: int | None = None,
+    amp: str | None = None,
     compile: bool = False,
-    extra: Optional[dict] = None,
-    on_log: Optional[Callable[[int, float, float], None]] = None,
+    extra: dict | None = None,
+    on_log: Callable[[int, float, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (an NDM, in place) on ``data`` with Adam and an EMA of the weights.
 
@@ -325,7 +364,9 @@ def train(
 
     for name, v in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} int, got {v!r}")
+            raise ValueError(
+                f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} int, got {v!r}"
+            )
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
     if lr_schedule not in LR_SCHEDULES:
@@ -334,8 +375,12 @@ def train(
         raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
-    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
-        raise ValueError(f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}")
+    if checkpoint_every is not None and (
+        not isinstance(checkpoint_every, int) or checkpoint_every < 1
+    ):
+        raise ValueError(
+            f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}"
+        )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path>")
     if amp is not None and amp not in AMP_DTYPES:
@@ -360,7 +405,9 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         dev = params[0].device
-        objective = DistributedDataParallel(objective, device_ids=[dev] if dev.type == "cuda" else None)
+        objective = DistributedDataParallel(
+            objective, device_ids=[dev] if dev.type == "cuda" else None
+        )
     opt = torch.optim.Adam(params, lr=lr)
     ema = EMA(model, ema_decay)
     # After the EMA's copy, and undone at the end: the returned models stay plain.
@@ -370,23 +417,37 @@ def train(
     losses: list = []
     start = 0
     if resume and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, model=model, optimizer=opt, ema=ema, generator=batches.generators)
+        state = load_checkpoint(
+            checkpoint, model=model, optimizer=opt, ema=ema, generator=batches.generators
+        )
         start, losses = int(state["step"]), list(state["losses"])
         # Dropout and other global-RNG draws continue where they stopped, on every rank.
         rngs = state.get("rng_per_rank") or [state["rng"]]
         if len(rngs) != world:
-            raise ValueError(f"checkpoint {str(checkpoint)!r} was written by {len(rngs)} processes; "
-                             f"resume it with the same number (this run has {world})")
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} was written by {len(rngs)} processes; "
+                f"resume it with the same number (this run has {world})"
+            )
         restore_rng(rngs[rank])
 
     def save(step: int) -> None:
         rngs = ddist.all_gather_objects(capture_rng())  # every rank takes part
         if rank == 0:
-            save_checkpoint(checkpoint, model=model, ema=ema, optimizer=opt, generator=batches.generators,
-                            step=step, losses=losses, rng=rngs[0], rng_per_rank=rngs,
-                            microbatches=microbatches, world_size=world,
-                            lr_schedule={"lr": lr, "schedule": lr_schedule, "warmup_steps": warmup_steps},
-                            **(extra or {}))
+            save_checkpoint(
+                checkpoint,
+                model=model,
+                ema=ema,
+                optimizer=opt,
+                generator=batches.generators,
+                step=step,
+                losses=losses,
+                rng=rngs[0],
+                rng_per_rank=rngs,
+                microbatches=microbatches,
+                world_size=world,
+                lr_schedule={"lr": lr, "schedule": lr_schedule, "warmup_steps": warmup_steps},
+                **(extra or {}),
+            )
         ddist.barrier()
 
     if progress not in (True, False, "auto"):
@@ -400,8 +461,15 @@ def train(
     scale = world / microbatches
     t_log = time.perf_counter()
     try:
-        with tqdm(range(start, steps), initial=start, total=steps, disable=not bar_on, desc="train",
-                  dynamic_ncols=True, file=sys.stderr) as bar:
+        with tqdm(
+            range(start, steps),
+            initial=start,
+            total=steps,
+            disable=not bar_on,
+            desc="train",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        ) as bar:
             for step in bar:
                 parts = batches.next()
                 opt.zero_grad(set_to_none=True)
@@ -433,7 +501,11 @@ def train(
                     bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", img_s=f"{ips:.0f}")
                     if on_log is not None and rank == 0:
                         on_log(step + 1, sum(recent) / len(recent), ips)
-                if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+                if (
+                    checkpoint is not None
+                    and checkpoint_every
+                    and (step + 1) % checkpoint_every == 0
+                ):
                     save(step + 1)
     finally:
         for h in hooks:
@@ -443,7 +515,11 @@ def train(
     if progress == "auto" and not bar_on and rank == 0:
         recent = losses[-log_every:]
         mean = f"{sum(recent) / len(recent):.4g}" if recent else "n/a"
-        print(f"train: {steps - start} steps in {time.perf_counter() - t_start:.1f} s, "
-              f"loss {mean} (mean of the last {len(recent)})", file=sys.stderr, flush=True)
+        print(
+            f"train: {steps - start} steps in {time.perf_counter() - t_start:.1f} s, "
+            f"loss {mean} (mean of the last {len(recent)})",
+            file=sys.stderr,
+            flush=True,
+        )
     model.eval()
     return TrainResult(model, ema.shadow, losses)

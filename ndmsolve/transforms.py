@@ -10,6 +10,7 @@ of which lets the NDM skip network passes (the losses need F and ∂_t F at seve
 * ``features(x) -> h`` and ``from_features(x, h, t) -> (F, ∂_t F)``: all of the network's
   work is in a t-free ``h``, so one pass per input serves every t.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,10 +1,12 @@
 """Plots, drawn with matplotlib's object API on the Agg canvas (no pyplot, no display,
 no global backend change) and written atomically."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 from torch import Tensor
@@ -32,12 +34,12 @@ def scatter_samples(
     path: PathLike,
     panels: Union[Mapping[str, Tensor], Sequence[tuple[str, Tensor]]],
     *,
-    lim: Optional[float] = None,
-    title: Optional[str] = None,
+    lim: float | None = None,
+    title: str | None = None,
     max_points: int = 5000,
     point_size: float = 1.5,
     dpi: int = 110,
-    trajectories: Optional[Mapping[str, Tensor]] = None,
+    trajectories: Mapping[str, Tensor] | None = None,
 ) -> Path:
     """One panel per entry of ``panels`` (name -> samples), written to ``path`` (PNG etc.).
 
@@ -56,15 +58,21 @@ def scatter_samples(
     for name, x in items:
         x = torch.as_tensor(x).detach().cpu().double()
         if x.ndim != 2 or x.shape[1] not in (1, 2):
-            raise ValueError(f"panels[{name!r}] must have shape (n, 1) or (n, 2), got {tuple(x.shape)}")
+            raise ValueError(
+                f"panels[{name!r}] must have shape (n, 1) or (n, 2), got {tuple(x.shape)}"
+            )
         arrays.append((str(name), x[:max_points].numpy()))
     paths = {}
     for name, p in (trajectories or {}).items():
         p = torch.as_tensor(p).detach().cpu().double()
         if name not in dict(items):
-            raise ValueError(f"trajectories[{name!r}] names no panel (panels: {[n for n, _ in items]})")
+            raise ValueError(
+                f"trajectories[{name!r}] names no panel (panels: {[n for n, _ in items]})"
+            )
         if p.ndim != 3 or p.shape[2] != 2:
-            raise ValueError(f"trajectories[{name!r}] must have shape (S, k, 2), got {tuple(p.shape)}")
+            raise ValueError(
+                f"trajectories[{name!r}] must have shape (S, k, 2), got {tuple(p.shape)}"
+            )
         paths[str(name)] = p.numpy()
     if lim is None:
         finite = arrays[0][1][abs(arrays[0][1]).sum(1) < float("inf")]
@@ -77,7 +85,9 @@ def scatter_samples(
             if name in paths:
                 p = paths[name]
                 ax.plot(p[:, :, 0], p[:, :, 1], color="k", lw=0.5, alpha=0.45)
-                ax.scatter(p[0, :, 0], p[0, :, 1], s=6, facecolors="none", edgecolors="k", linewidths=0.5)
+                ax.scatter(
+                    p[0, :, 0], p[0, :, 1], s=6, facecolors="none", edgecolors="k", linewidths=0.5
+                )
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
@@ -92,7 +102,7 @@ def scatter_samples(
     return save_figure(fig, path, dpi=dpi)
 
 
-def _tile(images: Tensor, nrow: int) -> "np.ndarray":
+def _tile(images: Tensor, nrow: int) -> np.ndarray:
     """(N, C, H, W) floats in [0, 1] -> one (rows·(H+1)−1, nrow·(W+1)−1, C) array, 1-px gaps."""
     import numpy as np
 
@@ -101,11 +111,13 @@ def _tile(images: Tensor, nrow: int) -> "np.ndarray":
     out = np.ones((rows * (h + 1) - 1, nrow * (w + 1) - 1, c))
     for i in range(n):
         r, k = divmod(i, nrow)
-        out[r * (h + 1): r * (h + 1) + h, k * (w + 1): k * (w + 1) + w] = images[i].permute(1, 2, 0).numpy()
+        out[r * (h + 1) : r * (h + 1) + h, k * (w + 1) : k * (w + 1) + w] = (
+            images[i].permute(1, 2, 0).numpy()
+        )
     return out
 
 
-def _unit(x: Tensor, n_bins: Optional[int]) -> Tensor:
+def _unit(x: Tensor, n_bins: int | None) -> Tensor:
     x = torch.as_tensor(x).detach().cpu()
     if x.ndim != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}")
@@ -114,20 +126,34 @@ def _unit(x: Tensor, n_bins: Optional[int]) -> Tensor:
     return ((x.double() + 1.0) / 2.0).clamp(0.0, 1.0)  # model range [-1, 1]
 
 
-def image_grid(path: PathLike, images: Tensor, *, nrow: Optional[int] = None, n_bins: Optional[int] = None,
-               title: Optional[str] = None, scale: float = 0.25, dpi: int = 110) -> Path:
+def image_grid(
+    path: PathLike,
+    images: Tensor,
+    *,
+    nrow: int | None = None,
+    n_bins: int | None = None,
+    title: str | None = None,
+    scale: float = 0.25,
+    dpi: int = 110,
+) -> Path:
     """A grid of images (N, C, H, W) written to ``path``: integer levels 0..n_bins − 1
     (default 256) or floats in the model range [-1, 1]; 1 or 3 channels."""
     from matplotlib.figure import Figure
 
     x = _unit(images, n_bins)
     n = x.shape[0]
-    nrow = nrow or max(1, int(round(n ** 0.5)))
+    nrow = nrow or max(1, int(round(n**0.5)))
     tile = _tile(x, nrow)
     h, w = tile.shape[:2]
     fig = Figure(figsize=(max(2.0, w * scale / 4), max(2.0, h * scale / 4) + (0.3 if title else 0)))
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(tile[..., 0] if tile.shape[2] == 1 else tile, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(
+        tile[..., 0] if tile.shape[2] == 1 else tile,
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
@@ -135,8 +161,14 @@ def image_grid(path: PathLike, images: Tensor, *, nrow: Optional[int] = None, n_
     return save_figure(fig, path, dpi=dpi)
 
 
-def loss_curve(path: PathLike, losses: Sequence[float], *, window: int = 50, title: Optional[str] = None,
-               ylabel: str = "loss (nats per sample)") -> Path:
+def loss_curve(
+    path: PathLike,
+    losses: Sequence[float],
+    *,
+    window: int = 50,
+    title: str | None = None,
+    ylabel: str = "loss (nats per sample)",
+) -> Path:
     """Per-step losses and their running mean over ``window`` steps."""
     import numpy as np
     from matplotlib.figure import Figure
@@ -163,9 +195,17 @@ def loss_curve(path: PathLike, losses: Sequence[float], *, window: int = 50, tit
 
 @torch.no_grad()
 @seeded
-def diffusion_grid(path: PathLike, models: Mapping[str, object], x: Tensor, ts: Sequence[float], *,
-                   generator: Optional[torch.Generator] = None, n_bins: Optional[int] = None,
-                   title: Optional[str] = None, dpi: int = 110) -> Path:
+def diffusion_grid(
+    path: PathLike,
+    models: Mapping[str, object],
+    x: Tensor,
+    ts: Sequence[float],
+    *,
+    generator: torch.Generator | None = None,
+    n_bins: int | None = None,
+    title: str | None = None,
+    dpi: int = 110,
+) -> Path:
     """Figure-5-style picture: for each model, rows z_t and x̂_θ(z_t, t) of a few images
     ``x`` (model range, (n, C, H, W)) across the times ``ts``, models side by side.
 
@@ -183,7 +223,9 @@ def diffusion_grid(path: PathLike, models: Mapping[str, object], x: Tensor, ts: 
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     names = list(models)
     cell = 0.5 * max(1.0, x.shape[3] / 8)  # inches per image
-    fig = Figure(figsize=(cell * len(ts) * len(names) + 0.4 * len(names) + 0.4, 2 * cell * x.shape[0] + 1.4))
+    fig = Figure(
+        figsize=(cell * len(ts) * len(names) + 0.4 * len(names) + 0.4, 2 * cell * x.shape[0] + 1.4)
+    )
     axes = fig.subplots(2, len(names), squeeze=False)
     for j, name in enumerate(names):
         model = models[name]
@@ -199,8 +241,13 @@ def diffusion_grid(path: PathLike, models: Mapping[str, object], x: Tensor, ts: 
             stack = torch.stack(rows, 1).reshape(-1, *x.shape[1:])
             ax = axes[i, j]
             tile = _tile(_unit(stack, n_bins), len(ts))
-            ax.imshow(tile[..., 0] if tile.shape[2] == 1 else tile, cmap="gray", vmin=0, vmax=1,
-                      interpolation="nearest")
+            ax.imshow(
+                tile[..., 0] if tile.shape[2] == 1 else tile,
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             ax.set_xticks([(k + 0.5) * (x.shape[3] + 1) for k in range(len(ts))])
             ax.set_xticklabels([f"{t:g}" for t in ts], fontsize=7)
             ax.set_yticks([])
@@ -235,17 +282,36 @@ def plot_sweep(result, path: PathLike, *, metric: str | None = None, dpi: int = 
 
     cmap = colormaps["tab20" if len(methods) > 10 else "tab10"]
     colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
-    styles = {"ode_fixed": "-", "ode_adaptive": "--", "sde_fixed": ":", "sde_adaptive": "-.",
-              "discrete": (0, (5, 1, 1, 1))}
+    styles = {
+        "ode_fixed": "-",
+        "ode_adaptive": "--",
+        "sde_fixed": ":",
+        "sde_adaptive": "-.",
+        "discrete": (0, (5, 1, 1, 1)),
+    }
     for ax, model in zip(axes, models, strict=True):
         for m in methods:
-            rs = sorted((r for r in result.rows if r["model"] == model and r["method"] == m
-                         and not r["error"]), key=lambda r: r["nfe"])
+            rs = sorted(
+                (
+                    r
+                    for r in result.rows
+                    if r["model"] == model and r["method"] == m and not r["error"]
+                ),
+                key=lambda r: r["nfe"],
+            )
             if not rs:
                 continue
-            ax.errorbar([r["nfe"] for r in rs], [r[metric] for r in rs],
-                        yerr=[r[f"{metric}_se"] for r in rs], color=colors[m], marker="o",
-                        markersize=3, capsize=2, linestyle=styles.get(rs[0]["kind"], "-"), label=m)
+            ax.errorbar(
+                [r["nfe"] for r in rs],
+                [r[metric] for r in rs],
+                yerr=[r[f"{metric}_se"] for r in rs],
+                color=colors[m],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                linestyle=styles.get(rs[0]["kind"], "-"),
+                label=m,
+            )
         fl = result.floors.get(model, {}).get(metric)
         if fl is not None:
             ax.axhspan(fl["mean"] - fl["se"], fl["mean"] + fl["se"], color="0.6", alpha=0.4, lw=0)

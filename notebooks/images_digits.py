@@ -51,16 +51,56 @@ SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 FIGS = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
 OUT = FIGS / "images_digits"
 CONFIGS = {
-    "small": dict(seeds=(0,), steps=6, batch_size=16, base=8, mults="1,2", transform_base=8, transform_mults="1",
-                  n_eval=8, eval_batch=8, rtol=1e-2, probes=1, elbo_draws=1, n_samples=8, sample_steps=4),
+    "small": dict(
+        seeds=(0,),
+        steps=6,
+        batch_size=16,
+        base=8,
+        mults="1,2",
+        transform_base=8,
+        transform_mults="1",
+        n_eval=8,
+        eval_batch=8,
+        rtol=1e-2,
+        probes=1,
+        elbo_draws=1,
+        n_samples=8,
+        sample_steps=4,
+    ),
     # Sized to about one CPU-minute per seed: the study ran niced on 2 cores shared by
     # ~7 jobs (a ~2 % share). "large" is the configuration that training needs.
-    "full": dict(seeds=(0, 1), steps=200, batch_size=32, base=8, mults="1,2", transform_base=8,
-                 transform_mults="1", n_eval=99, eval_batch=99, rtol=1e-3, probes=1, elbo_draws=2,
-                 n_samples=32, sample_steps=20),
-    "large": dict(seeds=(0, 1, 2), steps=20000, batch_size=128, base=32, mults="1,2", transform_base=16,
-                  transform_mults="1,2", n_eval=297, eval_batch=99, rtol=1e-5, probes=4, elbo_draws=16,
-                  n_samples=64, sample_steps=50),
+    "full": dict(
+        seeds=(0, 1),
+        steps=200,
+        batch_size=32,
+        base=8,
+        mults="1,2",
+        transform_base=8,
+        transform_mults="1",
+        n_eval=99,
+        eval_batch=99,
+        rtol=1e-3,
+        probes=1,
+        elbo_draws=2,
+        n_samples=32,
+        sample_steps=20,
+    ),
+    "large": dict(
+        seeds=(0, 1, 2),
+        steps=20000,
+        batch_size=128,
+        base=32,
+        mults="1,2",
+        transform_base=16,
+        transform_mults="1,2",
+        n_eval=297,
+        eval_batch=99,
+        rtol=1e-5,
+        probes=4,
+        elbo_draws=16,
+        n_samples=64,
+        sample_steps=50,
+    ),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
@@ -84,11 +124,41 @@ def run(*argv) -> None:
 def train(name: str, model: str, steps: int, seed: int) -> dict:
     out = OUT / f"seed{seed}" / name
     if not (REUSE and (out / "train_log.json").is_file()):
-        run("train", "--data", "digits", "--model", model, "--steps", steps, "--seed", seed, "--out", out,
-            "--batch-size", CFG["batch_size"], "--lr", 2e-3, "--base", CFG["base"], "--mults", CFG["mults"],
-            "--attn-levels", "1", "--mid-attn", "--transform-base", CFG["transform_base"],
-            "--transform-mults", CFG["transform_mults"], "--n-grid", 0, "--no-progress",
-            "--log-every", max(1, steps // 8), "--checkpoint-every", steps)
+        run(
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            model,
+            "--steps",
+            steps,
+            "--seed",
+            seed,
+            "--out",
+            out,
+            "--batch-size",
+            CFG["batch_size"],
+            "--lr",
+            2e-3,
+            "--base",
+            CFG["base"],
+            "--mults",
+            CFG["mults"],
+            "--attn-levels",
+            "1",
+            "--mid-attn",
+            "--transform-base",
+            CFG["transform_base"],
+            "--transform-mults",
+            CFG["transform_mults"],
+            "--n-grid",
+            0,
+            "--no-progress",
+            "--log-every",
+            max(1, steps // 8),
+            "--checkpoint-every",
+            steps,
+        )
     return json.loads((out / "train_log.json").read_text()) | {"dir": str(out)}
 
 
@@ -96,13 +166,46 @@ def evaluate(run_dir: str, seed: int) -> dict:
     ck = Path(run_dir) / "checkpoint.pt"
     lik = Path(run_dir) / "likelihood_test.json"
     if not (REUSE and lik.is_file()):
-        run("likelihood", ck, "--split", "test", "--method", "dopri5", "--n", CFG["n_eval"], "--batch-size", CFG["eval_batch"],
-            "--rtol", CFG["rtol"], "--atol", CFG["rtol"], "--trace", "hutchinson", "--probes", CFG["probes"],
-            "--elbo-draws", CFG["elbo_draws"], "--seed", 100 + seed)
+        run(
+            "likelihood",
+            ck,
+            "--split",
+            "test",
+            "--method",
+            "dopri5",
+            "--n",
+            CFG["n_eval"],
+            "--batch-size",
+            CFG["eval_batch"],
+            "--rtol",
+            CFG["rtol"],
+            "--atol",
+            CFG["rtol"],
+            "--trace",
+            "hutchinson",
+            "--probes",
+            CFG["probes"],
+            "--elbo-draws",
+            CFG["elbo_draws"],
+            "--seed",
+            100 + seed,
+        )
     png = Path(run_dir) / "samples.png"
     if not (REUSE and png.with_suffix(".npz").is_file()):
-        run("sample", ck, "--method", "heun", "--steps", CFG["sample_steps"], "--n", CFG["n_samples"],
-            "--out", png, "--seed", 200 + seed)
+        run(
+            "sample",
+            ck,
+            "--method",
+            "heun",
+            "--steps",
+            CFG["sample_steps"],
+            "--n",
+            CFG["n_samples"],
+            "--out",
+            png,
+            "--seed",
+            200 + seed,
+        )
     return json.loads(lik.read_text())
 
 
@@ -114,35 +217,55 @@ def sample_rate(run_dir: str) -> dict:
 
     model = nd.load_model(Path(run_dir) / "checkpoint.pt")
     t0 = time.perf_counter()
-    s = nd.sample(model, CFG["n_samples"], method="heun", steps=CFG["sample_steps"],
-                  generator=torch.Generator().manual_seed(0))
+    s = nd.sample(
+        model,
+        CFG["n_samples"],
+        method="heun",
+        steps=CFG["sample_steps"],
+        generator=torch.Generator().manual_seed(0),
+    )
     return {"images_per_s": CFG["n_samples"] / (time.perf_counter() - t0), "nfe": s.nfe}
 
 
 # %%
 per_seed = {}
 for seed in CFG["seeds"]:
-    runs = {"NDM": train("ndm", "ndm", CFG["steps"], seed), "DDPM": train("ddpm", "ddpm", CFG["steps"], seed)}
+    runs = {
+        "NDM": train("ndm", "ndm", CFG["steps"], seed),
+        "DDPM": train("ddpm", "ddpm", CFG["steps"], seed),
+    }
     # The DDPM given the NDM's wall clock: the NDM's training time over the DDPM's time per step.
-    if WALL == "1" or (WALL == "reuse" and (OUT / f"seed{seed}" / "ddpm_wall" / "train_log.json").is_file()):
-        matched = max(CFG["steps"], round(CFG["steps"] * runs["NDM"]["wall_s"] / runs["DDPM"]["wall_s"]))
+    if WALL == "1" or (
+        WALL == "reuse" and (OUT / f"seed{seed}" / "ddpm_wall" / "train_log.json").is_file()
+    ):
+        matched = max(
+            CFG["steps"], round(CFG["steps"] * runs["NDM"]["wall_s"] / runs["DDPM"]["wall_s"])
+        )
         runs["DDPM (NDM wall clock)"] = train("ddpm_wall", "ddpm", matched, seed)
     res = {}
     for name, r in runs.items():
         lik = evaluate(r["dir"], seed)
-        res[name] = {"steps": r["steps"], "train_wall_s": r["wall_s"], "train_images_per_s": r["images_per_s"],
-                     "final_train_loss": r["final_loss"], "ode_bpd": [lik["ode"]["mean"], lik["ode"]["se"]],
-                     "elbo_bpd": [lik["elbo"]["mean"], lik["elbo"]["se"]],
-                     "nelbo": lik["elbo"]["mean"] * 64 * math.log(2),  # nats per image (64 pixels)
-                     "likelihood_nfe_per_batch": lik["nfe_per_batch"], "sampling": sample_rate(r["dir"]),
-                     "ode_per_point": lik["ode_per_point"], "elbo_per_point": lik["elbo_per_point"]}
+        res[name] = {
+            "steps": r["steps"],
+            "train_wall_s": r["wall_s"],
+            "train_images_per_s": r["images_per_s"],
+            "final_train_loss": r["final_loss"],
+            "ode_bpd": [lik["ode"]["mean"], lik["ode"]["se"]],
+            "elbo_bpd": [lik["elbo"]["mean"], lik["elbo"]["se"]],
+            "nelbo": lik["elbo"]["mean"] * 64 * math.log(2),  # nats per image (64 pixels)
+            "likelihood_nfe_per_batch": lik["nfe_per_batch"],
+            "sampling": sample_rate(r["dir"]),
+            "ode_per_point": lik["ode_per_point"],
+            "elbo_per_point": lik["elbo_per_point"],
+        }
     for other in [m for m in ("DDPM", "DDPM (NDM wall clock)") if m in res]:
         for key in ("ode", "elbo"):
             a = torch.tensor(res["NDM"][f"{key}_per_point"], dtype=torch.float64)
             b = torch.tensor(res[other][f"{key}_per_point"], dtype=torch.float64)
             d = a - b
             res[f"NDM - {other}"] = res.get(f"NDM - {other}", {}) | {
-                f"{key}_bpd": [float(d.mean()), float(d.std() / math.sqrt(d.numel()))]}
+                f"{key}_bpd": [float(d.mean()), float(d.std() / math.sqrt(d.numel()))]
+            }
     per_seed[seed] = res
 
 
@@ -155,37 +278,54 @@ def table(per_seed: dict) -> tuple[list, dict]:
         if not seeds:
             continue
         vals = {k: [per_seed[s][m][k][0] for s in seeds] for k in ("ode_bpd", "elbo_bpd")}
-        agg = {k: [sum(v) / len(v), (torch.tensor(v).std().item() / math.sqrt(len(v))) if len(v) > 1 else None]
-               for k, v in vals.items()}
+        agg = {
+            k: [
+                sum(v) / len(v),
+                (torch.tensor(v).std().item() / math.sqrt(len(v))) if len(v) > 1 else None,
+            ]
+            for k, v in vals.items()
+        }
         agg["seeds"] = seeds
         agg["nfe"] = sum(per_seed[s][m]["likelihood_nfe_per_batch"] for s in seeds) / len(seeds)
         agg["steps"] = [per_seed[s][m]["steps"] for s in seeds]
-        agg["train_images_per_s"] = sum(per_seed[s][m]["train_images_per_s"] for s in seeds) / len(seeds)
-        agg["sample_images_per_s"] = sum(per_seed[s][m]["sampling"]["images_per_s"] for s in seeds) / len(seeds)
+        agg["train_images_per_s"] = sum(per_seed[s][m]["train_images_per_s"] for s in seeds) / len(
+            seeds
+        )
+        agg["sample_images_per_s"] = sum(
+            per_seed[s][m]["sampling"]["images_per_s"] for s in seeds
+        ) / len(seeds)
         summary[m] = agg
         se = lambda v: f"{v[1]:.3f}" if v[1] is not None else "n/a"  # noqa: E731
-        rows.append(f"| {m} | {seeds} | {agg['steps']} | {agg['ode_bpd'][0]:.3f} ± {se(agg['ode_bpd'])} | "
-                    f"{agg['elbo_bpd'][0]:.3f} ± {se(agg['elbo_bpd'])} | {agg['nfe']:.0f} | "
-                    f"{agg['train_images_per_s']:.0f} | {agg['sample_images_per_s']:.1f} |")
+        rows.append(
+            f"| {m} | {seeds} | {agg['steps']} | {agg['ode_bpd'][0]:.3f} ± {se(agg['ode_bpd'])} | "
+            f"{agg['elbo_bpd'][0]:.3f} ± {se(agg['elbo_bpd'])} | {agg['nfe']:.0f} | "
+            f"{agg['train_images_per_s']:.0f} | {agg['sample_images_per_s']:.1f} |"
+        )
     return rows, summary
 
 
 rows, summary = table(per_seed)
-print(f"\nTest-set bits/dim over seeds {list(per_seed)} (mean ± SE over seeds; {CFG['n_eval']} test images, "
-      f"dopri5 rtol=atol={CFG['rtol']:g}, Hutchinson {CFG['probes']} Rademacher probe(s); ELBO {CFG['elbo_draws']} "
-      f"draws of t):")
+print(
+    f"\nTest-set bits/dim over seeds {list(per_seed)} (mean ± SE over seeds; {CFG['n_eval']} test images, "
+    f"dopri5 rtol=atol={CFG['rtol']:g}, Hutchinson {CFG['probes']} Rademacher probe(s); ELBO {CFG['elbo_draws']} "
+    f"draws of t):"
+)
 print("| model | seeds | steps | ODE bpd | ELBO bpd | NFE/solve | train img/s | sample img/s |")
 print("|---|---|---|---|---|---|---|---|")
 print("\n".join(rows))
 for s, res in per_seed.items():
     for k in [k for k in ("NDM - DDPM", "NDM - DDPM (NDM wall clock)") if k in res]:
         d = res[k]
-        print(f"seed {s} {k}: ODE {d['ode_bpd'][0]:+.4f} ± {d['ode_bpd'][1]:.4f}, "
-              f"ELBO {d['elbo_bpd'][0]:+.4f} ± {d['elbo_bpd'][1]:.4f} bits/dim (paired over test images)")
+        print(
+            f"seed {s} {k}: ODE {d['ode_bpd'][0]:+.4f} ± {d['ode_bpd'][1]:.4f}, "
+            f"ELBO {d['elbo_bpd'][0]:+.4f} ± {d['elbo_bpd'][1]:.4f} bits/dim (paired over test images)"
+        )
     for m in [m for m in ("NDM", "DDPM", "DDPM (NDM wall clock)") if m in res]:
-        print(f"seed {s} {m}: ODE {res[m]['ode_bpd'][0]:.4f} ± {res[m]['ode_bpd'][1]:.4f}, "
-              f"ELBO {res[m]['elbo_bpd'][0]:.4f} ± {res[m]['elbo_bpd'][1]:.4f} bits/dim, "
-              f"-ELBO {res[m]['nelbo']:.3f} nats/image")
+        print(
+            f"seed {s} {m}: ODE {res[m]['ode_bpd'][0]:.4f} ± {res[m]['ode_bpd'][1]:.4f}, "
+            f"ELBO {res[m]['elbo_bpd'][0]:.4f} ± {res[m]['elbo_bpd'][1]:.4f} bits/dim, "
+            f"-ELBO {res[m]['nelbo']:.3f} nats/image"
+        )
 
 # %%
 # Figure: sample grids of the three models (first seed) and the Figure-5-style picture of
@@ -201,18 +341,36 @@ if "DDPM (NDM wall clock)" in per_seed[s0]:
 import numpy as np  # noqa: E402
 
 grids = [torch.from_numpy(np.load(d / "samples.npz")["samples"][:16]) for d in run_dirs.values()]
-sample_png = image_grid(FIGS / "images_digits_samples.png", torch.cat(grids), nrow=16,
-                        title="samples (heun, {} steps): rows {}".format(CFG["sample_steps"], ", ".join(run_dirs)))
+sample_png = image_grid(
+    FIGS / "images_digits_samples.png",
+    torch.cat(grids),
+    nrow=16,
+    title="samples (heun, {} steps): rows {}".format(CFG["sample_steps"], ", ".join(run_dirs)),
+)
 x = to_model_range(load_digits("test")[0][:4], n_bins=17)
-figure = diffusion_grid(FIGS / "images_digits_fig5.png",
-                        {"NDM": nd.load_model(run_dirs["NDM"] / "checkpoint.pt"),
-                         "DDPM": nd.load_model(run_dirs["DDPM"] / "checkpoint.pt")},
-                        x, ts=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), generator=torch.Generator().manual_seed(0),
-                        title="z_t and x̂(z_t, t) across t (test digits)")
+figure = diffusion_grid(
+    FIGS / "images_digits_fig5.png",
+    {
+        "NDM": nd.load_model(run_dirs["NDM"] / "checkpoint.pt"),
+        "DDPM": nd.load_model(run_dirs["DDPM"] / "checkpoint.pt"),
+    },
+    x,
+    ts=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+    generator=torch.Generator().manual_seed(0),
+    title="z_t and x̂(z_t, t) across t (test digits)",
+)
 
-RESULTS = {"config": CFG, "scale": SCALE, "summary": summary,
-           "per_seed": {s: {m: {k: v for k, v in r.items() if not k.endswith("per_point")} for m, r in res.items()}
-                        for s, res in per_seed.items()},
-           "figure": str(figure), "samples_figure": str(sample_png), "device": "cpu"}
+RESULTS = {
+    "config": CFG,
+    "scale": SCALE,
+    "summary": summary,
+    "per_seed": {
+        s: {m: {k: v for k, v in r.items() if not k.endswith("per_point")} for m, r in res.items()}
+        for s, res in per_seed.items()
+    },
+    "figure": str(figure),
+    "samples_figure": str(sample_png),
+    "device": "cpu",
+}
 atomic_write(FIGS / "images_digits.json", lambda f: json.dump(RESULTS, f, indent=1), binary=False)
 print(f"wrote {FIGS / 'images_digits.json'}, {figure}, {sample_png}")

@@ -58,16 +58,26 @@ def make_model(learned_F: bool) -> nd.NDM:
     torch.manual_seed(SEED)
     sched = nd.LinearLogSNR(-12.0, 12.0)
     predictor = nd.EpsilonPredictor(nd.MLP(2, hidden=CFG["hidden"], depth=3), sched)
-    transform = (nd.ResidualTransform(nd.MLP(2, hidden=CFG["hidden"], depth=2, zero_init=True))
-                 if learned_F else None)
+    transform = (
+        nd.ResidualTransform(nd.MLP(2, hidden=CFG["hidden"], depth=2, zero_init=True))
+        if learned_F
+        else None
+    )
     return nd.NDM(predictor, transform=transform, schedule=sched, data_shape=(2,)).float()
 
 
 T0 = time.perf_counter()
 MODELS = {}
 for name, learned in (("DDPM", False), ("NDM", True)):
-    res = train(make_model(learned), checkerboard, steps=CFG["train_steps"], batch_size=CFG["batch_size"],
-                lr=2e-3, generator=torch.Generator().manual_seed(SEED), progress=False)
+    res = train(
+        make_model(learned),
+        checkerboard,
+        steps=CFG["train_steps"],
+        batch_size=CFG["batch_size"],
+        lr=2e-3,
+        generator=torch.Generator().manual_seed(SEED),
+        progress=False,
+    )
     MODELS[name] = res.ema_model.eval()
     print(f"trained {name} in {time.perf_counter() - T0:.0f} s")
 
@@ -76,16 +86,24 @@ test_x = checkerboard(CFG["n_eval"], g)
 RESULTS = {"scale": SCALE, "config": CFG}
 for name, model in MODELS.items():
     nelbo = ot.held_out_nelbo(model, test_x, CFG["eval_draws"], seed=5)
-    RESULTS[name] = dict(nelbo=float(nelbo.mean()), nelbo_se=float(nelbo.std() / math.sqrt(nelbo.numel())))
+    RESULTS[name] = dict(
+        nelbo=float(nelbo.mean()), nelbo_se=float(nelbo.std() / math.sqrt(nelbo.numel()))
+    )
 with torch.no_grad():
     ndm = MODELS["NDM"]
     RESULTS["NDM"]["rms_F_minus_x"] = {
-        f"{t:g}": float((ndm.F(test_x, torch.full((test_x.shape[0],), t)) - test_x).pow(2).sum(1).mean().sqrt())
-        for t in TIMES}
+        f"{t:g}": float(
+            (ndm.F(test_x, torch.full((test_x.shape[0],), t)) - test_x).pow(2).sum(1).mean().sqrt()
+        )
+        for t in TIMES
+    }
 for name in MODELS:
     r = RESULTS[name]
     print(f"{name}: held-out −ELBO {r['nelbo']:.4f} ± {r['nelbo_se']:.4f} nats")
-print("NDM RMS ‖F(x, t) − x‖ at t =", {k: round(v, 3) for k, v in RESULTS["NDM"]["rms_F_minus_x"].items()})
+print(
+    "NDM RMS ‖F(x, t) − x‖ at t =",
+    {k: round(v, 3) for k, v in RESULTS["NDM"]["rms_F_minus_x"].items()},
+)
 
 # %% [markdown]
 # ## Figure
@@ -99,7 +117,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 lines = torch.linspace(-4.0, 4.0, 17)
 dense = torch.linspace(-4.0, 4.0, 161)
-grid_h = torch.stack(torch.meshgrid(lines, dense, indexing="ij"), -1)  # (17, 161, 2): x = const rows
+grid_h = torch.stack(
+    torch.meshgrid(lines, dense, indexing="ij"), -1
+)  # (17, 161, 2): x = const rows
 grid_v = grid_h.flip(-1)
 pts = test_x[:1500]
 square = (torch.floor(pts[:, 0] / 2) * 4 + torch.floor(pts[:, 1] / 2)).numpy()
@@ -112,6 +132,7 @@ with torch.no_grad():
     for row, name in enumerate(("DDPM", "NDM")):
         model = MODELS[name]
         for ax, t in zip(axes[row], TIMES):
+
             def F(x, t=t, model=model):
                 return model.F(x, torch.full((x.shape[0],), t))
 
@@ -125,8 +146,11 @@ with torch.no_grad():
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
             ax.set_title(f"{name}: F(x, t={t:g})", fontsize=9)
-fig.suptitle(f"Learned transform on the checkerboard, scale={SCALE}: NDM −ELBO {RESULTS['NDM']['nelbo']:.3f}, "
-             f"DDPM {RESULTS['DDPM']['nelbo']:.3f} nats", fontsize=11)
+fig.suptitle(
+    f"Learned transform on the checkerboard, scale={SCALE}: NDM −ELBO {RESULTS['NDM']['nelbo']:.3f}, "
+    f"DDPM {RESULTS['DDPM']['nelbo']:.3f} nats",
+    fontsize=11,
+)
 fig.tight_layout()
 FIGURE = save_figure(fig, OUT / "learned_transforms_2d.png", dpi=80)
 RESULTS["figure"] = str(FIGURE)

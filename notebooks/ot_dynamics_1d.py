@@ -86,11 +86,30 @@ OUT = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
 CONFIGS = {
     # penalties: (velocity, λ) pairs of ndmsolve.studies.ot.penalized_loss, each trained with a
     # learned schedule for both models; labels "+M λ" (marginal) and "+C λ" (conditional)
-    "small": dict(datasets=("bimodal",), seeds=(0,), penalties=(("marginal", 1.0),), train_steps=80, batch_size=128,
-                  hidden=16, n_eval=300, eval_draws=2, n_paths=300, sample_steps=30),
-    "full": dict(datasets=("bimodal",), seeds=(0, 1, 2), penalties=(("marginal", 1.0), ("marginal", 3.0)),
-                 train_steps=1200,
-                 batch_size=512, hidden=48, n_eval=2000, eval_draws=40, n_paths=2000, sample_steps=200),
+    "small": dict(
+        datasets=("bimodal",),
+        seeds=(0,),
+        penalties=(("marginal", 1.0),),
+        train_steps=80,
+        batch_size=128,
+        hidden=16,
+        n_eval=300,
+        eval_draws=2,
+        n_paths=300,
+        sample_steps=30,
+    ),
+    "full": dict(
+        datasets=("bimodal",),
+        seeds=(0, 1, 2),
+        penalties=(("marginal", 1.0), ("marginal", 3.0)),
+        train_steps=1200,
+        batch_size=512,
+        hidden=48,
+        n_eval=2000,
+        eval_draws=40,
+        n_paths=2000,
+        sample_steps=200,
+    ),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
@@ -116,8 +135,11 @@ print(f"scale={SCALE}: {CFG}; output in {OUT}/")
 # %%
 def mixture(name: str) -> nd.GaussianMixture:
     p = DATASETS[name]
-    return nd.GaussianMixture(torch.tensor(p["weights"]), torch.tensor(p["means"]).unsqueeze(1),
-                              torch.tensor(p["stds"]).pow(2).reshape(-1, 1, 1))
+    return nd.GaussianMixture(
+        torch.tensor(p["weights"]),
+        torch.tensor(p["means"]).unsqueeze(1),
+        torch.tensor(p["stds"]).pow(2).reshape(-1, 1, 1),
+    )
 
 
 def make_model(learned_F: bool, learned_schedule: bool, seed: int) -> nd.NDM:
@@ -126,8 +148,13 @@ def make_model(learned_F: bool, learned_schedule: bool, seed: int) -> nd.NDM:
     predictor = nd.EpsilonPredictor(nd.MLP(1, hidden=CFG["hidden"], depth=3), sched)
     # F(x, t) = x + Σ_k sin(kπt/2)/k · h_k(x): one pass gives F and ∂_t F (no JVP), and a
     # separable F can hold the displacement interpolation x + s(t) (T(x) − x) exactly.
-    transform = (nd.TimeBasisTransform(nd.MLP(1, hidden=CFG["hidden"], depth=2, out_dim=8, zero_init=True), 8)
-                 if learned_F else None)
+    transform = (
+        nd.TimeBasisTransform(
+            nd.MLP(1, hidden=CFG["hidden"], depth=2, out_dim=8, zero_init=True), 8
+        )
+        if learned_F
+        else None
+    )
     return nd.NDM(predictor, transform=transform, schedule=sched, data_shape=(1,)).float()
 
 
@@ -143,8 +170,14 @@ def variants() -> list:
 def evaluate(model: nd.NDM, test_x, z1, data_ref) -> dict:
     nelbo = ot.held_out_nelbo(model, test_x, CFG["eval_draws"], seed=123)
     p = ot.pf_ode_paths(model, z1, CFG["sample_steps"])
-    return dict(kinetic_ratio=p["kinetic_ratio"], nelbo=float(nelbo.mean()), w1=ot.w1_1d(p["path"][-1], data_ref),
-                nfe=p["nfe"], path=p["path"], ts=p["ts"])
+    return dict(
+        kinetic_ratio=p["kinetic_ratio"],
+        nelbo=float(nelbo.mean()),
+        w1=ot.w1_1d(p["path"][-1], data_ref),
+        nfe=p["nfe"],
+        path=p["path"],
+        ts=p["ts"],
+    )
 
 
 RUNS = {}  # (dataset, label, seed) -> metrics (paths kept for seed 0 only)
@@ -155,7 +188,7 @@ for ds in CFG["datasets"]:
         g = torch.Generator().manual_seed(1000 + seed)
         train_x = gaussian_mixture_1d(50_000, g, **DATASETS[ds])
         test_x = gaussian_mixture_1d(CFG["n_eval"], g, **DATASETS[ds])
-        data_ref = gaussian_mixture_1d(CFG["n_paths"], g, **DATASETS[ds])   # W1 reference
+        data_ref = gaussian_mixture_1d(CFG["n_paths"], g, **DATASETS[ds])  # W1 reference
         data_ref2 = gaussian_mixture_1d(CFG["n_paths"], g, **DATASETS[ds])  # floor: data vs data
         z1 = torch.randn(CFG["n_paths"], 1, generator=g)
         RUNS[(ds, "floor", seed)] = dict(w1=ot.w1_1d(data_ref2, data_ref))
@@ -172,14 +205,25 @@ for ds in CFG["datasets"]:
             t0 = time.perf_counter()
             model = make_model(kind == "NDM", pen is not None, seed)
             loss = ot.penalized_loss(pen[1], velocity=pen[0]) if pen else ot.penalized_loss(0.0)
-            res = train(model, train_x, steps=CFG["train_steps"], batch_size=CFG["batch_size"], lr=2e-3,
-                        generator=torch.Generator().manual_seed(seed), loss=loss, progress=False)
+            res = train(
+                model,
+                train_x,
+                steps=CFG["train_steps"],
+                batch_size=CFG["batch_size"],
+                lr=2e-3,
+                generator=torch.Generator().manual_seed(seed),
+                loss=loss,
+                progress=False,
+            )
             RUNS[(ds, label, seed)] = r = evaluate(res.ema_model.eval(), test_x, z1, data_ref)
             r["train_s"] = time.perf_counter() - t0
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(cache, lambda f, r=r: torch.save(r, f))
-            print(f"[{time.perf_counter() - T0:6.0f} s] {ds} seed {seed} {label:<12} ratio {r['kinetic_ratio']:.3f} "
-                  f"-ELBO {r['nelbo']:.4f} W1 {r['w1']:.4f} ({r['train_s']:.0f} s)", flush=True)
+            print(
+                f"[{time.perf_counter() - T0:6.0f} s] {ds} seed {seed} {label:<12} ratio {r['kinetic_ratio']:.3f} "
+                f"-ELBO {r['nelbo']:.4f} W1 {r['w1']:.4f} ({r['train_s']:.0f} s)",
+                flush=True,
+            )
 
 # %% [markdown]
 # ## The table: mean ± standard error over seeds
@@ -192,7 +236,10 @@ def mean_se(values: list) -> tuple:
 
 
 LABELS = ["DDPM exact"] + [label for label, _, _ in variants()]
-RESULTS = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in CFG.items()}, "scale": SCALE}
+RESULTS = {
+    "config": {k: list(v) if isinstance(v, tuple) else v for k, v in CFG.items()},
+    "scale": SCALE,
+}
 for ds in CFG["datasets"]:
     table = {}
     for label in LABELS:
@@ -210,25 +257,42 @@ for ds in CFG["datasets"]:
         ddpm_labels = ["DDPM", f"DDPM{tag}"]
         best = min(ddpm_labels, key=lambda k: table[k]["kinetic_ratio"][0])
         ndm = table[f"NDM{tag}"]
-        removed = (table[best]["kinetic_ratio"][0] - ndm["kinetic_ratio"][0]) / (table[best]["kinetic_ratio"][0] - 1)
-        goal[f"{vel} {lam:g}"] = dict(best_ddpm=best, excess_removed=removed,
-                                nelbo_gap=ndm["nelbo"][0] - table[best]["nelbo"][0],
-                                w1_over_floor=ndm["w1"][0] / floor_w1,
-                                met=bool(removed >= 0.5 and ndm["nelbo"][0] - table[best]["nelbo"][0] <= 0.05
-                                         and ndm["w1"][0] <= 2 * floor_w1))
+        removed = (table[best]["kinetic_ratio"][0] - ndm["kinetic_ratio"][0]) / (
+            table[best]["kinetic_ratio"][0] - 1
+        )
+        goal[f"{vel} {lam:g}"] = dict(
+            best_ddpm=best,
+            excess_removed=removed,
+            nelbo_gap=ndm["nelbo"][0] - table[best]["nelbo"][0],
+            w1_over_floor=ndm["w1"][0] / floor_w1,
+            met=bool(
+                removed >= 0.5
+                and ndm["nelbo"][0] - table[best]["nelbo"][0] <= 0.05
+                and ndm["w1"][0] <= 2 * floor_w1
+            ),
+        )
     RESULTS[ds] = dict(table=table, goal=goal)
 
-    print(f"\n{ds}: mean ± se over seeds {list(CFG['seeds'])}; Heun {CFG['sample_steps']} steps, "
-          f"{CFG['n_paths']} paths, {CFG['train_steps']} training steps")
+    print(
+        f"\n{ds}: mean ± se over seeds {list(CFG['seeds'])}; Heun {CFG['sample_steps']} steps, "
+        f"{CFG['n_paths']} paths, {CFG['train_steps']} training steps"
+    )
     print(f"{'model':<13}{'kinetic ratio':>17}{'-ELBO (nats)':>20}{'W1 to data':>20}")
     for label in LABELS:
         r = table[label]
-        print(f"{label:<13}" + "".join(f"{r[k][0]:>11.4f} ± {r[k][1]:.4f}" for k in ("kinetic_ratio", "nelbo", "w1"))
-              + f"   seeds {r['seeds']}")
-    print(f"{'floor':<13}{'1':>17}{'':>20}{table['floor']['w1'][0]:>11.4f} ± {table['floor']['w1'][1]:.4f}")
+        print(
+            f"{label:<13}"
+            + "".join(f"{r[k][0]:>11.4f} ± {r[k][1]:.4f}" for k in ("kinetic_ratio", "nelbo", "w1"))
+            + f"   seeds {r['seeds']}"
+        )
+    print(
+        f"{'floor':<13}{'1':>17}{'':>20}{table['floor']['w1'][0]:>11.4f} ± {table['floor']['w1'][1]:.4f}"
+    )
     for lam, gl in goal.items():
-        print(f"{lam}: NDM with that penalty removes {100 * gl['excess_removed']:.0f}% of {gl['best_ddpm']}'s excess ratio; "
-              f"-ELBO gap {gl['nelbo_gap']:+.4f} nats; W1 {gl['w1_over_floor']:.2f}× floor; goal met: {gl['met']}")
+        print(
+            f"{lam}: NDM with that penalty removes {100 * gl['excess_removed']:.0f}% of {gl['best_ddpm']}'s excess ratio; "
+            f"-ELBO gap {gl['nelbo_gap']:+.4f} nats; W1 {gl['w1_over_floor']:.2f}× floor; goal met: {gl['met']}"
+        )
 
 OUT.mkdir(parents=True, exist_ok=True)
 atomic_write(OUT / "ot_dynamics_1d.json", lambda f: f.write(json.dumps(RESULTS, indent=1).encode()))
@@ -244,7 +308,9 @@ atomic_write(OUT / "ot_dynamics_1d.json", lambda f: f.write(json.dumps(RESULTS, 
 # %%
 from matplotlib.figure import Figure  # noqa: E402
 
-SHOW = ["DDPM exact", "DDPM", "NDM"] + [label for label, kind, pen in variants() if kind == "NDM" and pen]
+SHOW = ["DDPM exact", "DDPM", "NDM"] + [
+    label for label, kind, pen in variants() if kind == "NDM" and pen
+]
 COLOURS = {"DDPM": "tab:blue", "NDM": "tab:red"}
 fig = Figure(figsize=(4.2 * (len(SHOW) + 2), 3.8 * len(CFG["datasets"])))
 axes = fig.subplots(len(CFG["datasets"]), len(SHOW) + 2, squeeze=False)
@@ -255,10 +321,23 @@ for row, ds in zip(axes, CFG["datasets"]):
         r = table[label]
         kind = "DDPM" if label.startswith("DDPM") else "NDM"
         marker = "*" if label == "DDPM exact" else ("o" if "+" in label else "s")
-        ax.errorbar(r["nelbo"][0], r["kinetic_ratio"][0], xerr=r["nelbo"][1], yerr=r["kinetic_ratio"][1],
-                    fmt=marker, color=COLOURS[kind], ms=6, capsize=2)
-        ax.annotate(label.replace("DDPM exact", "exact"), (r["nelbo"][0], r["kinetic_ratio"][0]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+        ax.errorbar(
+            r["nelbo"][0],
+            r["kinetic_ratio"][0],
+            xerr=r["nelbo"][1],
+            yerr=r["kinetic_ratio"][1],
+            fmt=marker,
+            color=COLOURS[kind],
+            ms=6,
+            capsize=2,
+        )
+        ax.annotate(
+            label.replace("DDPM exact", "exact"),
+            (r["nelbo"][0], r["kinetic_ratio"][0]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.set_xlabel("held-out −ELBO (nats)")
     ax.set_ylabel("kinetic ratio (1 = OT)")
     ax.set_title(f"{ds}: Pareto (blue DDPM, red NDM)", fontsize=9)
@@ -273,10 +352,17 @@ for row, ds in zip(axes, CFG["datasets"]):
         disp = ot.displacement_paths(path[0], target, ts)
         for k in range(n_draw):
             ax.plot(ts, disp[:, k, 0], color="0.2", lw=0.6, ls="--", alpha=0.6)
-            ax.plot(ts, path[:, k, 0], color=COLOURS["NDM" if label.startswith("NDM") else "DDPM"], lw=0.7,
-                    alpha=0.8)
+            ax.plot(
+                ts,
+                path[:, k, 0],
+                color=COLOURS["NDM" if label.startswith("NDM") else "DDPM"],
+                lw=0.7,
+                alpha=0.8,
+            )
         r = table[label]
-        ax.set_title(f"{label}: ratio {r['kinetic_ratio'][0]:.2f}, −ELBO {r['nelbo'][0]:.3f}", fontsize=9)
+        ax.set_title(
+            f"{label}: ratio {r['kinetic_ratio'][0]:.2f}, −ELBO {r['nelbo'][0]:.3f}", fontsize=9
+        )
         ax.set_xlim(1.0, 0.0)
         ax.set_xlabel("t")
     ax = row[-1]
@@ -285,16 +371,22 @@ for row, ds in zip(axes, CFG["datasets"]):
         ts, path = run["ts"].double(), run["path"].double()
         speed2 = (path.diff(dim=0).pow(2).sum(-1) / ts.diff().pow(2).unsqueeze(1)).mean(1)
         ax.plot(0.5 * (ts[1:] + ts[:-1]), speed2, label=label, lw=1)
-    w2 = float(nd.metrics.ot_cost(RUNS[(ds, "DDPM exact", CFG["seeds"][0])]["path"][0],
-                                  RUNS[(ds, "DDPM exact", CFG["seeds"][0])]["path"][-1]))
+    w2 = float(
+        nd.metrics.ot_cost(
+            RUNS[(ds, "DDPM exact", CFG["seeds"][0])]["path"][0],
+            RUNS[(ds, "DDPM exact", CFG["seeds"][0])]["path"][-1],
+        )
+    )
     ax.axhline(w2, color="k", ls="--", lw=0.8, label="OT (constant W2²)")
     ax.set_yscale("log")
     ax.set_xlim(1.0, 0.0)
     ax.set_xlabel("t")
     ax.set_title("speed profile E‖dz/dt‖²", fontsize=9)
     ax.legend(fontsize=7)
-fig.suptitle(f"1D OT dynamics, scale={SCALE}: PF-ODE paths (solid) vs displacement interpolation (dashed)",
-             fontsize=11)
+fig.suptitle(
+    f"1D OT dynamics, scale={SCALE}: PF-ODE paths (solid) vs displacement interpolation (dashed)",
+    fontsize=11,
+)
 fig.tight_layout()
 FIGURE = save_figure(fig, OUT / "ot_dynamics_1d.png", dpi=100)
 RESULTS["figure"] = str(FIGURE)

@@ -51,10 +51,30 @@ from ndmsolve.viz import save_figure
 SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 OUT = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
 CONFIGS = {
-    "small": dict(datasets=("checkerboard",), seeds=(0,), lam=0.1, train_steps=60, batch_size=128, hidden=16,
-                  n_eval=200, eval_draws=2, n_paths=200, sample_steps=20),
-    "full": dict(datasets=("checkerboard", "eight_gaussians"), seeds=(0,), lam=0.1, train_steps=1500,
-                 batch_size=512, hidden=64, n_eval=2000, eval_draws=5, n_paths=2000, sample_steps=100),
+    "small": dict(
+        datasets=("checkerboard",),
+        seeds=(0,),
+        lam=0.1,
+        train_steps=60,
+        batch_size=128,
+        hidden=16,
+        n_eval=200,
+        eval_draws=2,
+        n_paths=200,
+        sample_steps=20,
+    ),
+    "full": dict(
+        datasets=("checkerboard", "eight_gaussians"),
+        seeds=(0,),
+        lam=0.1,
+        train_steps=1500,
+        batch_size=512,
+        hidden=64,
+        n_eval=2000,
+        eval_draws=5,
+        n_paths=2000,
+        sample_steps=100,
+    ),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
@@ -72,14 +92,23 @@ def make_model(learned_F: bool, learned_schedule: bool, seed: int) -> nd.NDM:
     sched = nd.LearnedLogSNR(-12.0, 12.0) if learned_schedule else nd.LinearLogSNR(-12.0, 12.0)
     predictor = nd.EpsilonPredictor(nd.MLP(2, hidden=CFG["hidden"], depth=3), sched)
     # F(x, t) = x + Σ_k sin(kπt/2)/k · h_k(x): one pass gives F and ∂_t F (no JVP)
-    transform = (nd.TimeBasisTransform(nd.MLP(2, hidden=CFG["hidden"], depth=2, out_dim=16, zero_init=True), 8)
-                 if learned_F else None)
+    transform = (
+        nd.TimeBasisTransform(
+            nd.MLP(2, hidden=CFG["hidden"], depth=2, out_dim=16, zero_init=True), 8
+        )
+        if learned_F
+        else None
+    )
     return nd.NDM(predictor, transform=transform, schedule=sched, data_shape=(2,)).float()
 
 
 LAM = CFG["lam"]
-VARIANTS = [("DDPM", False, None), ("NDM", True, None), (f"DDPM+L {LAM:g}", False, LAM),
-            (f"NDM+L {LAM:g}", True, LAM)]
+VARIANTS = [
+    ("DDPM", False, None),
+    ("NDM", True, None),
+    (f"DDPM+L {LAM:g}", False, LAM),
+    (f"NDM+L {LAM:g}", True, LAM),
+]
 RUNS = {}
 T0 = time.perf_counter()
 for ds in CFG["datasets"]:
@@ -92,20 +121,35 @@ for ds in CFG["datasets"]:
         for label, learned_F, lam in VARIANTS:
             t0 = time.perf_counter()
             model = make_model(learned_F, lam is not None, seed)
-            res = train(model, DATA[ds], steps=CFG["train_steps"], batch_size=CFG["batch_size"], lr=2e-3,
-                        generator=torch.Generator().manual_seed(seed), loss=ot.penalized_loss(lam or 0.0),
-                        progress=False)
+            res = train(
+                model,
+                DATA[ds],
+                steps=CFG["train_steps"],
+                batch_size=CFG["batch_size"],
+                lr=2e-3,
+                generator=torch.Generator().manual_seed(seed),
+                loss=ot.penalized_loss(lam or 0.0),
+                progress=False,
+            )
             model = res.ema_model.eval()
             p = ot.pf_ode_paths(model, z1, CFG["sample_steps"])
             x0 = p["path"][-1]
             RUNS[(ds, label, seed)] = r = dict(
-                kinetic_ratio=p["kinetic_ratio"], coupling_ratio=float(coupling_ratio(z1, x0)),
+                kinetic_ratio=p["kinetic_ratio"],
+                coupling_ratio=float(coupling_ratio(z1, x0)),
                 nelbo=float(ot.held_out_nelbo(model, test_x, CFG["eval_draws"], seed=123).mean()),
-                w2=math.sqrt(float(ot_cost(x0, ref))), nfe=p["nfe"], path=p["path"], ts=p["ts"],
-                train_s=time.perf_counter() - t0)
-            print(f"[{time.perf_counter() - T0:6.0f} s] {ds} seed {seed} {label:<11} kinetic {r['kinetic_ratio']:.3f} "
-                  f"coupling {r['coupling_ratio']:.3f} -ELBO {r['nelbo']:.4f} W2 {r['w2']:.4f} "
-                  f"({r['train_s']:.0f} s)", flush=True)
+                w2=math.sqrt(float(ot_cost(x0, ref))),
+                nfe=p["nfe"],
+                path=p["path"],
+                ts=p["ts"],
+                train_s=time.perf_counter() - t0,
+            )
+            print(
+                f"[{time.perf_counter() - T0:6.0f} s] {ds} seed {seed} {label:<11} kinetic {r['kinetic_ratio']:.3f} "
+                f"coupling {r['coupling_ratio']:.3f} -ELBO {r['nelbo']:.4f} W2 {r['w2']:.4f} "
+                f"({r['train_s']:.0f} s)",
+                flush=True,
+            )
 
 
 # %%
@@ -116,19 +160,31 @@ def mean_se(values: list) -> tuple:
 
 LABELS = [v[0] for v in VARIANTS]
 KEYS = ("kinetic_ratio", "coupling_ratio", "nelbo", "w2")
-RESULTS = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in CFG.items()}, "scale": SCALE}
+RESULTS = {
+    "config": {k: list(v) if isinstance(v, tuple) else v for k, v in CFG.items()},
+    "scale": SCALE,
+}
 for ds in CFG["datasets"]:
-    table = {label: {k: mean_se([RUNS[(ds, label, s)][k] for s in CFG["seeds"]]) for k in KEYS}
-             for label in LABELS}
+    table = {
+        label: {k: mean_se([RUNS[(ds, label, s)][k] for s in CFG["seeds"]]) for k in KEYS}
+        for label in LABELS
+    }
     table["floor"] = {"w2": mean_se([RUNS[(ds, "floor", s)]["w2"] for s in CFG["seeds"]])}
     RESULTS[ds] = dict(table=table)
-    print(f"\n{ds}: mean ± se over seeds {list(CFG['seeds'])}; Heun {CFG['sample_steps']} steps, "
-          f"{CFG['n_paths']} paths, {CFG['train_steps']} training steps")
+    print(
+        f"\n{ds}: mean ± se over seeds {list(CFG['seeds'])}; Heun {CFG['sample_steps']} steps, "
+        f"{CFG['n_paths']} paths, {CFG['train_steps']} training steps"
+    )
     print(f"{'model':<12}" + "".join(f"{k:>22}" for k in KEYS))
     for label in LABELS:
-        print(f"{label:<12}" + "".join(f"{table[label][k][0]:>13.4f} ± {table[label][k][1]:.4f}" for k in KEYS))
-    print(f"{'floor':<12}{'1':>22}{'1':>22}{'':>22}{table['floor']['w2'][0]:>13.4f} ± "
-          f"{table['floor']['w2'][1]:.4f}")
+        print(
+            f"{label:<12}"
+            + "".join(f"{table[label][k][0]:>13.4f} ± {table[label][k][1]:.4f}" for k in KEYS)
+        )
+    print(
+        f"{'floor':<12}{'1':>22}{'1':>22}{'':>22}{table['floor']['w2'][0]:>13.4f} ± "
+        f"{table['floor']['w2'][1]:.4f}"
+    )
 OUT.mkdir(parents=True, exist_ok=True)
 atomic_write(OUT / "ot_dynamics_2d.json", lambda f: f.write(json.dumps(RESULTS, indent=1).encode()))
 
@@ -151,11 +207,19 @@ for row, ds in zip(axes, CFG["datasets"]):
         x0 = path[-1]
         ax.scatter(x0[:, 0], x0[:, 1], s=1.0, color="k", alpha=0.5)
         for k in range(min(150, path.shape[1])):
-            ax.plot(path[:, k, 0], path[:, k, 1], lw=0.4, alpha=0.5, color="tab:red" if "NDM" in label else "tab:blue")
+            ax.plot(
+                path[:, k, 0],
+                path[:, k, 1],
+                lw=0.4,
+                alpha=0.5,
+                color="tab:red" if "NDM" in label else "tab:blue",
+            )
         r = table[label]
-        ax.set_title(f"{ds} {label}\nkinetic {r['kinetic_ratio'][0]:.2f}, coupling {r['coupling_ratio'][0]:.3f}\n"
-                     f"−ELBO {r['nelbo'][0]:.3f}, W2 {r['w2'][0]:.3f} (floor {table['floor']['w2'][0]:.3f})",
-                     fontsize=8)
+        ax.set_title(
+            f"{ds} {label}\nkinetic {r['kinetic_ratio'][0]:.2f}, coupling {r['coupling_ratio'][0]:.3f}\n"
+            f"−ELBO {r['nelbo'][0]:.3f}, W2 {r['w2'][0]:.3f} (floor {table['floor']['w2'][0]:.3f})",
+            fontsize=8,
+        )
         ax.set_xlim(-4.5, 4.5)
         ax.set_ylim(-4.5, 4.5)
         ax.set_aspect("equal")

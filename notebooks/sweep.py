@@ -58,20 +58,49 @@ from ndmsolve.viz import plot_sweep
 SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 OUT = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
 CONFIGS = {
-    "small": dict(methods=("heun", "dopri5", "euler_maruyama", "adaptive_heun_sde", "ddim"),
-                  steps=(2, 8), ode_tols=(1e-1, 1e-3), sde_tols=(10.0, 0.3), seeds=2, n=128,
-                  train_steps=150, hidden=32, batch_size=128, n_eval=300, eval_draws=2,
-                  board_methods=("heun", "ddim"), board_steps=(2, 8), board_n=128, board_seeds=2),
-    "full": dict(methods=None, steps=(2, 4, 8, 16), ode_tols=(1e-1, 1e-2, 1e-3),
-                 sde_tols=(10.0, 1.0, 0.3, 0.1), seeds=4, n=500,
-                 train_steps=2000, hidden=128, batch_size=256, n_eval=2000, eval_draws=10,
-                 board_methods=None, board_steps=(2, 4, 8, 16), board_n=500, board_seeds=3),
+    "small": dict(
+        methods=("heun", "dopri5", "euler_maruyama", "adaptive_heun_sde", "ddim"),
+        steps=(2, 8),
+        ode_tols=(1e-1, 1e-3),
+        sde_tols=(10.0, 0.3),
+        seeds=2,
+        n=128,
+        train_steps=150,
+        hidden=32,
+        batch_size=128,
+        n_eval=300,
+        eval_draws=2,
+        board_methods=("heun", "ddim"),
+        board_steps=(2, 8),
+        board_n=128,
+        board_seeds=2,
+    ),
+    "full": dict(
+        methods=None,
+        steps=(2, 4, 8, 16),
+        ode_tols=(1e-1, 1e-2, 1e-3),
+        sde_tols=(10.0, 1.0, 0.3, 0.1),
+        seeds=4,
+        n=500,
+        train_steps=2000,
+        hidden=128,
+        batch_size=256,
+        n_eval=2000,
+        eval_draws=10,
+        board_methods=None,
+        board_steps=(2, 4, 8, 16),
+        board_n=500,
+        board_seeds=3,
+    ),
 }
 if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
 CFG = CONFIGS[SCALE]
-PARTS = {"all": ("closed_form", "checkerboard"), "closed_form": ("closed_form",),
-         "checkerboard": ("checkerboard",)}
+PARTS = {
+    "all": ("closed_form", "checkerboard"),
+    "closed_form": ("closed_form",),
+    "checkerboard": ("checkerboard",),
+}
 PART = os.environ.get("NDM_SWEEP_PART", "all").strip().lower()
 if PART not in PARTS:
     raise ValueError(f"NDM_SWEEP_PART must be one of {sorted(PARTS)}, got {PART!r}")
@@ -91,15 +120,22 @@ def method_grid(methods, steps):
     for m in methods or default_methods():
         kind = method_kind(m)
         # a multistep sampler needs at least its history length in steps
-        grid[m] = (CFG["ode_tols"] if kind == "ode_adaptive" else CFG["sde_tols"]
-                   if kind == "sde_adaptive" else [s for s in steps if s >= METHODS[m].min_steps])
+        grid[m] = (
+            CFG["ode_tols"]
+            if kind == "ode_adaptive"
+            else CFG["sde_tols"]
+            if kind == "sde_adaptive"
+            else [s for s in steps if s >= METHODS[m].min_steps]
+        )
     return grid
 
 
 def report(res, title):
     """Print the fewest-NFE method at each quality level, per model."""
-    print(f"\n{title}: fewest NFE to reach a quality level (energy distance, mean over "
-          f"{len(res.config['seeds'])} seeds)")
+    print(
+        f"\n{title}: fewest NFE to reach a quality level (energy distance, mean over "
+        f"{len(res.config['seeds'])} seeds)"
+    )
     for model, levels in res.best.items():
         fl = res.floors[model]["energy_distance"]
         print(f"  {model}: floor {fl['mean']:.4g} ± {fl['se']:.2g} (n = {fl['n']})")
@@ -108,11 +144,18 @@ def report(res, title):
                 print(f"    <= {lv['quality']:.4g}: reached by no method of the grid")
                 continue
             setting = f"{lv['steps']} steps" if lv["steps"] is not None else f"tol {lv['tol']:g}"
-            others = ", ".join(f"{m} {v:.0f}" for m, v in sorted(
-                lv["per_method"].items(), key=lambda kv: kv[1] if kv[1] is not None else math.inf)
-                if v is not None)
-            print(f"    <= {lv['quality']:.4g}: {lv['method']} ({setting}, {lv['nfe']:.0f} NFE, "
-                  f"{lv['value']:.4g} ± {lv['se']:.2g}); per method: {others}")
+            others = ", ".join(
+                f"{m} {v:.0f}"
+                for m, v in sorted(
+                    lv["per_method"].items(),
+                    key=lambda kv: kv[1] if kv[1] is not None else math.inf,
+                )
+                if v is not None
+            )
+            print(
+                f"    <= {lv['quality']:.4g}: {lv['method']} ({setting}, {lv['nfe']:.0f} NFE, "
+                f"{lv['value']:.4g} ± {lv['se']:.2g}); per method: {others}"
+            )
 
 
 RESULTS = {}
@@ -123,8 +166,14 @@ RESULTS = {}
 # %%
 if "closed_form" in PARTS[PART]:
     t0 = time.perf_counter()
-    closed = sweep(closed_form_models(), method_grid(CFG["methods"], CFG["steps"]),
-                   seeds=CFG["seeds"], n=CFG["n"], metrics=METRICS, progress=PROGRESS)
+    closed = sweep(
+        closed_form_models(),
+        method_grid(CFG["methods"], CFG["steps"]),
+        seeds=CFG["seeds"],
+        n=CFG["n"],
+        metrics=METRICS,
+        progress=PROGRESS,
+    )
     closed.write_json(OUT / "sweep_closed_form.json")
     fig_closed = plot_sweep(closed, OUT / "sweep_closed_form.png")
     print(f"closed-form sweep: {len(closed.rows)} rows in {time.perf_counter() - t0:.0f} s")
@@ -154,20 +203,36 @@ if "checkerboard" in PARTS[PART]:
         transform = nd.ResidualTransform(tr_net) if learned else None
         model = nd.NDM(predictor, transform=transform, schedule=sched, data_shape=(2,))
         t0 = time.perf_counter()
-        res = train(model, train_x, steps=CFG["train_steps"], batch_size=CFG["batch_size"], lr=2e-3,
-                    generator=torch.Generator().manual_seed(SEED + 1), progress=False)
-        per_point = held_out_nelbo(res.ema_model, test_x, CFG["eval_draws"],
-                                   torch.Generator().manual_seed(SEED + 2))
+        res = train(
+            model,
+            train_x,
+            steps=CFG["train_steps"],
+            batch_size=CFG["batch_size"],
+            lr=2e-3,
+            generator=torch.Generator().manual_seed(SEED + 1),
+            progress=False,
+        )
+        per_point = held_out_nelbo(
+            res.ema_model, test_x, CFG["eval_draws"], torch.Generator().manual_seed(SEED + 2)
+        )
         nelbo = [float(per_point.mean()), float(per_point.std() / math.sqrt(per_point.numel()))]
         trained[name] = res.ema_model
         board[name] = dict(nelbo=nelbo, train_s=time.perf_counter() - t0)
-        print(f"{name}: {CFG['train_steps']} steps in {board[name]['train_s']:.0f} s, held-out "
-              f"-ELBO {nelbo[0]:.4f} ± {nelbo[1]:.4f} nats (truth: log 32 = {math.log(32):.4f})")
+        print(
+            f"{name}: {CFG['train_steps']} steps in {board[name]['train_s']:.0f} s, held-out "
+            f"-ELBO {nelbo[0]:.4f} ± {nelbo[1]:.4f} nats (truth: log 32 = {math.log(32):.4f})"
+        )
 
     t0 = time.perf_counter()
-    boardsweep = sweep(trained, method_grid(CFG["board_methods"], CFG["board_steps"]),
-                       seeds=CFG["board_seeds"], n=CFG["board_n"], metrics=METRICS,
-                       reference=checkerboard, progress=PROGRESS)
+    boardsweep = sweep(
+        trained,
+        method_grid(CFG["board_methods"], CFG["board_steps"]),
+        seeds=CFG["board_seeds"],
+        n=CFG["board_n"],
+        metrics=METRICS,
+        reference=checkerboard,
+        progress=PROGRESS,
+    )
     boardsweep.write_json(OUT / "sweep_checkerboard.json")
     fig_board = plot_sweep(boardsweep, OUT / "sweep_checkerboard.png")
     print(f"checkerboard sweep: {len(boardsweep.rows)} rows in {time.perf_counter() - t0:.0f} s")

@@ -1,4 +1,5 @@
 """Suite-wide guards: every test starts from torch's defaults, whatever ran before it."""
+
 import pytest
 import torch
 

@@ -1,8 +1,7 @@
 """Small builders shared by several test modules (plain functions; ``from helpers import ...``
 works because pytest's default "prepend" import mode puts tests/ on sys.path)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from ndmsolve.fields import MLP
 F64 = torch.float64
 
 
-def one_thread_fixture(default_dtype: Optional[torch.dtype] = None):
+def one_thread_fixture(default_dtype: torch.dtype | None = None):
     """An autouse, module-scoped fixture: torch on one intra-op thread for the module (tiny
     networks: extra threads only add overhead and oversubscribe under xdist), and, when
     ``default_dtype`` is given, that default dtype pinned (another module may leave float64
@@ -45,7 +44,7 @@ def random_affine(d: int, seed: int = 0, scale: float = 0.3, dtype=F64):
     return nd.AffineTimeTransform(a1, a2, b1, b2).to(dtype), (a1, a2, b1, b2)
 
 
-def small_mlp(d: int, seed: int = 0, out_dim: Optional[int] = None, dtype=F64) -> MLP:
+def small_mlp(d: int, seed: int = 0, out_dim: int | None = None, dtype=F64) -> MLP:
     """A small time-conditioned MLP (seeded through the global RNG). The low ``max_freq``
     keeps high t-derivatives modest, so finite-difference checks can be tight."""
     torch.manual_seed(seed)

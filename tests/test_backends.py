@@ -1,4 +1,5 @@
 """torchdiffeq / torchsde backends: closed forms, honest counts, shapes, seeding, time direction."""
+
 import math
 
 import pytest
@@ -7,8 +8,12 @@ import torch
 pytest.importorskip("torchdiffeq")
 pytest.importorskip("torchsde")
 
-from ndmsolve.solvers.backends import (TORCHSDE_ITO, TORCHSDE_STRATONOVICH,  # noqa: E402
-                                       solve_backend, torchdiffeq_methods)
+from ndmsolve.solvers.backends import (
+    TORCHSDE_ITO,
+    TORCHSDE_STRATONOVICH,  # noqa: E402
+    solve_backend,
+    torchdiffeq_methods,
+)
 from ndmsolve.solvers.brownian import BrownianPath  # noqa: E402
 from ndmsolve.solvers.sde import euler_maruyama  # noqa: E402
 
@@ -31,9 +36,14 @@ Y0 = torch.randn(4, 3, 4, dtype=DT, generator=torch.Generator().manual_seed(0))
 
 # --------------------------------------------------------------------------- torchdiffeq
 @pytest.mark.parametrize("t0,t1", [(0.0, 1.0), (1.0, 0.0)])
-@pytest.mark.parametrize("method,kw,tol", [("dopri5", dict(rtol=1e-9, atol=1e-9), 1e-7),
-                                           ("rk4", dict(steps=40), 1e-6),
-                                           ("rk4", dict(grid=torch.tensor([0.0, 0.1, 0.3, 0.6, 1.0])), 1e-2)])
+@pytest.mark.parametrize(
+    "method,kw,tol",
+    [
+        ("dopri5", dict(rtol=1e-9, atol=1e-9), 1e-7),
+        ("rk4", dict(steps=40), 1e-6),
+        ("rk4", dict(grid=torch.tensor([0.0, 0.1, 0.3, 0.6, 1.0])), 1e-2),
+    ],
+)
 def test_torchdiffeq_closed_form_any_shape(t0, t1, method, kw, tol):
     if "grid" in kw and t0 > t1:
         kw = dict(grid=kw["grid"].flip(0))
@@ -72,7 +82,15 @@ def test_torchdiffeq_agrees_with_our_dopri5():
 def test_backend_errors_name_the_problem():
     for m in ("nope", "log_ode"):
         with pytest.raises(ValueError, match="valid: .*euler"):
-            solve_backend(f"torchsde:{m}", f_lin, Y0, 0.0, 1.0, g=lambda t, y: 0.1 * torch.ones_like(y), steps=2)
+            solve_backend(
+                f"torchsde:{m}",
+                f_lin,
+                Y0,
+                0.0,
+                1.0,
+                g=lambda t, y: 0.1 * torch.ones_like(y),
+                steps=2,
+            )
     with pytest.raises(ValueError, match="valid: .*dopri5"):
         solve_backend("torchdiffeq:nope", f_lin, Y0, 0.0, 1.0)
     with pytest.raises(ValueError, match="unknown backend"):
@@ -83,8 +101,9 @@ def test_backend_errors_name_the_problem():
         solve_backend("torchdiffeq:dopri5", f_lin, Y0, 0.0, 1.0, steps=2)
     # Stratonovich schemes would silently solve a different SDE for y-dependent noise.
     with pytest.raises(ValueError, match="additive"):
-        solve_backend("torchsde:heun", f_lin, Y0, 0.0, 1.0, g=lambda t, y: 0.2 * y, steps=2,
-                      noise="additive")
+        solve_backend(
+            "torchsde:heun", f_lin, Y0, 0.0, 1.0, g=lambda t, y: 0.2 * y, steps=2, noise="additive"
+        )
     assert set(torchdiffeq_methods()) >= {"dopri5", "bosh3", "rk4", "euler"}
     assert torchdiffeq_methods()["rk4"] and not torchdiffeq_methods()["dopri5"]
 
@@ -97,8 +116,16 @@ def test_torchsde_euler_weak_moments_ou(t0, t1):
     y0 = torch.ones(n_paths, 1, dtype=DT)
     h = abs(t1 - t0) / n
     a = 1 - th * h if t1 > t0 else 1 + th * h  # reverse time: the drift −θy grows the state
-    sol = solve_backend("torchsde:euler", lambda t, y: -th * y, y0, t0, t1, steps=n,
-                        g=lambda t, y: torch.full_like(y, sig), generator=torch.Generator().manual_seed(1))
+    sol = solve_backend(
+        "torchsde:euler",
+        lambda t, y: -th * y,
+        y0,
+        t0,
+        t1,
+        steps=n,
+        g=lambda t, y: torch.full_like(y, sig),
+        generator=torch.Generator().manual_seed(1),
+    )
     m_em, v_em = a**n, sig**2 * h * sum(a ** (2 * k) for k in range(n))
     m, v = float(sol.y.mean()), float(sol.y.var())
     assert abs(m - m_em) < 5 * math.sqrt(v_em / n_paths)
@@ -113,16 +140,30 @@ def test_torchsde_seeded_reproducible_and_any_shape():
     g = lambda t, y: 0.3 * (1 + t) * torch.ones_like(y)  # noqa: E731
 
     def run(seed, method="euler"):
-        return solve_backend(f"torchsde:{method}", f_lin, Y0, 1.0, 0.0, g=g, steps=6, noise="additive",
-                             generator=torch.Generator().manual_seed(seed),
-                             save_at=torch.tensor([0.5, 0.0], dtype=DT))
+        return solve_backend(
+            f"torchsde:{method}",
+            f_lin,
+            Y0,
+            1.0,
+            0.0,
+            g=g,
+            steps=6,
+            noise="additive",
+            generator=torch.Generator().manual_seed(seed),
+            save_at=torch.tensor([0.5, 0.0], dtype=DT),
+        )
 
     a, b, c = run(0), run(0), run(1)
     assert a.y.shape == Y0.shape and a.ys.shape == (2, *Y0.shape) and torch.equal(a.ys[-1], a.y)
     assert torch.equal(a.y, b.y) and not torch.equal(a.y, c.y)
     for m in TORCHSDE_ITO + TORCHSDE_STRATONOVICH:
         s = run(3, m)
-        assert s.y.shape == Y0.shape and torch.isfinite(s.y).all() and s.nfe > 0 and s.stats["nfe_g"] > 0
+        assert (
+            s.y.shape == Y0.shape
+            and torch.isfinite(s.y).all()
+            and s.nfe > 0
+            and s.stats["nfe_g"] > 0
+        )
 
 
 @pytest.mark.parametrize("t0,t1", [(0.0, 1.0), (1.0, 0.0)])
@@ -148,8 +189,17 @@ def test_torchsde_pure_noise_is_the_path_increment(method, t0, t1):
     """f = 0, g = 1 (additive): y(t1) − y0 = W(t1) − W(t0), which checks the reversal of W."""
     y0 = torch.zeros(2, 5, dtype=DT)
     bm = BrownianPath(0.0, 1.0, y0.shape, DT, entropy=9)
-    sol = solve_backend(f"torchsde:{method}", lambda t, y: torch.zeros_like(y), y0, t0, t1,
-                        g=lambda t, y: torch.ones_like(y), steps=5, bm=bm, noise="additive")
+    sol = solve_backend(
+        f"torchsde:{method}",
+        lambda t, y: torch.zeros_like(y),
+        y0,
+        t0,
+        t1,
+        g=lambda t, y: torch.ones_like(y),
+        steps=5,
+        bm=bm,
+        noise="additive",
+    )
     assert torch.allclose(sol.y, bm.increment(t0, t1), atol=1e-12)
 
 
@@ -162,8 +212,14 @@ def test_torchsde_srk_converges_to_a_fine_solution_on_the_same_path():
         return 0.7 * (1 + t) * torch.ones_like(y)
 
     ref = euler_maruyama(f_lin, g, y0, torch.linspace(1.0, 0.0, 1025, dtype=DT), bm=bm).y
-    errs = [float((solve_backend("torchsde:srk", f_lin, y0, 1.0, 0.0, g=g, steps=n, bm=bm).y - ref)
-                  .abs().mean()) for n in (4, 16)]
+    errs = [
+        float(
+            (solve_backend("torchsde:srk", f_lin, y0, 1.0, 0.0, g=g, steps=n, bm=bm).y - ref)
+            .abs()
+            .mean()
+        )
+        for n in (4, 16)
+    ]
     assert errs[1] < errs[0] / 4 and errs[1] < 5e-3, errs
 
 
@@ -175,5 +231,7 @@ def test_torchdiffeq_failure_is_a_typed_error():
         return torch.where(t > 0.5, math.nan, 1.0) * y
 
     with pytest.raises(SolverError, match="torchdiffeq:dopri5 gave up") as ei:
-        solve_backend("torchdiffeq:dopri5", f, torch.ones(2, dtype=DT), 0.0, 1.0, rtol=1e-6, atol=1e-6)
+        solve_backend(
+            "torchdiffeq:dopri5", f, torch.ones(2, dtype=DT), 0.0, 1.0, rtol=1e-6, atol=1e-6
+        )
     assert ei.value.partial.nfe > 0

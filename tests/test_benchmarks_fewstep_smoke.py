@@ -1,6 +1,7 @@
 """Smoke test of benchmarks/fewstep.py: its --quick mode on the closed-form mixture (small
 n, two budgets, two seeds) in-process; checks the JSON and figure it writes and the
 correctness signals in it, not timings."""
+
 import json
 import math
 
@@ -46,8 +47,11 @@ def test_same_method_same_numbers_as_k_diffusion(run):
     _, _, data = run
     if data["meta"]["k_diffusion"] is None:
         pytest.skip(f"k-diffusion unavailable: {data['meta']['k_diffusion_status']}")
-    rows = {(r["library"], r["method"], r["grid"], r["final"], r["nfe"]): r for r in data["rows"]
-            if r["model"] == "mixture"}
+    rows = {
+        (r["library"], r["method"], r["grid"], r["final"], r["nfe"]): r
+        for r in data["rows"]
+        if r["model"] == "mixture"
+    }
     for ours, theirs in (("dpmpp_2m", "dpmpp_2m"), ("ddim", "euler"), ("dpmpp_3m", "dpmpp_3m")):
         for nfe in (5, 10):
             a = rows[("ndmsolve", ours, "karras", "x_hat", nfe)]["sw1_seeds"]

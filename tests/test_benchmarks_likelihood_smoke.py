@@ -1,4 +1,5 @@
 """benchmarks/likelihood_cost.py runs end to end at its smallest sizes and writes well-formed JSON."""
+
 import json
 import math
 
@@ -7,7 +8,19 @@ from helpers import load_benchmark
 
 def test_likelihood_cost_quick(tmp_path):
     mod = load_benchmark("likelihood_cost")
-    res = mod.main(["--quick", "--threads", "1", "--rounds", "1", "--min-time", "0", "--out-dir", str(tmp_path)])
+    res = mod.main(
+        [
+            "--quick",
+            "--threads",
+            "1",
+            "--rounds",
+            "1",
+            "--min-time",
+            "0",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     on_disk = json.loads((tmp_path / "likelihood_cost_cpu.json").read_text())
     assert on_disk == json.loads(json.dumps(res))  # what main returns is what it wrote
     assert not list(tmp_path.glob(".likelihood_cost_*"))  # no temp file left behind

@@ -1,4 +1,5 @@
 """The benchmarks run end to end at their smallest sizes and write well-formed JSON."""
+
 import json
 import math
 
@@ -7,7 +8,19 @@ from helpers import load_benchmark
 
 def test_drift_cost_quick(tmp_path):
     mod = load_benchmark("drift_cost")
-    res = mod.main(["--quick", "--threads", "1", "--rounds", "1", "--min-time", "0", "--out-dir", str(tmp_path)])
+    res = mod.main(
+        [
+            "--quick",
+            "--threads",
+            "1",
+            "--rounds",
+            "1",
+            "--min-time",
+            "0",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     path = tmp_path / "drift_cost_cpu.json"
     on_disk = json.loads(path.read_text())
     assert on_disk == json.loads(json.dumps(res))  # what main returns is what it wrote

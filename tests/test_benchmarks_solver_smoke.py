@@ -1,6 +1,7 @@
 """Smoke test of benchmarks/solver_overhead.py: runs its --quick mode in-process (tiny
 sizes, ~10 s on a busy 2-core CPU) and checks the JSON it writes. It checks structure
 and correctness signals (same result as the raw loop, honest NFE), not timings."""
+
 import json
 import math
 
@@ -56,6 +57,9 @@ def test_solver_overhead_quick(tmp_path, capsys):
             assert row["ours_rms_err"] < 100 * row["rtol"]
             assert row["torchdiffeq_rms_err"] < 100 * row["rtol"]
             assert isinstance(row["target_met"], bool)
-    assert set(data["targets_met"]) >= {"euler_ours_over_raw<=1.1", "em_torchsde_over_ours>=5",
-                                        "dopri5_nfe_and_error<=torchdiffeq",
-                                        "cuda_graph_raw_over_graph>=3"}
+    assert set(data["targets_met"]) >= {
+        "euler_ours_over_raw<=1.1",
+        "em_torchsde_over_ours>=5",
+        "dopri5_nfe_and_error<=torchdiffeq",
+        "cuda_graph_raw_over_graph>=3",
+    }

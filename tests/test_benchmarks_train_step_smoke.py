@@ -1,18 +1,31 @@
 """benchmarks/train_step_cost.py runs end to end at its smallest sizes and writes
 well-formed JSON."""
+
 import json
 import math
 
 import pytest
-
 from helpers import load_benchmark
 
 
 @pytest.mark.parametrize("loss", ["continuous", "discrete"])
 def test_train_step_cost_quick(tmp_path, loss):
     mod = load_benchmark("train_step_cost")
-    res = mod.main(["--quick", "--threads", "1", "--rounds", "1", "--min-time", "0", "--loss", loss,
-                    "--out-dir", str(tmp_path)])
+    res = mod.main(
+        [
+            "--quick",
+            "--threads",
+            "1",
+            "--rounds",
+            "1",
+            "--min-time",
+            "0",
+            "--loss",
+            loss,
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     on_disk = json.loads((tmp_path / f"train_step_cost_{loss}_cpu.json").read_text())
     assert on_disk == json.loads(json.dumps(res))  # what main returns is what it wrote
     assert not list(tmp_path.glob(".train_step_cost_*"))  # no temp file left behind

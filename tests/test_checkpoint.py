@@ -1,5 +1,6 @@
 """The checkpoint format: self-describing files, load_model round trips, clear errors on
 unusable files, atomic writes."""
+
 import os
 
 import pytest
@@ -34,7 +35,9 @@ def _ndm(dtype=torch.float32, learned=True):
 def _trained(tmp_path, dtype=torch.float32):
     data = checkerboard(512, gen(0), dtype=dtype)
     ck = tmp_path / "run" / "ck.pt"
-    res = train(_ndm(dtype), data, steps=12, batch_size=32, generator=gen(1), progress=False, checkpoint=ck)
+    res = train(
+        _ndm(dtype), data, steps=12, batch_size=32, generator=gen(1), progress=False, checkpoint=ck
+    )
     return res, ck
 
 
@@ -67,9 +70,15 @@ def test_checkpoint_carries_training_state(tmp_path):
 def test_unet_ndm_config_round_trip():
     torch.manual_seed(0)
     sched = nd.CosineLogSNR()
-    pred = EpsilonPredictor(UNet(1, base=8, mults=(1, 2), attn_levels=(1,), mid_attn=True, dropout=0.1), sched)
-    model = nd.NDM(pred, nd.ResidualTransform(UNet(1, base=8, mults=(1,), zero_init=True)), sched,
-                   data_shape=(1, 8, 8))
+    pred = EpsilonPredictor(
+        UNet(1, base=8, mults=(1, 2), attn_levels=(1,), mid_attn=True, dropout=0.1), sched
+    )
+    model = nd.NDM(
+        pred,
+        nd.ResidualTransform(UNet(1, base=8, mults=(1,), zero_init=True)),
+        sched,
+        data_shape=(1, 8, 8),
+    )
     clone = from_config(to_config(model))
     clone.load_state_dict(model.state_dict())
     model.eval(), clone.eval()
@@ -110,7 +119,9 @@ def test_user_modules(tmp_path):
     with pytest.raises(ConfigError, match="PlainNet is not configurable"):
         to_config(plain)
     save_checkpoint(tmp_path / "p.pt", model=plain)
-    with pytest.raises(CheckpointError, match=r"p\.pt.*no model configuration.*PlainNet.*load_checkpoint"):
+    with pytest.raises(
+        CheckpointError, match=r"p\.pt.*no model configuration.*PlainNet.*load_checkpoint"
+    ):
         load_model(tmp_path / "p.pt")
     other = nd.NDM(PlainNet(), data_shape=(2,))
     load_checkpoint(tmp_path / "p.pt", model=other)
@@ -139,7 +150,7 @@ def test_unusable_files_raise_checkpoint_error(tmp_path):
     cases["newer.pt"] = "format version .*upgrade ndmsolve"
     flipped = bytearray(raw)
     mid = len(raw) // 2
-    flipped[mid: mid + 64] = bytes(64)
+    flipped[mid : mid + 64] = bytes(64)
     (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
     cases["flipped.pt"] = "truncated or corrupt"
     for name, msg in cases.items():

@@ -1,4 +1,5 @@
 """The ``ndmsolve`` command: the quick demo end to end, and the module entry point."""
+
 import json
 import math
 import re
@@ -34,7 +35,10 @@ def test_quick_demo(tmp_path, capsys):
     # The paired difference agrees with the two printed values.
     m = re.search(r"^NDM − DDPM: (\S+) ± (\S+) nats", text, re.M)
     assert m, text
-    assert abs(float(m.group(1)) - (found["NDM"][0] - found["DDPM"][0])) < 2e-4 and float(m.group(2)) > 0
+    assert (
+        abs(float(m.group(1)) - (found["NDM"][0] - found["DDPM"][0])) < 2e-4
+        and float(m.group(2)) > 0
+    )
     summary = json.loads((out / "results.json").read_text())
     assert abs(summary["NDM"]["nelbo"] - found["NDM"][0]) < 1e-3
     assert (out / "ndm.pt").is_file() and (out / "ddpm.pt").is_file()
@@ -49,7 +53,9 @@ def test_quick_demo(tmp_path, capsys):
     test_x = checkerboard(QUICK["n_eval"], g)
     for name in ("NDM", "DDPM"):
         model = load_model(out / f"{name.lower()}.pt")
-        again = held_out_nelbo(model, test_x, QUICK["eval_draws"], torch.Generator().manual_seed(2)).mean()
+        again = held_out_nelbo(
+            model, test_x, QUICK["eval_draws"], torch.Generator().manual_seed(2)
+        ).mean()
         assert abs(float(again) - summary[name]["nelbo"]) < 1e-5, name
     if "Sampling is unavailable" not in text:
         png = out / "samples.png"
@@ -69,6 +75,8 @@ def test_usage_errors(capsys):
 
 
 def test_python_m_help():
-    r = subprocess.run([sys.executable, "-m", "ndmsolve", "--help"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ndmsolve", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert "demo" in r.stdout and "usage: ndmsolve" in r.stdout

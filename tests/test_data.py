@@ -1,4 +1,5 @@
 """Toy sets and image loaders: shapes, seeding, ranges, error messages."""
+
 import gzip
 import pickle
 import struct
@@ -8,8 +9,15 @@ import pytest
 import torch
 
 from ndmsolve.data import (
-    TOY_DATASETS, checkerboard, from_model_range, gaussian_mixture_1d, gaussian_mixture_1d_log_prob,
-    load_cifar10, load_mnist, load_toy, to_model_range,
+    TOY_DATASETS,
+    checkerboard,
+    from_model_range,
+    gaussian_mixture_1d,
+    gaussian_mixture_1d_log_prob,
+    load_cifar10,
+    load_mnist,
+    load_toy,
+    to_model_range,
 )
 
 DIMS = {"gaussian_mixture_1d": 1}
@@ -44,8 +52,10 @@ def test_checkerboard_geometry():
     # the parity of (col + row) is constant over the support.
     parity = (torch.floor(x[:, 0] / 2) + torch.floor(x[:, 1] / 2)) % 2
     assert parity.unique().numel() == 1
-    counts = torch.bincount((torch.floor(x[:, 0] / 2) + 2).long() * 4 + (torch.floor(x[:, 1] / 2) + 2).long(),
-                            minlength=16)
+    counts = torch.bincount(
+        (torch.floor(x[:, 0] / 2) + 2).long() * 4 + (torch.floor(x[:, 1] / 2) + 2).long(),
+        minlength=16,
+    )
     nonzero = counts[counts > 0]
     assert nonzero.numel() == 8 and float(nonzero.min()) > 0.8 * 4000 / 8
 

@@ -1,21 +1,24 @@
 """The plug-in networks: shapes, dtypes, time dependence, zero-init identity, JVP in t."""
+
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from helpers import one_thread_fixture
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ndmsolve as nd
 from ndmsolve.fields import MLP, EpsilonPredictor, UNet
 
-from helpers import gen, one_thread_fixture
-
-
 _one_thread = one_thread_fixture(torch.float32)
 
 
-
 @settings(max_examples=15, deadline=None)
-@given(b=st.integers(1, 9), dim=st.integers(1, 6), out=st.one_of(st.none(), st.integers(1, 5)),
-       depth=st.integers(1, 3))
+@given(
+    b=st.integers(1, 9),
+    dim=st.integers(1, 6),
+    out=st.one_of(st.none(), st.integers(1, 5)),
+    depth=st.integers(1, 3),
+)
 def test_mlp_shapes(b, dim, out, depth):
     torch.manual_seed(0)
     net = MLP(dim, hidden=8, depth=depth, time_dim=4, out_dim=out)
@@ -73,7 +76,10 @@ def test_zero_init_residual_is_identity(kind):
     if kind == "mlp":
         net, x = MLP(2, hidden=16, zero_init=True), torch.randn(5, 2)
     else:
-        net, x = UNet(channels=1, base=4, mults=(1, 2), time_dim=8, zero_init=True), torch.randn(5, 1, 4, 4)
+        net, x = (
+            UNet(channels=1, base=4, mults=(1, 2), time_dim=8, zero_init=True),
+            torch.randn(5, 1, 4, 4),
+        )
     F = nd.ResidualTransform(net)
     t = torch.rand(5)
     assert torch.equal(F(x, t), x)
@@ -82,7 +88,9 @@ def test_zero_init_residual_is_identity(kind):
     assert torch.equal(Fx, x) and dF.abs().max() == 0
     # Without zero_init the transform is not the identity: the test above can fail.
     torch.manual_seed(0)
-    other = MLP(2, hidden=16) if kind == "mlp" else UNet(channels=1, base=4, mults=(1, 2), time_dim=8)
+    other = (
+        MLP(2, hidden=16) if kind == "mlp" else UNet(channels=1, base=4, mults=(1, 2), time_dim=8)
+    )
     assert (nd.ResidualTransform(other)(x, t) - x).abs().max() > 1e-3
 
 
@@ -98,7 +106,10 @@ def test_jvp_in_t_matches_finite_differences(kind):
     if kind == "mlp":
         F, x = nd.ResidualTransform(MLP(3, hidden=16, time_dim=8)), torch.randn(6, 3)
     elif kind == "unet":
-        F, x = nd.ResidualTransform(UNet(channels=2, base=4, mults=(1, 2), time_dim=8)), torch.randn(3, 2, 4, 4)
+        F, x = (
+            nd.ResidualTransform(UNet(channels=2, base=4, mults=(1, 2), time_dim=8)),
+            torch.randn(3, 2, 4, 4),
+        )
     else:  # h(x) without time, the derivative comes from the basis
         F, x = nd.TimeBasisTransform(MLP(3, hidden=16, out_dim=3 * 4), n_basis=4), torch.randn(6, 3)
     F = F.double()
@@ -120,8 +131,13 @@ def test_jvp_in_t_matches_finite_differences(kind):
 
 
 @settings(max_examples=25, deadline=None)
-@given(b=st.integers(1, 5), dim=st.integers(1, 4), depth=st.integers(1, 3), out=st.integers(1, 5),
-       seed=st.integers(0, 2**16))
+@given(
+    b=st.integers(1, 5),
+    dim=st.integers(1, 4),
+    depth=st.integers(1, 3),
+    out=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
 def test_mlp_forward_and_dt_is_the_jvp(b, dim, depth, out, seed):
     torch.manual_seed(seed)
     net = MLP(dim, hidden=8, depth=depth, time_dim=6, out_dim=out).double()
@@ -133,7 +149,9 @@ def test_mlp_forward_and_dt_is_the_jvp(b, dim, depth, out, seed):
     torch.testing.assert_close(dy, dy_ref, rtol=1e-12, atol=1e-12)
     # ... and carries the same parameter gradients (the loss trains through ∂_t F)
     g = torch.autograd.grad((dy**2).sum() + y.sum(), list(net.parameters()), allow_unused=True)
-    g_ref = torch.autograd.grad((dy_ref**2).sum() + y_ref.sum(), list(net.parameters()), allow_unused=True)
+    g_ref = torch.autograd.grad(
+        (dy_ref**2).sum() + y_ref.sum(), list(net.parameters()), allow_unused=True
+    )
     for a, r in zip(g, g_ref, strict=True):
         torch.testing.assert_close(a, r, rtol=1e-11, atol=1e-12)
 
@@ -167,8 +185,13 @@ def test_epsilon_predictor_recovers_x():
     assert not torch.allclose(wrong(z, t), x, atol=1e-3)
 
 
-@pytest.mark.parametrize("kw", [dict(mults=(1, 2)),
-                                dict(mults=(1, 2), num_res_blocks=2, attn_levels=(1,), mid_attn=True, attn_heads=2)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(mults=(1, 2)),
+        dict(mults=(1, 2), num_res_blocks=2, attn_levels=(1,), mid_attn=True, attn_heads=2),
+    ],
+)
 def test_unet_forward_and_dt_is_the_jvp(kw):
     torch.manual_seed(0)
     net = UNet(2, base=4, time_dim=8, **kw).double()

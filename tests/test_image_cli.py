@@ -1,11 +1,13 @@
 """``ndmsolve train / sample / likelihood`` on the digits: outputs, --help, config files,
 one-line errors, and bit-exact resumption."""
+
 import json
 import re
 
 import numpy as np
 import pytest
 import torch
+from helpers import one_thread_fixture
 
 from ndmsolve.checkpoint import load_checkpoint
 from ndmsolve.cli import main
@@ -13,13 +15,28 @@ from ndmsolve.commands import likelihood as lik_cmd
 from ndmsolve.commands import sample as sample_cmd
 from ndmsolve.commands import train as train_cmd
 
-from helpers import one_thread_fixture
-
 pytest.importorskip("sklearn")
 _one_thread = one_thread_fixture(torch.float32)
 
-TINY = ["--data", "digits", "--base", "4", "--mults", "1,2", "--transform-base", "4", "--transform-mults", "1",
-        "--batch-size", "8", "--time-dim", "8", "--no-progress", "--log-every", "2"]
+TINY = [
+    "--data",
+    "digits",
+    "--base",
+    "4",
+    "--mults",
+    "1,2",
+    "--transform-base",
+    "4",
+    "--transform-mults",
+    "1",
+    "--batch-size",
+    "8",
+    "--time-dim",
+    "8",
+    "--no-progress",
+    "--log-every",
+    "2",
+]
 
 
 def _train(out, *extra):
@@ -38,23 +55,91 @@ def test_train_sample_likelihood(tmp_path, capsys):
     capsys.readouterr()
 
     png = tmp_path / "s" / "grid.png"
-    assert main(["sample", str(out / "checkpoint.pt"), "--method", "euler", "--steps", "3", "--n", "5",
-                 "--out", str(png)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(out / "checkpoint.pt"),
+                "--method",
+                "euler",
+                "--steps",
+                "3",
+                "--n",
+                "5",
+                "--out",
+                str(png),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "NFE 3" in text and png.read_bytes()[:4] == b"\x89PNG"
     z = np.load(png.with_suffix(".npz"))
     assert z["samples"].shape == (5, 1, 8, 8) and int(z["nfe"]) == 3
     assert z["pixels"].dtype == np.uint8 and z["pixels"].max() <= 16
-    assert main(["sample", str(out / "checkpoint.pt"), "--method", "unipc_2m", "--steps", "3",
-                 "--grid-kind", "karras", "--n", "2", "--out", str(tmp_path / "s" / "ms.png")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(out / "checkpoint.pt"),
+                "--method",
+                "unipc_2m",
+                "--steps",
+                "3",
+                "--grid-kind",
+                "karras",
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path / "s" / "ms.png"),
+            ]
+        )
+        == 0
+    )
     assert "NFE 3" in capsys.readouterr().out
-    assert main(["sample", str(out / "checkpoint.pt"), "--method", "bosh3", "--rtol", "1e-2", "--n", "3",
-                 "--out", str(tmp_path / "a.png")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(out / "checkpoint.pt"),
+                "--method",
+                "bosh3",
+                "--rtol",
+                "1e-2",
+                "--n",
+                "3",
+                "--out",
+                str(tmp_path / "a.png"),
+            ]
+        )
+        == 0
+    )
     assert re.search(r"NFE \d+", capsys.readouterr().out)
 
     js = tmp_path / "lik.json"
-    assert main(["likelihood", str(out / "checkpoint.pt"), "--split", "test", "--n", "6", "--batch-size", "3",
-                 "--rtol", "1e-2", "--atol", "1e-2", "--probes", "2", "--out", str(js)]) == 0
+    assert (
+        main(
+            [
+                "likelihood",
+                str(out / "checkpoint.pt"),
+                "--split",
+                "test",
+                "--n",
+                "6",
+                "--batch-size",
+                "3",
+                "--rtol",
+                "1e-2",
+                "--atol",
+                "1e-2",
+                "--probes",
+                "2",
+                "--out",
+                str(js),
+            ]
+        )
+        == 0
+    )
     r = json.loads(js.read_text())
     assert r["n"] == 6 and r["batches"] == 2 and r["unit"] == "bits/dim" and r["nfe_per_batch"] > 0
     for key in ("ode", "elbo"):
@@ -78,17 +163,24 @@ def test_help_lists_every_option_and_default(command, capsys):
 
 def test_config_file_and_errors(tmp_path, capsys):
     cfg = tmp_path / "run.toml"
-    cfg.write_text('steps = 2\nbatch_size = 4\nmults = [1, 2]\nlr = 5e-4\n')
+    cfg.write_text("steps = 2\nbatch_size = 4\nmults = [1, 2]\nlr = 5e-4\n")
     out = tmp_path / "c"
-    assert _train(out, "--config", str(cfg), "--batch-size", "8") == 0  # the flag wins over the file
+    assert (
+        _train(out, "--config", str(cfg), "--batch-size", "8") == 0
+    )  # the flag wins over the file
     stored = load_checkpoint(out / "checkpoint.pt")["train_config"]
-    assert stored["steps"] == 2 and stored["batch_size"] == 8 and stored["lr"] == 5e-4 and stored["mults"] == (1, 2)
+    assert (
+        stored["steps"] == 2
+        and stored["batch_size"] == 8
+        and stored["lr"] == 5e-4
+        and stored["mults"] == (1, 2)
+    )
     capsys.readouterr()
 
     cases = [
-        ('steps = 2\nbatch_sise = 4\n', [], "unknown key(s) ['batch_sise']"),
+        ("steps = 2\nbatch_sise = 4\n", [], "unknown key(s) ['batch_sise']"),
         ('steps = "many"\n', [], "steps: expected an integer"),
-        ('dropout = 1.5\n', [], "dropout must lie in [0, 1)"),
+        ("dropout = 1.5\n", [], "dropout must lie in [0, 1)"),
         ('model = "vae"\n', [], "model must be one of ['ndm', 'ddpm']"),
         ("steps = [\n", [], "is not valid TOML"),
         (None, ["--lr", "-1"], "lr must be positive"),
@@ -102,7 +194,10 @@ def test_config_file_and_errors(tmp_path, capsys):
         bad_out = tmp_path / f"bad{i}"
         assert main(["train", "--data", "digits", "--out", str(bad_out), *args]) == 2
         err = capsys.readouterr().err.strip()
-        assert msg in err and err.startswith("ndmsolve train: error:") and "\n" not in err, (msg, err)
+        assert msg in err and err.startswith("ndmsolve train: error:") and "\n" not in err, (
+            msg,
+            err,
+        )
         assert not bad_out.exists()  # rejected before training started
     assert main(["train", "--out", str(tmp_path / "x")]) == 2
     assert "--data is required" in capsys.readouterr().err
@@ -158,14 +253,71 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch):
 def test_toy_and_png_data(tmp_path, capsys):
     # A toy set: MLP networks, scatter plot, nats/dim.
     toy = tmp_path / "toy"
-    assert main(["train", "--data", "checkerboard", "--steps", "3", "--batch-size", "16", "--hidden", "16",
-                 "--transform-hidden", "8", "--depth", "2", "--out", str(toy), "--no-progress", "--n-grid", "20",
-                 "--grid-steps", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "checkerboard",
+                "--steps",
+                "3",
+                "--batch-size",
+                "16",
+                "--hidden",
+                "16",
+                "--transform-hidden",
+                "8",
+                "--depth",
+                "2",
+                "--out",
+                str(toy),
+                "--no-progress",
+                "--n-grid",
+                "20",
+                "--grid-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert (toy / "samples_scatter.png").is_file()
-    assert main(["sample", str(toy / "checkpoint.pt"), "--steps", "2", "--n", "10", "--out", str(toy / "s.png")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(toy / "checkpoint.pt"),
+                "--steps",
+                "2",
+                "--n",
+                "10",
+                "--out",
+                str(toy / "s.png"),
+            ]
+        )
+        == 0
+    )
     assert np.load(toy / "s.npz")["samples"].shape == (10, 2)
-    assert main(["likelihood", str(toy / "checkpoint.pt"), "--n", "8", "--batch-size", "8", "--trace", "exact",
-                 "--rtol", "1e-3", "--atol", "1e-3", "--out", str(toy / "l.json")]) == 0
+    assert (
+        main(
+            [
+                "likelihood",
+                str(toy / "checkpoint.pt"),
+                "--n",
+                "8",
+                "--batch-size",
+                "8",
+                "--trace",
+                "exact",
+                "--rtol",
+                "1e-3",
+                "--atol",
+                "1e-3",
+                "--out",
+                str(toy / "l.json"),
+            ]
+        )
+        == 0
+    )
     r = json.loads((toy / "l.json").read_text())
     assert r["unit"] == "nats/dim" and r["n"] == 8 and np.isfinite(r["ode"]["mean"])
     # A folder of PNGs: 256 levels, a seeded 90/10 split.
@@ -175,13 +327,46 @@ def test_toy_and_png_data(tmp_path, capsys):
     folder.mkdir()
     g = np.random.default_rng(0)
     for i in range(20):
-        Image.fromarray(g.integers(0, 256, (8, 8), dtype=np.uint8), mode="L").save(folder / f"{i:02d}.png")
+        Image.fromarray(g.integers(0, 256, (8, 8), dtype=np.uint8), mode="L").save(
+            folder / f"{i:02d}.png"
+        )
     out = tmp_path / "png_run"
-    assert main(["train", *TINY[2:], "--data", f"png:{folder}", "--steps", "2", "--out", str(out), "--n-grid", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY[2:],
+                "--data",
+                f"png:{folder}",
+                "--steps",
+                "2",
+                "--out",
+                str(out),
+                "--n-grid",
+                "0",
+            ]
+        )
+        == 0
+    )
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["n_bins"] == 256 and state["data"] == f"png:{folder}"
-    assert main(["likelihood", str(out / "checkpoint.pt"), "--rtol", "1e-2", "--atol", "1e-2",
-                 "--out", str(out / "l.json")]) == 0
+    assert (
+        main(
+            [
+                "likelihood",
+                str(out / "checkpoint.pt"),
+                "--rtol",
+                "1e-2",
+                "--atol",
+                "1e-2",
+                "--out",
+                str(out / "l.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "l.json").read_text())["n"] == 2  # 10 % of 20 images
-    assert main(["train", "--data", f"png:{tmp_path / 'missing'}", "--out", str(tmp_path / "m")]) == 2
+    assert (
+        main(["train", "--data", f"png:{tmp_path / 'missing'}", "--out", str(tmp_path / "m")]) == 2
+    )
     assert "root/*.png" in capsys.readouterr().err

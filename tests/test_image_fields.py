@@ -1,29 +1,41 @@
 """Image fields: the U-Net's options (attention, dropout, depth, widths), its use as an
 x̂- or ε-predictor and as the transform F, and a user's own network in the same roles."""
+
 import pytest
 import torch
 import torch.nn.functional as nnf
+from helpers import gen, one_thread_fixture
 from torch import nn
 
 import ndmsolve as nd
 from ndmsolve.fields import EpsilonPredictor, UNet
 from ndmsolve.fields.unet import Attention
 
-from helpers import gen, one_thread_fixture
-
 _one_thread = one_thread_fixture(torch.float32)
 
 
-@pytest.mark.parametrize("c,hw,mults,blocks,attn,mid", [
-    (1, (8, 8), (1, 2), 1, (1,), False),
-    (3, (16, 16), (1, 2, 2), 2, (1, 2), True),
-    (2, (12, 16), (1, 1, 2), 1, (0,), True),
-    (1, (4, 4), (2,), 3, (), False),
-])
+@pytest.mark.parametrize(
+    "c,hw,mults,blocks,attn,mid",
+    [
+        (1, (8, 8), (1, 2), 1, (1,), False),
+        (3, (16, 16), (1, 2, 2), 2, (1, 2), True),
+        (2, (12, 16), (1, 1, 2), 1, (0,), True),
+        (1, (4, 4), (2,), 3, (), False),
+    ],
+)
 def test_unet_shapes_with_attention_and_depth(c, hw, mults, blocks, attn, mid):
     torch.manual_seed(0)
-    net = UNet(c, base=8, mults=mults, time_dim=8, num_res_blocks=blocks, attn_levels=attn, mid_attn=mid,
-               attn_heads=2, dropout=0.1)
+    net = UNet(
+        c,
+        base=8,
+        mults=mults,
+        time_dim=8,
+        num_res_blocks=blocks,
+        attn_levels=attn,
+        mid_attn=mid,
+        attn_heads=2,
+        dropout=0.1,
+    )
     x = torch.randn(2, c, *hw)
     assert net(x, torch.rand(2)).shape == x.shape
     n_attn = sum(isinstance(m, Attention) for m in net.modules())
@@ -31,9 +43,13 @@ def test_unet_shapes_with_attention_and_depth(c, hw, mults, blocks, attn, mid):
 
 
 def test_unet_bad_options():
-    for kwargs, msg in [(dict(attn_levels=(2,)), "attn_levels"), (dict(dropout=1.0), "dropout"),
-                        (dict(num_res_blocks=0), "num_res_blocks"), (dict(mults=()), "mults"),
-                        (dict(base=6, attn_levels=(0,), attn_heads=4), "attn_heads")]:
+    for kwargs, msg in [
+        (dict(attn_levels=(2,)), "attn_levels"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(num_res_blocks=0), "num_res_blocks"),
+        (dict(mults=()), "mults"),
+        (dict(base=6, attn_levels=(0,), attn_heads=4), "attn_heads"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             UNet(1, **{"base": 8, "mults": (1, 2), **kwargs})
 
@@ -45,7 +61,9 @@ def test_attention_matches_reference():
     x = torch.randn(3, 8, 4, 5)
     B, C, H, W = x.shape
     q, k, v = att.qkv(att.norm(x)).reshape(B, 3, 2, 4, H * W).unbind(1)
-    ref = nnf.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+    ref = nnf.scaled_dot_product_attention(
+        q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)
+    )
     ref = x + att.proj(ref.transpose(-1, -2).reshape(B, C, H, W))
     assert torch.allclose(att(x), ref, atol=1e-5)
     assert (att(x) - x).abs().max() > 1e-2
@@ -66,13 +84,17 @@ def test_dropout_train_vs_eval():
 def test_unet_transform_exact_at_zero_jvp_and_gradients():
     torch.manual_seed(0)
     sched = nd.LinearLogSNR(-8.0, 8.0)
-    unet = lambda **kw: UNet(1, base=8, mults=(1, 2), time_dim=8, attn_levels=(1,), mid_attn=True, **kw)  # noqa: E731
+    unet = lambda **kw: UNet(
+        1, base=8, mults=(1, 2), time_dim=8, attn_levels=(1,), mid_attn=True, **kw
+    )  # noqa: E731
     F = nd.ResidualTransform(unet())  # not zero-initialised: F(x, t) != x for t > 0
     x = torch.randn(4, 1, 8, 8)
     assert torch.equal(F(x, torch.zeros(4)), x)
     assert (F(x, torch.full((4,), 0.5)) - x).abs().max() > 1e-3
     # ∂_t F by a JVP through attention agrees with finite differences (float64).
-    model = nd.NDM(EpsilonPredictor(unet(), sched), transform=F, schedule=sched, data_shape=(1, 8, 8))
+    model = nd.NDM(
+        EpsilonPredictor(unet(), sched), transform=F, schedule=sched, data_shape=(1, 8, 8)
+    )
     m64, x64 = model.double(), x.double()
     t = torch.linspace(0.2, 0.8, 4, dtype=torch.float64)
     _, dF = m64.F_and_dF(x64, t, method="func")
@@ -96,7 +118,11 @@ def test_unet_predictor_parametrisations(param):
     model = nd.NDM(pred, schedule=sched, data_shape=(1, 8, 8))
     z, t = torch.randn(3, 1, 8, 8, generator=gen(0)), torch.rand(3, generator=gen(1))
     alpha, sigma = sched(t)
-    expect = net(z, t) if param == "data" else (z - sigma[:, None, None, None] * net(z, t)) / alpha[:, None, None, None]
+    expect = (
+        net(z, t)
+        if param == "data"
+        else (z - sigma[:, None, None, None] * net(z, t)) / alpha[:, None, None, None]
+    )
     assert torch.allclose(model.x_hat(z, t), expect)
     s = nd.sample(model, 3, method="euler", steps=3, generator=gen(2))
     assert s.samples.shape == (3, 1, 8, 8) and torch.isfinite(s.samples).all()
@@ -117,8 +143,12 @@ class TinyConv(nn.Module):
 def test_user_module_plugs_in_everywhere():
     torch.manual_seed(0)
     sched = nd.LinearLogSNR(-6.0, 6.0)
-    model = nd.NDM(EpsilonPredictor(TinyConv(2), sched), transform=nd.ResidualTransform(TinyConv(2)),
-                   schedule=sched, data_shape=(2, 4, 4))
+    model = nd.NDM(
+        EpsilonPredictor(TinyConv(2), sched),
+        transform=nd.ResidualTransform(TinyConv(2)),
+        schedule=sched,
+        data_shape=(2, 4, 4),
+    )
     x = torch.randn(5, 2, 4, 4, generator=gen(0))
     assert torch.equal(model.F(x, torch.zeros(5)), x)
     loss = nd.continuous_loss(model, x, generator=gen(1)).total.mean()
@@ -126,5 +156,7 @@ def test_user_module_plugs_in_everywhere():
     assert all(p.grad is not None and p.grad.abs().max() > 0 for p in model.parameters())
     out = nd.sample(model, 4, method="heun", steps=4, generator=gen(2))
     assert out.samples.shape == (4, 2, 4, 4) and out.nfe > 0
-    res = nd.log_likelihood(model, x[:2], method="rk4", steps=4, trace="hutchinson", generator=gen(3))
+    res = nd.log_likelihood(
+        model, x[:2], method="rk4", steps=4, trace="hutchinson", generator=gen(3)
+    )
     assert res.logp.shape == (2,) and torch.isfinite(res.logp).all()

@@ -10,6 +10,7 @@ exactly N(0, I) when λ_min = −10: α_1 ≈ 6.7e-3); they are ~α_1 |m| |z1|, 
 data with a small mean. Tests compare to log q_0 (the brief's check) and, tighter, to the
 exact model density above.
 """
+
 from __future__ import annotations
 
 import gc
@@ -18,6 +19,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import one_thread_fixture
 
 import ndmsolve as nd
 from ndmsolve.likelihood import (
@@ -32,8 +34,6 @@ from ndmsolve.likelihood import (
     sample_probes,
     standard_normal_logp,
 )
-
-from helpers import one_thread_fixture
 
 DT = torch.float64
 
@@ -64,7 +64,9 @@ def gaussian_data():
 
 
 def mixture_data():
-    covs = torch.stack([0.2 * torch.eye(2, dtype=DT), _t([0.3, 0.1], [0.1, 0.15]), 0.1 * torch.eye(2, dtype=DT)])
+    covs = torch.stack(
+        [0.2 * torch.eye(2, dtype=DT), _t([0.3, 0.1], [0.1, 0.15]), 0.1 * torch.eye(2, dtype=DT)]
+    )
     return nd.GaussianMixture(_t(0.3, 0.5, 0.2), _t([0.8, 0.0], [-0.6, 0.4], [0.0, -0.8]), covs)
 
 
@@ -89,8 +91,11 @@ def exact_ndm(data, transform=None):
 def model_logp(data, transform, z0, z1):
     """Exact density of the closed-form NDM at z0 (see the module docstring)."""
     zero, one = torch.zeros(z0.shape[0], dtype=DT), torch.ones(z0.shape[0], dtype=DT)
-    return (data.marginal_log_prob(z0, zero, SCHED, transform) + standard_normal_logp(z1)
-            - data.marginal_log_prob(z1, one, SCHED, transform))
+    return (
+        data.marginal_log_prob(z0, zero, SCHED, transform)
+        + standard_normal_logp(z1)
+        - data.marginal_log_prob(z1, one, SCHED, transform)
+    )
 
 
 def q0(data, transform, z0):
@@ -199,7 +204,9 @@ def test_hutchinson_variance_scales_as_one_over_probes():
 def test_hutchinson_logp_unbiased_with_stderr(gauss_case):
     data, model, z0, res_ex = gauss_case
     g = torch.Generator().manual_seed(7)
-    res = log_likelihood(model, z0, "dopri5", trace="hutchinson", probes=48, generator=g, rtol=1e-6, atol=1e-6)
+    res = log_likelihood(
+        model, z0, "dopri5", trace="hutchinson", probes=48, generator=g, rtol=1e-6, atol=1e-6
+    )
     assert res.stderr.shape == (6,) and res.logp_per_probe.shape == (48, 6)
     assert torch.allclose(res.stderr, res.logp_per_probe.std(0) / math.sqrt(48))
     assert torch.allclose(res.logp, res.logp_per_probe.mean(0))
@@ -214,7 +221,9 @@ def test_hutchinson_seeded_reproducible_and_noise_kinds(gauss_case):
     r1 = log_likelihood(model, z0, generator=torch.Generator().manual_seed(11), **kw)
     r2 = log_likelihood(model, z0, generator=torch.Generator().manual_seed(11), **kw)
     r3 = log_likelihood(model, z0, generator=torch.Generator().manual_seed(12), **kw)
-    rg = log_likelihood(model, z0, generator=torch.Generator().manual_seed(11), noise="gaussian", **kw)
+    rg = log_likelihood(
+        model, z0, generator=torch.Generator().manual_seed(11), noise="gaussian", **kw
+    )
     assert torch.equal(r1.logp, r2.logp) and torch.equal(r1.stderr, r2.stderr)
     assert not torch.equal(r1.logp, r3.logp)
     assert torch.isfinite(rg.logp).all() and not torch.equal(rg.logp, r1.logp)
@@ -257,7 +266,9 @@ def test_velocity_keyword_linear_closed_form():
     assert torch.allclose(res.logp, standard_normal_logp(z1) + 1.5 * torch.trace(M), atol=1e-8)
     # t0 > 0: ∫_{0.5}^1 a = 0.875
     res = log_likelihood(z0=z0, velocity=v, method="rk4", steps=50, t0=0.5)
-    assert torch.allclose(res.delta_logp, torch.full((5,), 0.875 * torch.trace(M).item()), atol=1e-9)
+    assert torch.allclose(
+        res.delta_logp, torch.full((5,), 0.875 * torch.trace(M).item()), atol=1e-9
+    )
 
 
 def test_any_state_shape_and_float32():
@@ -293,8 +304,15 @@ def test_no_graph_kept_and_flat_tensor_count():
     for steps in (5, 40):
         counts.clear()
         calls[0] = 0
-        res = log_likelihood(z0=z0, velocity=v, method="euler", steps=steps, trace="hutchinson",
-                             probes=2, generator=torch.Generator().manual_seed(0))
+        res = log_likelihood(
+            z0=z0,
+            velocity=v,
+            method="euler",
+            steps=steps,
+            trace="hutchinson",
+            probes=2,
+            generator=torch.Generator().manual_seed(0),
+        )
         # The solver's state is the sum of every step's field output: a graph kept by any
         # one evaluation would show up as a grad_fn here.
         assert res.solution.y.grad_fn is None and not res.solution.y.requires_grad
@@ -358,7 +376,9 @@ def test_fallback_warns_and_agrees(fn, cause):
     assert torch.allclose(div, 2 * z.sum(1))
     with warnings.catch_warnings(record=True) as w:  # one warning per solve, not per step
         warnings.simplefilter("always")
-        res = log_likelihood(z0=z * 0.1, velocity=lambda z, t: -fn.apply(z), method="euler", steps=5)
+        res = log_likelihood(
+            z0=z * 0.1, velocity=lambda z, t: -fn.apply(z), method="euler", steps=5
+        )
     assert sum(issubclass(x.category, DivergenceFallbackWarning) for x in w) == 1
     assert torch.isfinite(res.logp).all()
 
@@ -369,8 +389,15 @@ def test_bpd_constant_against_discrete_probability():
     the y-bin of x — fully independent of the dequantisation code."""
     x = torch.tensor([[0, 17], [128, 255], [90, 200]], dtype=torch.uint8)
     K = 2000
-    res = bits_per_dim(velocity=lambda z, t: 0.0 * z, x_uint8=x, n_dequant=K, method="euler", steps=1,
-                       generator=torch.Generator().manual_seed(0), dtype=DT)
+    res = bits_per_dim(
+        velocity=lambda z, t: 0.0 * z,
+        x_uint8=x,
+        n_dequant=K,
+        method="euler",
+        steps=1,
+        generator=torch.Generator().manual_seed(0),
+        dtype=DT,
+    )
     assert res.bpd_per_draw.shape == (K, 3) and res.bpd.shape == (3,) and res.nats.shape == (3,)
     edges = lambda k: -1.0 + 2.0 * k.to(DT) / 256  # noqa: E731  bin [−1 + 2k/256, −1 + 2(k+1)/256)
     Phi = torch.special.ndtr
@@ -390,12 +417,17 @@ def test_bpd_constant_against_discrete_probability():
 
 def test_bpd_closed_form_ndm():
     """8-bit 2-D 'images' from a Gaussian mixture in y-space; exact NDM; one dequantisation."""
-    data = nd.GaussianMixture(_t(0.4, 0.6), _t([0.3, -0.2], [-0.4, 0.3]),
-                              torch.stack([0.05 * torch.eye(2, dtype=DT), _t([0.04, 0.01], [0.01, 0.06])]))
+    data = nd.GaussianMixture(
+        _t(0.4, 0.6),
+        _t([0.3, -0.2], [-0.4, 0.3]),
+        torch.stack([0.05 * torch.eye(2, dtype=DT), _t([0.04, 0.01], [0.01, 0.06])]),
+    )
     y = data.sample(5, torch.Generator().manual_seed(0))
     x = ((y + 1) * 128).floor().clamp(0, 255).to(torch.uint8)
     model = exact_ndm(data)
-    res = bits_per_dim(model, x, generator=torch.Generator().manual_seed(42), dtype=DT, method="dopri5", **TIGHT)
+    res = bits_per_dim(
+        model, x, generator=torch.Generator().manual_seed(42), dtype=DT, method="dopri5", **TIGHT
+    )
     # independent dequantisation with the same seed (noise is drawn first, shape (K, B, *shape))
     u = torch.rand((1, 5, 2), generator=torch.Generator().manual_seed(42), dtype=DT)[0]
     y_deq = x.to(DT) / 128.0 + u / 128.0 - 1.0
@@ -415,7 +447,13 @@ def test_elbo_bits_per_dim_matches_continuous_loss():
     r = elbo_bits_per_dim(model, x, generator=torch.Generator().manual_seed(0), n_t=3)
     g = torch.Generator().manual_seed(0)
     xs = x.to(DT) / 127.5 - 1
-    tot = sum(objectives.continuous_loss(model, xs, generator=g, decoder="discretized").total for _ in range(3)) / 3
+    tot = (
+        sum(
+            objectives.continuous_loss(model, xs, generator=g, decoder="discretized").total
+            for _ in range(3)
+        )
+        / 3
+    )
     assert torch.allclose(r.bpd, tot / (2 * math.log(2)))
     assert torch.allclose(r.bpd, r.diffusion + r.prior + r.reconstruction)
     assert (r.bpd > 0).all()
@@ -461,7 +499,9 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="n_dequant"):
         bits_per_dim(velocity=v, x_uint8=torch.zeros(2, 2, dtype=torch.uint8), n_dequant=0)
     with pytest.raises(ValueError, match="dequant must be"):
-        bits_per_dim(velocity=v, x_uint8=torch.zeros(2, 2, dtype=torch.uint8), dequant="variational")
+        bits_per_dim(
+            velocity=v, x_uint8=torch.zeros(2, 2, dtype=torch.uint8), dequant="variational"
+        )
     model = exact_ndm(gaussian_data())
     model.data_shape = (3,)
     with pytest.raises(ValueError, match="z0 must have shape"):

@@ -1,6 +1,7 @@
 """Energy distance and metric floors, checked where the answer is known: closed-form
 energy distances of 1D Gaussians, the exact expected floor δ (1/n + 1/m), identical sets
 at the floor and shifted sets clearly above it, floors falling with n."""
+
 import math
 
 import pytest
@@ -26,7 +27,7 @@ F64 = torch.float64
 def _abs_normal_mean(mu: float, s: float) -> float:
     """E|Z| for Z ~ N(mu, s²)."""
     Phi = 0.5 * (1 + math.erf(-mu / (s * math.sqrt(2))))
-    return s * math.sqrt(2 / math.pi) * math.exp(-mu**2 / (2 * s**2)) + mu * (1 - 2 * Phi)
+    return s * math.sqrt(2 / math.pi) * math.exp(-(mu**2) / (2 * s**2)) + mu * (1 - 2 * Phi)
 
 
 def _normal(shift: float = 0.0, scale: float = 1.0):
@@ -38,8 +39,9 @@ def test_energy_distance_of_1d_gaussians_matches_closed_form():
     mu, n = 0.7, 1500
     dxy, dxx = _abs_normal_mean(mu, math.sqrt(2)), _abs_normal_mean(0.0, math.sqrt(2))
     expected = 2 * dxy - 2 * (1 - 1 / n) * dxx
-    vals = [float(energy_distance(_normal()(n, gen(s)), _normal(mu)(n, gen(100 + s))))
-            for s in range(8)]
+    vals = [
+        float(energy_distance(_normal()(n, gen(s)), _normal(mu)(n, gen(100 + s)))) for s in range(8)
+    ]
     m = sum(vals) / len(vals)
     se = torch.tensor(vals).std().item() / math.sqrt(len(vals))
     assert abs(m - expected) < 4 * se + 1e-3, (m, expected, se)

@@ -6,6 +6,7 @@
 * NFE = predictor calls; F is only called, never differentiated (no JVP).
 * Bad input: clear errors naming the argument.
 """
+
 import math
 
 import pytest
@@ -176,8 +177,11 @@ def ref_unipc(model, z, grid, order: int):
         use_corrector = step < N
         x_t_ = sigma[step] / sigma[i0] * x - alpha[step] * h_phi_1 * models[-1]
         if D1s:
-            rhos_p = (torch.tensor([0.5], dtype=F64) if p == 2
-                      else torch.linalg.solve(R[:-1, :-1], b[:-1]))
+            rhos_p = (
+                torch.tensor([0.5], dtype=F64)
+                if p == 2
+                else torch.linalg.solve(R[:-1, :-1], b[:-1])
+            )
             pred_res = sum(r * d for r, d in zip(rhos_p, D1s, strict=True))
         else:
             pred_res = 0
@@ -269,8 +273,9 @@ def observed_slope(model, method, steps, ref, z):
 def shift_affine() -> nd.AffineTimeTransform:
     """F(x, t) = x + b(t): time-varying, ∂_x F constant — the published orders hold."""
     zero = torch.zeros(2, dtype=F64)
-    return nd.AffineTimeTransform(zero, zero, torch.tensor([1.5, -1.0], dtype=F64),
-                                  torch.tensor([-0.5, 2.0], dtype=F64))
+    return nd.AffineTimeTransform(
+        zero, zero, torch.tensor([1.5, -1.0], dtype=F64), torch.tensor([-0.5, 2.0], dtype=F64)
+    )
 
 
 def scaling_affine() -> nd.AffineTimeTransform:
@@ -293,8 +298,13 @@ def shift_reference():
 
 
 # step counts in each method's asymptotic range (measured: the slopes settle there)
-STEPS = {"dpmpp_2m": [64, 128, 256], "dpmpp_3m": [128, 256, 512], "ei_3m": [32, 64, 128],
-         "unipc_2m": [64, 128, 256], "unipc_3m": [32, 64, 128]}
+STEPS = {
+    "dpmpp_2m": [64, 128, 256],
+    "dpmpp_3m": [128, 256, 512],
+    "ei_3m": [32, 64, 128],
+    "unipc_2m": [64, 128, 256],
+    "unipc_3m": [32, 64, 128],
+}
 
 
 @pytest.mark.parametrize("method", list(MULTISTEP_METHODS))
@@ -358,8 +368,11 @@ def test_karras_grid_is_rho_spaced_in_sigma_over_alpha():
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 40), t_min=st.floats(0.0, 0.9),
-       kind=st.sampled_from(["uniform", "logsnr", "karras"]))
+@given(
+    n=st.integers(1, 40),
+    t_min=st.floats(0.0, 0.9),
+    kind=st.sampled_from(["uniform", "logsnr", "karras"]),
+)
 def test_grids_strictly_decreasing_for_any_size(n, t_min, kind):
     g = make_time_grid(n, kind, nd.CosineLogSNR(), t_min=t_min, dtype=F64)
     assert g.shape == (n + 1,) and float(g[0]) == 1.0 and float(g[-1]) == t_min
@@ -411,8 +424,14 @@ def test_multistep_beats_euler_at_ten_nfe_on_affine_ndm(shift_reference):
     # The point of the family: at a small budget, far closer to the exact flow than
     # Euler on the PF-ODE or NDM-DDIM (same 10 predictor calls each).
     model, z, ref = shift_reference
-    err = {m: (nd.sample(model, z1=z.clone(), method=m, steps=10, grid_kind="logsnr").samples - ref)
-           .pow(2).mean().sqrt().item() for m in ("euler", "ddim", "dpmpp_2m", "unipc_3m")}
+    err = {
+        m: (nd.sample(model, z1=z.clone(), method=m, steps=10, grid_kind="logsnr").samples - ref)
+        .pow(2)
+        .mean()
+        .sqrt()
+        .item()
+        for m in ("euler", "ddim", "dpmpp_2m", "unipc_3m")
+    }
     assert err["dpmpp_2m"] < 0.5 * min(err["euler"], err["ddim"]), err
     assert err["unipc_3m"] < err["dpmpp_2m"], err
     assert math.isfinite(sum(err.values()))

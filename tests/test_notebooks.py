@@ -1,5 +1,6 @@
 """Every figure-reproduction notebook (``notebooks/*.py``, Jupytext percent scripts) runs
 end to end at ``NDM_NOTEBOOK_SCALE=small``, writes its figure and reports sane numbers."""
+
 import math
 import runpy
 from pathlib import Path
@@ -20,7 +21,11 @@ def _entries(obj, key):
 
 
 def test_notebooks_found():
-    assert {p.stem for p in NOTEBOOKS} >= {"ot_dynamics_1d", "ot_dynamics_2d", "learned_transforms_2d"}
+    assert {p.stem for p in NOTEBOOKS} >= {
+        "ot_dynamics_1d",
+        "ot_dynamics_2d",
+        "learned_transforms_2d",
+    }
 
 
 @pytest.mark.parametrize("script", NOTEBOOKS, ids=lambda p: p.stem)
@@ -35,12 +40,16 @@ def test_notebook_runs_small(script, tmp_path, monkeypatch, capsys):
     figure = Path(results["figure"])
     assert figure.is_file() and figure.stat().st_size > 0
     assert figure.parent == out
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic write left no temp file
+    assert not [
+        p for p in out.iterdir() if p.name.endswith(".tmp")
+    ]  # atomic write left no temp file
 
     nelbos = list(_entries(results, "nelbo"))
     assert all(math.isfinite(v) for v in nelbos), nelbos
     if nelbos:
-        assert f"{nelbos[0]:.3f}" in text or f"{nelbos[0]:.4f}" in text  # the numbers are printed too
+        assert (
+            f"{nelbos[0]:.3f}" in text or f"{nelbos[0]:.4f}" in text
+        )  # the numbers are printed too
     if script.stem in ("ot_dynamics_1d", "ot_dynamics_2d", "learned_transforms_2d"):
         assert nelbos
     for key in ("kinetic_ratio", "coupling_ratio"):

@@ -1,10 +1,12 @@
 """The NDM objectives against closed forms (float64): VDM and DDPM reductions, the
 discrete → continuous limit, the bound on the true NLL, gradients, samplers, decoders."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
+from helpers import gen, one_thread_fixture
 from torch import nn
 
 import ndmsolve as nd
@@ -17,8 +19,6 @@ from ndmsolve.objectives import (
     reconstruction_loss,
     sample_times,
 )
-
-from helpers import gen, one_thread_fixture
 
 D64 = torch.float64
 
@@ -36,7 +36,9 @@ def _mixture():
 
 def _affine(learnable=False):
     t = lambda *v: torch.tensor(v, dtype=D64)  # noqa: E731
-    return nd.AffineTimeTransform(t(0.5, -0.3), t(0.2, 0.1), t(0.3, -0.2), t(0.1, 0.2), learnable=learnable)
+    return nd.AffineTimeTransform(
+        t(0.5, -0.3), t(0.2, 0.1), t(0.3, -0.2), t(0.1, 0.2), learnable=learnable
+    )
 
 
 class Net(nn.Module):
@@ -49,7 +51,9 @@ class Net(nn.Module):
         self.l2 = nn.Linear(hidden, d, dtype=D64)
         with torch.no_grad():
             for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g, dtype=D64) * scale / math.sqrt(p.shape[-1]))
+                p.copy_(
+                    torch.randn(p.shape, generator=g, dtype=D64) * scale / math.sqrt(p.shape[-1])
+                )
 
     def forward(self, x, t):
         return self.l2(torch.tanh(self.l1(torch.cat([x, t.unsqueeze(-1)], -1))))
@@ -142,18 +146,29 @@ def test_discrete_approaches_continuous():
     M, seed = 24, 11
     x = gm.sample(M, generator=gen(0))
     # fixed ε per sample (same generator state every call); the t-integral by quadrature
-    nodes, weights = np.polynomial.legendre.leggauss(80)  # converged: 80 and 400 nodes agree to 1e-11
+    nodes, weights = np.polynomial.legendre.leggauss(
+        80
+    )  # converged: 80 and 400 nodes agree to 1e-11
     with torch.no_grad():
         cont = sum(
-            0.5 * w * continuous_loss(model, x, t=torch.full((M,), 0.5 * (u + 1), dtype=D64), generator=gen(seed)).diffusion
+            0.5
+            * w
+            * continuous_loss(
+                model, x, t=torch.full((M,), 0.5 * (u + 1), dtype=D64), generator=gen(seed)
+            ).diffusion
             for u, w in zip(nodes, weights)
         )
 
         def disc(T):  # Σ_i KL_i exactly: the mean over all i of T·KL_i
-            return sum(
-                discrete_loss(model, x, T, t_index=torch.full((M,), i), generator=gen(seed)).diffusion
-                for i in range(1, T + 1)
-            ) / T
+            return (
+                sum(
+                    discrete_loss(
+                        model, x, T, t_index=torch.full((M,), i), generator=gen(seed)
+                    ).diffusion
+                    for i in range(1, T + 1)
+                )
+                / T
+            )
 
         L_inf = cont.mean().item()
         errs = [abs(disc(T).mean().item() - L_inf) for T in (10, 100, 1000)]
@@ -230,7 +245,9 @@ def _reference_discrete(model, x, T, i, generator):
     eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
     z_t = alpha[:, None] * F_x + sigma[:, None] * eps
     x_hat = model.x_hat(z_t, t)
-    mean, var = model.posterior(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([x, x_hat]))
+    mean, var = model.posterior(
+        torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([s, s]), torch.cat([x, x_hat])
+    )
     return T * ((mean[:B] - mean[B:]) ** 2).sum(1) / (2.0 * var[:B]), F0, F1
 
 
@@ -271,7 +288,9 @@ def test_fewer_passes_same_loss_and_gradients(kind, loss):
     # The losses spend the fewest transform passes; values and gradients must equal the
     # original many-pass computation to float64 rounding, on random models and times.
     d, B, T = 2, 16, 20
-    model = nd.NDM(Net(d, seed=2, scale=2.0), _transform(kind, d), nd.LearnedLogSNR(-8.0, 8.0).to(D64))
+    model = nd.NDM(
+        Net(d, seed=2, scale=2.0), _transform(kind, d), nd.LearnedLogSNR(-8.0, 8.0).to(D64)
+    )
     x = torch.randn(B, d, generator=gen(0), dtype=D64)
     t = torch.rand(B, generator=gen(1), dtype=D64)
     i = torch.randint(1, T + 1, (B,), generator=gen(1))
@@ -289,7 +308,9 @@ def test_fewer_passes_same_loss_and_gradients(kind, loss):
         diff, F0, F1 = _reference_discrete(model, x, T, i, gen(5))
     from ndmsolve.objectives import _prior_from_F1, _reconstruction
 
-    ref_total = diff + _prior_from_F1(model, F1) + _reconstruction(model, x, F0, "gaussian", None, None)
+    ref_total = (
+        diff + _prior_from_F1(model, F1) + _reconstruction(model, x, F0, "gaussian", None, None)
+    )
     assert out.diffusion.abs().min() > 1e-3  # a non-trivial comparison
     torch.testing.assert_close(out.diffusion, diff, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out.total, ref_total, rtol=1e-12, atol=1e-12)
@@ -358,7 +379,12 @@ def test_antithetic_lowers_variance(predictor):
     n = 150
     with torch.no_grad():
         est = {
-            m: torch.stack([continuous_loss(model, x, generator=gen(s), time_sampler=m).total.mean() for s in range(n)])
+            m: torch.stack(
+                [
+                    continuous_loss(model, x, generator=gen(s), time_sampler=m).total.mean()
+                    for s in range(n)
+                ]
+            )
             for m in ("uniform", "antithetic")
         }
     # both unbiased for the same quantity ...
@@ -449,7 +475,10 @@ def test_discretized_decoder_in_loss_is_differentiable():
 def test_float32_default():
     model = nd.NDM(Net(2).float(), None, nd.LinearLogSNR())
     x = torch.randn(8, 2, generator=gen(0))
-    for out in (continuous_loss(model, x, generator=gen(1)), discrete_loss(model, x, 1000, generator=gen(1))):
+    for out in (
+        continuous_loss(model, x, generator=gen(1)),
+        discrete_loss(model, x, 1000, generator=gen(1)),
+    ):
         assert out.total.dtype == torch.float32 and torch.isfinite(out.total).all()
 
 

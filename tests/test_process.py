@@ -3,16 +3,18 @@
 Everything that checks accuracy runs in float64. The PDE checks also run with the
 α ∂_t F term removed and assert a large residual, so they can fail.
 """
+
 import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from helpers import Counting, gen, one_thread_fixture, random_affine
+from helpers import small_mlp as _mlp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import ndmsolve as nd
-
-from helpers import Counting, gen, one_thread_fixture, random_affine, small_mlp as _mlp
 
 D = torch.float64
 
@@ -59,13 +61,21 @@ def test_sample_marginal_moments(which):
     alpha, sigma = model.schedule(t0)
     mean_want = alpha[:, None] * tr(x0, t0)
     for i in range(2):
-        zi = z[i * n:(i + 1) * n]
+        zi = z[i * n : (i + 1) * n]
         # CLT: the sample mean has std σ/√n, the sample variance std σ²√(2/n); 5 std.
-        torch.testing.assert_close(zi.mean(0), mean_want[i], rtol=0, atol=5 * float(sigma[i]) / math.sqrt(n))
-        torch.testing.assert_close(zi.var(0), sigma[i].expand(d) ** 2, rtol=0,
-                                   atol=5 * float(sigma[i]) ** 2 * math.sqrt(2 / n))
+        torch.testing.assert_close(
+            zi.mean(0), mean_want[i], rtol=0, atol=5 * float(sigma[i]) / math.sqrt(n)
+        )
+        torch.testing.assert_close(
+            zi.var(0),
+            sigma[i].expand(d) ** 2,
+            rtol=0,
+            atol=5 * float(sigma[i]) ** 2 * math.sqrt(2 / n),
+        )
     # z = mean + σ ε exactly, with the returned ε.
-    torch.testing.assert_close(z, _bc(model.schedule(t)[0], x) * tr(x, t) + _bc(model.schedule(t)[1], x) * eps)
+    torch.testing.assert_close(
+        z, _bc(model.schedule(t)[0], x) * tr(x, t) + _bc(model.schedule(t)[1], x) * eps
+    )
 
 
 def test_sample_marginal_is_seeded():
@@ -96,9 +106,14 @@ def _fp_residual(model, x, z, t, drift_fn):
     t = t.clone().requires_grad_(True)
     logq = _log_q_cond(model, x, z, t)
     dt_logq, grad = torch.autograd.grad(logq.sum(), (t, z), create_graph=True)
-    lap = sum(torch.autograd.grad(grad[:, i].sum(), z, retain_graph=True)[0][:, i] for i in range(z.shape[1]))
+    lap = sum(
+        torch.autograd.grad(grad[:, i].sum(), z, retain_graph=True)[0][:, i]
+        for i in range(z.shape[1])
+    )
     f = drift_fn(z, t.detach())
-    div_f = sum(torch.autograd.grad(f[:, i].sum(), z, retain_graph=True)[0][:, i] for i in range(z.shape[1]))
+    div_f = sum(
+        torch.autograd.grad(f[:, i].sum(), z, retain_graph=True)[0][:, i] for i in range(z.shape[1])
+    )
     g2 = model.g2(t.detach())
     terms = [dt_logq, div_f, (f * grad).sum(1), -0.5 * g2 * lap, -0.5 * g2 * (grad**2).sum(1)]
     res = sum(terms)
@@ -157,7 +172,9 @@ def _continuity_residual(model, data, z, t, velocity=None):
     logq = data.marginal_log_prob(z, t, model.schedule, _ref_transform(model.transform))
     dt_logq, grad = torch.autograd.grad(logq.sum(), (t, z), create_graph=False)
     v = velocity(z, t.detach())
-    div_v = sum(torch.autograd.grad(v[:, i].sum(), z, retain_graph=True)[0][:, i] for i in range(z.shape[1]))
+    div_v = sum(
+        torch.autograd.grad(v[:, i].sum(), z, retain_graph=True)[0][:, i] for i in range(z.shape[1])
+    )
     terms = [dt_logq, div_v, (v * grad).sum(1)]
     return sum(terms).detach(), sum(x.abs() for x in terms).detach(), grad.detach()
 
@@ -174,7 +191,11 @@ def test_continuity_equation_for_exact_model(K, sched):
     d = 2 if K == 3 else 3
     data = _mixture(d, K, seed=K)
     tr = _affine(d, seed=K + 7)
-    schedule = {"linear": nd.LinearLogSNR(-8.0, 8.0), "cosine": nd.CosineLogSNR(), "learned": nd.LearnedLogSNR()}[sched]
+    schedule = {
+        "linear": nd.LinearLogSNR(-8.0, 8.0),
+        "cosine": nd.CosineLogSNR(),
+        "learned": nd.LearnedLogSNR(),
+    }[sched]
     model = _exact_model(data, tr, schedule)
     g = gen(5)
     x = data.sample(24, generator=g)
@@ -187,9 +208,15 @@ def test_continuity_equation_for_exact_model(K, sched):
     torch.testing.assert_close(model.score(z, t), grad, rtol=1e-8, atol=1e-8)
 
     # An NDM whose transform reports ∂_t F = 0 gives a wrong velocity: large residual.
-    broken = nd.NDM(nd.ExactPredictor(data, schedule, tr), _NoDF(tr.a1, tr.a2, tr.b1, tr.b2), schedule, dF="analytic")
+    broken = nd.NDM(
+        nd.ExactPredictor(data, schedule, tr),
+        _NoDF(tr.a1, tr.a2, tr.b1, tr.b2),
+        schedule,
+        dF="analytic",
+    )
     res_bad, scale_bad, _ = _continuity_residual(broken, data, z, t)
     assert float((res_bad.abs() / scale_bad).median()) > 1e-3
+
     # Same with the term mis-scaled by 2.
     def twice(zz, tt):
         fl = model.fields(zz, tt)
@@ -202,7 +229,9 @@ def test_continuity_equation_for_exact_model(K, sched):
 
 # ----------------------------------------------------------------- reverse-time relations
 def _tiny_model(d=3, transform="residual", dtype=D, **kw):
-    tr = {"residual": lambda: _residual(d), "identity": lambda: None, "affine": lambda: _affine(d)}[transform]()
+    tr = {"residual": lambda: _residual(d), "identity": lambda: None, "affine": lambda: _affine(d)}[
+        transform
+    ]()
     return nd.NDM(_mlp(d, seed=9, dtype=dtype), tr, "cosine", **kw)
 
 
@@ -225,7 +254,9 @@ def test_reverse_drift_and_velocity_relations(transform):
     torch.testing.assert_close(fl.drift, f)
     # score = −(z − α F(x̂, t)) / σ².
     alpha, sigma = model.schedule(t)
-    torch.testing.assert_close(s, -(z - alpha[:, None] * model.transform(x_hat, t)) / sigma[:, None] ** 2)
+    torch.testing.assert_close(
+        s, -(z - alpha[:, None] * model.transform(x_hat, t)) / sigma[:, None] ** 2
+    )
 
 
 def test_identity_transform_is_classical_vp():
@@ -240,8 +271,12 @@ def test_identity_transform_is_classical_vp():
     s = -(z - alpha[:, None] * x_hat) / sigma[:, None] ** 2  # ε-parametrised score
     f_vp = -0.5 * beta[:, None] * z
     torch.testing.assert_close(model.g2(t), beta, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(model.velocity(z, t), f_vp - 0.5 * beta[:, None] * s, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(model.reverse_drift(z, t), f_vp - beta[:, None] * s, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        model.velocity(z, t), f_vp - 0.5 * beta[:, None] * s, rtol=1e-10, atol=1e-12
+    )
+    torch.testing.assert_close(
+        model.reverse_drift(z, t), f_vp - beta[:, None] * s, rtol=1e-10, atol=1e-12
+    )
     assert torch.equal(model.fields(z, t).dF, torch.zeros_like(z))
 
 
@@ -280,7 +315,9 @@ def test_posterior_eta_zero_is_ddim(transform):
     a_t, s_t = model.schedule(t)
     a_s, s_s = model.schedule(s)
     eps = (z - a_t[:, None] * model.transform(x, t)) / s_t[:, None]
-    torch.testing.assert_close(mean, a_s[:, None] * model.transform(x, s) + s_s[:, None] * eps, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        mean, a_s[:, None] * model.transform(x, s) + s_s[:, None] * eps, rtol=1e-12, atol=1e-12
+    )
     assert torch.equal(var, torch.zeros_like(var))
 
 
@@ -299,8 +336,12 @@ def test_posterior_marginalises_to_forward_marginal(transform, eta):
     z_s = mean + var.sqrt()[:, None] * torch.randn(n, d, generator=g, dtype=D)
     a_s, s_s = model.schedule(s0)
     sd = float(s_s)
-    torch.testing.assert_close(z_s.mean(0), (a_s * model.transform(x0, s0))[0], rtol=0, atol=5 * sd / math.sqrt(n))
-    torch.testing.assert_close(z_s.var(0), torch.full((d,), sd**2, dtype=D), rtol=0, atol=5 * sd**2 * math.sqrt(2 / n))
+    torch.testing.assert_close(
+        z_s.mean(0), (a_s * model.transform(x0, s0))[0], rtol=0, atol=5 * sd / math.sqrt(n)
+    )
+    torch.testing.assert_close(
+        z_s.var(0), torch.full((d,), sd**2, dtype=D), rtol=0, atol=5 * sd**2 * math.sqrt(2 / n)
+    )
     # And exactly: mean is affine in ε with slope c σ_t, and c² σ_t² + var = σ_s².
     a_t, s_t = model.schedule(t0)
     eps = torch.randn(1, d, generator=g, dtype=D)
@@ -308,7 +349,9 @@ def test_posterior_marginalises_to_forward_marginal(transform, eta):
     m0, _ = model.posterior(a_t * model.transform(x0, t0), t0, s0, x0, eta=eta)
     torch.testing.assert_close(m0, a_s * model.transform(x0, s0), rtol=1e-12, atol=1e-12)
     c = (m1 - m0) / eps  # per-coordinate, all equal to coef · σ_t
-    torch.testing.assert_close(c**2 + v1[:, None], (s_s**2)[:, None].expand(1, d), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        c**2 + v1[:, None], (s_s**2)[:, None].expand(1, d), rtol=1e-10, atol=1e-12
+    )
 
 
 # ----------------------------------------------------------------- shapes, dtypes, batches
@@ -360,11 +403,17 @@ def test_any_shape_and_dtype(shape, b, kind, dtype, seed):
         assert out.shape == z.shape and out.dtype == dtype, name
         assert torch.isfinite(out).all(), name
     assert fl.g2.shape == (b,) and fl.g2.dtype == dtype
-    for out in (model.velocity(z, t), model.reverse_drift(z, t), model.forward_drift(z, t, x),
-                model.sample_marginal(x, t, generator=g)[0]):
+    for out in (
+        model.velocity(z, t),
+        model.reverse_drift(z, t),
+        model.forward_drift(z, t, x),
+        model.sample_marginal(x, t, generator=g)[0],
+    ):
         assert out.shape == z.shape and out.dtype == dtype
     mean, var = model.posterior(z, t, 0.5 * t, x)
-    assert mean.shape == z.shape and mean.dtype == dtype and var.shape == (b,) and var.dtype == dtype
+    assert (
+        mean.shape == z.shape and mean.dtype == dtype and var.shape == (b,) and var.dtype == dtype
+    )
     # A 0-dim t is broadcast over the batch.
     torch.testing.assert_close(model.velocity(z, t[0]), model.velocity(z, t[0].expand(b)))
 
@@ -375,7 +424,7 @@ def test_batch_independence(transform):
     g = gen(8)
     z, t = torch.randn(6, 3, generator=g, dtype=D), torch.rand(6, generator=g, dtype=D)
     batch = model.velocity(z, t)
-    rows = torch.cat([model.velocity(z[i:i + 1], t[i:i + 1]) for i in range(6)])
+    rows = torch.cat([model.velocity(z[i : i + 1], t[i : i + 1]) for i in range(6)])
     torch.testing.assert_close(batch, rows, rtol=1e-12, atol=1e-12)
     # Changing one row leaves the others alone (∂_t F is per-sample, not a batch sum).
     z2 = z.clone()
@@ -439,7 +488,9 @@ def test_bad_networks():
         nd.NDM(_Const(lambda z, t: z.tolist())).velocity(z, t)
     for dF in ("func", "autograd", "fd"):
         with pytest.raises(ValueError, match=r"transform \(_Const\) must return shape"):
-            _ok_model(transform=_Const(lambda x, t: x.sum(1, keepdim=True) * t[:, None]), dF=dF).velocity(z, t)
+            _ok_model(
+                transform=_Const(lambda x, t: x.sum(1, keepdim=True) * t[:, None]), dF=dF
+            ).velocity(z, t)
         with pytest.raises(ValueError, match=r"transform \(_Const\) must return finite"):
             _ok_model(transform=_Const(lambda x, t: x / (t[:, None] * 0)), dF=dF).velocity(z, t)
     with pytest.raises(ValueError, match=r"transform \(_Const\) must return shape"):

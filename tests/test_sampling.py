@@ -7,24 +7,24 @@ q(z_0) = ∫ N(α_0 x, σ_0² I) p(x) dx (F(x, 0) = x), whose mean and covarianc
 form. To keep the tests about the samplers, the convergence studies start from exact
 draws of q(z_1) (not N(0, I), which differs from q(z_1) by α_1 F(x, 1) ≈ 7e-3 · F).
 """
+
 import math
 
 import pytest
 import torch
+from helpers import Counting, gen, one_thread_fixture
 
 import ndmsolve as nd
 from ndmsolve.metrics import random_directions, sliced_wasserstein, wasserstein_1d
 from ndmsolve.sampling import (
     DEFAULT_STEPS,
     SampleResult,
+    _invert_log_snr,
     check_grid,
     make_time_grid,
     sample,
     sampling_methods,
 )
-from ndmsolve.sampling import _invert_log_snr
-
-from helpers import Counting, gen, one_thread_fixture
 
 F64 = torch.float64
 
@@ -48,7 +48,12 @@ def _mixture():
         torch.tensor([0.5, 0.3, 0.2], dtype=F64),
         torch.tensor([[-1.5, 0.0], [1.0, 1.0], [1.0, -1.5]], dtype=F64),
         torch.tensor(
-            [[[0.20, 0.05], [0.05, 0.10]], [[0.10, 0.0], [0.0, 0.25]], [[0.15, -0.05], [-0.05, 0.10]]], dtype=F64
+            [
+                [[0.20, 0.05], [0.05, 0.10]],
+                [[0.10, 0.0], [0.0, 0.25]],
+                [[0.15, -0.05], [-0.05, 0.10]],
+            ],
+            dtype=F64,
         ),
     )
 
@@ -64,7 +69,9 @@ def _model(data, transform="affine", schedule=None, count=False):
 
 def _data_moments(data):
     m = (data.weights[:, None] * data.means).sum(0)
-    second = (data.weights[:, None, None] * (data.covs + data.means[:, :, None] * data.means[:, None, :])).sum(0)
+    second = (
+        data.weights[:, None, None] * (data.covs + data.means[:, :, None] * data.means[:, None, :])
+    ).sum(0)
     return m, second - torch.outer(m, m)
 
 
@@ -125,7 +132,13 @@ def test_sliced_wasserstein_basic_properties():
     assert float(sliced_wasserstein(x, y, 32, gen(1))) == float(a)  # seeded
     # different sizes: close to the equal-size value
     y2 = torch.randn(2000, 3, generator=g) + 1.0
-    assert abs(float(sliced_wasserstein(x, y2, 64, gen(1))) - float(sliced_wasserstein(x, y, 64, gen(1)))) < 0.1
+    assert (
+        abs(
+            float(sliced_wasserstein(x, y2, 64, gen(1)))
+            - float(sliced_wasserstein(x, y, 64, gen(1)))
+        )
+        < 0.1
+    )
     # any trailing shape is flattened
     assert sliced_wasserstein(x.reshape(500, 3, 1), y.reshape(500, 3, 1), 8, gen(1)).ndim == 0
     with pytest.raises(ValueError, match="dimension"):
@@ -148,7 +161,8 @@ def test_uniform_grid():
 
 
 @pytest.mark.parametrize(
-    "schedule", [nd.LinearLogSNR(-10.0, 10.0), nd.CosineLogSNR(-12.0, 9.0), nd.LearnedLogSNR(-8.0, 11.0)]
+    "schedule",
+    [nd.LinearLogSNR(-10.0, 10.0), nd.CosineLogSNR(-12.0, 9.0), nd.LearnedLogSNR(-8.0, 11.0)],
 )
 def test_logsnr_grid_is_uniform_in_lambda(schedule):
     if isinstance(schedule, nd.LearnedLogSNR):  # make it clearly non-linear
@@ -168,7 +182,9 @@ def test_logsnr_bisection_matches_closed_forms():
     for sched in (nd.LinearLogSNR(-10.0, 10.0), nd.CosineLogSNR(-15.0, 15.0)):
         lam = torch.linspace(sched.logsnr_min, sched.logsnr_max, 9, dtype=F64)  # t = 1 -> 0
         closed = make_time_grid(8, "logsnr", sched, dtype=F64)
-        torch.testing.assert_close(_invert_log_snr(sched, lam, 0.0, 1.0), closed, rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            _invert_log_snr(sched, lam, 0.0, 1.0), closed, rtol=0, atol=1e-12
+        )
 
 
 def test_grid_errors():
@@ -192,7 +208,9 @@ def test_grid_errors():
         check_grid(torch.tensor([[1.0, 0.0]]))
     with pytest.raises(ValueError, match="1-D"):
         check_grid(torch.tensor([1.0]))
-    torch.testing.assert_close(check_grid([1.0, 0.25, 0.0], dtype=F64), torch.tensor([1.0, 0.25, 0.0], dtype=F64))
+    torch.testing.assert_close(
+        check_grid([1.0, 0.25, 0.0], dtype=F64), torch.tensor([1.0, 0.25, 0.0], dtype=F64)
+    )
 
 
 # --------------------------------------------------------------------------- shared fixtures
@@ -219,7 +237,9 @@ def mix():
 @pytest.fixture(scope="module")
 def ode_ref(mix):
     """PF-ODE solution from the same z1 by an independent implementation (torchdiffeq)."""
-    return sample(mix["model"], method="torchdiffeq:dopri5", z1=mix["z1"], rtol=1e-8, atol=1e-8).samples
+    return sample(
+        mix["model"], method="torchdiffeq:dopri5", z1=mix["z1"], rtol=1e-8, atol=1e-8
+    ).samples
 
 
 def _kw(setting):
@@ -270,7 +290,9 @@ def test_ode_and_ddim_converge(mix, ode_ref, method):
         dist.append(float((out.samples - ode_ref).norm(dim=1).mean()))
     assert dist[1] < 0.25 * dist[0], dist
     first_order, second_order = ("euler", "ddim"), ("midpoint", "heun")
-    assert dist[1] < (5e-2 if method in first_order else 1e-2 if method in second_order else 2e-3), dist
+    assert dist[1] < (
+        5e-2 if method in first_order else 1e-2 if method in second_order else 2e-3
+    ), dist
     _check_converged(mix, out.samples)
 
 
@@ -302,9 +324,14 @@ def test_rk4_pf_ode_map_exact_for_gaussian():
     A1 = (alpha1[:, None] * a1)[0]
     mu1 = A1 * data.means[0] + alpha1 * b1[0]
     C1 = A1[:, None] * data.covs[0] * A1[None, :] + sigma1**2 * torch.eye(2, dtype=F64)
-    pts = torch.stack([mu1, mu1 + torch.tensor([1.0, 0.0], dtype=F64), mu1 + torch.tensor([0.0, 1.0], dtype=F64)])
+    pts = torch.stack(
+        [mu1, mu1 + torch.tensor([1.0, 0.0], dtype=F64), mu1 + torch.tensor([0.0, 1.0], dtype=F64)]
+    )
     mean0, cov0 = _z0_moments(model, data)
-    for method, kw, tol in (("rk4", dict(steps=100), 1e-7), ("dopri5", dict(rtol=1e-9, atol=1e-9), 1e-8)):
+    for method, kw, tol in (
+        ("rk4", dict(steps=100), 1e-7),
+        ("dopri5", dict(rtol=1e-9, atol=1e-9), 1e-8),
+    ):
         out = sample(model, method=method, z1=pts, **kw).samples
         M = (out[1:] - out[0]).T  # columns: images of e_1, e_2
         torch.testing.assert_close(out[0], mean0, rtol=0, atol=tol)
@@ -363,7 +390,9 @@ def test_ddim_converges_to_pf_ode(mix, ode_ref):
     """DDIM discretises the PF-ODE: ‖ddim(z1) − PF-ODE(z1)‖ → 0 at first order."""
     z1, ref = mix["z1"][:500], ode_ref[:500]
     dist = [
-        float((sample(mix["model"], method="ddim", z1=z1, steps=k).samples - ref).norm(dim=1).mean())
+        float(
+            (sample(mix["model"], method="ddim", z1=z1, steps=k).samples - ref).norm(dim=1).mean()
+        )
         for k in (8, 32, 128)
     ]
     assert dist[0] > dist[1] > dist[2], dist
@@ -417,7 +446,10 @@ def test_dtypes():
     out = sample(model, 50, "ddim", steps=4, generator=gen(0), dtype=F64, return_path=True)
     assert out.samples.dtype == F64 and out.path.dtype == F64 and out.path_ts.dtype == F64
     z1 = torch.randn(50, 2, dtype=F64, generator=gen(0))
-    assert sample(model, method="euler_maruyama", z1=z1, steps=4, generator=gen(0)).samples.dtype == F64
+    assert (
+        sample(model, method="euler_maruyama", z1=z1, steps=4, generator=gen(0)).samples.dtype
+        == F64
+    )
     assert sample(model, method="dopri5", z1=z1.float()).samples.dtype == torch.float32
 
 
@@ -426,7 +458,15 @@ def test_dtypes():
 def test_return_path_fixed(method, grid_kind):
     model = _model(_mixture(), schedule=nd.CosineLogSNR(-10.0, 10.0))
     z1 = torch.randn(30, 2, dtype=F64, generator=gen(0))
-    out = sample(model, method=method, z1=z1, steps=5, grid_kind=grid_kind, generator=gen(1), return_path=True)
+    out = sample(
+        model,
+        method=method,
+        z1=z1,
+        steps=5,
+        grid_kind=grid_kind,
+        generator=gen(1),
+        return_path=True,
+    )
     assert out.path.shape == (6, 30, 2) and out.path_ts.shape == (6,)
     torch.testing.assert_close(out.path_ts, make_time_grid(5, grid_kind, model.schedule, dtype=F64))
     assert bool((out.path_ts.diff() < 0).all())
@@ -504,8 +544,18 @@ def test_errors():
     with pytest.raises(ValueError, match="unknown method") as info:
         sample(model, 10, "rk45")
     msg = str(info.value)
-    for name in ("euler", "rk4", "dopri5", "tsit5", "euler_maruyama", "adaptive_heun_sde", "ddim",
-                 "ancestral", "torchdiffeq:", "torchsde:"):
+    for name in (
+        "euler",
+        "rk4",
+        "dopri5",
+        "tsit5",
+        "euler_maruyama",
+        "adaptive_heun_sde",
+        "ddim",
+        "ancestral",
+        "torchdiffeq:",
+        "torchsde:",
+    ):
         assert name in msg, name
     with pytest.raises(ValueError, match="unknown method"):
         sample(model, 10, "torchdiffeq:nope", steps=4)
@@ -587,7 +637,9 @@ def test_convergence_study(size):
         ref = sample(model, method="dopri5", z1=z1, rtol=1e-10, atol=1e-10).samples
         for method, order in ODE_ORDERS.items():
             errs = [
-                float((sample(model, method=method, z1=z1, steps=k).samples - ref).norm(dim=1).mean())
+                float(
+                    (sample(model, method=method, z1=z1, steps=k).samples - ref).norm(dim=1).mean()
+                )
                 for k in ode_steps
             ]
             rates = [math.log2(a / b) for a, b in zip(errs[:-1], errs[1:])]
@@ -599,7 +651,10 @@ def test_convergence_study(size):
         ref1, ref2 = _draw_q(model, data, n, 0.0, seed=21), _draw_q(model, data, n, 0.0, seed=22)
         floor = float(sliced_wasserstein(ref1, ref2, 500, gen(5)))
         for method in ("euler_maruyama", "heun_sde", "sra1", "ancestral", "torchsde:euler"):
-            outs = [sample(model, method=method, z1=z1, steps=k, generator=gen(k)).samples for k in sde_steps]
+            outs = [
+                sample(model, method=method, z1=z1, steps=k, generator=gen(k)).samples
+                for k in sde_steps
+            ]
             errs = [_moment_err(o, mean, cov) for o in outs]
             assert errs[0] > errs[-1] and min(errs) < 0.05, (name, method, errs)
             sw = float(sliced_wasserstein(outs[-1], ref1, 500, gen(5)))

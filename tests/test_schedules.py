@@ -1,9 +1,11 @@
 """Schedules against autograd and their defining identities (float64 throughout)."""
+
 import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ndmsolve as nd
 from ndmsolve.schedules import make_schedule
@@ -86,18 +88,26 @@ def test_strictly_decreasing_and_end_points(sch):
     assert bool((lam[1:] < lam[:-1]).all()), "log-SNR must be strictly decreasing"
     assert bool((sch.dlog_snr(t) < 0).all())
     ends = sch.log_snr(torch.tensor([0.0, 1.0], dtype=D))
-    torch.testing.assert_close(ends, torch.tensor([sch.logsnr_max, sch.logsnr_min], dtype=D), rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        ends, torch.tensor([sch.logsnr_max, sch.logsnr_min], dtype=D), rtol=0, atol=1e-10
+    )
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.1, 3.0),
-       lo=st.floats(-20.0, 0.0), width=st.floats(0.5, 30.0))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    scale=st.floats(0.1, 3.0),
+    lo=st.floats(-20.0, 0.0),
+    width=st.floats(0.5, 30.0),
+)
 def test_learned_schedule_random_parameters(seed, scale, lo, width):
     sch = _learned(seed, scale, lo, lo + width)
     t = _t(257)
     lam = sch.log_snr(t)
     assert bool((lam[1:] < lam[:-1]).all())
-    torch.testing.assert_close(lam[[0, -1]], torch.tensor([lo + width, lo], dtype=D), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        lam[[0, -1]], torch.tensor([lo + width, lo], dtype=D), rtol=0, atol=1e-9
+    )
     torch.testing.assert_close(sch.dlog_snr(t), _grad_t(sch.log_snr, t), rtol=1e-9, atol=1e-9)
 
 

@@ -1,5 +1,6 @@
 """Dense output of the adaptive ODE solvers: the interpolants' identities and orders on a
 closed form, and save_at that costs no step and no NFE."""
+
 import math
 
 import numpy as np
@@ -59,8 +60,12 @@ def test_interpolant_order_on_a_closed_form(tab):
         ts = [time_tensor(t0 + c * h, y0) for c in tab.c]
         _, ks, _ = rk_step(_f, tab, ts, h, y0)
         ys = interpolate(tab, y0, ks, h, thetas)
-        errs.append(max(float((y - _exact(t0 + th * h)).abs().max())
-                        for y, th in zip(ys, thetas, strict=True)))
+        errs.append(
+            max(
+                float((y - _exact(t0 + th * h)).abs().max())
+                for y, th in zip(ys, thetas, strict=True)
+            )
+        )
     slopes = np.diff(np.log(errs)) / np.diff(np.log(hs))
     q = interpolant_order(tab)
     assert q is not None and q >= tab.order - 1
@@ -80,8 +85,9 @@ def test_save_at_costs_no_extra_nfe(name):
     assert torch.equal(saved.ys[0], y0) and torch.equal(saved.ys[-1], saved.y)
     err = (saved.ys - _exact(save)[:, None, :]).abs().max().item()
     assert err < 50 * tol, err
-    clipped = solve_adaptive(_f, y0, 0.0, 4.0, getattr(tableaus, name), rtol=tol, atol=tol,
-                             save_at=save, dense=False)
+    clipped = solve_adaptive(
+        _f, y0, 0.0, 4.0, getattr(tableaus, name), rtol=tol, atol=tol, save_at=save, dense=False
+    )
     assert clipped.nfe > plain.nfe  # the old way: steps land on the 41 times
     torch.testing.assert_close(saved.ys, clipped.ys, atol=50 * tol, rtol=0)
 
@@ -95,8 +101,11 @@ def test_dense_output_backwards_and_between_steps():
 
 
 def test_sample_return_path_is_free_for_adaptive_methods():
-    data = nd.GaussianMixture(torch.tensor([1.0], dtype=F64), torch.zeros(1, 2, dtype=F64),
-                              0.3 * torch.eye(2, dtype=F64)[None])
+    data = nd.GaussianMixture(
+        torch.tensor([1.0], dtype=F64),
+        torch.zeros(1, 2, dtype=F64),
+        0.3 * torch.eye(2, dtype=F64)[None],
+    )
     sched = nd.LinearLogSNR(-6.0, 6.0)
     model = nd.NDM(nd.ExactPredictor(data, sched), schedule=sched, data_shape=(2,))
     z1 = torch.randn(8, 2, dtype=F64, generator=torch.Generator().manual_seed(0))

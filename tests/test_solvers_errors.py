@@ -1,5 +1,6 @@
 """Failures of ``solve``: NaN/inf located in time and step, and input validation that
 names the offending argument."""
+
 import math
 
 import pytest
@@ -15,18 +16,22 @@ F64 = torch.float64
 
 def nan_after(t_bad):
     """-y, but NaN once t reaches t_bad (in either direction's sense: t >= t_bad)."""
+
     def f(t, y):
         return -y * (math.nan if float(t) >= t_bad else 1.0)
+
     return f
 
 
 def nan_before(t_bad):
     def f(t, y):
         return -y * (math.nan if float(t) <= t_bad else 1.0)
+
     return f
 
 
 # ----------------------------------------------------------------------------- NaN/inf
+
 
 @pytest.mark.parametrize("name", ODE_FIXED)
 def test_fixed_nan_is_located(name):
@@ -65,7 +70,14 @@ def test_inf_is_caught_too():
 def test_adaptive_nan_is_located(name, t0, t1, t_bad):
     f = nan_after(t_bad) if t1 > t0 else nan_before(t_bad)
     with pytest.raises(NonFiniteError, match="collapsed") as info:
-        solve(f, torch.ones(3, dtype=F64), t0, t1, name, save_at=torch.tensor([0.5 * (t0 + t_bad)], dtype=F64))
+        solve(
+            f,
+            torch.ones(3, dtype=F64),
+            t0,
+            t1,
+            name,
+            save_at=torch.tensor([0.5 * (t0 + t_bad)], dtype=F64),
+        )
     e = info.value
     assert abs(e.t - t_bad) < 1e-6 and e.step > 0
     assert e.partial.t == e.t and torch.isfinite(e.partial.y).all()
@@ -103,6 +115,7 @@ def test_blow_up_collapses_with_solver_error():
 
 # ----------------------------------------------------------------------------- validation
 
+
 def f0(t, y):
     return -y
 
@@ -110,45 +123,68 @@ def f0(t, y):
 Y = torch.ones(3)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(method="rk5"), ValueError, r"unknown method 'rk5'.*euler.*rk4.*dopri5.*tsit5"),
-    (dict(method=3), TypeError, "method"),
-    (dict(t0=float("nan")), ValueError, "t0 must be finite"),
-    (dict(t1="1"), TypeError, "t1 must be"),
-    (dict(t1=torch.ones(2)), ValueError, "t1 must be a scalar"),
-    (dict(y0=torch.ones(0, 3)), ValueError, "y0 must not be empty"),
-    (dict(y0=torch.ones(3, dtype=torch.int64)), TypeError, "y0 must be a floating"),
-    (dict(y0=[1.0, 2.0]), TypeError, "y0 must be a torch.Tensor"),
-    (dict(y0=torch.tensor([1.0, math.nan])), ValueError, "y0 must be finite"),
-    (dict(f=3), TypeError, "f must be callable"),
-    (dict(method="rk4", steps=0), ValueError, "steps must be >= 1"),
-    (dict(method="rk4", steps=2.5), TypeError, "steps must be an int"),
-    (dict(method="rk4"), ValueError, "exactly one of steps= .* and grid=.*neither"),
-    (dict(method="rk4", steps=4, grid=torch.linspace(0, 1, 5)), ValueError, "exactly one of steps=.*both"),
-    (dict(method="euler", grid=torch.tensor([0.0, 0.6, 0.5, 1.0])), ValueError, "grid must be strictly increasing"),
-    (dict(method="euler", grid=torch.tensor([0.0, 0.5, 0.9])), ValueError, "grid must start at t0=0.0 and end at t1=1.0"),
-    (dict(method="euler", grid=torch.tensor([0.0, 0.5, 1.0]), t0=1.0, t1=0.0), ValueError, "grid must be strictly decreasing"),
-    (dict(method="euler", grid=torch.ones(2, 2)), ValueError, "grid must be a 1-D"),
-    (dict(method="euler", steps=4, h0=0.1), ValueError, "h0 applies to adaptive"),
-    (dict(method="dopri5", steps=4), ValueError, "steps/grid apply to fixed-step"),
-    (dict(rtol=0.0, atol=0.0), ValueError, "rtol and atol must not both be 0"),
-    (dict(rtol=-1e-3), ValueError, "rtol must be finite and >= 0"),
-    (dict(atol=math.inf), ValueError, "atol must be finite and >= 0"),
-    (dict(atol=math.nan), ValueError, "atol must be finite and >= 0"),
-    (dict(rtol="small"), TypeError, "rtol must be a real number"),
-    (dict(max_steps=0), ValueError, "max_steps must be >= 1"),
-    (dict(max_steps=10.0), TypeError, "max_steps must be an int"),
-    (dict(h0=-0.1), ValueError, "h0 must be finite and > 0"),
-    (dict(g=f0), ValueError, "g is given but 'dopri5' is an ODE method"),
-    (dict(method="rk4", steps=3, g=f0), ValueError, "g is given but 'rk4' is an ODE method"),
-    (dict(bm=object()), ValueError, "bm is given"),
-    (dict(save_at=torch.tensor([0.5, 1.5])), ValueError, r"save_at must lie within \[t0, t1\]"),
-    (dict(save_at=torch.tensor([0.7, 0.5])), ValueError, "save_at must be strictly increasing"),
-    (dict(save_at=torch.tensor([0.2, 0.5]), t0=1.0, t1=0.0), ValueError, "save_at must be strictly decreasing"),
-    (dict(save_at=torch.tensor([])), ValueError, "save_at must be a non-empty 1-D"),
-    (dict(save_at=0.5), TypeError, "save_at must be a 1-D tensor"),
-    (dict(cuda_graph="yes"), ValueError, "cuda_graph must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(method="rk5"), ValueError, r"unknown method 'rk5'.*euler.*rk4.*dopri5.*tsit5"),
+        (dict(method=3), TypeError, "method"),
+        (dict(t0=float("nan")), ValueError, "t0 must be finite"),
+        (dict(t1="1"), TypeError, "t1 must be"),
+        (dict(t1=torch.ones(2)), ValueError, "t1 must be a scalar"),
+        (dict(y0=torch.ones(0, 3)), ValueError, "y0 must not be empty"),
+        (dict(y0=torch.ones(3, dtype=torch.int64)), TypeError, "y0 must be a floating"),
+        (dict(y0=[1.0, 2.0]), TypeError, "y0 must be a torch.Tensor"),
+        (dict(y0=torch.tensor([1.0, math.nan])), ValueError, "y0 must be finite"),
+        (dict(f=3), TypeError, "f must be callable"),
+        (dict(method="rk4", steps=0), ValueError, "steps must be >= 1"),
+        (dict(method="rk4", steps=2.5), TypeError, "steps must be an int"),
+        (dict(method="rk4"), ValueError, "exactly one of steps= .* and grid=.*neither"),
+        (
+            dict(method="rk4", steps=4, grid=torch.linspace(0, 1, 5)),
+            ValueError,
+            "exactly one of steps=.*both",
+        ),
+        (
+            dict(method="euler", grid=torch.tensor([0.0, 0.6, 0.5, 1.0])),
+            ValueError,
+            "grid must be strictly increasing",
+        ),
+        (
+            dict(method="euler", grid=torch.tensor([0.0, 0.5, 0.9])),
+            ValueError,
+            "grid must start at t0=0.0 and end at t1=1.0",
+        ),
+        (
+            dict(method="euler", grid=torch.tensor([0.0, 0.5, 1.0]), t0=1.0, t1=0.0),
+            ValueError,
+            "grid must be strictly decreasing",
+        ),
+        (dict(method="euler", grid=torch.ones(2, 2)), ValueError, "grid must be a 1-D"),
+        (dict(method="euler", steps=4, h0=0.1), ValueError, "h0 applies to adaptive"),
+        (dict(method="dopri5", steps=4), ValueError, "steps/grid apply to fixed-step"),
+        (dict(rtol=0.0, atol=0.0), ValueError, "rtol and atol must not both be 0"),
+        (dict(rtol=-1e-3), ValueError, "rtol must be finite and >= 0"),
+        (dict(atol=math.inf), ValueError, "atol must be finite and >= 0"),
+        (dict(atol=math.nan), ValueError, "atol must be finite and >= 0"),
+        (dict(rtol="small"), TypeError, "rtol must be a real number"),
+        (dict(max_steps=0), ValueError, "max_steps must be >= 1"),
+        (dict(max_steps=10.0), TypeError, "max_steps must be an int"),
+        (dict(h0=-0.1), ValueError, "h0 must be finite and > 0"),
+        (dict(g=f0), ValueError, "g is given but 'dopri5' is an ODE method"),
+        (dict(method="rk4", steps=3, g=f0), ValueError, "g is given but 'rk4' is an ODE method"),
+        (dict(bm=object()), ValueError, "bm is given"),
+        (dict(save_at=torch.tensor([0.5, 1.5])), ValueError, r"save_at must lie within \[t0, t1\]"),
+        (dict(save_at=torch.tensor([0.7, 0.5])), ValueError, "save_at must be strictly increasing"),
+        (
+            dict(save_at=torch.tensor([0.2, 0.5]), t0=1.0, t1=0.0),
+            ValueError,
+            "save_at must be strictly decreasing",
+        ),
+        (dict(save_at=torch.tensor([])), ValueError, "save_at must be a non-empty 1-D"),
+        (dict(save_at=0.5), TypeError, "save_at must be a 1-D tensor"),
+        (dict(cuda_graph="yes"), ValueError, "cuda_graph must be"),
+    ],
+)
 def test_validation_names_the_argument(kwargs, exc, match):
     args = dict(f=f0, y0=Y, t0=0.0, t1=1.0, method="dopri5")
     args.update(kwargs)

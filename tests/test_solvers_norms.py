@@ -1,5 +1,6 @@
 """Error norms of the adaptive solvers: each matches its formula, "sample_max" catches one bad
 sample that "rms" lets through, and step control still syncs once per attempted step."""
+
 import math
 
 import pytest
@@ -136,10 +137,26 @@ def test_norm_reaches_torchdiffeq_and_the_adaptive_sde():
     assert b.nfe > a.nfe
     g = lambda t, y: torch.full_like(y, 0.05)  # noqa: E731
     kw = dict(g=g, noise="additive", rtol=1e-2, atol=1e-2)
-    s_rms = solve(f, y0, 0.0, 1.0, "adaptive_heun_sde", generator=torch.Generator().manual_seed(0),
-                  norm="rms", **kw)
-    s_max = solve(f, y0, 0.0, 1.0, "adaptive_heun_sde", generator=torch.Generator().manual_seed(0),
-                  norm="max", **kw)
+    s_rms = solve(
+        f,
+        y0,
+        0.0,
+        1.0,
+        "adaptive_heun_sde",
+        generator=torch.Generator().manual_seed(0),
+        norm="rms",
+        **kw,
+    )
+    s_max = solve(
+        f,
+        y0,
+        0.0,
+        1.0,
+        "adaptive_heun_sde",
+        generator=torch.Generator().manual_seed(0),
+        norm="max",
+        **kw,
+    )
     assert s_max.nfe > s_rms.nfe
 
 
@@ -154,6 +171,7 @@ def test_one_host_sync_per_attempted_step(norm, monkeypatch):
         def counted(self, *a, _orig=orig, **k):
             count[0] += 1
             return _orig(self, *a, **k)
+
         monkeypatch.setattr(torch.Tensor, name, counted)
     f, y0, _ = _stiff_one()
     sol = solve(f, y0, 0.0, 3.0, "dopri5", rtol=1e-7, atol=1e-7, norm=norm)

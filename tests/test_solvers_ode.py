@@ -1,12 +1,14 @@
 """ODE solvers: tableau order conditions, convergence orders, adaptive accuracy against
 scipy, honest NFE, step limits, saving, shapes/dtypes and a CUDA-graph check."""
+
 import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 from ndmsolve.solvers import NonFiniteError, StepLimitError, method_names, solve, tableaus
@@ -28,6 +30,7 @@ def exact(y0, t0, t1):
 
 # ----------------------------------------------------------------------------- tableaus
 
+
 def _order_conditions(b, A_, c, order):
     """Residuals of the RK order conditions up to order 4 (b, A, c as numpy)."""
     res = [b.sum() - 1]
@@ -36,8 +39,12 @@ def _order_conditions(b, A_, c, order):
     if order >= 3:
         res += [b @ c**2 - 1 / 3, b @ A_ @ c - 1 / 6]
     if order >= 4:
-        res += [b @ c**3 - 1 / 4, b @ (c * (A_ @ c)) - 1 / 8, b @ A_ @ c**2 - 1 / 12,
-                b @ A_ @ A_ @ c - 1 / 24]
+        res += [
+            b @ c**3 - 1 / 4,
+            b @ (c * (A_ @ c)) - 1 / 8,
+            b @ A_ @ c**2 - 1 / 12,
+            b @ A_ @ A_ @ c - 1 / 24,
+        ]
     return np.abs(res)
 
 
@@ -60,13 +67,16 @@ def test_tableau_order_conditions(name):
 
 # ----------------------------------------------------------------------------- fixed step
 
+
 @pytest.mark.parametrize("name,order", [("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4)])
 @pytest.mark.parametrize("t0,t1", [(0.0, 2.0), (2.0, 0.0)])
 def test_fixed_convergence_order(name, order, t0, t1):
     y0 = torch.tensor([[1.0, 0.5], [-0.3, 2.0]], dtype=F64)
     steps = [16, 32, 64, 128]
-    errs = [(solve(oscillator, y0, t0, t1, name, steps=n).y - exact(y0, t0, t1)).abs().max().item()
-            for n in steps]
+    errs = [
+        (solve(oscillator, y0, t0, t1, name, steps=n).y - exact(y0, t0, t1)).abs().max().item()
+        for n in steps
+    ]
     slope = np.polyfit(np.log([abs(t1 - t0) / n for n in steps]), np.log(errs), 1)[0]
     assert abs(slope - order) < 0.25, (name, slope, errs)
 
@@ -83,6 +93,7 @@ def test_fixed_grid_matches_steps():
 
 
 # ----------------------------------------------------------------------------- adaptive
+
 
 @pytest.mark.parametrize("name", ODE_ADAPTIVE)
 def test_adaptive_error_shrinks_with_tolerance(name):
@@ -107,8 +118,15 @@ def van_der_pol(t, y):
 def test_adaptive_matches_scipy_on_van_der_pol(name, t0, t1):
     y0 = torch.tensor([2.0, 0.0], dtype=F64)
     ts = torch.linspace(t0, t1, 7, dtype=F64)[1:]
-    ref = solve_ivp(lambda t, y: van_der_pol(t, torch.from_numpy(y)).numpy(), (t0, t1), y0.numpy(),
-                    method="DOP853", rtol=1e-12, atol=1e-12, t_eval=ts.numpy())
+    ref = solve_ivp(
+        lambda t, y: van_der_pol(t, torch.from_numpy(y)).numpy(),
+        (t0, t1),
+        y0.numpy(),
+        method="DOP853",
+        rtol=1e-12,
+        atol=1e-12,
+        t_eval=ts.numpy(),
+    )
     sol = solve(van_der_pol, y0, t0, t1, name, rtol=1e-8, atol=1e-8, save_at=ts)
     assert torch.allclose(sol.ts, ts)
     assert np.abs(sol.ys.numpy() - ref.y.T).max() < 2e-5
@@ -141,7 +159,7 @@ def test_nfe_is_honest(name, save):
 
 def test_adaptive_rejects_and_counts_on_a_sharp_field():
     # a sharp pulse forces rejections; NFE must still equal the calls made
-    f = Counter(lambda t, y: -y + 50 * torch.exp(-((t - 0.5) / 0.01) ** 2) * torch.ones_like(y))
+    f = Counter(lambda t, y: -y + 50 * torch.exp(-(((t - 0.5) / 0.01) ** 2)) * torch.ones_like(y))
     sol = solve(f, torch.ones(3, dtype=F64), 0.0, 1.0, "dopri5", rtol=1e-6, atol=1e-6)
     assert sol.n_rejected > 0 and sol.nfe == f.calls
     assert torch.isfinite(sol.y).all()
@@ -159,11 +177,11 @@ def test_step_limit_error_carries_partial():
 
 def test_pi_controller_bounds():
     c = PIController(5, pcoeff=0.2, icoeff=0.4, factormin=0.2, factormax=10.0, safety=0.9)
-    assert c.propose(1.0, 1e-12, True) == 10.0       # tiny error: capped growth
-    assert c.propose(1.0, 0.99, True) >= 1.0           # accepted: never shrinks
-    assert 0.2 <= c.propose(1.0, 2.0, False) <= 0.9    # rejected: always shrinks
-    assert c.propose(1.0, 1e12, False) == 0.2          # capped shrink
-    assert c.propose(-1.0, math.inf, False) == -0.2    # non-finite: shrink, keep sign
+    assert c.propose(1.0, 1e-12, True) == 10.0  # tiny error: capped growth
+    assert c.propose(1.0, 0.99, True) >= 1.0  # accepted: never shrinks
+    assert 0.2 <= c.propose(1.0, 2.0, False) <= 0.9  # rejected: always shrinks
+    assert c.propose(1.0, 1e12, False) == 0.2  # capped shrink
+    assert c.propose(-1.0, math.inf, False) == -0.2  # non-finite: shrink, keep sign
     # the P term reacts to the trend: at the same current error, an error that is rising
     # (small previous error) gives a smaller step than one that is falling
     a, b = PIController(5, pcoeff=0.4, icoeff=0.3), PIController(5, pcoeff=0.4, icoeff=0.3)
@@ -173,6 +191,7 @@ def test_pi_controller_bounds():
 
 
 # ----------------------------------------------------------------------------- saving
+
 
 @pytest.mark.parametrize("name", ["rk4", "tsit5", "dopri5", "bosh3"])
 def test_save_at_matches_exact(name):
@@ -189,7 +208,9 @@ def test_save_at_matches_exact(name):
 def test_save_at_on_grid_adds_no_steps():
     y0 = torch.tensor([1.0, 0.0], dtype=F64)
     a = solve(oscillator, y0, 1.0, 0.0, "heun", steps=10)
-    b = solve(oscillator, y0, 1.0, 0.0, "heun", steps=10, save_at=torch.tensor([0.5, 0.2], dtype=F64))
+    b = solve(
+        oscillator, y0, 1.0, 0.0, "heun", steps=10, save_at=torch.tensor([0.5, 0.2], dtype=F64)
+    )
     c = solve(oscillator, y0, 1.0, 0.0, "heun", steps=10, save_at=torch.tensor([0.55], dtype=F64))
     assert b.nfe == a.nfe and torch.equal(a.y, b.y)
     assert c.nfe == a.nfe + 2  # one inserted point: one more heun step
@@ -201,8 +222,15 @@ def test_image_shaped_state_and_dtype(name, dtype):
     gen = torch.Generator().manual_seed(0)
     y0 = torch.randn(2, 3, 4, 5, generator=gen, dtype=dtype)
     kw = {"steps": 20} if name in ODE_FIXED else {}
-    sol = solve(lambda t, y: -y * (1 + t), y0, 1.0, 0.0, name,
-                save_at=torch.tensor([0.5, 0.0], dtype=dtype), **kw)
+    sol = solve(
+        lambda t, y: -y * (1 + t),
+        y0,
+        1.0,
+        0.0,
+        name,
+        save_at=torch.tensor([0.5, 0.0], dtype=dtype),
+        **kw,
+    )
     want = y0 * math.exp(1.5)  # y' = -(1+t) y backwards from 1 to 0
     assert sol.y.shape == y0.shape and sol.y.dtype == dtype
     assert sol.ys.shape == (2, 2, 3, 4, 5) and sol.ys.dtype == dtype
@@ -212,23 +240,37 @@ def test_image_shaped_state_and_dtype(name, dtype):
 
 # ----------------------------------------------------------------------------- properties
 
+
 def rowwise(t, y):
     return torch.sin(y) * t - 0.5 * y**3 / (1 + y**2)
 
 
 @settings(max_examples=20, deadline=None)
-@given(b=st.integers(1, 5), d=st.integers(1, 4), name=st.sampled_from(ODE_FIXED),
-       steps=st.integers(1, 12), seed=st.integers(0, 1000), reverse=st.booleans())
+@given(
+    b=st.integers(1, 5),
+    d=st.integers(1, 4),
+    name=st.sampled_from(ODE_FIXED),
+    steps=st.integers(1, 12),
+    seed=st.integers(0, 1000),
+    reverse=st.booleans(),
+)
 def test_batch_independence(b, d, name, steps, seed, reverse):
     y0 = torch.randn(b, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
     t0, t1 = (1.0, 0.0) if reverse else (0.0, 1.0)
     together = solve(rowwise, y0, t0, t1, name, steps=steps).y
-    apart = torch.cat([solve(rowwise, y0[i:i + 1], t0, t1, name, steps=steps).y for i in range(b)])
+    apart = torch.cat(
+        [solve(rowwise, y0[i : i + 1], t0, t1, name, steps=steps).y for i in range(b)]
+    )
     assert torch.allclose(together, apart, rtol=1e-13, atol=1e-13)
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 1000), t0=st.floats(-2, 2), span=st.floats(0.1, 2), sign=st.sampled_from([-1, 1]))
+@given(
+    seed=st.integers(0, 1000),
+    t0=st.floats(-2, 2),
+    span=st.floats(0.1, 2),
+    sign=st.sampled_from([-1, 1]),
+)
 def test_time_reversal_rk4(seed, t0, span, sign):
     y0 = torch.randn(3, 2, generator=torch.Generator().manual_seed(seed), dtype=F64)
     t1 = t0 + sign * span
@@ -240,9 +282,11 @@ def test_time_reversal_rk4(seed, t0, span, sign):
 
 
 @settings(max_examples=20, deadline=None)
-@given(shape=st.lists(st.integers(1, 3), min_size=0, max_size=4),
-       dtype=st.sampled_from([torch.float32, torch.float64]),
-       name=st.sampled_from(ODE_FIXED + ODE_ADAPTIVE))
+@given(
+    shape=st.lists(st.integers(1, 3), min_size=0, max_size=4),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    name=st.sampled_from(ODE_FIXED + ODE_ADAPTIVE),
+)
 def test_shape_and_dtype_preserved(shape, dtype, name):
     y0 = torch.ones(shape, dtype=dtype)
     kw = {"steps": 50} if name in ODE_FIXED else {"rtol": 1e-3, "atol": 1e-3}
@@ -261,6 +305,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.mark.parametrize("name", ODE_FIXED)
 def test_cuda_graph_matches_eager(name):
     from ndmsolve.solvers import cudagraph
+
     cudagraph.clear_cache()
     W = torch.randn(8, 8, device="cuda", dtype=F64) / 3
     f = lambda t, y: torch.tanh(y @ W) * (1 + t)
@@ -271,7 +316,9 @@ def test_cuda_graph_matches_eager(name):
         graphed = solve(f, y0, 0.0, 1.0, name, steps=25, save_at=save)
         again = solve(f, 2 * y0, 0.0, 1.0, name, steps=25, save_at=save)  # cache hit, new input
     assert graphed.stats.get("cuda_graph") and len(cudagraph._CACHE) == 1
-    assert torch.allclose(graphed.y, eager.y, atol=1e-12) and torch.allclose(graphed.ys, eager.ys, atol=1e-12)
+    assert torch.allclose(graphed.y, eager.y, atol=1e-12) and torch.allclose(
+        graphed.ys, eager.ys, atol=1e-12
+    )
     ref2 = solve(f, 2 * y0, 0.0, 1.0, name, steps=25, cuda_graph=False)
     assert torch.allclose(again.y, ref2.y, atol=1e-12)
     assert graphed.nfe == eager.nfe
@@ -281,6 +328,7 @@ def test_cuda_graph_matches_eager(name):
 @cuda
 def test_cuda_graph_falls_back_with_warning():
     from ndmsolve.solvers import cudagraph
+
     cudagraph.clear_cache()
 
     def syncing(t, y):
@@ -339,17 +387,22 @@ def test_graph_path_plumbing_with_eager_replay(monkeypatch):
     assert len(captures) == 1  # a new bound-method object still hits the cache
     for sol, y in ((a, y0), (b, 2 * y0)):
         ref = solve_fixed(net.forward, y, grid, tableaus.rk4, save_idx=idx)
-        assert torch.allclose(sol.y, ref.y, atol=1e-14) and torch.allclose(sol.ys, ref.ys, atol=1e-14)
+        assert torch.allclose(sol.y, ref.y, atol=1e-14) and torch.allclose(
+            sol.ys, ref.ys, atol=1e-14
+        )
         assert sol.nfe == ref.nfe and torch.equal(sol.ts, ref.ts)
     assert not torch.allclose(a.y, b.y)  # a's outputs were copied out, not overwritten
 
     # a different grid is a different graph
-    cudagraph.solve_fixed_graphed(net.forward, y0, make_grid(1.0, 0.0, 6, None, F64, "cpu"), tableaus.rk4)
+    cudagraph.solve_fixed_graphed(
+        net.forward, y0, make_grid(1.0, 0.0, 6, None, F64, "cpu"), tableaus.rk4
+    )
     assert len(captures) == 2
 
     # NaN in a replay is located exactly as in the eager loop
     def nan_late(t, y):
         return -y * (math.nan if float(t) <= 0.5 else 1.0)
+
     for _ in range(2):  # the capture, then a cached replay
         with pytest.raises(NonFiniteError) as info:
             cudagraph.solve_fixed_graphed(nan_late, torch.ones(2, dtype=F64), grid, tableaus.euler)

@@ -1,5 +1,6 @@
 """The method registry: every registered method is reachable through ``solve``/``sample``,
 named by the unknown-method errors, and its declared NFE per step is what a solve costs."""
+
 import pytest
 import torch
 from helpers import one_thread_fixture
@@ -12,9 +13,11 @@ _one_thread = one_thread_fixture()
 
 
 def _ndm():
-    data = nd.GaussianMixture(torch.tensor([0.6, 0.4], dtype=F64),
-                              torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=F64),
-                              0.2 * torch.eye(2, dtype=F64).expand(2, 2, 2).clone())
+    data = nd.GaussianMixture(
+        torch.tensor([0.6, 0.4], dtype=F64),
+        torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=F64),
+        0.2 * torch.eye(2, dtype=F64).expand(2, 2, 2).clone(),
+    )
     sched = nd.LinearLogSNR(-6.0, 6.0)
     return nd.NDM(nd.ExactPredictor(data, sched), schedule=sched, data_shape=(2,))
 
@@ -24,14 +27,23 @@ def _solve_kwargs(m):
     if m.adaptive:
         kw.update(rtol=1e-5, atol=1e-5) if m.family == "ode" else kw.update(rtol=0.3, atol=0.3)
     if m.family == "sde":
-        kw.update(g=lambda t, y: torch.full_like(y, 0.1), noise="additive",
-                  generator=torch.Generator().manual_seed(0))
+        kw.update(
+            g=lambda t, y: torch.full_like(y, 0.1),
+            noise="additive",
+            generator=torch.Generator().manual_seed(0),
+        )
     return kw
 
 
 def test_listing_has_every_family():
-    assert {m.kind for m in METHODS.values()} == {"ode_fixed", "ode_adaptive", "sde_fixed",
-                                                  "sde_adaptive", "discrete", "backends"}
+    assert {m.kind for m in METHODS.values()} == {
+        "ode_fixed",
+        "ode_adaptive",
+        "sde_fixed",
+        "sde_adaptive",
+        "discrete",
+        "backends",
+    }
     for m in METHODS.values():
         assert METHODS[m.name] is m and get_method(m.name) is m
 
@@ -98,8 +110,14 @@ def scratch_registry():
 
 
 def test_one_decorator_registers_a_sampler_for_sample(scratch_registry):
-    @register("test_frozen_xhat", family="discrete", stepping="fixed", order=1, nfe_per_step=1,
-              options=("scale",))
+    @register(
+        "test_frozen_xhat",
+        family="discrete",
+        stepping="fixed",
+        order=1,
+        nfe_per_step=1,
+        options=("scale",),
+    )
     def run(model, z, grid, *, generator=None, save=False, method="", scale=1.0):
         sol = METHODS["ddim"].run(model, z, grid, generator=generator, save=save, method=method)
         sol.y = sol.y * scale
@@ -116,16 +134,25 @@ def test_one_decorator_registers_a_sampler_for_sample(scratch_registry):
     with pytest.raises(ValueError, match="eta applies"):
         nd.sample(model, method="test_frozen_xhat", z1=z1, steps=3, eta=0.5)
     with pytest.raises(ValueError, match="already registered"):
-        register("test_frozen_xhat", family="discrete", stepping="fixed", order=1,
-                 nfe_per_step=1, run=run)
+        register(
+            "test_frozen_xhat",
+            family="discrete",
+            stepping="fixed",
+            order=1,
+            nfe_per_step=1,
+            run=run,
+        )
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"family": "pde", "stepping": "fixed"}, "family must be one of"),
-    ({"family": "ode", "stepping": "sometimes"}, "stepping must be one of"),
-    ({"family": "discrete", "stepping": "adaptive"}, "stepping must be 'fixed'"),
-    ({"family": "ode", "stepping": "fixed", "warp_drive": True}, "unknown method capabilities"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"family": "pde", "stepping": "fixed"}, "family must be one of"),
+        ({"family": "ode", "stepping": "sometimes"}, "stepping must be one of"),
+        ({"family": "discrete", "stepping": "adaptive"}, "stepping must be 'fixed'"),
+        ({"family": "ode", "stepping": "fixed", "warp_drive": True}, "unknown method capabilities"),
+    ],
+)
 def test_register_validates(kwargs, match, scratch_registry):
     with pytest.raises((ValueError, TypeError), match=match):
         register("test_bad", order=1, nfe_per_step=1, run=lambda *a, **k: None, **kwargs)

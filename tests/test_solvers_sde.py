@@ -1,4 +1,5 @@
 """SDE solvers: strong and weak convergence on closed forms, adaptive stepping, errors, properties."""
+
 import math
 
 import numpy as np
@@ -54,7 +55,9 @@ def test_euler_maruyama_strong_order_half_on_geometric_bm():
     ns = [8, 16, 32, 64, 128]
     errs = []
     for n in ns:
-        sol = euler_maruyama(lambda t, y: mu * y, lambda t, y: sig * y, y0, grid(0.0, 1.0, n), bm=bm)
+        sol = euler_maruyama(
+            lambda t, y: mu * y, lambda t, y: sig * y, y0, grid(0.0, 1.0, n), bm=bm
+        )
         errs.append(float((sol.y - exact).abs().mean()))
     p = slope([1 / n for n in ns], errs)
     assert 0.35 < p < 0.7, (p, errs)
@@ -75,8 +78,17 @@ def test_additive_strong_orders_both_directions(t0, t1):
     hs = [1 / n for n in ns]
     expected = {"euler_maruyama": (0.8, 1.25), "heun_sde": (0.8, 1.3), "sra1": (1.3, 2.3)}
     for name, (lo, hi) in expected.items():
-        errs = [float((SDE_FIXED[name](f_lin, g_lin, y0, grid(t0, t1, n), bm=bm, noise="additive").y
-                       - ref).abs().mean()) for n in ns]
+        errs = [
+            float(
+                (
+                    SDE_FIXED[name](f_lin, g_lin, y0, grid(t0, t1, n), bm=bm, noise="additive").y
+                    - ref
+                )
+                .abs()
+                .mean()
+            )
+            for n in ns
+        ]
         p = slope(hs, errs)
         assert lo < p < hi, (name, p, errs)
 
@@ -91,8 +103,13 @@ def test_euler_maruyama_weak_moments_ou():
     errs = []
     for n in (4, 32):
         h = 1.0 / n
-        sol = euler_maruyama(f_ou, lambda t, y: torch.full_like(y, sig), y0, grid(0.0, 1.0, n),
-                             generator=torch.Generator().manual_seed(n))
+        sol = euler_maruyama(
+            f_ou,
+            lambda t, y: torch.full_like(y, sig),
+            y0,
+            grid(0.0, 1.0, n),
+            generator=torch.Generator().manual_seed(n),
+        )
         m, v = float(sol.y.mean()), float(sol.y.var())
         m_em = (1 - th * h) ** n
         v_em = sig**2 * h * sum((1 - th * h) ** (2 * k) for k in range(n))
@@ -112,9 +129,14 @@ def test_higher_order_weak_moments_reverse_time(name):
     v_exact = sig**2 / (2 * th) * (math.exp(2 * th) - 1)
     errs = []
     for n in (4, 64):
-        sol = SDE_FIXED[name](lambda t, y: -th * y, lambda t, y: torch.tensor(sig, dtype=DT), y0,
-                              grid(1.0, 0.0, n), generator=torch.Generator().manual_seed(5 + n),
-                              noise="additive")
+        sol = SDE_FIXED[name](
+            lambda t, y: -th * y,
+            lambda t, y: torch.tensor(sig, dtype=DT),
+            y0,
+            grid(1.0, 0.0, n),
+            generator=torch.Generator().manual_seed(5 + n),
+            noise="additive",
+        )
         errs.append((abs(float(sol.y.mean()) - m_exact), abs(float(sol.y.var()) - v_exact)))
     tol_m = 5 * math.sqrt(v_exact / n_paths)
     tol_v = 5 * v_exact * math.sqrt(2 / n_paths)
@@ -164,8 +186,17 @@ def test_adaptive_save_at_and_reverse_direction():
     bm = BrownianPath(1.0, 0.0, y0.shape, DT, generator=torch.Generator().manual_seed(1))
     save = torch.tensor([1.0, 0.7, 0.25, 0.0], dtype=DT)
     # f = 0, g = 1: y(t) − y0 = W(t) − W(1) exactly, whatever the steps.
-    sol = adaptive_heun_sde(lambda t, y: torch.zeros_like(y), lambda t, y: torch.ones_like(y), y0,
-                            1.0, 0.0, rtol=1e-3, atol=1e-3, save_at=save, bm=bm)
+    sol = adaptive_heun_sde(
+        lambda t, y: torch.zeros_like(y),
+        lambda t, y: torch.ones_like(y),
+        y0,
+        1.0,
+        0.0,
+        rtol=1e-3,
+        atol=1e-3,
+        save_at=save,
+        bm=bm,
+    )
     assert torch.equal(sol.ts, save)
     for s, y in zip(save.tolist(), sol.ys):
         assert torch.allclose(y, bm.increment(1.0, s), atol=1e-12)
@@ -174,8 +205,17 @@ def test_adaptive_save_at_and_reverse_direction():
 def test_adaptive_step_limit():
     y0 = torch.ones(8, dtype=DT)
     with pytest.raises(StepLimitError) as ei:
-        adaptive_heun_sde(f_lin, g_lin, y0, 0.0, 1.0, rtol=1e-6, atol=1e-6, max_steps=3,
-                          generator=torch.Generator().manual_seed(0))
+        adaptive_heun_sde(
+            f_lin,
+            g_lin,
+            y0,
+            0.0,
+            1.0,
+            rtol=1e-6,
+            atol=1e-6,
+            max_steps=3,
+            generator=torch.Generator().manual_seed(0),
+        )
     err = ei.value
     assert err.partial is not None and err.partial.y.shape == y0.shape
     assert err.partial.n_accepted + err.partial.n_rejected == 3
@@ -189,11 +229,19 @@ def test_nonfinite_names_step_and_time():
 
     y0 = torch.ones(4, dtype=DT)
     with pytest.raises(NonFiniteError, match="step 5") as ei:
-        euler_maruyama(f, lambda t, y: torch.ones_like(y), y0, grid(0.0, 1.0, 8), save_idx=[0, 2, 8],
-                       generator=torch.Generator().manual_seed(0))
+        euler_maruyama(
+            f,
+            lambda t, y: torch.ones_like(y),
+            y0,
+            grid(0.0, 1.0, 8),
+            save_idx=[0, 2, 8],
+            generator=torch.Generator().manual_seed(0),
+        )
     assert ei.value.step == 5 and ei.value.t == pytest.approx(0.625)
     part = ei.value.partial
-    assert part.t == pytest.approx(0.25) and torch.isfinite(part.y).all() and part.ys.shape == (2, 4)
+    assert (
+        part.t == pytest.approx(0.25) and torch.isfinite(part.y).all() and part.ys.shape == (2, 4)
+    )
 
 
 @pytest.mark.parametrize("name", ADDITIVE_ONLY + list(SDE_ADAPTIVE))
@@ -225,8 +273,14 @@ def test_bad_arguments_name_themselves():
     with pytest.raises(TypeError, match="generator"):
         euler_maruyama(f_ou, g, y0, gr, generator=0)
     with pytest.raises(ValueError, match="Lévy area"):
-        sra1(f_ou, g, y0, gr, noise="additive", bm=BrownianPath(0.0, 1.0, (4, 2), DT, entropy=0,
-                                                                 levy_area=False))
+        sra1(
+            f_ou,
+            g,
+            y0,
+            gr,
+            noise="additive",
+            bm=BrownianPath(0.0, 1.0, (4, 2), DT, entropy=0, levy_area=False),
+        )
     assert set(NOISE_TYPES) == {"diagonal", "additive"}
 
 
@@ -236,15 +290,25 @@ hyp = settings(max_examples=15, deadline=None, suppress_health_check=[HealthChec
 
 
 @hyp
-@given(shape=shapes, dtype=st.sampled_from([torch.float32, torch.float64]),
-       name=st.sampled_from(list(SDE_FIXED)), seed=st.integers(0, 2**20))
+@given(
+    shape=shapes,
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    name=st.sampled_from(list(SDE_FIXED)),
+    seed=st.integers(0, 2**20),
+)
 def test_shapes_dtypes_and_seeded_reproducibility(shape, dtype, name, seed):
     y0 = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
     def run(s):
-        return SDE_FIXED[name](lambda t, y: -y + t, lambda t, y: torch.tensor(0.5, dtype=dtype), y0,
-                               grid(0.0, 1.0, 5, dtype), save_idx=[0, 3, 5],
-                               generator=torch.Generator().manual_seed(s), noise="additive")
+        return SDE_FIXED[name](
+            lambda t, y: -y + t,
+            lambda t, y: torch.tensor(0.5, dtype=dtype),
+            y0,
+            grid(0.0, 1.0, 5, dtype),
+            save_idx=[0, 3, 5],
+            generator=torch.Generator().manual_seed(s),
+            noise="additive",
+        )
 
     a, b, c = run(seed), run(seed), run(seed + 1)
     assert a.y.shape == y0.shape and a.y.dtype == dtype
@@ -254,15 +318,25 @@ def test_shapes_dtypes_and_seeded_reproducibility(shape, dtype, name, seed):
 
 
 @hyp
-@given(name=st.sampled_from(list(SDE_FIXED)), reverse=st.booleans(), n=st.integers(1, 12),
-       seed=st.integers(0, 2**20))
+@given(
+    name=st.sampled_from(list(SDE_FIXED)),
+    reverse=st.booleans(),
+    n=st.integers(1, 12),
+    seed=st.integers(0, 2**20),
+)
 def test_pure_noise_is_the_path_increment_either_direction(name, reverse, n, seed):
     """f = 0, g = 2: every scheme gives y(t1) − y0 = 2 (W(t1) − W(t0)) exactly, either direction."""
     t0, t1 = (0.9, 0.1) if reverse else (0.1, 0.9)
     y0 = torch.zeros(2, 3, dtype=DT)
     bm = BrownianPath(0.0, 1.0, y0.shape, DT, entropy=seed)
-    sol = SDE_FIXED[name](lambda t, y: torch.zeros_like(y), lambda t, y: torch.full_like(y, 2.0), y0,
-                          grid(t0, t1, n), bm=bm, noise="additive")
+    sol = SDE_FIXED[name](
+        lambda t, y: torch.zeros_like(y),
+        lambda t, y: torch.full_like(y, 2.0),
+        y0,
+        grid(t0, t1, n),
+        bm=bm,
+        noise="additive",
+    )
     assert torch.allclose(sol.y, 2 * bm.increment(t0, t1), atol=1e-12)
 
 
@@ -279,8 +353,9 @@ def test_batch_independence_with_shared_path(name, seed):
         return 2.0 * torch.tanh(y) + torch.sin(3 * t)  # nonlinear, bounded in reverse time
 
     def run(y):
-        return SDE_FIXED[name](f, lambda t, y: 0.4 * (1 + t), y, grid(1.0, 0.0, 7), bm=bm,
-                               noise="additive").y
+        return SDE_FIXED[name](
+            f, lambda t, y: 0.4 * (1 + t), y, grid(1.0, 0.0, 7), bm=bm, noise="additive"
+        ).y
 
     a, b = run(y0), run(y0b)
     assert torch.equal(a[1:], b[1:])
@@ -307,15 +382,46 @@ def test_front_door_dispatches_sde_methods():
     solve = pytest.importorskip("ndmsolve.solvers.api").solve
     y0 = torch.ones(5, 2, dtype=DT)
     g = lambda t, y: torch.full_like(y, 0.3)  # noqa: E731
-    a = solve(f_ou, y0, 1.0, 0.0, "euler_maruyama", steps=20, g=g, generator=torch.Generator().manual_seed(4))
+    a = solve(
+        f_ou,
+        y0,
+        1.0,
+        0.0,
+        "euler_maruyama",
+        steps=20,
+        g=g,
+        generator=torch.Generator().manual_seed(4),
+    )
     b = euler_maruyama(f_ou, g, y0, grid(1.0, 0.0, 20), generator=torch.Generator().manual_seed(4))
     assert torch.equal(a.y, b.y) and a.nfe == 20
-    s = solve(f_lin, y0, 0.0, 1.0, "sra1", steps=10, g=g_lin, noise="additive",
-              generator=torch.Generator().manual_seed(0), save_at=torch.tensor([0.25, 0.5, 1.0], dtype=DT))
-    assert s.ys.shape == (3, 5, 2) and torch.allclose(s.ts, torch.tensor([0.25, 0.5, 1.0], dtype=DT))
+    s = solve(
+        f_lin,
+        y0,
+        0.0,
+        1.0,
+        "sra1",
+        steps=10,
+        g=g_lin,
+        noise="additive",
+        generator=torch.Generator().manual_seed(0),
+        save_at=torch.tensor([0.25, 0.5, 1.0], dtype=DT),
+    )
+    assert s.ys.shape == (3, 5, 2) and torch.allclose(
+        s.ts, torch.tensor([0.25, 0.5, 1.0], dtype=DT)
+    )
     assert s.nfe == 2 * 11  # 0.25 is inserted into the uniform grid: 11 steps
-    ad = solve(f_lin, y0, 0.0, 1.0, "adaptive_heun_sde", g=g_lin, noise="additive", rtol=1e-2, atol=1e-2,
-               generator=torch.Generator().manual_seed(0))
+    ad = solve(
+        f_lin,
+        y0,
+        0.0,
+        1.0,
+        "adaptive_heun_sde",
+        g=g_lin,
+        noise="additive",
+        rtol=1e-2,
+        atol=1e-2,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert ad.y.shape == y0.shape and ad.nfe > 0 and ad.t == 1.0
 
 
@@ -333,12 +439,15 @@ def test_solve_default_tolerances_depend_on_family():
 
     def run(**kw):
         gen = torch.Generator().manual_seed(3)
-        return solve(drift, y0, 0.0, 1.0, "adaptive_heun_sde", g=diff, noise="additive",
-                     generator=gen, **kw)
+        return solve(
+            drift, y0, 0.0, 1.0, "adaptive_heun_sde", g=diff, noise="additive", generator=gen, **kw
+        )
 
     default, explicit = run(), run(rtol=DEFAULT_TOL["sde"], atol=DEFAULT_TOL["sde"])
     assert default.nfe == explicit.nfe and torch.equal(default.y, explicit.y)
     assert run(rtol=1e-3, atol=1e-3).nfe > default.nfe
     ode_default = solve(drift, y0, 0.0, 1.0, "dopri5")
-    ode_explicit = solve(drift, y0, 0.0, 1.0, "dopri5", rtol=DEFAULT_TOL["ode"], atol=DEFAULT_TOL["ode"])
+    ode_explicit = solve(
+        drift, y0, 0.0, 1.0, "dopri5", rtol=DEFAULT_TOL["ode"], atol=DEFAULT_TOL["ode"]
+    )
     assert ode_default.nfe == ode_explicit.nfe

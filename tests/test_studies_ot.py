@@ -1,5 +1,6 @@
 """The OT-dynamics study's pieces: the conditional velocity against autograd, the penalised
 loss, the 1D quantile map and the displacement paths."""
+
 import pytest
 import torch
 from helpers import F64, gen, one_thread_fixture
@@ -52,22 +53,33 @@ def test_penalized_loss():
     torch.testing.assert_close(pen - base, 0.5 * ot.kinetic_penalty(model, x, generator=g))
     assert bool((pen > base).all())
     pen.sum().backward()  # reaches the schedule and the transform
-    assert model.schedule.v_raw.grad is not None and model.transform.net.out.weight.grad.abs().sum() > 0
+    assert (
+        model.schedule.v_raw.grad is not None
+        and model.transform.net.out.weight.grad.abs().sum() > 0
+    )
     for bad in (-1.0, float("nan"), "0.1"):
         with pytest.raises(ValueError, match="lam"):
             ot.penalized_loss(bad)
 
 
 def test_quantile_map_and_displacement_paths_are_ot():
-    data = nd.data.gaussian_mixture_1d(100_000, gen(6), dtype=F64, means=(-1.5, 1.5), stds=(0.25, 0.25),
-                                       weights=(0.5, 0.5))
+    data = nd.data.gaussian_mixture_1d(
+        100_000, gen(6), dtype=F64, means=(-1.5, 1.5), stds=(0.25, 0.25), weights=(0.5, 0.5)
+    )
     z1 = torch.randn(2000, 1, generator=gen(7), dtype=F64)
     x0 = ot.quantile_map(data, z1)
     assert bool((x0[z1.argsort(0)[:, 0]].diff(dim=0) >= 0).all())  # monotone
-    fresh = nd.data.gaussian_mixture_1d(2000, gen(8), dtype=F64, means=(-1.5, 1.5), stds=(0.25, 0.25),
-                                        weights=(0.5, 0.5))
-    floor = float(ot_cost(fresh, nd.data.gaussian_mixture_1d(2000, gen(9), dtype=F64, means=(-1.5, 1.5),
-                                                              stds=(0.25, 0.25), weights=(0.5, 0.5))))
+    fresh = nd.data.gaussian_mixture_1d(
+        2000, gen(8), dtype=F64, means=(-1.5, 1.5), stds=(0.25, 0.25), weights=(0.5, 0.5)
+    )
+    floor = float(
+        ot_cost(
+            fresh,
+            nd.data.gaussian_mixture_1d(
+                2000, gen(9), dtype=F64, means=(-1.5, 1.5), stds=(0.25, 0.25), weights=(0.5, 0.5)
+            ),
+        )
+    )
     assert float(ot_cost(x0, fresh)) < 5 * floor + 1e-3
     ts = torch.linspace(1.0, 0.0, 11, dtype=F64)
     paths = ot.displacement_paths(z1, x0, ts)

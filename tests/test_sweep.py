@@ -37,8 +37,13 @@ ENDS = {
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     # a multistep sampler's cheap end is its history length (nd.solvers.METHODS[m].min_steps)
-    grid = {m: [max(v, nd.solvers.METHODS[m].min_steps) if method_kind(m) == "discrete" else v
-                for v in ENDS[method_kind(m)]] for m in default_methods()}
+    grid = {
+        m: [
+            max(v, nd.solvers.METHODS[m].min_steps) if method_kind(m) == "discrete" else v
+            for v in ENDS[method_kind(m)]
+        ]
+        for m in default_methods()
+    }
     res = sweep(
         closed_form_models(),
         grid,

@@ -1,22 +1,20 @@
 """Training loop: learning, EMA maths, determinism, resumption, atomic checkpoints."""
+
 import math
 import os
 
 import pytest
 import torch
+from helpers import one_thread_fixture
 from torch import nn
 
 import ndmsolve as nd
+from ndmsolve.checkpoint import CheckpointError
 from ndmsolve.data import checkerboard, gaussian_mixture_1d
 from ndmsolve.fields import MLP
-from ndmsolve.checkpoint import CheckpointError
 from ndmsolve.train import EMA, load_checkpoint, lr_factor, save_checkpoint, train
 
-from helpers import one_thread_fixture
-
-
 _one_thread = one_thread_fixture(torch.float32)
-
 
 
 def stand_in_loss(model, x, generator=None):
@@ -34,8 +32,16 @@ def _model(seed=0, dim=1):
 
 def test_loss_decreases():
     data = gaussian_mixture_1d(2048, torch.Generator().manual_seed(0))
-    res = train(_model(), data, steps=300, batch_size=128, lr=3e-3, generator=torch.Generator().manual_seed(1),
-                loss=stand_in_loss, progress=False)
+    res = train(
+        _model(),
+        data,
+        steps=300,
+        batch_size=128,
+        lr=3e-3,
+        generator=torch.Generator().manual_seed(1),
+        loss=stand_in_loss,
+        progress=False,
+    )
     assert len(res.losses) == 300 and all(map(lambda v: v == v, res.losses))
     first, last = sum(res.losses[:30]) / 30, sum(res.losses[-30:]) / 30
     assert last < 0.6 * first, (first, last)
@@ -49,7 +55,10 @@ def test_loss_decreases():
 def test_callable_data_and_continuous_loss():
     pytest.importorskip("ndmsolve.objectives")
     torch.manual_seed(0)
-    model = nd.NDM(MLP(2, hidden=16, depth=2), transform=nd.ResidualTransform(MLP(2, hidden=16, depth=2, zero_init=True)))
+    model = nd.NDM(
+        MLP(2, hidden=16, depth=2),
+        transform=nd.ResidualTransform(MLP(2, hidden=16, depth=2, zero_init=True)),
+    )
     res = train(model, checkerboard, steps=5, batch_size=32, generator=0, progress=False)
     assert len(res.losses) == 5 and all(torch.isfinite(torch.tensor(res.losses)))
 
@@ -102,8 +111,15 @@ def test_resume_matches_uninterrupted(tmp_path):
     ck = tmp_path / "run" / "ck.pt"
     train(_model(), data, steps=9, generator=torch.Generator().manual_seed(2), checkpoint=ck, **kw)
     # A fresh model and generator: everything needed comes from the checkpoint.
-    resumed = train(_model(seed=123), data, steps=16, generator=torch.Generator().manual_seed(77),
-                    checkpoint=ck, resume=True, **kw)
+    resumed = train(
+        _model(seed=123),
+        data,
+        steps=16,
+        generator=torch.Generator().manual_seed(77),
+        checkpoint=ck,
+        resume=True,
+        **kw,
+    )
     assert resumed.losses == full.losses
     for p, q in zip(full.ema_model.parameters(), resumed.ema_model.parameters()):
         assert torch.equal(p, q)
@@ -111,11 +127,20 @@ def test_resume_matches_uninterrupted(tmp_path):
 
 
 def test_lr_factor_closed_form():
-    assert [lr_factor(k, 10, "constant", warmup=4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [lr_factor(k, 10, "constant", warmup=4) for k in range(6)] == [
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+        1.0,
+        1.0,
+    ]
     # cosine after a warm-up of 2 over 12 steps: 1 at step 2, ½ half way, 0 at the last step
     f = [lr_factor(k, 12, "cosine", warmup=2) for k in range(12)]
     assert f[:2] == [0.5, 1.0] and f[2] == 1.0 and f[-1] == pytest.approx(0.0, abs=1e-15)
-    assert lr_factor(2 + 9 // 2, 12, "cosine", 2) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 9)))
+    assert lr_factor(2 + 9 // 2, 12, "cosine", 2) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * 4 / 9))
+    )
     assert all(a >= b for a, b in zip(f[2:], f[3:]))  # non-increasing after the warm-up
     with pytest.raises(ValueError, match="lr_schedule"):
         lr_factor(0, 10, "linear")
@@ -125,8 +150,14 @@ def test_lr_schedule_sets_the_step_size():
     # Cosine over 2 steps: the second step has lr 0, so the weights are those after one step.
     data = gaussian_mixture_1d(512, torch.Generator().manual_seed(0))
     kw = dict(batch_size=32, loss=stand_in_loss, progress=False, lr=1e-2)
-    two = train(_model(), data, steps=2, lr_schedule="cosine",
-                generator=torch.Generator().manual_seed(3), **kw)
+    two = train(
+        _model(),
+        data,
+        steps=2,
+        lr_schedule="cosine",
+        generator=torch.Generator().manual_seed(3),
+        **kw,
+    )
     one = train(_model(), data, steps=1, generator=torch.Generator().manual_seed(3), **kw)
     init = _model()
     for p, q in zip(two.model.parameters(), one.model.parameters(), strict=True):
@@ -134,8 +165,9 @@ def test_lr_schedule_sets_the_step_size():
     moved = zip(one.model.parameters(), init.parameters(), strict=True)
     assert any(not torch.equal(p, p0) for p, p0 in moved)
     # A warm-up of 4 steps: the first Adam step is about lr/4 per weight (|Δ| <= lr/4).
-    warm = train(_model(), data, steps=1, warmup_steps=4, generator=torch.Generator().manual_seed(3),
-                 **kw)
+    warm = train(
+        _model(), data, steps=1, warmup_steps=4, generator=torch.Generator().manual_seed(3), **kw
+    )
     pairs = zip(warm.model.parameters(), init.parameters(), strict=True)
     step = max(float((p - p0).abs().max()) for p, p0 in pairs)
     assert 0.5 * 1e-2 / 4 < step <= 1e-2 / 4 * (1 + 1e-5)
@@ -145,7 +177,9 @@ def test_resume_follows_the_lr_schedule(tmp_path):
     # A 12-step cosine run that crashes after its step-5 checkpoint, resumed: the same run.
     data = gaussian_mixture_1d(512, torch.Generator().manual_seed(0))
     kw = dict(batch_size=32, progress=False, lr_schedule="cosine", warmup_steps=3, steps=12)
-    full = train(_model(), data, loss=stand_in_loss, generator=torch.Generator().manual_seed(2), **kw)
+    full = train(
+        _model(), data, loss=stand_in_loss, generator=torch.Generator().manual_seed(2), **kw
+    )
     calls = []
 
     def crashing(model, x, generator=None):
@@ -156,10 +190,24 @@ def test_resume_follows_the_lr_schedule(tmp_path):
 
     ck = tmp_path / "ck.pt"
     with pytest.raises(RuntimeError, match="crash"):
-        train(_model(), data, loss=crashing, generator=torch.Generator().manual_seed(2), checkpoint=ck,
-              checkpoint_every=5, **kw)
-    resumed = train(_model(), data, loss=stand_in_loss, generator=torch.Generator().manual_seed(2),
-                    checkpoint=ck, resume=True, **kw)
+        train(
+            _model(),
+            data,
+            loss=crashing,
+            generator=torch.Generator().manual_seed(2),
+            checkpoint=ck,
+            checkpoint_every=5,
+            **kw,
+        )
+    resumed = train(
+        _model(),
+        data,
+        loss=stand_in_loss,
+        generator=torch.Generator().manual_seed(2),
+        checkpoint=ck,
+        resume=True,
+        **kw,
+    )
     assert resumed.losses == full.losses
 
 
@@ -219,5 +267,12 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="warmup_steps"):
         train(m, x, steps=1, batch_size=4, generator=0, loss=stand_in_loss, warmup_steps=-1)
     with pytest.raises(FloatingPointError, match="step 0"):
-        train(m, x, steps=1, batch_size=4, generator=0, progress=False,
-              loss=lambda model, x, generator=None: x.sum(1) * float("nan"))
+        train(
+            m,
+            x,
+            steps=1,
+            batch_size=4,
+            generator=0,
+            progress=False,
+            loss=lambda model, x, generator=None: x.sum(1) * float("nan"),
+        )

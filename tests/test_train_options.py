@@ -1,12 +1,12 @@
 """train's accelerator options on CPU: bf16 autocast of the predictor and torch.compile."""
+
 import pytest
 import torch
+from helpers import one_thread_fixture
 
 import ndmsolve as nd
 from ndmsolve.fields import EpsilonPredictor, UNet
 from ndmsolve.train import train
-
-from helpers import one_thread_fixture
 
 _one_thread = one_thread_fixture(torch.float32)
 
@@ -14,8 +14,12 @@ _one_thread = one_thread_fixture(torch.float32)
 def _model():
     torch.manual_seed(0)
     s = nd.LinearLogSNR(-8.0, 8.0)
-    return nd.NDM(EpsilonPredictor(UNet(1, base=4, mults=(1, 2), time_dim=8), s),
-                  nd.ResidualTransform(UNet(1, base=4, mults=(1,), time_dim=8)), s, data_shape=(1, 8, 8))
+    return nd.NDM(
+        EpsilonPredictor(UNet(1, base=4, mults=(1, 2), time_dim=8), s),
+        nd.ResidualTransform(UNet(1, base=4, mults=(1,), time_dim=8)),
+        s,
+        data_shape=(1, 8, 8),
+    )
 
 
 def _data():

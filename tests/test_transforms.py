@@ -1,11 +1,12 @@
 """Transforms and the JVP time derivative ∂_t F: every dF method against closed forms."""
+
 import pytest
 import torch
+from helpers import gen, one_thread_fixture, random_affine
+from helpers import small_mlp as _mlp
 from torch import nn
 
 import ndmsolve as nd
-
-from helpers import gen, one_thread_fixture, random_affine, small_mlp as _mlp
 
 D = torch.float64
 DF_EXACT = ["analytic", "func", "autograd"]
@@ -69,7 +70,9 @@ def _residual_dF_by_autograd(net, x, t):
     """∂_t [x + t net(x, t)] = net + t ∂_t net, ∂_t net by reverse mode, one output at a time."""
     t = t.clone().requires_grad_(True)
     out = net(x, t)
-    cols = [torch.autograd.grad(out[:, i].sum(), t, retain_graph=True)[0] for i in range(out.shape[1])]
+    cols = [
+        torch.autograd.grad(out[:, i].sum(), t, retain_graph=True)[0] for i in range(out.shape[1])
+    ]
     dnet = torch.stack(cols, 1)  # rows are independent, so grad of the sum is per-row
     return (x + t[:, None] * out).detach(), (out + t[:, None] * dnet).detach()
 

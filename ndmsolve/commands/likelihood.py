@@ -9,6 +9,7 @@ error over the points, NFE, written as JSON. Under torchrun the points are shard
 the processes (fixed batches, each with its own seed, so the numbers do not depend on the
 number of processes) and the sums all-reduced at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,16 +27,25 @@ __all__ = ["OPTIONS", "register", "run", "evaluate"]
 OPTIONS = [
     Option("split", "test", "data split", choices=("train", "test")),
     Option("data_root", None, "folder of MNIST/CIFAR-10 files (default: the one used in training)"),
-    Option("n", None, "evaluate the first N points of the split (default: all)", int, check=positive),
+    Option(
+        "n", None, "evaluate the first N points of the split (default: all)", int, check=positive
+    ),
     Option("batch_size", 100, "points per solve", int, check=positive),
     Option("method", "tsit5", "ODE solver (nd.solvers.METHODS)", check=method_check(("ode",))),
     Option("rtol", 1e-5, "relative tolerance", float, check=positive),
     Option("atol", 1e-5, "absolute tolerance", float, check=positive),
-    Option("trace", "hutchinson", "divergence: exact (d VJPs) or hutchinson", choices=("exact", "hutchinson")),
+    Option(
+        "trace",
+        "hutchinson",
+        "divergence: exact (d VJPs) or hutchinson",
+        choices=("exact", "hutchinson"),
+    ),
     Option("probes", 1, "Hutchinson probes per point, fixed over the solve", int, check=positive),
     Option("n_dequant", 1, "uniform dequantisation draws per image", int, check=positive),
     Option("elbo_draws", 1, "draws of t per point for the ELBO", int, check=positive),
-    Option("seed", 0, "seed of dequantisation, probes and the ELBO's draws", int, check=non_negative),
+    Option(
+        "seed", 0, "seed of dequantisation, probes and the ELBO's draws", int, check=non_negative
+    ),
     Option("ema", True, "use the EMA weights (--no-ema: the raw weights)", bool),
     Option("out", None, "output JSON (default: likelihood_<split>.json next to the checkpoint)"),
     Option("device", "auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda")),
@@ -44,8 +54,11 @@ OPTIONS = [
 
 
 def register(sub) -> None:
-    p = sub.add_parser("likelihood", help="ODE and ELBO bits/dim of a checkpoint on a data split (JSON)",
-                       description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve likelihood``: "))
+    p = sub.add_parser(
+        "likelihood",
+        help="ODE and ELBO bits/dim of a checkpoint on a data split (JSON)",
+        description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve likelihood``: "),
+    )
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by ndmsolve train")
     add_options(p, OPTIONS)
     p.set_defaults(func=run_command("likelihood", run))
@@ -68,37 +81,67 @@ def evaluate(model, x: torch.Tensor, n_bins, cfg: dict, device) -> dict:
     D = math.prod(x.shape[1:])
     sums = torch.zeros(6, dtype=torch.float64)  # ode, ode², elbo, elbo², count, nfe
     points = []  # (first index, ode values, elbo values) of this rank's batches
-    ll = dict(method=cfg["method"], rtol=cfg["rtol"], atol=cfg["atol"], trace=cfg["trace"], probes=cfg["probes"])
+    ll = dict(
+        method=cfg["method"],
+        rtol=cfg["rtol"],
+        atol=cfg["atol"],
+        trace=cfg["trace"],
+        probes=cfg["probes"],
+    )
     for b, i in enumerate(range(0, N, B)):
         if b % world != rank:
             continue
-        xb = x[i:i + B].to(device)
-        g = torch.Generator(device).manual_seed(cfg["seed"] * 1_000_003 + b)  # per batch: shard-independent
+        xb = x[i : i + B].to(device)
+        g = torch.Generator(device).manual_seed(
+            cfg["seed"] * 1_000_003 + b
+        )  # per batch: shard-independent
         if n_bins is not None:
-            r = bits_per_dim(model, xb, n_bins=n_bins, n_dequant=cfg["n_dequant"], generator=g,
-                             dtype=torch.float32, **ll)
+            r = bits_per_dim(
+                model,
+                xb,
+                n_bins=n_bins,
+                n_dequant=cfg["n_dequant"],
+                generator=g,
+                dtype=torch.float32,
+                **ll,
+            )
             ode, nfe = r.bpd, r.nfe
-            elbo = elbo_bits_per_dim(model, xb, generator=g, n_t=cfg["elbo_draws"], n_bins=n_bins,
-                                     dtype=torch.float32).bpd
+            elbo = elbo_bits_per_dim(
+                model, xb, generator=g, n_t=cfg["elbo_draws"], n_bins=n_bins, dtype=torch.float32
+            ).bpd
         else:
             r = log_likelihood(model, xb, generator=g, **ll)
             ode, nfe = -r.logp / D, r.nfe
             with torch.no_grad():
-                elbo = sum(continuous_loss(model, xb, generator=g).total for _ in range(cfg["elbo_draws"]))
+                elbo = sum(
+                    continuous_loss(model, xb, generator=g).total for _ in range(cfg["elbo_draws"])
+                )
             elbo = elbo / cfg["elbo_draws"] / D
         ode, elbo = ode.double().cpu(), elbo.double().cpu()
         points.append((i, ode.tolist(), elbo.tolist()))
-        sums += torch.stack([ode.sum(), (ode**2).sum(), elbo.sum(), (elbo**2).sum(),
-                             torch.tensor(float(xb.shape[0]), dtype=torch.float64),
-                             torch.tensor(float(nfe), dtype=torch.float64)])
+        sums += torch.stack(
+            [
+                ode.sum(),
+                (ode**2).sum(),
+                elbo.sum(),
+                (elbo**2).sum(),
+                torch.tensor(float(xb.shape[0]), dtype=torch.float64),
+                torch.tensor(float(nfe), dtype=torch.float64),
+            ]
+        )
     sums = ddist.all_reduce_sum(sums)
     n = int(sums[4])
     n_batches = -(-N // B)
     gathered = sorted(p for part in ddist.all_gather_objects(points) for p in part)
-    return {"ode": _mean_se(float(sums[0]), float(sums[1]), n), "elbo": _mean_se(float(sums[2]), float(sums[3]), n),
-            "n": n, "nfe_per_batch": float(sums[5]) / n_batches, "batches": n_batches,
-            "ode_per_point": [v for _, o, _ in gathered for v in o],
-            "elbo_per_point": [v for _, _, e in gathered for v in e]}
+    return {
+        "ode": _mean_se(float(sums[0]), float(sums[1]), n),
+        "elbo": _mean_se(float(sums[2]), float(sums[3]), n),
+        "n": n,
+        "nfe_per_batch": float(sums[5]) / n_batches,
+        "batches": n_batches,
+        "ode_per_point": [v for _, o, _ in gathered for v in o],
+        "elbo_per_point": [v for _, _, e in gathered for v in e],
+    }
 
 
 def run(args) -> int:
@@ -111,40 +154,65 @@ def run(args) -> int:
     state = read_checkpoint(args.checkpoint)
     tcfg = state.get("train_config")
     if not tcfg or "data" not in state:
-        raise UsageError(f"{args.checkpoint} does not name its data set (not written by ndmsolve train)")
+        raise UsageError(
+            f"{args.checkpoint} does not name its data set (not written by ndmsolve train)"
+        )
     ddist.init_from_env()
     device = torch.device("cpu") if cfg["device"] == "cpu" else ddist.default_device()
     model = load_model(args.checkpoint, ema=cfg["ema"], map_location=device)
     try:
-        ds = load_dataset(state["data"], cfg["split"], root=cfg["data_root"] or tcfg.get("data_root"),
-                          seed=tcfg.get("seed", 0))
+        ds = load_dataset(
+            state["data"],
+            cfg["split"],
+            root=cfg["data_root"] or tcfg.get("data_root"),
+            seed=tcfg.get("seed", 0),
+        )
     except ValueError as e:
         raise UsageError(f"data {state['data']!r}: {e}") from None
-    x = ds.x if cfg["n"] is None else ds.x[:cfg["n"]]
+    x = ds.x if cfg["n"] is None else ds.x[: cfg["n"]]
     if cfg["trace"] == "exact" and math.prod(x.shape[1:]) > 4096:
-        raise UsageError(f"--trace exact needs {math.prod(x.shape[1:])} VJPs per evaluation; use hutchinson")
+        raise UsageError(
+            f"--trace exact needs {math.prod(x.shape[1:])} VJPs per evaluation; use hutchinson"
+        )
     t0 = time.perf_counter()
     try:
         res = evaluate(model, x if ds.is_image else x.float(), ds.n_bins, cfg, device)
-    except (TypeError,) as e:
+    except TypeError as e:
         raise UsageError(str(e)) from None
     wall = time.perf_counter() - t0
     if ddist.rank() != 0:
         return 0
     unit = "bits/dim" if ds.is_image else "nats/dim"
-    summary = {"checkpoint": str(args.checkpoint), "data": state["data"], "split": cfg["split"], "n": res["n"],
-               "unit": unit, "ode": res["ode"], "elbo": res["elbo"], "nfe_per_batch": res["nfe_per_batch"],
-               "batches": res["batches"], "n_bins": ds.n_bins, "processes": ddist.world_size(), "wall_s": wall,
-               "points_per_s": res["n"] / wall, "step": state.get("step"), "options": cfg,
-               "uniform_bpd": math.log2(ds.n_bins) if ds.is_image else None,
-               "ode_per_point": res["ode_per_point"], "elbo_per_point": res["elbo_per_point"]}
+    summary = {
+        "checkpoint": str(args.checkpoint),
+        "data": state["data"],
+        "split": cfg["split"],
+        "n": res["n"],
+        "unit": unit,
+        "ode": res["ode"],
+        "elbo": res["elbo"],
+        "nfe_per_batch": res["nfe_per_batch"],
+        "batches": res["batches"],
+        "n_bins": ds.n_bins,
+        "processes": ddist.world_size(),
+        "wall_s": wall,
+        "points_per_s": res["n"] / wall,
+        "step": state.get("step"),
+        "options": cfg,
+        "uniform_bpd": math.log2(ds.n_bins) if ds.is_image else None,
+        "ode_per_point": res["ode_per_point"],
+        "elbo_per_point": res["elbo_per_point"],
+    }
     out = Path(cfg["out"] or Path(args.checkpoint).with_name(f"likelihood_{cfg['split']}.json"))
     from .._io import atomic_write
 
     atomic_write(out, lambda f: json.dump(summary, f, indent=1), binary=False)
     tr = f"hutchinson, {cfg['probes']} probe(s)" if cfg["trace"] == "hutchinson" else "exact trace"
-    print(f"{state['data']} {cfg['split']} ({res['n']} points): ODE {res['ode']['mean']:.4f} ± {res['ode']['se']:.4f} "
-          f"{unit} ({cfg['method']}, rtol {cfg['rtol']:g}, atol {cfg['atol']:g}, {tr}), "
-          f"ELBO {res['elbo']['mean']:.4f} ± {res['elbo']['se']:.4f} {unit}, NFE {res['nfe_per_batch']:.0f} per batch; "
-          f"wrote {out}", flush=True)
+    print(
+        f"{state['data']} {cfg['split']} ({res['n']} points): ODE {res['ode']['mean']:.4f} ± {res['ode']['se']:.4f} "
+        f"{unit} ({cfg['method']}, rtol {cfg['rtol']:g}, atol {cfg['atol']:g}, {tr}), "
+        f"ELBO {res['elbo']['mean']:.4f} ± {res['elbo']['se']:.4f} {unit}, NFE {res['nfe_per_batch']:.0f} per batch; "
+        f"wrote {out}",
+        flush=True,
+    )
     return 0

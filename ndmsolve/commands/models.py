@@ -1,5 +1,6 @@
 """The networks the ``train`` command builds from its options: a U-Net NDM for images, an
 MLP NDM for toy points; ``model="ddpm"`` keeps F the identity with the same predictor."""
+
 from __future__ import annotations
 
 import torch
@@ -26,15 +27,31 @@ def build_model(cfg: dict, shape: tuple, image: bool, seed: int) -> nd.NDM:
     sched = _schedule(cfg)
     if image:
         c = shape[0]
-        net = UNet(c, base=cfg["base"], mults=cfg["mults"], time_dim=cfg["time_dim"],
-                   num_res_blocks=cfg["num_res_blocks"], attn_levels=cfg["attn_levels"],
-                   mid_attn=cfg["mid_attn"], attn_heads=cfg["attn_heads"], dropout=cfg["dropout"])
-        tnet = (lambda: UNet(c, base=cfg["transform_base"], mults=cfg["transform_mults"], time_dim=cfg["time_dim"],
-                             dropout=cfg["dropout"], zero_init=True))
+        net = UNet(
+            c,
+            base=cfg["base"],
+            mults=cfg["mults"],
+            time_dim=cfg["time_dim"],
+            num_res_blocks=cfg["num_res_blocks"],
+            attn_levels=cfg["attn_levels"],
+            mid_attn=cfg["mid_attn"],
+            attn_heads=cfg["attn_heads"],
+            dropout=cfg["dropout"],
+        )
+        tnet = lambda: UNet(
+            c,
+            base=cfg["transform_base"],
+            mults=cfg["transform_mults"],
+            time_dim=cfg["time_dim"],
+            dropout=cfg["dropout"],
+            zero_init=True,
+        )
     else:
         d = shape[0]
         net = MLP(d, hidden=cfg["hidden"], depth=cfg["depth"])
-        tnet = lambda: MLP(d, hidden=cfg["transform_hidden"], depth=max(1, cfg["depth"] - 1), zero_init=True)  # noqa: E731
+        tnet = lambda: MLP(
+            d, hidden=cfg["transform_hidden"], depth=max(1, cfg["depth"] - 1), zero_init=True
+        )  # noqa: E731
     predictor = EpsilonPredictor(net, sched) if cfg["predictor"] == "eps" else net
     transform = nd.ResidualTransform(tnet()) if cfg["model"] == "ndm" else None
     return nd.NDM(predictor, transform=transform, schedule=sched, data_shape=shape)

@@ -4,13 +4,15 @@ bad value or unknown key is reported before any work starts.
 
 Precedence: built-in default < ``--config FILE.toml`` < an explicit flag.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 __all__ = ["Option", "UsageError", "add_options", "resolve", "run_command", "ints"]
 
@@ -27,7 +29,9 @@ def ints(value) -> tuple:
             return tuple(int(p) for p in parts)
         except ValueError:
             raise ValueError(f"expected comma-separated integers, got {value!r}") from None
-    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
         return tuple(value)
     raise ValueError(f"expected a list of integers, got {value!r}")
 
@@ -38,8 +42,8 @@ class Option:
     default: Any
     help: str
     type: Callable = str
-    choices: Optional[Sequence] = None
-    check: Optional[Callable[[Any], Optional[str]]] = None  # value -> error text or None
+    choices: Sequence | None = None
+    check: Callable[[Any], str | None] | None = None  # value -> error text or None
     flag: bool = True  # also a command-line flag (else config file only)
 
     @property
@@ -73,11 +77,11 @@ class Option:
         return out
 
 
-def positive(v) -> Optional[str]:
+def positive(v) -> str | None:
     return None if v > 0 else "must be positive"
 
 
-def non_negative(v) -> Optional[str]:
+def non_negative(v) -> str | None:
     return None if v >= 0 else "must be non-negative"
 
 
@@ -91,12 +95,17 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         text = f"{opt.help} (default: {shown})"
         if opt.type is bool:
-            parser.add_argument(flag, dest=opt.dest, action=argparse.BooleanOptionalAction, default=None,
-                                help=text)
+            parser.add_argument(
+                flag, dest=opt.dest, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
         else:
-            metavar = "{" + ",".join(map(str, opt.choices)) + "}" if opt.choices else opt.name.upper()
+            metavar = (
+                "{" + ",".join(map(str, opt.choices)) + "}" if opt.choices else opt.name.upper()
+            )
             kind = opt.type if opt.type in (int, float) else str
-            parser.add_argument(flag, dest=opt.dest, default=None, metavar=metavar, help=text, type=kind)
+            parser.add_argument(
+                flag, dest=opt.dest, default=None, metavar=metavar, help=text, type=kind
+            )
 
 
 def _read_toml(path: str) -> dict:
@@ -114,7 +123,7 @@ def _read_toml(path: str) -> dict:
         raise UsageError(f"--config {path!r} is not valid TOML: {e}") from None
 
 
-def resolve(args: argparse.Namespace, options: Sequence[Option], config: Optional[str] = None) -> dict:
+def resolve(args: argparse.Namespace, options: Sequence[Option], config: str | None = None) -> dict:
     """The final value of every option (defaults, then the config file, then flags), checked."""
     by_name = {o.name: o for o in options}
     values = {o.name: o.default for o in options}
@@ -122,7 +131,9 @@ def resolve(args: argparse.Namespace, options: Sequence[Option], config: Optiona
         table = _read_toml(config)
         unknown = sorted(set(table) - set(by_name))
         if unknown:
-            raise UsageError(f"--config {config!r}: unknown key(s) {unknown}; valid keys: {sorted(by_name)}")
+            raise UsageError(
+                f"--config {config!r}: unknown key(s) {unknown}; valid keys: {sorted(by_name)}"
+            )
         for k, v in table.items():
             values[k] = by_name[k].convert(v, f"--config {config!r}: ")
     for o in options:
@@ -135,7 +146,9 @@ def resolve(args: argparse.Namespace, options: Sequence[Option], config: Optiona
     return values
 
 
-def run_command(name: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def run_command(
+    name: str, fn: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
     """Wrap a command: user-facing errors become one line on stderr and exit status 2."""
     from ..checkpoint import CheckpointError
     from ..config import ConfigError
@@ -144,8 +157,10 @@ def run_command(name: str, fn: Callable[[argparse.Namespace], int]) -> Callable[
         try:
             return fn(args)
         except (UsageError, CheckpointError, ConfigError, FileNotFoundError, ImportError) as e:
-            print(f"ndmsolve {name}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                  file=sys.stderr)
+            print(
+                f"ndmsolve {name}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                file=sys.stderr,
+            )
             return 2
 
     return wrapped

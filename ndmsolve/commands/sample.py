@@ -7,6 +7,7 @@ Writes a PNG grid (images) or scatter plot (toys) to ``--out`` and the samples t
 name with ``.npz`` (``samples``: model range; ``pixels``: integer levels, images only;
 ``nfe``). Prints the NFE.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,12 +22,25 @@ from .options import Option, UsageError, add_options, non_negative, positive, re
 __all__ = ["OPTIONS", "register", "run"]
 
 OPTIONS = [
-    Option("method", "heun", "sampler (nd.solvers.METHODS, by kind: ndmsolve.sampling_methods())",
-           check=method_check()),
-    Option("steps", None, "steps of a fixed-step or discrete sampler (default 50 unless --rtol)", int,
-           check=positive),
-    Option("grid_kind", "uniform", "time grid for --steps: uniform in t, logsnr or karras",
-           choices=("uniform", "logsnr", "karras")),
+    Option(
+        "method",
+        "heun",
+        "sampler (nd.solvers.METHODS, by kind: ndmsolve.sampling_methods())",
+        check=method_check(),
+    ),
+    Option(
+        "steps",
+        None,
+        "steps of a fixed-step or discrete sampler (default 50 unless --rtol)",
+        int,
+        check=positive,
+    ),
+    Option(
+        "grid_kind",
+        "uniform",
+        "time grid for --steps: uniform in t, logsnr or karras",
+        choices=("uniform", "logsnr", "karras"),
+    ),
     Option("rtol", None, "relative tolerance of an adaptive sampler", float, check=positive),
     Option("atol", None, "absolute tolerance (default: rtol)", float, check=positive),
     Option("n", 64, "number of samples", int, check=positive),
@@ -40,8 +54,11 @@ OPTIONS = [
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sample", help="draw samples from a checkpoint (PNG + .npz, NFE printed)",
-                       description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve sample``: "))
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a checkpoint (PNG + .npz, NFE printed)",
+        description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve sample``: "),
+    )
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by ndmsolve")
     add_options(p, OPTIONS)
     p.set_defaults(func=run_command("sample", run))
@@ -62,15 +79,24 @@ def run(args) -> int:
     state = read_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint, ema=cfg["ema"], map_location=device)
     n_bins = state.get("n_bins")
-    kw = ({"steps": cfg["steps"], "grid_kind": cfg["grid_kind"]} if cfg["steps"] is not None
-          else {"rtol": cfg["rtol"], "atol": cfg["atol"] or cfg["rtol"]})
+    kw = (
+        {"steps": cfg["steps"], "grid_kind": cfg["grid_kind"]}
+        if cfg["steps"] is not None
+        else {"rtol": cfg["rtol"], "atol": cfg["atol"] or cfg["rtol"]}
+    )
     g = torch.Generator(device).manual_seed(cfg["seed"])
     chunks, nfe = [], 0
     t0 = time.perf_counter()
     try:
         for i in range(0, cfg["n"], cfg["batch_size"]):
-            s = sample(model, min(cfg["batch_size"], cfg["n"] - i), method=cfg["method"], generator=g,
-                       device=device, **kw)
+            s = sample(
+                model,
+                min(cfg["batch_size"], cfg["n"] - i),
+                method=cfg["method"],
+                generator=g,
+                device=device,
+                **kw,
+            )
             chunks.append(s.samples.cpu())
             nfe += s.nfe
     except (ValueError, TypeError) as e:  # unknown method, steps for an adaptive one, ...
@@ -92,9 +118,14 @@ def run(args) -> int:
     elif x.ndim == 2 and x.shape[1] in (1, 2):
         scatter_samples(out, {title: x})
     else:
-        raise UsageError(f"samples of shape {tuple(x.shape[1:])} cannot be plotted; the .npz is written")
+        raise UsageError(
+            f"samples of shape {tuple(x.shape[1:])} cannot be plotted; the .npz is written"
+        )
     npz = out.with_suffix(".npz")
     atomic_write(npz, lambda f: np.savez(f, **arrays))
-    print(f"{cfg['n']} samples with {cfg['method']}: NFE {nfe} (in {len(chunks)} solve(s)), "
-          f"{cfg['n'] / wall:.1f} samples/s; wrote {out} and {npz}", flush=True)
+    print(
+        f"{cfg['n']} samples with {cfg['method']}: NFE {nfe} (in {len(chunks)} solve(s)), "
+        f"{cfg['n'] / wall:.1f} samples/s; wrote {out} and {npz}",
+        flush=True,
+    )
     return 0

@@ -7,6 +7,7 @@ Writes to ``--out``: ``checkpoint.pt`` (``ndmsolve.checkpoint`` format; ``--resu
 continues it bit-exactly), ``loss.png``, ``samples.png`` (images) or ``samples_scatter.png``
 (toys), ``train_log.json`` (losses, images/s, wall clock).
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,7 +17,16 @@ from pathlib import Path
 
 import torch
 
-from .options import Option, UsageError, add_options, ints, non_negative, positive, resolve, run_command
+from .options import (
+    Option,
+    UsageError,
+    add_options,
+    ints,
+    non_negative,
+    positive,
+    resolve,
+    run_command,
+)
 
 __all__ = ["OPTIONS", "register", "run"]
 
@@ -26,22 +36,52 @@ def _mults(v) -> str | None:
 
 
 OPTIONS = [
-    Option("data", None, "digits, mnist, cifar10, png:DIR or a toy set (checkerboard, two_moons, ...)"),
+    Option(
+        "data", None, "digits, mnist, cifar10, png:DIR or a toy set (checkerboard, two_moons, ...)"
+    ),
     Option("data_root", None, "folder holding MNIST's idx files or CIFAR-10's python batches"),
-    Option("model", "ndm", "ndm: learned F(x,t) = x + t·UNet(x,t); ddpm: F = identity", choices=("ndm", "ddpm")),
+    Option(
+        "model",
+        "ndm",
+        "ndm: learned F(x,t) = x + t·UNet(x,t); ddpm: F = identity",
+        choices=("ndm", "ddpm"),
+    ),
     Option("steps", 2000, "optimisation steps", int, check=positive),
     Option("out", "runs/train", "output folder"),
-    Option("seed", 0, "seed of the weights, the batches and the loss's noise", int, check=non_negative),
-    Option("batch_size", 128, "global batch size (split over processes and micro-batches)", int, check=positive),
-    Option("microbatches", None, "micro-batches per step, each with its own noise stream (default: the "
-           "number of processes)", int, check=positive),
+    Option(
+        "seed", 0, "seed of the weights, the batches and the loss's noise", int, check=non_negative
+    ),
+    Option(
+        "batch_size",
+        128,
+        "global batch size (split over processes and micro-batches)",
+        int,
+        check=positive,
+    ),
+    Option(
+        "microbatches",
+        None,
+        "micro-batches per step, each with its own noise stream (default: the number of processes)",
+        int,
+        check=positive,
+    ),
     Option("lr", 1e-3, "Adam learning rate (the peak one under a schedule)", float, check=positive),
     Option("lr_schedule", "constant", "learning rate over the run", choices=("constant", "cosine")),
     Option("warmup_steps", 0, "linear learning-rate warm-up steps", int, check=non_negative),
-    Option("ema_decay", 0.999, "EMA decay (with warm-up)", float,
-           check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
+    Option(
+        "ema_decay",
+        0.999,
+        "EMA decay (with warm-up)",
+        float,
+        check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)",
+    ),
     Option("grad_clip", 1.0, "max gradient norm (0: no clipping)", float, check=non_negative),
-    Option("predictor", "eps", "predictor parametrisation: eps (noise) or data (x directly)", choices=("eps", "data")),
+    Option(
+        "predictor",
+        "eps",
+        "predictor parametrisation: eps (noise) or data (x directly)",
+        choices=("eps", "data"),
+    ),
     Option("schedule", "linear", "log-SNR schedule", choices=("linear", "cosine", "learned")),
     Option("logsnr_min", -10.0, "log-SNR at t = 1", float),
     Option("logsnr_max", 10.0, "log-SNR at t = 0", float),
@@ -51,12 +91,28 @@ OPTIONS = [
     Option("attn_levels", (1,), "U-Net levels with self-attention (0 = full resolution)", ints),
     Option("mid_attn", True, "self-attention in the U-Net's middle", bool),
     Option("attn_heads", 1, "attention heads", int, check=positive),
-    Option("dropout", 0.0, "dropout in the residual blocks", float,
-           check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
-    Option("time_dim", 64, "time-embedding width", int, check=lambda v: None if v >= 2 and v % 2 == 0 else
-           "must be an even integer >= 2"),
+    Option(
+        "dropout",
+        0.0,
+        "dropout in the residual blocks",
+        float,
+        check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)",
+    ),
+    Option(
+        "time_dim",
+        64,
+        "time-embedding width",
+        int,
+        check=lambda v: None if v >= 2 and v % 2 == 0 else "must be an even integer >= 2",
+    ),
     Option("transform_base", 16, "channels of the transform's U-Net (ndm)", int, check=positive),
-    Option("transform_mults", (1, 2), "channel multipliers of the transform's U-Net", ints, check=_mults),
+    Option(
+        "transform_mults",
+        (1, 2),
+        "channel multipliers of the transform's U-Net",
+        ints,
+        check=_mults,
+    ),
     Option("hidden", 128, "MLP width of the predictor (toy data)", int, check=positive),
     Option("transform_hidden", 64, "MLP width of the transform (toy data)", int, check=positive),
     Option("depth", 3, "MLP depth (toy data)", int, check=positive),
@@ -66,22 +122,52 @@ OPTIONS = [
     Option("grid_steps", 50, "Heun steps for the sample grid", int, check=positive),
     Option("amp", "none", "autocast dtype for the loss (GPU)", choices=("none", "bf16", "fp16")),
     Option("compile", False, "torch.compile the loss", bool),
-    Option("device", "auto", "auto (cuda:LOCAL_RANK when present), cpu or cuda", choices=("auto", "cpu", "cuda")),
+    Option(
+        "device",
+        "auto",
+        "auto (cuda:LOCAL_RANK when present), cpu or cuda",
+        choices=("auto", "cpu", "cuda"),
+    ),
     Option("threads", 1, "torch intra-op threads", int, check=positive),
-    Option("progress", None, "progress bar: --progress always, --no-progress never; unset: only when "
-           "stderr is a terminal (else one summary line)", bool),
+    Option(
+        "progress",
+        None,
+        "progress bar: --progress always, --no-progress never; unset: only when "
+        "stderr is a terminal (else one summary line)",
+        bool,
+    ),
 ]
 # Options that may differ when a run is resumed.
-RESUMABLE = {"steps", "out", "checkpoint_every", "log_every", "n_grid", "grid_steps", "progress", "threads",
-             "device", "data_root", "compile"}
+RESUMABLE = {
+    "steps",
+    "out",
+    "checkpoint_every",
+    "log_every",
+    "n_grid",
+    "grid_steps",
+    "progress",
+    "threads",
+    "device",
+    "data_root",
+    "compile",
+}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train an NDM or a DDPM on images or toy data",
-                       description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve train``: "))
-    p.add_argument("--config", default=None, metavar="FILE.toml",
-                   help="TOML file of options (keys as the long flags with _); flags override it (default: none)")
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt (default: start afresh)")
+    p = sub.add_parser(
+        "train",
+        help="train an NDM or a DDPM on images or toy data",
+        description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve train``: "),
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.toml",
+        help="TOML file of options (keys as the long flags with _); flags override it (default: none)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue OUT/checkpoint.pt (default: start afresh)"
+    )
     add_options(p, OPTIONS)
     p.set_defaults(func=run_command("train", run))
 
@@ -112,10 +198,14 @@ def run(args) -> int:
     ckpt = out / "checkpoint.pt"
     if args.resume and ckpt.is_file():
         stored = read_checkpoint(ckpt).get("train_config") or {}
-        changed = sorted(k for k in cfg if k not in RESUMABLE and k in stored and stored[k] != cfg[k])
+        changed = sorted(
+            k for k in cfg if k not in RESUMABLE and k in stored and stored[k] != cfg[k]
+        )
         if changed:
-            raise UsageError(f"--resume: {ckpt} was trained with different {changed} "
-                             f"({ {k: stored[k] for k in changed} }); pass the same values")
+            raise UsageError(
+                f"--resume: {ckpt} was trained with different {changed} "
+                f"({ {k: stored[k] for k in changed} }); pass the same values"
+            )
     elif args.resume:
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
     ddist.init_from_env()
@@ -127,22 +217,44 @@ def run(args) -> int:
     device = _device(cfg)
     model = build_model(cfg, ds.shape, ds.is_image, cfg["seed"]).to(device)
     x = ds.model_range().to(device)
-    loss = functools.partial(continuous_loss, decoder="discretized", n_bins=ds.n_bins) if ds.is_image else "continuous"
+    loss = (
+        functools.partial(continuous_loss, decoder="discretized", n_bins=ds.n_bins)
+        if ds.is_image
+        else "continuous"
+    )
     log = []
     if rank == 0:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"ndmsolve train: {cfg['model']} on {cfg['data']} {tuple(x.shape)}, {n_params} parameters, "
-              f"{cfg['steps']} steps x batch {cfg['batch_size']}, {ddist.world_size()} process(es), "
-              f"device {device}, output in {out}/", flush=True)
+        print(
+            f"ndmsolve train: {cfg['model']} on {cfg['data']} {tuple(x.shape)}, {n_params} parameters, "
+            f"{cfg['steps']} steps x batch {cfg['batch_size']}, {ddist.world_size()} process(es), "
+            f"device {device}, output in {out}/",
+            flush=True,
+        )
     t0 = time.perf_counter()
-    res = train(model, x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                lr_schedule=cfg["lr_schedule"], warmup_steps=cfg["warmup_steps"],
-                ema_decay=cfg["ema_decay"], grad_clip=cfg["grad_clip"] or None, generator=cfg["seed"], loss=loss,
-                progress="auto" if cfg["progress"] is None else cfg["progress"], log_every=cfg["log_every"], checkpoint=ckpt,
-                checkpoint_every=cfg["checkpoint_every"], resume=args.resume, microbatches=cfg["microbatches"],
-                amp=None if cfg["amp"] == "none" else cfg["amp"], compile=cfg["compile"],
-                extra={"train_config": cfg, "data": cfg["data"], "n_bins": ds.n_bins},
-                on_log=lambda s, v, ips: log.append({"step": s, "loss": v, "images_per_s": ips}))
+    res = train(
+        model,
+        x,
+        steps=cfg["steps"],
+        batch_size=cfg["batch_size"],
+        lr=cfg["lr"],
+        lr_schedule=cfg["lr_schedule"],
+        warmup_steps=cfg["warmup_steps"],
+        ema_decay=cfg["ema_decay"],
+        grad_clip=cfg["grad_clip"] or None,
+        generator=cfg["seed"],
+        loss=loss,
+        progress="auto" if cfg["progress"] is None else cfg["progress"],
+        log_every=cfg["log_every"],
+        checkpoint=ckpt,
+        checkpoint_every=cfg["checkpoint_every"],
+        resume=args.resume,
+        microbatches=cfg["microbatches"],
+        amp=None if cfg["amp"] == "none" else cfg["amp"],
+        compile=cfg["compile"],
+        extra={"train_config": cfg, "data": cfg["data"], "n_bins": ds.n_bins},
+        on_log=lambda s, v, ips: log.append({"step": s, "loss": v, "images_per_s": ips}),
+    )
     wall = time.perf_counter() - t0
     if rank != 0:
         return 0
@@ -150,21 +262,38 @@ def run(args) -> int:
 
     loss_curve(out / "loss.png", res.losses, title=f"{cfg['model']} on {cfg['data']}")
     ips = [r["images_per_s"] for r in log[1:]] or [r["images_per_s"] for r in log]
-    summary = {"steps": cfg["steps"], "wall_s": wall, "final_loss": sum(res.losses[-50:]) / max(1, len(res.losses[-50:])),
-               "images_per_s": sum(ips) / len(ips) if ips else None, "log": log, "losses": res.losses,
-               "config": cfg, "device": str(device), "processes": ddist.world_size()}
+    summary = {
+        "steps": cfg["steps"],
+        "wall_s": wall,
+        "final_loss": sum(res.losses[-50:]) / max(1, len(res.losses[-50:])),
+        "images_per_s": sum(ips) / len(ips) if ips else None,
+        "log": log,
+        "losses": res.losses,
+        "config": cfg,
+        "device": str(device),
+        "processes": ddist.world_size(),
+    }
     if cfg["n_grid"]:
         from ..sampling import sample
 
-        s = sample(res.ema_model, cfg["n_grid"], method="heun", steps=cfg["grid_steps"],
-                   generator=torch.Generator(device).manual_seed(cfg["seed"] + 1), device=device)
+        s = sample(
+            res.ema_model,
+            cfg["n_grid"],
+            method="heun",
+            steps=cfg["grid_steps"],
+            generator=torch.Generator(device).manual_seed(cfg["seed"] + 1),
+            device=device,
+        )
         summary["grid_nfe"] = s.nfe
         _plot_samples(out, s.samples, ds, f"{cfg['model']}, {cfg['steps']} steps, heun {s.nfe} NFE")
     from .._io import atomic_write
 
     atomic_write(out / "train_log.json", lambda f: json.dump(summary, f, indent=1), binary=False)
-    print(f"trained {cfg['steps']} steps in {wall:.1f} s; final loss {summary['final_loss']:.4f}; "
-          f"checkpoint {ckpt}", flush=True)
+    print(
+        f"trained {cfg['steps']} steps in {wall:.1f} s; final loss {summary['final_loss']:.4f}; "
+        f"checkpoint {ckpt}",
+        flush=True,
+    )
     return 0
 
 

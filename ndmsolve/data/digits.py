@@ -6,6 +6,7 @@ scikit-learn (the optional extra ``pip install -e '.[images]'``). 8x8 already di
 background (level 0) for deeper nets. Padding adds constant pixels that any model learns
 quickly, which lowers bits/dim: compare models at the same size only.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,12 +31,16 @@ def load_digits(split: str = "train", *, size: int = 8, seed: int = 0) -> tuple[
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 8 or (size - 8) % 2:
-        raise ValueError(f"size must be an even int >= 8 (the images are 8x8, padded evenly), got {size!r}")
+        raise ValueError(
+            f"size must be an even int >= 8 (the images are 8x8, padded evenly), got {size!r}"
+        )
     try:
         from sklearn.datasets import load_digits as _sk_load
     except ImportError as e:
-        raise ImportError("the digits set comes with scikit-learn: pip install -e '.[images]' "
-                          "(or pip install scikit-learn)") from e
+        raise ImportError(
+            "the digits set comes with scikit-learn: pip install -e '.[images]' "
+            "(or pip install scikit-learn)"
+        ) from e
     bunch = _sk_load()
     images = torch.as_tensor(bunch.images).round().to(torch.uint8).unsqueeze(1)  # (1797, 1, 8, 8)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)

@@ -11,6 +11,7 @@
 Loaders return ``(images, labels)``: images uint8 (N, C, H, W), labels int64 (N,).
 ``to_model_range`` maps uint8 to [-1, 1] for training; ``from_model_range`` maps back.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -54,8 +55,13 @@ def load_cifar10(root: PathLike, split: str = "train") -> tuple[Tensor, Tensor]:
     """
     _check_split(split)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    d = _find_dir(Path(root), names[0], ("cifar-10-batches-py",), "CIFAR-10",
-                  "fetch cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it")
+    d = _find_dir(
+        Path(root),
+        names[0],
+        ("cifar-10-batches-py",),
+        "CIFAR-10",
+        "fetch cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it",
+    )
     images, labels = [], []
     for name in names:
         path = d / name
@@ -86,7 +92,9 @@ def _read_idx(path: Path) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{str(path)!r}: header says {dims} = {int(np.prod(dims))} values, file has {data.size}")
+        raise ValueError(
+            f"{str(path)!r}: header says {dims} = {int(np.prod(dims))} values, file has {data.size}"
+        )
     return data.reshape(dims)
 
 
@@ -98,14 +106,21 @@ def load_mnist(root: PathLike, split: str = "train") -> tuple[Tensor, Tensor]:
     _check_split(split)
     prefix = "train" if split == "train" else "t10k"
     img_name, lab_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
-    d = _find_dir(Path(root), img_name, ("MNIST/raw", "raw", "mnist"), "MNIST",
-                  "fetch the four idx files from http://yann.lecun.com/exdb/mnist/ (or a mirror)")
+    d = _find_dir(
+        Path(root),
+        img_name,
+        ("MNIST/raw", "raw", "mnist"),
+        "MNIST",
+        "fetch the four idx files from http://yann.lecun.com/exdb/mnist/ (or a mirror)",
+    )
 
     def pick(name: str) -> Path:
         for p in (d / name, d / (name + ".gz")):
             if p.exists():
                 return p
-        raise FileNotFoundError(f"MNIST file {str(d / name)!r} (or .gz) is missing (root={str(root)!r})")
+        raise FileNotFoundError(
+            f"MNIST file {str(d / name)!r} (or .gz) is missing (root={str(root)!r})"
+        )
 
     images, labels = _read_idx(pick(img_name)), _read_idx(pick(lab_name))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
@@ -123,29 +138,37 @@ def load_png_folder(root: PathLike) -> tuple[Tensor, Tensor]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"root={str(root)!r} is not a folder: put your images in it as "
-                                f"root/*.png or root/<class>/*.png (8-bit greyscale or RGB, one size)")
+        raise FileNotFoundError(
+            f"root={str(root)!r} is not a folder: put your images in it as "
+            f"root/*.png or root/<class>/*.png (8-bit greyscale or RGB, one size)"
+        )
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.png")))
     files = [(p, 0) for p in sorted(root.glob("*.png"))]
     files += [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).glob("*.png"))]
     if not files:
-        raise FileNotFoundError(f"no .png files in {str(root)!r} or its class folders: put your images "
-                                f"there as root/*.png or root/<class>/*.png")
+        raise FileNotFoundError(
+            f"no .png files in {str(root)!r} or its class folders: put your images "
+            f"there as root/*.png or root/<class>/*.png"
+        )
     from PIL import Image
 
     images, labels, first = [], [], None
     for path, label in files:
         with Image.open(path) as im:
             if im.mode not in ("L", "RGB"):
-                raise ValueError(f"{str(path)!r} has PNG mode {im.mode!r}; expected 8-bit greyscale 'L' or "
-                                 f"'RGB' (convert it, e.g. with PIL's Image.convert)")
+                raise ValueError(
+                    f"{str(path)!r} has PNG mode {im.mode!r}; expected 8-bit greyscale 'L' or "
+                    f"'RGB' (convert it, e.g. with PIL's Image.convert)"
+                )
             a = np.asarray(im, dtype=np.uint8)
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         if first is None:
             first = (path, a.shape)
         elif a.shape != first[1]:
-            raise ValueError(f"{str(path)!r} has shape (C, H, W) = {a.shape}, but {str(first[0])!r} has "
-                             f"{first[1]}: all images must have one size and mode")
+            raise ValueError(
+                f"{str(path)!r} has shape (C, H, W) = {a.shape}, but {str(first[0])!r} has "
+                f"{first[1]}: all images must have one size and mode"
+            )
         images.append(a)
         labels.append(label)
     return torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)

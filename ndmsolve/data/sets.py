@@ -5,11 +5,12 @@
 with their number of grey levels ``n_bins``; for toys, float points (N, d). Nothing is
 downloaded: MNIST and CIFAR-10 come from ``root`` (see ``ndmsolve.data.images``).
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -35,7 +36,7 @@ class Dataset:
 
     name: str
     x: Tensor
-    n_bins: Optional[int]
+    n_bins: int | None
 
     @property
     def is_image(self) -> bool:
@@ -56,8 +57,9 @@ def _split_indices(n: int, split: str, seed: int, fraction: float) -> Tensor:
     return order[:n_test] if split == "test" else order[n_test:]
 
 
-def load_dataset(spec: str, split: str = "train", *, root: Union[str, os.PathLike, None] = None,
-                 seed: int = 0) -> Dataset:
+def load_dataset(
+    spec: str, split: str = "train", *, root: Union[str, os.PathLike, None] = None, seed: int = 0
+) -> Dataset:
     """The data set named ``spec`` (see the module docstring), ``split`` ``"train"`` or ``"test"``.
 
     ``root``: the folder holding MNIST's idx files or CIFAR-10's python batches.
@@ -71,8 +73,10 @@ def load_dataset(spec: str, split: str = "train", *, root: Union[str, os.PathLik
         return Dataset(spec, load_digits(split, seed=seed)[0], DIGITS_LEVELS)
     if spec in ("mnist", "cifar10"):
         if root is None:
-            raise ValueError(f"data {spec!r} needs data_root: the folder holding its files "
-                             f"({'the four idx files' if spec == 'mnist' else 'cifar-10-batches-py'})")
+            raise ValueError(
+                f"data {spec!r} needs data_root: the folder holding its files "
+                f"({'the four idx files' if spec == 'mnist' else 'cifar-10-batches-py'})"
+            )
         loader = load_mnist if spec == "mnist" else load_cifar10
         return Dataset(spec, loader(root, split)[0], 256)
     if spec.startswith("png:"):
@@ -80,7 +84,9 @@ def load_dataset(spec: str, split: str = "train", *, root: Union[str, os.PathLik
         if not folder:
             raise ValueError("data 'png:DIR' needs a folder after 'png:', e.g. png:./my_images")
         sub = os.path.join(folder, split)
-        if os.path.isdir(os.path.join(folder, "train")) and os.path.isdir(os.path.join(folder, "test")):
+        if os.path.isdir(os.path.join(folder, "train")) and os.path.isdir(
+            os.path.join(folder, "test")
+        ):
             return Dataset(spec, load_png_folder(sub)[0], 256)
         x = load_png_folder(folder)[0]
         return Dataset(spec, x[_split_indices(x.shape[0], split, seed, PNG_TEST_FRACTION)], 256)

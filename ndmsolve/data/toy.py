@@ -5,10 +5,11 @@ only from ``generator`` (a ``torch.Generator`` or an int seed), so a seeded gene
 points every time. The 2D sets follow the conventions of FFJORD's toy data (scale about
 [-4, 4]) so numbers are comparable with the literature.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -42,7 +43,9 @@ def _randn(n, generator, dtype, *shape) -> Tensor:
 
 
 @seeded
-def checkerboard(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def checkerboard(
+    n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Uniform on the 8 dark squares of a 4x4 board over [-4, 4]², (n, 2)."""
     _check_n(n)
     x1 = _rand(n, generator, dtype) * 4 - 2
@@ -52,8 +55,12 @@ def checkerboard(n: int, generator: Optional[torch.Generator] = None, dtype: tor
 
 
 @seeded
-def two_moons(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
-              noise: float = 0.1) -> Tensor:
+def two_moons(
+    n: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    noise: float = 0.1,
+) -> Tensor:
     """Two interleaved half circles (sklearn's make_moons, ×2, shifted), (n, 2)."""
     _check_n(n)
     theta = _rand(n, generator, dtype) * math.pi
@@ -65,7 +72,9 @@ def two_moons(n: int, generator: Optional[torch.Generator] = None, dtype: torch.
 
 
 @seeded
-def eight_gaussians(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def eight_gaussians(
+    n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Eight Gaussians (std 0.5/√2) on a circle of radius 4/√2 ≈ 2.83, (n, 2)."""
     _check_n(n)
     k = torch.randint(0, 8, (n,), generator=generator).to(dtype)
@@ -75,18 +84,28 @@ def eight_gaussians(n: int, generator: Optional[torch.Generator] = None, dtype: 
 
 
 @seeded
-def swiss_roll(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
-               noise: float = 1.0) -> Tensor:
+def swiss_roll(
+    n: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    noise: float = 1.0,
+) -> Tensor:
     """A 2D Swiss roll (sklearn's make_swiss_roll, coordinates x and z, /5), (n, 2)."""
     _check_n(n)
     t = 1.5 * math.pi * (1 + 2 * _rand(n, generator, dtype))
-    pts = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1) + noise * _randn(n, generator, dtype, 2)
+    pts = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1) + noise * _randn(
+        n, generator, dtype, 2
+    )
     return pts / 5
 
 
 @seeded
-def rings(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
-          noise: float = 0.08) -> Tensor:
+def rings(
+    n: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    noise: float = 0.08,
+) -> Tensor:
     """Four concentric rings, radii 0.75, 1.5, 2.25, 3, with Gaussian noise, (n, 2)."""
     _check_n(n)
     radius = 0.75 * (1 + torch.randint(0, 4, (n,), generator=generator)).to(dtype)
@@ -103,7 +122,9 @@ _GM_WEIGHTS = (0.3, 0.4, 0.3)
 def _gm_params(means, stds, weights, dtype):
     m, s, w = (torch.as_tensor(v, dtype=dtype) for v in (means, stds, weights))
     if not (m.ndim == s.ndim == w.ndim == 1 and m.shape == s.shape == w.shape and m.numel() >= 1):
-        raise ValueError(f"means, stds, weights must be 1-D of one length, got {m.shape}, {s.shape}, {w.shape}")
+        raise ValueError(
+            f"means, stds, weights must be 1-D of one length, got {m.shape}, {s.shape}, {w.shape}"
+        )
     if not bool((s > 0).all()):
         raise ValueError(f"stds must be positive, got {s.tolist()}")
     if not bool((w >= 0).all()) or float(w.sum()) <= 0:
@@ -112,9 +133,14 @@ def _gm_params(means, stds, weights, dtype):
 
 
 @seeded
-def gaussian_mixture_1d(n: int, generator: Optional[torch.Generator] = None, dtype: torch.dtype = torch.float32,
-                        means: Sequence[float] = _GM_MEANS, stds: Sequence[float] = _GM_STDS,
-                        weights: Sequence[float] = _GM_WEIGHTS) -> Tensor:
+def gaussian_mixture_1d(
+    n: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    means: Sequence[float] = _GM_MEANS,
+    stds: Sequence[float] = _GM_STDS,
+    weights: Sequence[float] = _GM_WEIGHTS,
+) -> Tensor:
     """A 1D Gaussian mixture (default: three well-separated modes), (n, 1).
 
     Its exact log-density is ``gaussian_mixture_1d_log_prob`` (for likelihood checks).
@@ -125,8 +151,12 @@ def gaussian_mixture_1d(n: int, generator: Optional[torch.Generator] = None, dty
     return (m[k] + s[k] * _randn(n, generator, dtype)).unsqueeze(1)
 
 
-def gaussian_mixture_1d_log_prob(x: Tensor, means: Sequence[float] = _GM_MEANS, stds: Sequence[float] = _GM_STDS,
-                                 weights: Sequence[float] = _GM_WEIGHTS) -> Tensor:
+def gaussian_mixture_1d_log_prob(
+    x: Tensor,
+    means: Sequence[float] = _GM_MEANS,
+    stds: Sequence[float] = _GM_STDS,
+    weights: Sequence[float] = _GM_WEIGHTS,
+) -> Tensor:
     """Exact log-density (nats) of ``gaussian_mixture_1d`` at x (n, 1) -> (n,)."""
     if x.ndim != 2 or x.shape[1] != 1:
         raise ValueError(f"x must have shape (n, 1), got {tuple(x.shape)}")
@@ -146,8 +176,12 @@ TOY_DATASETS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def load_toy(name: str, n: int, generator: Optional[torch.Generator] = None,
-             dtype: torch.dtype = torch.float32) -> Tensor:
+def load_toy(
+    name: str,
+    n: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """``TOY_DATASETS[name](n, generator, dtype)``; an unknown name lists the valid ones."""
     if name not in TOY_DATASETS:
         raise ValueError(f"name must be one of {sorted(TOY_DATASETS)}, got {name!r}")

@@ -1,8 +1,8 @@
 """A time-conditioned MLP for flat data, and the Fourier time embedding shared with the U-Net."""
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as nnf
@@ -77,7 +77,7 @@ class MLP(nn.Module):
         hidden: int = 128,
         depth: int = 3,
         time_dim: int = 32,
-        out_dim: Optional[int] = None,
+        out_dim: int | None = None,
         *,
         zero_init: bool = False,
         max_freq: float = 64.0,
@@ -100,15 +100,19 @@ class MLP(nn.Module):
 
     def _check_x(self, x: Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"MLP(dim={self.dim}) needs inputs of shape (B, {self.dim}), got {x.ndim}-dim "
-                             f"inputs with {tuple(x.shape[1:])} per sample")
+            raise ValueError(
+                f"MLP(dim={self.dim}) needs inputs of shape (B, {self.dim}), got {x.ndim}-dim "
+                f"inputs with {tuple(x.shape[1:])} per sample"
+            )
 
-    def forward(self, x: Tensor, t: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
         self._check_x(x)
         emb = None
         if t is not None:
             if t.ndim != 1 or t.shape[0] != x.shape[0]:
-                raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
+                raise ValueError(
+                    f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}"
+                )
             emb = self.embed(t.to(x.dtype))
         h = x
         for layer, proj in zip(self.layers, self.time_proj):

@@ -1,4 +1,5 @@
 """Output parametrisations that turn a plain network into an x̂-predictor."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn

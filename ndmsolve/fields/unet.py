@@ -11,10 +11,11 @@ H and W must be divisible by 2^(len(mults) − 1). Every operation supports forw
 AD, so a U-Net can be the transform F of an NDM; ``forward_and_dt`` gives ∂_t of the net
 with the forward mode written out (exact, and cheaper to train through than a JVP).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as nnf
@@ -32,7 +33,7 @@ def _norm(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, ch)
 
 
-def _lin_dt(module: nn.Module, dx: Optional[Tensor]) -> Optional[Tensor]:
+def _lin_dt(module: nn.Module, dx: Tensor | None) -> Tensor | None:
     """Tangent through a linear layer or convolution: the same map without its bias."""
     if dx is None:
         return None
@@ -43,12 +44,12 @@ def _lin_dt(module: nn.Module, dx: Optional[Tensor]) -> Optional[Tensor]:
     return module._conv_forward(dx, module.weight, None)
 
 
-def _silu_dt(a: Tensor, da: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+def _silu_dt(a: Tensor, da: Tensor | None) -> tuple[Tensor, Tensor | None]:
     s = torch.sigmoid(a)
     return a * s, None if da is None else da * (s * (1.0 + a * (1.0 - s)))
 
 
-def _norm_dt(norm: nn.GroupNorm, x: Tensor, dx: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+def _norm_dt(norm: nn.GroupNorm, x: Tensor, dx: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """GroupNorm and its tangent: with n = (x − μ)/s over each group, s² = var + eps,
     ∂n = (∂x − mean ∂x − n · mean(n ∂x)) / s, then the affine γ n + β."""
     y = norm(x)
@@ -82,7 +83,7 @@ class ResBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
-    def forward(self, x: Tensor, emb: Optional[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor | None) -> Tensor:
         h = self.conv1(nnf.silu(self.norm1(x)))
         h = self.norm2(h)
         if emb is not None:
@@ -91,7 +92,7 @@ class ResBlock(nn.Module):
         h = self.conv2(self.dropout(nnf.silu(h)))
         return self.skip(x) + h
 
-    def forward_and_dt(self, x: Tensor, dx: Optional[Tensor], emb: Tensor, demb: Tensor):
+    def forward_and_dt(self, x: Tensor, dx: Tensor | None, emb: Tensor, demb: Tensor):
         """``forward`` and its t-tangent, given x's tangent ``dx`` (None: 0) and emb's."""
         a, da = _silu_dt(*_norm_dt(self.norm1, x, dx))
         h, dh = _norm_dt(self.norm2, self.conv1(a), _lin_dt(self.conv1, da))
@@ -125,10 +126,12 @@ class Attention(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, x: Tensor, emb: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).unbind(1)
-        w = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(C // self.heads), dim=-1)  # (B, h, HW, HW)
+        w = torch.softmax(
+            q.transpose(-1, -2) @ k / math.sqrt(C // self.heads), dim=-1
+        )  # (B, h, HW, HW)
         out = (v @ w.transpose(-1, -2)).reshape(B, C, H, W)
         return x + self.proj(out)
 
@@ -181,7 +184,7 @@ class UNet(nn.Module):
         base: int = 32,
         mults: Sequence[int] = (1, 2),
         time_dim: int = 64,
-        out_channels: Optional[int] = None,
+        out_channels: int | None = None,
         *,
         num_res_blocks: int = 1,
         attn_levels: Sequence[int] = (),
@@ -192,8 +195,12 @@ class UNet(nn.Module):
         max_freq: float = 64.0,
     ):
         super().__init__()
-        for name, v in (("channels", channels), ("base", base), ("num_res_blocks", num_res_blocks),
-                        ("attn_heads", attn_heads)):
+        for name, v in (
+            ("channels", channels),
+            ("base", base),
+            ("num_res_blocks", num_res_blocks),
+            ("attn_heads", attn_heads),
+        ):
             _check_pos_int(name, v)
         if out_channels is not None:
             _check_pos_int("out_channels", out_channels)
@@ -201,16 +208,23 @@ class UNet(nn.Module):
         if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults):
             raise ValueError(f"mults must be a non-empty sequence of positive ints, got {mults!r}")
         attn_levels = tuple(attn_levels)
-        bad = [lv for lv in attn_levels if isinstance(lv, bool) or not isinstance(lv, int)
-               or not 0 <= lv < len(mults)]
+        bad = [
+            lv
+            for lv in attn_levels
+            if isinstance(lv, bool) or not isinstance(lv, int) or not 0 <= lv < len(mults)
+        ]
         if bad:
-            raise ValueError(f"attn_levels must hold level indices in 0..{len(mults) - 1}, got {attn_levels!r}")
+            raise ValueError(
+                f"attn_levels must hold level indices in 0..{len(mults) - 1}, got {attn_levels!r}"
+            )
         if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         self.channels, self.out_channels = channels, out_channels or channels
         self.factor = 2 ** (len(mults) - 1)
         self.embed = FourierTimeEmbedding(time_dim, max_freq)
-        self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim)
+        )
 
         def block(c_in, c_out, level):
             res = ResBlock(c_in, c_out, time_dim, dropout)
@@ -251,15 +265,19 @@ class UNet(nn.Module):
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, t: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"x must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
         if x.shape[2] % self.factor or x.shape[3] % self.factor:
-            raise ValueError(f"x's H and W must be divisible by {self.factor}, got {tuple(x.shape[2:])}")
+            raise ValueError(
+                f"x's H and W must be divisible by {self.factor}, got {tuple(x.shape[2:])}"
+            )
         emb = None
         if t is not None:
             if t.ndim != 1 or t.shape[0] != x.shape[0]:
-                raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
+                raise ValueError(
+                    f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}"
+                )
             emb = self.time_mlp(self.embed(t.to(x.dtype)))
         h = self.conv_in(x)
         skips = []
@@ -291,7 +309,9 @@ class UNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"x must have shape (B, {self.channels}, H, W), got {tuple(x.shape)}")
         if x.shape[2] % self.factor or x.shape[3] % self.factor:
-            raise ValueError(f"x's H and W must be divisible by {self.factor}, got {tuple(x.shape[2:])}")
+            raise ValueError(
+                f"x's H and W must be divisible by {self.factor}, got {tuple(x.shape[2:])}"
+            )
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
             raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
         e, de = self.embed.forward_and_dt(t.to(x.dtype))

@@ -5,6 +5,7 @@ of ``nd.sample`` and the ``torchdiffeq:``/``torchsde:`` backends) to its metadat
 (``registry.Method``); ``register`` declares a new one. ``BrownianPath`` lets several SDE
 solves share one Brownian path.
 """
+
 # The modules that register methods (importing them fills the registry).
 from . import adaptive, backends, discrete, fixed, multistep, sde, tableaus  # noqa: F401
 from .api import all_methods, make_grid, solve
@@ -12,6 +13,19 @@ from .base import NonFiniteError, Solution, SolverError, StepLimitError
 from .brownian import BrownianPath
 from .registry import METHODS, Method, get_method, method_names, register
 
-__all__ = ["solve", "Solution", "SolverError", "NonFiniteError", "StepLimitError", "METHODS",
-           "Method", "register", "get_method", "method_names", "tableaus", "make_grid",
-           "all_methods", "BrownianPath"]
+__all__ = [
+    "solve",
+    "Solution",
+    "SolverError",
+    "NonFiniteError",
+    "StepLimitError",
+    "METHODS",
+    "Method",
+    "register",
+    "get_method",
+    "method_names",
+    "tableaus",
+    "make_grid",
+    "all_methods",
+    "BrownianPath",
+]

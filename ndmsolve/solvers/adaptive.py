@@ -21,16 +21,25 @@ acceptance, saving and failure.
   while the last trial was non-finite. A collapse with a finite error raises
   ``SolverError`` (e.g. a blow-up or a tolerance the dtype cannot meet).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
-                   save_targets, time_tensor)
+from .base import (
+    CountedField,
+    Field,
+    NonFiniteError,
+    Solution,
+    SolverError,
+    StepLimitError,
+    attach_saved,
+    save_targets,
+    time_tensor,
+)
 from .dense import dense_polynomials, interpolate
 from .norms import Norm, resolve_norm, rms_norm
 from .registry import register
@@ -55,15 +64,27 @@ class PIController:
     diffusion sampling near t = 0 without many rejections.
     """
 
-    def __init__(self, error_order: int, *, pcoeff: float = 0.2, icoeff: float = 0.4,
-                 safety: float = 0.9, factormin: float = 0.2, factormax: float = 10.0):
+    def __init__(
+        self,
+        error_order: int,
+        *,
+        pcoeff: float = 0.2,
+        icoeff: float = 0.4,
+        safety: float = 0.9,
+        factormin: float = 0.2,
+        factormax: float = 10.0,
+    ):
         if not (0.0 < factormin < 1.0 < factormax) or not (0.0 < safety <= 1.0):
             raise ValueError("PIController needs 0 < factormin < 1 < factormax and 0 < safety <= 1")
         if icoeff + pcoeff <= 0 or pcoeff < 0:
             raise ValueError("PIController needs pcoeff >= 0 and icoeff + pcoeff > 0")
         self.k = float(error_order)
         self.pcoeff, self.icoeff = float(pcoeff), float(icoeff)
-        self.safety, self.factormin, self.factormax = float(safety), float(factormin), float(factormax)
+        self.safety, self.factormin, self.factormax = (
+            float(safety),
+            float(factormin),
+            float(factormax),
+        )
         self.prev_ratio = 1.0  # error ratio of the last accepted step
 
     def propose(self, h: float, ratio: float, accepted: bool) -> float:
@@ -73,8 +94,11 @@ class PIController:
         if ratio == 0.0:
             factor = self.factormax
         else:
-            factor = (self.safety * ratio ** (-(self.icoeff + self.pcoeff) / self.k)
-                      * self.prev_ratio ** (self.pcoeff / self.k))
+            factor = (
+                self.safety
+                * ratio ** (-(self.icoeff + self.pcoeff) / self.k)
+                * self.prev_ratio ** (self.pcoeff / self.k)
+            )
         if accepted:
             factor = min(max(factor, 1.0), self.factormax)
             # A zero error carries no information for the P term; keep the old ratio then.
@@ -86,15 +110,19 @@ class PIController:
 
 
 def _pair(pi_coeffs) -> tuple[float, float]:
-    ok = (isinstance(pi_coeffs, (tuple, list)) and len(pi_coeffs) == 2
-          and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in pi_coeffs))
+    ok = (
+        isinstance(pi_coeffs, (tuple, list))
+        and len(pi_coeffs) == 2
+        and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in pi_coeffs)
+    )
     if not ok:
         raise ValueError(f"pi_coeffs must be a pair (pcoeff, icoeff) of numbers, got {pi_coeffs!r}")
     return float(pi_coeffs[0]), float(pi_coeffs[1])
 
 
-def error_ratio(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float,
-                norm: Norm = rms_norm) -> Tensor:
+def error_ratio(
+    err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float, norm: Norm = rms_norm
+) -> Tensor:
     """0-dim ``norm(err / (atol + rtol·max(|y0|, |y1|)))`` (``norms`` module)."""
     scale = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
     return _scalar(norm(err / scale))
@@ -103,13 +131,24 @@ def error_ratio(err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float,
 def _scalar(r) -> Tensor:
     """A norm's value, checked to be 0-dim (a shape check: no host sync)."""
     if not isinstance(r, Tensor) or r.ndim != 0:
-        raise ValueError(f"norm must return a 0-dim tensor, got "
-                         f"{tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__}")
+        raise ValueError(
+            f"norm must return a 0-dim tensor, got "
+            f"{tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__}"
+        )
     return r
 
 
-def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, order: int,
-                 rtol: float, atol: float, norm: Norm = rms_norm) -> float:
+def initial_step(
+    f: Field,
+    t0: float,
+    y0: Tensor,
+    f0: Tensor,
+    direction: float,
+    order: int,
+    rtol: float,
+    atol: float,
+    norm: Norm = rms_norm,
+) -> float:
     """Hairer, Nørsett & Wanner (Solving ODEs I, II.4) starting step; one field call.
     Its three norms are the solve's error norm (RMS in the book).
 
@@ -131,12 +170,23 @@ def initial_step(f: Field, t0: float, y0: Tensor, f0: Tensor, direction: float, 
     return direction * min(100 * h0, h1)
 
 
-def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
-                   rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 10_000,
-                   h0: Optional[float] = None, save_at: Optional[Tensor] = None,
-                   controller: Optional[PIController] = None, norm="rms",
-                   dense: Optional[bool] = None,
-                   pi_coeffs: Optional[tuple[float, float]] = None) -> Solution:
+def solve_adaptive(
+    f: Field,
+    y0: Tensor,
+    t0: float,
+    t1: float,
+    tab: Tableau,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_steps: int = 10_000,
+    h0: float | None = None,
+    save_at: Tensor | None = None,
+    controller: PIController | None = None,
+    norm="rms",
+    dense: bool | None = None,
+    pi_coeffs: tuple[float, float] | None = None,
+) -> Solution:
     """Integrate ``f`` from ``t0`` to ``t1`` (either direction) with an embedded pair.
 
     Args:
@@ -172,8 +222,11 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
     if controller is not None and pi_coeffs is not None:
         raise ValueError("pass either controller or pi_coeffs, not both")
     if controller is None:
-        pc = {} if pi_coeffs is None else dict(zip(("pcoeff", "icoeff"), _pair(pi_coeffs),
-                                                   strict=True))
+        pc = (
+            {}
+            if pi_coeffs is None
+            else dict(zip(("pcoeff", "icoeff"), _pair(pi_coeffs), strict=True))
+        )
         controller = PIController(tab.error_order, **pc)
     ctrl = controller
     direction = 1.0 if t1 > t0 else -1.0
@@ -192,15 +245,26 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
     n_acc = n_rej = 0
 
     def partial() -> Solution:
-        sol = Solution(y=y, nfe=fc.nfe, n_accepted=n_acc, n_rejected=n_rej, method=tab.name,
-                       t=t, stats={"h": h})
+        sol = Solution(
+            y=y,
+            nfe=fc.nfe,
+            n_accepted=n_acc,
+            n_rejected=n_rej,
+            method=tab.name,
+            t=t,
+            stats={"h": h},
+        )
         return attach_saved(sol, saved_t, saved_y, y0)
 
     h = float("nan")
     k0 = fc(time_tensor(t0, y0), y0)
     if not bool(torch.isfinite(k0).all()):
-        raise NonFiniteError(f"{tab.name}: the field is NaN/inf at the initial state (t={t0:.6g})",
-                             t=t0, step=0, partial=partial())
+        raise NonFiniteError(
+            f"{tab.name}: the field is NaN/inf at the initial state (t={t0:.6g})",
+            t=t0,
+            step=0,
+            partial=partial(),
+        )
     if h0 is None:
         h = initial_step(fc, t0, y0, k0, direction, tab.order, rtol, atol, norm)
     else:
@@ -215,18 +279,23 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
                 f"{tab.name}: reached max_steps={max_steps} attempted steps at t={t:.6g} before "
                 f"t1={t1:.6g} ({n_acc} accepted, {n_rej} rejected); raise max_steps or loosen "
                 f"rtol/atol (the problem may be stiff)",
-                t=t, step=n_acc, partial=partial())
+                t=t,
+                step=n_acc,
+                partial=partial(),
+            )
         # Clip to land exactly on the next save/end time.
         clipped = abs(h) >= abs(target - t)
         h_try = (target - t) if clipped else h
         t_new = target if clipped else t + h_try
         # One host-to-device copy for all stage times (one per stage would each block on CUDA).
-        stage_t = torch.tensor([t_new if c == 1.0 else t + c * h_try for c in tab.c],
-                               dtype=y0.dtype, device=y0.device).unbind()
+        stage_t = torch.tensor(
+            [t_new if c == 1.0 else t + c * h_try for c in tab.c], dtype=y0.dtype, device=y0.device
+        ).unbind()
         y1, ks, err = rk_step(fc, tab, stage_t, h_try, y, k0)
         with torch.no_grad():  # step control is not differentiated through
-            probe = torch.stack([error_ratio(err, y, y1, rtol, atol, norm).double(),
-                                 y1.sum(dtype=torch.float64)])
+            probe = torch.stack(
+                [error_ratio(err, y, y1, rtol, atol, norm).double(), y1.sum(dtype=torch.float64)]
+            )
         ratio, ysum = probe.tolist()  # the one sync per attempt
         finite = math.isfinite(ratio) and math.isfinite(ysum)
         accepted = finite and ratio <= 1.0
@@ -255,10 +324,18 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
             n_rej += 1
         h = direction * min(abs(h_next), span)
         if ti < len(targets) and abs(h) < h_min_rel * max(abs(t), span):
-            cls, why = ((NonFiniteError, "the field or state is NaN/inf there") if not finite
-                        else (SolverError, f"the error ratio is {ratio:.3g} even for tiny steps"))
-            raise cls(f"{tab.name}: step size collapsed to {abs(h):.3g} at t={t:.6g} (step {n_acc}); "
-                      f"{why}", t=t, step=n_acc, partial=partial())
+            cls, why = (
+                (NonFiniteError, "the field or state is NaN/inf there")
+                if not finite
+                else (SolverError, f"the error ratio is {ratio:.3g} even for tiny steps")
+            )
+            raise cls(
+                f"{tab.name}: step size collapsed to {abs(h):.3g} at t={t:.6g} (step {n_acc}); "
+                f"{why}",
+                t=t,
+                step=n_acc,
+                partial=partial(),
+            )
 
     sol = partial()
     sol.t = t1
@@ -269,12 +346,23 @@ def solve_adaptive(f: Field, y0: Tensor, t0: float, t1: float, tab: Tableau, *,
 def _adaptive_method(tab: Tableau):
     def run(f: Field, y0: Tensor, t0: float, t1: float, **kwargs) -> Solution:
         return solve_adaptive(f, y0, t0, t1, tab, **kwargs)
+
     return run
 
 
-for _tab, _what in ((bosh3, "Bogacki-Shampine 3(2)"), (dopri5, "Dormand-Prince 5(4)"),
-                    (tsit5, "Tsitouras 5(4)")):
-    register(_tab.name, family="ode", stepping="adaptive", order=_tab.order,
-             nfe_per_step=_tab.stages - 1 if _tab.fsal else _tab.stages,
-             run=_adaptive_method(_tab), needs_jvp=True, dense_output=True,
-             description=f"{_what} embedded pair, PI step control")
+for _tab, _what in (
+    (bosh3, "Bogacki-Shampine 3(2)"),
+    (dopri5, "Dormand-Prince 5(4)"),
+    (tsit5, "Tsitouras 5(4)"),
+):
+    register(
+        _tab.name,
+        family="ode",
+        stepping="adaptive",
+        order=_tab.order,
+        nfe_per_step=_tab.stages - 1 if _tab.fsal else _tab.stages,
+        run=_adaptive_method(_tab),
+        needs_jvp=True,
+        dense_output=True,
+        description=f"{_what} embedded pair, PI step control",
+    )

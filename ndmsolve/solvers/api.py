@@ -12,10 +12,11 @@ Defaults are chosen for diffusion sampling rather than for reference-accuracy OD
 ``rtol = atol = 1e-5`` (torchdiffeq's 1e-7/1e-9 cost several times the NFE for no
 visible change in samples), ``max_steps = 10_000``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -77,13 +78,28 @@ def _check_y0(y0) -> None:
 
 
 @checked_keywords()
-def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
-          steps: Optional[int] = None, grid: Optional[Tensor] = None,
-          rtol: Optional[float] = None, atol: Optional[float] = None, max_steps: int = 10_000,
-          h0: Optional[float] = None, save_at: Optional[Tensor] = None,
-          g: Optional[Field] = None, generator=None,
-          bm=None, noise: str = "diagonal", norm=None, pi_coeffs=None,
-          cuda_graph: Union[str, bool] = "auto") -> Solution:
+def solve(
+    f: Field,
+    y0: Tensor,
+    t0,
+    t1,
+    method: str = "dopri5",
+    *,
+    steps: int | None = None,
+    grid: Tensor | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 10_000,
+    h0: float | None = None,
+    save_at: Tensor | None = None,
+    g: Field | None = None,
+    generator=None,
+    bm=None,
+    noise: str = "diagonal",
+    norm=None,
+    pi_coeffs=None,
+    cuda_graph: Union[str, bool] = "auto",
+) -> Solution:
     """Integrate ``dy/dt = f(t, y)`` (plus ``g(t, y) dW`` for SDE methods) from t0 to t1.
 
     Args:
@@ -164,27 +180,48 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
     norm_kw = {} if norm_fn is None else {"norm": norm_fn}
     if pi_coeffs is not None:
         if not (info.adaptive and info.family == "ode" and info.backend is None):
-            raise ValueError(f"pi_coeffs applies to ndmsolve's adaptive ODE methods, not {method!r}")
+            raise ValueError(
+                f"pi_coeffs applies to ndmsolve's adaptive ODE methods, not {method!r}"
+            )
         norm_kw["pi_coeffs"] = pi_coeffs
     if info.backend is not None:
         from .backends import solve_backend
-        return solve_backend(method, f, y0, t0f, t1f, g=g, steps=steps, grid=grid, rtol=rtol,
-                             atol=atol, save_at=save_t, generator=generator, bm=bm, noise=noise,
-                             **norm_kw)
+
+        return solve_backend(
+            method,
+            f,
+            y0,
+            t0f,
+            t1f,
+            g=g,
+            steps=steps,
+            grid=grid,
+            rtol=rtol,
+            atol=atol,
+            save_at=save_t,
+            generator=generator,
+            bm=bm,
+            noise=noise,
+            **norm_kw,
+        )
 
     is_ode = info.family == "ode"
     if is_ode:
         if g is not None:
-            raise ValueError(f"g is given but {method!r} is an ODE method; use an SDE method "
-                             f"({', '.join(method_names('sde', backends=False))})")
+            raise ValueError(
+                f"g is given but {method!r} is an ODE method; use an SDE method "
+                f"({', '.join(method_names('sde', backends=False))})"
+            )
         if bm is not None:
             raise ValueError(f"bm is given but {method!r} is an ODE method (no noise)")
     elif g is None:
         raise ValueError(f"{method!r} is an SDE method and needs the diffusion g(t, y)")
     if info.adaptive:
         if steps is not None or grid is not None:
-            raise ValueError(f"steps/grid apply to fixed-step methods; {method!r} is adaptive "
-                             "(control it with rtol/atol)")
+            raise ValueError(
+                f"steps/grid apply to fixed-step methods; {method!r} is adaptive "
+                "(control it with rtol/atol)"
+            )
     elif h0 is not None:
         raise ValueError(f"h0 applies to adaptive methods; {method!r} is fixed-step")
 
@@ -192,14 +229,30 @@ def solve(f: Field, y0: Tensor, t0, t1, method: str = "dopri5", *,
         tgrid = make_grid(t0f, t1f, steps, grid, y0.dtype, y0.device)
         tgrid, save_idx = merge_save_times(tgrid, save)
         if not is_ode:
-            return info.run(f, g, y0, tgrid, save_idx=save_idx, generator=generator, bm=bm,
-                            noise=noise)
+            return info.run(
+                f, g, y0, tgrid, save_idx=save_idx, generator=generator, bm=bm, noise=noise
+            )
         return info.run(f, y0, tgrid, save_idx=save_idx, cuda_graph=cuda_graph)
     if not is_ode:
-        return info.run(f, g, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps, h0=h0,
-                        save_at=save_t, generator=generator, bm=bm, noise=noise, **norm_kw)
-    return info.run(f, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps, h0=h0,
-                    save_at=save, **norm_kw)
+        return info.run(
+            f,
+            g,
+            y0,
+            t0f,
+            t1f,
+            rtol=rtol,
+            atol=atol,
+            max_steps=max_steps,
+            h0=h0,
+            save_at=save_t,
+            generator=generator,
+            bm=bm,
+            noise=noise,
+            **norm_kw,
+        )
+    return info.run(
+        f, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps, h0=h0, save_at=save, **norm_kw
+    )
 
 
 def _empty_solve(y0: Tensor, t: float, method: str, save_at) -> Solution:
@@ -208,8 +261,9 @@ def _empty_solve(y0: Tensor, t: float, method: str, save_at) -> Solution:
     if save_at is not None:
         ts = torch.as_tensor(save_at, dtype=torch.float64).reshape(-1)
         if ts.numel() == 0 or not bool((ts == t).all()):
-            raise ValueError(f"save_at must hold only t0 = t1 = {t} on a zero-length interval, "
-                             f"got {ts.tolist()}")
+            raise ValueError(
+                f"save_at must hold only t0 = t1 = {t} on a zero-length interval, got {ts.tolist()}"
+            )
         sol.ts = ts.to(dtype=y0.dtype, device=y0.device)
         sol.ys = y0.expand(ts.numel(), *y0.shape).clone()
     return sol

@@ -19,10 +19,10 @@ reproduce and a path can be shared with our own solvers. torchsde steps exactly 
 grid (steps/grid plus ``save_at`` points) through its per-step solver interface, so
 there is no interpolation at output times and no sliver step from float round-off.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -45,16 +45,18 @@ def torchdiffeq_methods() -> dict[str, bool]:
     from torchdiffeq._impl.odeint import SOLVERS
     from torchdiffeq._impl.solvers import FixedGridODESolver
 
-    return {m: issubclass(cls, FixedGridODESolver) for m, cls in SOLVERS.items() if m != "scipy_solver"}
+    return {
+        m: issubclass(cls, FixedGridODESolver) for m, cls in SOLVERS.items() if m != "scipy_solver"
+    }
 
 
-def _times(t0: float, t1: float, save_at: Optional[Tensor]) -> list[float]:
+def _times(t0: float, t1: float, save_at: Tensor | None) -> list[float]:
     """[t0, *save_at, t1] without duplicates (save_at may contain t0 or t1)."""
     inner = [] if save_at is None else [float(s) for s in save_at.double().tolist()]
     return [t0] + [s for s in inner if s not in (t0, t1)] + [t1]
 
 
-def _saved(times: list[float], ys: Tensor, save_at: Optional[Tensor], like: Tensor):
+def _saved(times: list[float], ys: Tensor, save_at: Tensor | None, like: Tensor):
     """``(ts, ys)`` at the ``save_at`` times from states at ``times`` (or ``(None, None)``)."""
     if save_at is None:
         return None, None
@@ -63,11 +65,24 @@ def _saved(times: list[float], ys: Tensor, save_at: Optional[Tensor], like: Tens
     return torch.tensor(want, dtype=like.dtype, device=like.device), ys[idx]
 
 
-def solve_backend(spec: str, f: Field, y0: Tensor, t0: float, t1: float, *, g: Optional[Field] = None,
-                  steps: Optional[int] = None, grid: Optional[Tensor] = None, rtol: float = 1e-5,
-                  atol: float = 1e-5, save_at: Optional[Tensor] = None,
-                  generator: Optional[torch.Generator] = None, bm: Optional[BrownianPath] = None,
-                  noise: str = "diagonal", norm=None) -> Solution:
+def solve_backend(
+    spec: str,
+    f: Field,
+    y0: Tensor,
+    t0: float,
+    t1: float,
+    *,
+    g: Field | None = None,
+    steps: int | None = None,
+    grid: Tensor | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    save_at: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    bm: BrownianPath | None = None,
+    noise: str = "diagonal",
+    norm=None,
+) -> Solution:
     """Solve with a library backend named ``"torchdiffeq:<method>"`` or ``"torchsde:<method>"``.
 
     Args:
@@ -83,23 +98,51 @@ def solve_backend(spec: str, f: Field, y0: Tensor, t0: float, t1: float, *, g: O
         ``Solution`` with ``y`` at ``t1``, ``nfe``, and ``ts``/``ys`` if ``save_at``.
     """
     if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"backend spec must look like 'torchdiffeq:<method>' or 'torchsde:<method>', got {spec!r}")
+        raise ValueError(
+            f"backend spec must look like 'torchdiffeq:<method>' or 'torchsde:<method>', got {spec!r}"
+        )
     backend, method = spec.split(":", 1)
     t0, t1 = float(t0), float(t1)
     if backend == "torchdiffeq":
-        return _torchdiffeq(method, f, y0, t0, t1, g=g, bm=bm, steps=steps, grid=grid, rtol=rtol,
-                            atol=atol, save_at=save_at, norm=norm)
+        return _torchdiffeq(
+            method,
+            f,
+            y0,
+            t0,
+            t1,
+            g=g,
+            bm=bm,
+            steps=steps,
+            grid=grid,
+            rtol=rtol,
+            atol=atol,
+            save_at=save_at,
+            norm=norm,
+        )
     if backend == "torchsde":
         if norm is not None:
             raise ValueError(f"norm applies to adaptive methods; {spec} is fixed-step")
-        return _torchsde(method, f, g, y0, t0, t1, steps=steps, grid=grid, save_at=save_at,
-                         generator=generator, bm=bm, noise=noise)
+        return _torchsde(
+            method,
+            f,
+            g,
+            y0,
+            t0,
+            t1,
+            steps=steps,
+            grid=grid,
+            save_at=save_at,
+            generator=generator,
+            bm=bm,
+            noise=noise,
+        )
     raise ValueError(f"unknown backend {backend!r} in {spec!r}; valid: 'torchdiffeq', 'torchsde'")
 
 
 # --------------------------------------------------------------------------- torchdiffeq
-def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_at,
-                 norm=None) -> Solution:
+def _torchdiffeq(
+    method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_at, norm=None
+) -> Solution:
     import torchdiffeq
 
     methods = torchdiffeq_methods()
@@ -114,27 +157,45 @@ def _torchdiffeq(method, f, y0, t0, t1, *, g, bm, steps, grid, rtol, atol, save_
     n_steps = 0
     if fixed:
         tgrid = make_grid(t0, t1, steps, grid, y0.dtype, y0.device)
-        tgrid, _ = merge_save_times(tgrid, None if save_at is None else save_at.detach().double().cpu())
+        tgrid, _ = merge_save_times(
+            tgrid, None if save_at is None else save_at.detach().double().cpu()
+        )
         n_steps = tgrid.numel() - 1
         # Our grid, save points included, so outputs are grid states (no interpolation).
         options["grid_constructor"] = lambda func, y, t: tgrid
     elif steps is not None or grid is not None:
-        raise ValueError(f"steps/grid apply to fixed-step methods; torchdiffeq:{method} is adaptive "
-                         "(control it with rtol/atol)")
+        raise ValueError(
+            f"steps/grid apply to fixed-step methods; torchdiffeq:{method} is adaptive "
+            "(control it with rtol/atol)"
+        )
     elif norm is not None:
         options["norm"] = norm  # torchdiffeq applies it to err / (atol + rtol·max(|y0|, |y1|))
     t = torch.tensor(times, dtype=y0.dtype, device=y0.device)
     try:
         ys = torchdiffeq.odeint(fc, y0, t, rtol=rtol, atol=atol, method=method, options=options)
     except AssertionError as e:  # torchdiffeq reports step underflow / step limits by assert
-        raise SolverError(f"torchdiffeq:{method} gave up ({e}); torchdiffeq does not report where, "
-                          f"so t and step refer to the start", t=t0, step=0,
-                          partial=Solution(y=y0, nfe=fc.nfe, method=f"torchdiffeq:{method}", t=t0)) from e
+        raise SolverError(
+            f"torchdiffeq:{method} gave up ({e}); torchdiffeq does not report where, "
+            f"so t and step refer to the start",
+            t=t0,
+            step=0,
+            partial=Solution(y=y0, nfe=fc.nfe, method=f"torchdiffeq:{method}", t=t0),
+        ) from e
     if not bool(torch.isfinite(ys[-1]).all()):
-        raise NonFiniteError(f"torchdiffeq:{method}: the solution is NaN/inf at t1={t1:.6g}", t=t1,
-                             step=n_steps, partial=Solution(y=y0, nfe=fc.nfe, method=f"torchdiffeq:{method}", t=t0))
-    sol = Solution(y=ys[-1], nfe=fc.nfe, n_accepted=n_steps, method=f"torchdiffeq:{method}", t=t1,
-                   stats={"backend": "torchdiffeq", "steps_known": fixed})
+        raise NonFiniteError(
+            f"torchdiffeq:{method}: the solution is NaN/inf at t1={t1:.6g}",
+            t=t1,
+            step=n_steps,
+            partial=Solution(y=y0, nfe=fc.nfe, method=f"torchdiffeq:{method}", t=t0),
+        )
+    sol = Solution(
+        y=ys[-1],
+        nfe=fc.nfe,
+        n_accepted=n_steps,
+        method=f"torchdiffeq:{method}",
+        t=t1,
+        stats={"backend": "torchdiffeq", "steps_known": fixed},
+    )
     sol.ts, sol.ys = _saved(times, ys, save_at, y0)
     return sol
 
@@ -192,8 +253,10 @@ def _bm_adapter(path: BrownianPath, sign: float, flat):
 
         def __call__(self, sa, tb=None, return_U=False, return_A=False):
             if tb is None or return_A:
-                raise ValueError("torchsde asked for a point value or the full Lévy area; "
-                                 "the ndmsolve path provides increments and space-time area only")
+                raise ValueError(
+                    "torchsde asked for a point value or the full Lévy area; "
+                    "the ndmsolve path provides increments and space-time area only"
+                )
             ta, tb = sign * float(sa), sign * float(tb)
             if not return_U:
                 # Reversed: W̃(sb) − W̃(sa) = W(tb) − W(ta) with t = −s.
@@ -209,17 +272,22 @@ def _bm_adapter(path: BrownianPath, sign: float, flat):
 
 
 def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, noise) -> Solution:
-    from torchsde._core import base_sde, methods as tsde_methods
+    from torchsde._core import base_sde
+    from torchsde._core import methods as tsde_methods
 
     from .sde import _check_inputs, _first_g, _require_additive
 
     name = f"torchsde:{method}"
     if method not in TORCHSDE_ITO + TORCHSDE_STRATONOVICH:
-        raise ValueError(f"unknown torchsde method {method!r}; valid: "
-                         f"{', '.join(TORCHSDE_ITO + TORCHSDE_STRATONOVICH)}")
+        raise ValueError(
+            f"unknown torchsde method {method!r}; valid: "
+            f"{', '.join(TORCHSDE_ITO + TORCHSDE_STRATONOVICH)}"
+        )
     _check_inputs(name, f, g, y0, t0, t1, generator, bm, noise)
     tgrid = make_grid(t0, t1, steps, grid, y0.dtype, y0.device)
-    tgrid, save_idx = merge_save_times(tgrid, None if save_at is None else save_at.detach().double().cpu())
+    tgrid, save_idx = merge_save_times(
+        tgrid, None if save_at is None else save_at.detach().double().cpu()
+    )
     sign = 1.0 if t1 > t0 else -1.0
     fc, gc = CountedField(f), CountedField(g)
     t0_ = torch.tensor(t0, dtype=y0.dtype, device=y0.device)
@@ -229,10 +297,17 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
         _require_additive(name, gc, t0_, y0, g0, noise)  # also checks a claimed additive g
     if method in TORCHSDE_STRATONOVICH:
         sde_type = "stratonovich"  # equal to Itô for additive noise
-    path = bm if bm is not None else BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator,
-                                                  levy_area=(method == "srk"))
+    path = (
+        bm
+        if bm is not None
+        else BrownianPath(
+            t0, t1, y0.shape, y0.dtype, y0.device, generator, levy_area=(method == "srk")
+        )
+    )
     if method == "srk" and not path.levy_area:
-        raise ValueError("torchsde:srk needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)")
+        raise ValueError(
+            "torchsde:srk needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)"
+        )
     sde = _SDE(fc, gc, y0.shape, sign, sde_type, noise)
     flat = sde.flat
     s_grid = (tgrid * sign).unbind()  # increasing
@@ -240,8 +315,15 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
     fsde = base_sde.ForwardSDE(sde)
     fsde.prod = fsde.prod_diagonal  # g stays (B, d) whatever the noise type (see _SDE)
     solver = tsde_methods.select(method=method, sde_type=sde_type)(
-        sde=fsde, bm=_bm_adapter(path, sign, flat), dt=max(hs), adaptive=False,
-        rtol=0.0, atol=0.0, dt_min=0.0, options={})
+        sde=fsde,
+        bm=_bm_adapter(path, sign, flat),
+        dt=max(hs),
+        adaptive=False,
+        rtol=0.0,
+        atol=0.0,
+        dt_min=0.0,
+        options={},
+    )
     y = y0.reshape(flat)
     extra = solver.init_extra_solver_state(s_grid[0], y)
     states = [y]
@@ -252,10 +334,20 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
             states.append(y)
     n = len(hs)
     if not bool(torch.isfinite(y).all()):
-        raise NonFiniteError(f"{name}: the solution is NaN/inf at t1={t1:.6g}", t=t1, step=n,
-                             partial=Solution(y=y0, nfe=fc.nfe, method=name, t=t0))
-    sol = Solution(y=y.reshape(y0.shape), nfe=fc.nfe, n_accepted=n, method=name, t=t1,
-                   stats={"backend": "torchsde", "nfe_g": gc.nfe})
+        raise NonFiniteError(
+            f"{name}: the solution is NaN/inf at t1={t1:.6g}",
+            t=t1,
+            step=n,
+            partial=Solution(y=y0, nfe=fc.nfe, method=name, t=t0),
+        )
+    sol = Solution(
+        y=y.reshape(y0.shape),
+        nfe=fc.nfe,
+        n_accepted=n,
+        method=name,
+        t=t1,
+        stats={"backend": "torchsde", "nfe_g": gc.nfe},
+    )
     if save_idx:
         by_idx = {0: states[0]}
         by_idx.update(zip(sorted(j for j in keep if j > 0), states[1:]))
@@ -268,14 +360,28 @@ def _register_backends() -> None:
     from torchdiffeq._impl.odeint import SOLVERS
 
     for m, fixed in torchdiffeq_methods().items():
-        register(f"torchdiffeq:{m}", family="ode", stepping="fixed" if fixed else "adaptive",
-                 order=getattr(SOLVERS[m], "order", None), nfe_per_step=None,
-                 backend="torchdiffeq", needs_jvp=True, description=f"torchdiffeq's {m}")
+        register(
+            f"torchdiffeq:{m}",
+            family="ode",
+            stepping="fixed" if fixed else "adaptive",
+            order=getattr(SOLVERS[m], "order", None),
+            nfe_per_step=None,
+            backend="torchdiffeq",
+            needs_jvp=True,
+            description=f"torchdiffeq's {m}",
+        )
     for m in TORCHSDE_ITO + TORCHSDE_STRATONOVICH:
-        register(f"torchsde:{m}", family="sde", stepping="fixed", order=None, nfe_per_step=None,
-                 backend="torchsde", needs_jvp=True,
-                 noise=("diagonal", "additive") if m in TORCHSDE_ITO else ("additive",),
-                 description=f"torchsde's {m} ({'Ito' if m in TORCHSDE_ITO else 'Stratonovich'})")
+        register(
+            f"torchsde:{m}",
+            family="sde",
+            stepping="fixed",
+            order=None,
+            nfe_per_step=None,
+            backend="torchsde",
+            needs_jvp=True,
+            noise=("diagonal", "additive") if m in TORCHSDE_ITO else ("additive",),
+            description=f"torchsde's {m} ({'Ito' if m in TORCHSDE_ITO else 'Stratonovich'})",
+        )
 
 
 add_loader(_register_backends)

@@ -3,10 +3,11 @@
 Solvers know nothing about diffusion. A field is any callable ``f(t, y) -> dy/dt`` with
 ``t`` a 0-dim tensor (torchdiffeq's convention) and ``y`` a tensor of any shape.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -31,8 +32,8 @@ class Solution:
     """
 
     y: Tensor
-    ts: Optional[Tensor] = None
-    ys: Optional[Tensor] = None
+    ts: Tensor | None = None
+    ys: Tensor | None = None
     nfe: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
@@ -49,7 +50,9 @@ def save_targets(save_at, t0: float, t1: float, y0: Tensor):
     time), whether each is a save time, and the lists of saved times/states, which
     already hold ``y0`` for save times equal to ``t0``.
     """
-    save_ts = [] if save_at is None else [float(s) for s in torch.as_tensor(save_at).double().tolist()]
+    save_ts = (
+        [] if save_at is None else [float(s) for s in torch.as_tensor(save_at).double().tolist()]
+    )
     saved_t: list[float] = []
     saved_y: list[Tensor] = []
     while save_ts and save_ts[0] == t0:  # save_at may include t0 itself
@@ -72,7 +75,7 @@ def attach_saved(sol: Solution, saved_t: list, saved_y: list, like: Tensor) -> S
 class SolverError(RuntimeError):
     """A solve that could not finish. ``partial`` holds the solution up to ``t``."""
 
-    def __init__(self, message: str, *, t: float, step: int, partial: Optional[Solution] = None):
+    def __init__(self, message: str, *, t: float, step: int, partial: Solution | None = None):
         super().__init__(message)
         self.t = float(t)
         self.step = int(step)
@@ -133,9 +136,13 @@ class CheckedField:
             if not isinstance(out, Tensor):
                 raise TypeError(f"{self.name}(t, y) must return a tensor, got {type(out).__name__}")
             if out.shape != y.shape:
-                raise ValueError(f"{self.name}(t, y) must return y's shape {tuple(y.shape)}, "
-                                 f"got {tuple(out.shape)}")
+                raise ValueError(
+                    f"{self.name}(t, y) must return y's shape {tuple(y.shape)}, "
+                    f"got {tuple(out.shape)}"
+                )
             if out.dtype != y.dtype:
-                raise TypeError(f"{self.name}(t, y) must return y's dtype {y.dtype}, got {out.dtype}")
+                raise TypeError(
+                    f"{self.name}(t, y) must return y's dtype {y.dtype}, got {out.dtype}"
+                )
             self.checked = True
         return out

@@ -13,10 +13,12 @@ entropy) and adds what our solvers need on top of it:
   which SRA-type schemes need;
 - seeding from a ``torch.Generator``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -24,7 +26,7 @@ from torch import Tensor
 __all__ = ["BrownianPath"]
 
 
-def _draw_seed(generator: Optional[torch.Generator]) -> int:
+def _draw_seed(generator: torch.Generator | None) -> int:
     """An int seed drawn from ``generator`` (the global RNG when None)."""
     from .._checks import as_generator
 
@@ -51,10 +53,18 @@ class BrownianPath:
         entropy: an explicit int seed instead of ``generator``.
     """
 
-    def __init__(self, t0: float, t1: float, shape: Sequence[int], dtype: torch.dtype = torch.float32,
-                 device: Union[str, torch.device, None] = None,
-                 generator: Optional[torch.Generator] = None, *, levy_area: bool = True,
-                 entropy: Optional[int] = None):
+    def __init__(
+        self,
+        t0: float,
+        t1: float,
+        shape: Sequence[int],
+        dtype: torch.dtype = torch.float32,
+        device: Union[str, torch.device, None] = None,
+        generator: torch.Generator | None = None,
+        *,
+        levy_area: bool = True,
+        entropy: int | None = None,
+    ):
         import torchsde  # only a path object needs it; the fast fixed-step path does not
 
         t0, t1 = float(t0), float(t1)
@@ -70,18 +80,27 @@ class BrownianPath:
         self.entropy = int(entropy) if entropy is not None else _draw_seed(generator)
         self._tol = 8 * torch.finfo(torch.float64).eps * max(1.0, abs(t0), abs(t1))
         self._bi = torchsde.BrownianInterval(
-            t0=self.t_lo, t1=self.t_hi, size=tuple(self.shape), dtype=dtype, device=self.device,
+            t0=self.t_lo,
+            t1=self.t_hi,
+            size=tuple(self.shape),
+            dtype=dtype,
+            device=self.device,
             entropy=self.entropy,
-            levy_area_approximation="space-time" if self.levy_area else "none")
+            levy_area_approximation="space-time" if self.levy_area else "none",
+        )
 
     def __repr__(self) -> str:
-        return (f"BrownianPath([{self.t_lo}, {self.t_hi}], shape={tuple(self.shape)}, dtype={self.dtype}, "
-                f"device={self.device}, levy_area={self.levy_area})")
+        return (
+            f"BrownianPath([{self.t_lo}, {self.t_hi}], shape={tuple(self.shape)}, dtype={self.dtype}, "
+            f"device={self.device}, levy_area={self.levy_area})"
+        )
 
     def _clip(self, t, name: str) -> float:
         t = float(t)
         if not (self.t_lo - self._tol <= t <= self.t_hi + self._tol):
-            raise ValueError(f"{name}={t} lies outside the Brownian path's span [{self.t_lo}, {self.t_hi}]")
+            raise ValueError(
+                f"{name}={t} lies outside the Brownian path's span [{self.t_lo}, {self.t_hi}]"
+            )
         return min(max(t, self.t_lo), self.t_hi)
 
     def increment(self, ta, tb) -> Tensor:
@@ -96,8 +115,10 @@ class BrownianPath:
         the SRA formulas valid verbatim with a negative step ``h = tb − ta``.
         """
         if not self.levy_area:
-            raise ValueError("this BrownianPath was built with levy_area=False; the method needs "
-                             "the space-time Lévy area (build it with levy_area=True)")
+            raise ValueError(
+                "this BrownianPath was built with levy_area=False; the method needs "
+                "the space-time Lévy area (build it with levy_area=True)"
+            )
         ta, tb = self._clip(ta, "ta"), self._clip(tb, "tb")
         if ta <= tb:
             return tuple(self._bi(ta, tb, return_U=True))

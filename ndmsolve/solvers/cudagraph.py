@@ -17,11 +17,12 @@ is not — call ``clear_cache()`` then.
 If capture fails (e.g. the field syncs with the host via ``.item()``/``print``, or uses
 an op that cannot be captured) ``solve`` warns once per cache key and runs eagerly.
 """
+
 from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ from .tableaus import Tableau
 __all__ = ["solve_fixed_graphed", "clear_cache", "MAX_CACHED"]
 
 MAX_CACHED = 8
-_CACHE: "OrderedDict[tuple, object]" = OrderedDict()
+_CACHE: OrderedDict[tuple, object] = OrderedDict()
 _FAILED = object()  # capture failed for this key: run eagerly without re-trying
 
 
@@ -84,8 +85,9 @@ def capture_cuda(warmup, body, device: torch.device):
 _capture_fn = capture_cuda
 
 
-def _capture(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, hs: list[float],
-             save_after: Sequence[bool]) -> _Captured:
+def _capture(
+    f: Field, y0: Tensor, grid: Tensor, tab: Tableau, hs: list[float], save_after: Sequence[bool]
+) -> _Captured:
     c = _Captured()
     c.field, c.static_y, c.ts = f, y0.detach().clone(), stage_times(grid, tab)
 
@@ -102,8 +104,9 @@ def _capture(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, hs: list[float],
     return c
 
 
-def solve_fixed_graphed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
-                        save_idx: Optional[Sequence[int]] = None) -> Optional[Solution]:
+def solve_fixed_graphed(
+    f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *, save_idx: Sequence[int] | None = None
+) -> Solution | None:
     """``fixed.solve_fixed`` through a captured CUDA graph; same arguments and result.
 
     Returns ``None`` (after a warning, once per cache key) when the loop cannot be
@@ -116,8 +119,15 @@ def solve_fixed_graphed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
     for j in save_idx:
         if j > 0:
             save_after[j - 1] = True
-    key = (_field_id(f), tuple(y0.shape), y0.dtype, y0.device, tuple(grid.double().tolist()),
-           tab.name, tuple(save_idx))
+    key = (
+        _field_id(f),
+        tuple(y0.shape),
+        y0.dtype,
+        y0.device,
+        tuple(grid.double().tolist()),
+        tab.name,
+        tuple(save_idx),
+    )
     entry = _CACHE.get(key)
     if entry is None:
         try:
@@ -127,7 +137,9 @@ def solve_fixed_graphed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
                 f"CUDA-graph capture of the {tab.name} loop failed ({type(exc).__name__}: {exc}); "
                 "running eagerly. A field that syncs with the host (.item(), print, "
                 "data-dependent shapes) cannot be captured; pass cuda_graph=False to silence this.",
-                RuntimeWarning, stacklevel=3)
+                RuntimeWarning,
+                stacklevel=3,
+            )
             entry = _FAILED
         _CACHE[key] = entry
         while len(_CACHE) > MAX_CACHED:
@@ -140,15 +152,16 @@ def solve_fixed_graphed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
     entry.replay()
     # Outputs live in the graph's pool and are overwritten by the next replay: copy them.
     y = entry.y_out.clone()
-    states = ([y0] if save_idx and save_idx[0] == 0 else [])
+    states = [y0] if save_idx and save_idx[0] == 0 else []
     if entry.ys_out is not None:
         states += list(entry.ys_out.clone().unbind(0))
     nfe = n * tab.stages
     first_bad = check_finite_steps(entry.sums_out, y)
     if first_bad is not None:
         raise _nonfinite(tab.name, grid, save_idx, states, y0, first_bad, nfe)
-    sol = Solution(y=y, nfe=nfe, n_accepted=n, method=tab.name, t=float(grid[-1]),
-                   stats={"cuda_graph": True})
+    sol = Solution(
+        y=y, nfe=nfe, n_accepted=n, method=tab.name, t=float(grid[-1]), stats={"cuda_graph": True}
+    )
     if save_idx:
         sol.ts, sol.ys = grid[save_idx], torch.stack(states)
     return sol

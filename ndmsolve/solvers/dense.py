@@ -16,6 +16,7 @@ so θ = 1 gives the step's own ``y1``). It costs no field evaluation. Per tablea
 An interpolant of order q has local error O(h^(q+1)) inside the step; q ≥ order − 1, so
 saved states keep the solve's accuracy up to a constant.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -42,9 +43,15 @@ def _dopri5() -> tuple[tuple[float, ...], ...]:
     # r4 = Δ − h k7 − r3, r5 = h Σ d_i k_i. Per stage, divided by h: r3 = e1 − b,
     # r4 = 2b − e1 − e7, so b(θ) = θ b + (θ − θ²) r3 + (θ² − θ³) r4 + (θ² − 2θ³ + θ⁴) d.
     b = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
-    d = (-12715105075 / 11282082432, 0.0, 87487479700 / 32700410799,
-         -10690763975 / 1880347072, 701980252875 / 199316789632, -1453857185 / 822651844,
-         69997945 / 29380423)
+    d = (
+        -12715105075 / 11282082432,
+        0.0,
+        87487479700 / 32700410799,
+        -10690763975 / 1880347072,
+        701980252875 / 199316789632,
+        -1453857185 / 822651844,
+        69997945 / 29380423,
+    )
     polys = []
     for i in range(7):
         e1, e7 = float(i == 0), float(i == 6)
@@ -57,8 +64,14 @@ def _tsit5() -> tuple[tuple[float, ...], ...]:
     # Tsitouras (2011), the b_i(θ) in factored form (as in OrdinaryDiffEq / diffrax).
     t2 = (0.0, 0.0, 1.0)  # θ²
     factors = (
-        (-1.0530884977290216, [(0.0, 1.0), (-1.3299890189751412, 1.0),
-                               (0.7139816917074209, -1.4364028541716351, 1.0)]),
+        (
+            -1.0530884977290216,
+            [
+                (0.0, 1.0),
+                (-1.3299890189751412, 1.0),
+                (0.7139816917074209, -1.4364028541716351, 1.0),
+            ],
+        ),
         (0.1017, [t2, (1.2949852507374631, -2.1966568338249754, 1.0)]),
         (2.490627285651252793, [t2, (1.57803468208092486, -2.38535645472061657, 1.0)]),
         (-16.54810288924490272, [t2, (-1.21712927295533244, 1.0), (-0.61620406037800089, 1.0)]),
@@ -109,8 +122,9 @@ def interpolant_order(tab: Tableau) -> int | None:
     return 3 if tab.fsal else None
 
 
-def interpolate(tab: Tableau, y: Tensor, ks: Sequence[Tensor], h: float,
-                thetas: Sequence[float]) -> list[Tensor]:
+def interpolate(
+    tab: Tableau, y: Tensor, ks: Sequence[Tensor], h: float, thetas: Sequence[float]
+) -> list[Tensor]:
     """States at ``t + θ h`` for each θ in ``thetas`` (Python floats in [0, 1]) inside the
     step of size ``h`` from ``y`` with stages ``ks``; each of ``y``'s shape. No host sync."""
     polys = dense_polynomials(tab)

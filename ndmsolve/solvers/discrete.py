@@ -15,9 +15,8 @@ The last step lands on the grid's last time (usually s = 0), where the posterior
 still well defined because λ(0) = λ_max is finite; the state returned is z at that
 time, like every continuous sampler. NFE = one predictor evaluation per step.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 from torch import Tensor
@@ -29,8 +28,9 @@ from .registry import register
 __all__ = ["discrete_solve", "ddim_step", "ancestral_step"]
 
 
-def _posterior_step(model, z: Tensor, t: Tensor, s: Tensor, eta: float,
-                    generator: Optional[torch.Generator]) -> tuple[Tensor, Tensor]:
+def _posterior_step(
+    model, z: Tensor, t: Tensor, s: Tensor, eta: float, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
     """One step z_t -> z_s; t, s of shape (B,). Returns (z_s, x̂)."""
     x_hat = model.x_hat(z, t)
     mean, var = model.posterior(z, t, s, x_hat, eta)
@@ -46,8 +46,15 @@ def ddim_step(model, z: Tensor, t: Tensor, s: Tensor) -> Tensor:
     return _posterior_step(model, z, t, s, 0.0, None)[0]
 
 
-def ancestral_step(model, z: Tensor, t: Tensor, s: Tensor, *, eta: float = 1.0,
-                   generator: Optional[torch.Generator] = None) -> Tensor:
+def ancestral_step(
+    model,
+    z: Tensor,
+    t: Tensor,
+    s: Tensor,
+    *,
+    eta: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Stochastic step z_s ~ p_θ(z_s | z_t) (η = 1: the NDM ancestral posterior)."""
     t, s = _bt(t, z), _bt(s, z)
     return _posterior_step(model, z, t, s, float(eta), generator)[0]
@@ -64,7 +71,7 @@ def discrete_solve(
     grid: Tensor,
     *,
     eta: float,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     save: bool = False,
     method: str = "",
 ) -> Solution:
@@ -90,7 +97,9 @@ def discrete_solve(
             partial = Solution(y=z, nfe=nfe, n_accepted=nfe, method=method, t=float(grid[i + 1]))
             raise NonFiniteError(
                 f"{method or 'discrete'} sampler produced NaN/inf at t={float(grid[i + 1]):.6g} (step {i})",
-                t=float(grid[i + 1]), step=i, partial=partial,
+                t=float(grid[i + 1]),
+                step=i,
+                partial=partial,
             )
     return Solution(
         y=z,
@@ -106,16 +115,46 @@ def discrete_solve(
 
 
 def _posterior_method(default_eta: float):
-    def run(model, z: Tensor, grid: Tensor, *, generator=None, save: bool = False,
-            method: str = "", eta: Optional[float] = None) -> Solution:
-        return discrete_solve(model, z, grid, eta=default_eta if eta is None else eta,
-                              generator=generator, save=save, method=method)
+    def run(
+        model,
+        z: Tensor,
+        grid: Tensor,
+        *,
+        generator=None,
+        save: bool = False,
+        method: str = "",
+        eta: float | None = None,
+    ) -> Solution:
+        return discrete_solve(
+            model,
+            z,
+            grid,
+            eta=default_eta if eta is None else eta,
+            generator=generator,
+            save=save,
+            method=method,
+        )
+
     return run
 
 
-register("ddim", family="discrete", stepping="fixed", order=1, nfe_per_step=1,
-         run=_posterior_method(0.0), options=("eta",),
-         description="NDM posterior step with x_hat frozen, eta = 0 (deterministic)")
-register("ancestral", family="discrete", stepping="fixed", order=1, nfe_per_step=1,
-         run=_posterior_method(1.0), options=("eta",),
-         description="NDM ancestral posterior sampling, eta = 1")
+register(
+    "ddim",
+    family="discrete",
+    stepping="fixed",
+    order=1,
+    nfe_per_step=1,
+    run=_posterior_method(0.0),
+    options=("eta",),
+    description="NDM posterior step with x_hat frozen, eta = 0 (deterministic)",
+)
+register(
+    "ancestral",
+    family="discrete",
+    stepping="fixed",
+    order=1,
+    nfe_per_step=1,
+    run=_posterior_method(1.0),
+    options=("eta",),
+    description="NDM ancestral posterior sampling, eta = 1",
+)

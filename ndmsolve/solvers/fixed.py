@@ -7,9 +7,10 @@ list, checked once at the end. NaN/inf, once in the state, stays non-finite unde
 later RK update, so the first non-finite sum is the step that produced it (the final
 state confirms it, ruling out a sum that merely overflowed).
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -43,8 +44,14 @@ def stage_times(grid: Tensor, tab: Tableau) -> list[list[Tensor]]:
     return [[per_node[c][i] for c in tab.c] for i in range(grid.numel() - 1)]
 
 
-def fixed_loop(f: Field, tab: Tableau, y: Tensor, ts: Sequence[Sequence[Tensor]],
-               hs: Sequence[float], save_after: Sequence[bool]):
+def fixed_loop(
+    f: Field,
+    tab: Tableau,
+    y: Tensor,
+    ts: Sequence[Sequence[Tensor]],
+    hs: Sequence[float],
+    save_after: Sequence[bool],
+):
     """Run the steps; no host syncs.
 
     Args:
@@ -67,7 +74,7 @@ def fixed_loop(f: Field, tab: Tableau, y: Tensor, ts: Sequence[Sequence[Tensor]]
     return y, saved, sums
 
 
-def check_finite_steps(sums: Tensor, y: Tensor) -> Optional[int]:
+def check_finite_steps(sums: Tensor, y: Tensor) -> int | None:
     """Index of the first step whose state went non-finite, or ``None``.
 
     ``sums``: per step, the state's sum; ``y``: the final state. One host sync when all is
@@ -80,8 +87,9 @@ def check_finite_steps(sums: Tensor, y: Tensor) -> Optional[int]:
     return int(bad.nonzero()[0, 0])
 
 
-def solve_fixed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
-                save_idx: Optional[Sequence[int]] = None) -> Solution:
+def solve_fixed(
+    f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *, save_idx: Sequence[int] | None = None
+) -> Solution:
     """Integrate ``f`` over ``grid`` with fixed steps of the tableau ``tab``.
 
     Args:
@@ -119,8 +127,15 @@ def solve_fixed(f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *,
     return sol
 
 
-def _nonfinite(method: str, grid: Tensor, save_idx: list[int], states: list[Tensor],
-               y0: Tensor, step: int, nfe: int) -> NonFiniteError:
+def _nonfinite(
+    method: str,
+    grid: Tensor,
+    save_idx: list[int],
+    states: list[Tensor],
+    y0: Tensor,
+    step: int,
+    nfe: int,
+) -> NonFiniteError:
     """The error for a fixed-grid solve whose step ``step`` went non-finite."""
     good = [(j, s) for j, s in zip(save_idx, states) if j <= step]
     last_j, last_y = good[-1] if good else (0, y0)
@@ -132,26 +147,45 @@ def _nonfinite(method: str, grid: Tensor, save_idx: list[int], states: list[Tens
     return NonFiniteError(
         f"{method}: the state became NaN/inf in step {step} (t={t_bad:.6g} -> {t_next:.6g}); "
         f"check the field near t={t_bad:.6g}",
-        t=t_bad, step=step, partial=partial)
+        t=t_bad,
+        step=step,
+        partial=partial,
+    )
 
 
 def _fixed_method(tab: Tableau):
     """The registry's ``run`` for a fixed-step tableau: the CUDA-graph loop where it
     applies (``cuda_graph``: "auto" = on CUDA without autograd, True, False), else eager."""
+
     def run(f: Field, y0: Tensor, grid: Tensor, *, save_idx=None, cuda_graph="auto") -> Solution:
-        use_graph = y0.is_cuda and (cuda_graph is True
-                                    or (cuda_graph == "auto" and not torch.is_grad_enabled()))
+        use_graph = y0.is_cuda and (
+            cuda_graph is True or (cuda_graph == "auto" and not torch.is_grad_enabled())
+        )
         if use_graph:
             from .cudagraph import solve_fixed_graphed
+
             sol = solve_fixed_graphed(f, y0, grid, tab, save_idx=save_idx)
             if sol is not None:
                 return sol
         return solve_fixed(f, y0, grid, tab, save_idx=save_idx)
+
     return run
 
 
-for _tab, _what in ((euler, "explicit Euler"), (midpoint, "explicit midpoint"),
-                    (heun, "Heun (explicit trapezoidal)"), (rk4, "classical Runge-Kutta")):
-    register(_tab.name, family="ode", stepping="fixed", order=_tab.order,
-             nfe_per_step=_tab.stages, run=_fixed_method(_tab), cuda_graph=True, needs_jvp=True,
-             description=f"{_what}, order {_tab.order}")
+for _tab, _what in (
+    (euler, "explicit Euler"),
+    (midpoint, "explicit midpoint"),
+    (heun, "Heun (explicit trapezoidal)"),
+    (rk4, "classical Runge-Kutta"),
+):
+    register(
+        _tab.name,
+        family="ode",
+        stepping="fixed",
+        order=_tab.order,
+        nfe_per_step=_tab.stages,
+        run=_fixed_method(_tab),
+        cuda_graph=True,
+        needs_jvp=True,
+        description=f"{_what}, order {_tab.order}",
+    )

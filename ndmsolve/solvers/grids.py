@@ -3,11 +3,12 @@
 All checks raise ValueError/TypeError naming the argument. Times are handled in float64
 on the host at setup (once per solve), never inside a step loop.
 """
+
 from __future__ import annotations
 
 import bisect
 import math
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -24,7 +25,9 @@ def as_time(value: TimeLike, name: str) -> float:
             raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number or a scalar tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a real number or a scalar tensor, got {type(value).__name__}"
+        )
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
@@ -36,8 +39,14 @@ def _close(a: float, b: float, dtype: torch.dtype) -> bool:
     return abs(a - b) <= 4 * torch.finfo(dtype).eps * max(1.0, abs(a), abs(b))
 
 
-def make_grid(t0: TimeLike, t1: TimeLike, steps: Optional[int], grid: Optional[Tensor],
-              dtype: torch.dtype, device: Union[str, torch.device, None]) -> Tensor:
+def make_grid(
+    t0: TimeLike,
+    t1: TimeLike,
+    steps: int | None,
+    grid: Tensor | None,
+    dtype: torch.dtype,
+    device: Union[str, torch.device, None],
+) -> Tensor:
     """The time grid of a fixed-step solve: exactly one of ``steps`` and ``grid``.
 
     Args:
@@ -54,8 +63,10 @@ def make_grid(t0: TimeLike, t1: TimeLike, steps: Optional[int], grid: Optional[T
     if t0 == t1:
         raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
     if (steps is None) == (grid is None):
-        raise ValueError("fixed-step methods need exactly one of steps= (uniform grid) and grid= "
-                         f"(explicit times); got {'both' if steps is not None else 'neither'}")
+        raise ValueError(
+            "fixed-step methods need exactly one of steps= (uniform grid) and grid= "
+            f"(explicit times); got {'both' if steps is not None else 'neither'}"
+        )
     if steps is not None:
         if isinstance(steps, bool) or not isinstance(steps, int):
             raise TypeError(f"steps must be an int, got {type(steps).__name__}")
@@ -69,7 +80,9 @@ def make_grid(t0: TimeLike, t1: TimeLike, steps: Optional[int], grid: Optional[T
             else:
                 raise TypeError(f"grid must be a 1-D tensor of times, got {type(grid).__name__}")
         if grid.ndim != 1 or grid.numel() < 2:
-            raise ValueError(f"grid must be a 1-D tensor with at least 2 times, got shape {tuple(grid.shape)}")
+            raise ValueError(
+                f"grid must be a 1-D tensor with at least 2 times, got shape {tuple(grid.shape)}"
+            )
         if not grid.is_floating_point():
             raise TypeError(f"grid must be a floating tensor, got dtype {grid.dtype}")
         g = grid.detach().to("cpu", torch.float64)
@@ -77,12 +90,18 @@ def make_grid(t0: TimeLike, t1: TimeLike, steps: Optional[int], grid: Optional[T
             raise ValueError("grid must be finite, got NaN or inf")
         d = (g[1:] - g[:-1]) * (1.0 if t1 > t0 else -1.0)
         if not bool((d > 0).all()):
-            raise ValueError(f"grid must be strictly {'increasing' if t1 > t0 else 'decreasing'} "
-                             f"from t0={t0} to t1={t1}")
-        check_dtype = grid.dtype if grid.dtype in (torch.float16, torch.bfloat16, torch.float32) else dtype
+            raise ValueError(
+                f"grid must be strictly {'increasing' if t1 > t0 else 'decreasing'} "
+                f"from t0={t0} to t1={t1}"
+            )
+        check_dtype = (
+            grid.dtype if grid.dtype in (torch.float16, torch.bfloat16, torch.float32) else dtype
+        )
         if not (_close(float(g[0]), t0, check_dtype) and _close(float(g[-1]), t1, check_dtype)):
-            raise ValueError(f"grid must start at t0={t0} and end at t1={t1}, "
-                             f"got {float(g[0])} ... {float(g[-1])}")
+            raise ValueError(
+                f"grid must start at t0={t0} and end at t1={t1}, "
+                f"got {float(g[0])} ... {float(g[-1])}"
+            )
         g = g.clone()
     g[0], g[-1] = t0, t1
     return g.to(device=device, dtype=dtype)
@@ -96,7 +115,9 @@ def check_save_at(save_at, t0: float, t1: float) -> Tensor:
     if not isinstance(save_at, Tensor):
         raise TypeError(f"save_at must be a 1-D tensor of times, got {type(save_at).__name__}")
     if save_at.ndim != 1 or save_at.numel() == 0:
-        raise ValueError(f"save_at must be a non-empty 1-D tensor, got shape {tuple(save_at.shape)}")
+        raise ValueError(
+            f"save_at must be a non-empty 1-D tensor, got shape {tuple(save_at.shape)}"
+        )
     if not save_at.is_floating_point():
         raise TypeError(f"save_at must be a floating tensor, got dtype {save_at.dtype}")
     s = save_at.detach().to("cpu", torch.float64)
@@ -105,19 +126,23 @@ def check_save_at(save_at, t0: float, t1: float) -> Tensor:
     lo, hi = min(t0, t1), max(t0, t1)
     tol = 4 * torch.finfo(save_at.dtype).eps * max(1.0, abs(lo), abs(hi))
     if float(s.min()) < lo - tol or float(s.max()) > hi + tol:
-        raise ValueError(f"save_at must lie within [t0, t1] = [{t0}, {t1}], "
-                         f"got values in [{float(s.min())}, {float(s.max())}]")
+        raise ValueError(
+            f"save_at must lie within [t0, t1] = [{t0}, {t1}], "
+            f"got values in [{float(s.min())}, {float(s.max())}]"
+        )
     d = (s[1:] - s[:-1]) * (1.0 if t1 > t0 else -1.0)
     if not bool((d > 0).all()):
-        raise ValueError(f"save_at must be strictly {'increasing' if t1 > t0 else 'decreasing'} "
-                         "(the integration direction)")
+        raise ValueError(
+            f"save_at must be strictly {'increasing' if t1 > t0 else 'decreasing'} "
+            "(the integration direction)"
+        )
     # Times within rounding of an end point are that end point (no sliver steps).
     s = torch.where((s - t0).abs() <= tol, torch.full_like(s, t0), s)
     s = torch.where((s - t1).abs() <= tol, torch.full_like(s, t1), s)
     return s.clamp(lo, hi)
 
 
-def merge_save_times(grid: Tensor, save_at: Optional[Tensor]) -> tuple[Tensor, Optional[list[int]]]:
+def merge_save_times(grid: Tensor, save_at: Tensor | None) -> tuple[Tensor, list[int] | None]:
     """Put the save times on the grid.
 
     A save time within rounding of a grid point uses that point; any other is inserted

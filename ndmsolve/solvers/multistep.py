@@ -79,6 +79,7 @@ predictor call per step, ``needs_jvp=False``.
 NFE = one predictor evaluation per step, counted; no JVP of F anywhere (F is called only
 as F(D, t) and F(D, s)).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -219,7 +220,7 @@ def multistep_weights(
     N = len(lam) - 1
     pred, corr = [], []
     for i in range(N):
-        nodes = lam[max(0, i - spec.history + 1): i + 1]
+        nodes = lam[max(0, i - spec.history + 1) : i + 1]
         if spec.corrector:
             pred.append(_unipc_weights(nodes, lam[i + 1], corrector=False))
             corr.append(_unipc_weights(nodes, lam[i + 1], corrector=True) if i < N - 1 else None)
@@ -273,8 +274,10 @@ def multistep_solve(
         raise ValueError("grid must be strictly decreasing (sampling runs from t = 1 to t = 0)")
     N = grid.shape[0] - 1
     if N < spec.history:
-        raise ValueError(f"steps must be at least {method}'s history length {spec.history}, "
-                         f"got {N} (use more steps, or a method with a shorter history)")
+        raise ValueError(
+            f"steps must be at least {method}'s history length {spec.history}, "
+            f"got {N} (use more steps, or a method with a shorter history)"
+        )
     grid = grid.to(dtype=z.dtype, device=z.device)
     sched = model.schedule
     with torch.no_grad():
@@ -300,19 +303,23 @@ def multistep_solve(
         x_hat = model.x_hat(z, ts[i])
         nfe += 1
         if i > 0 and corr[i - 1] is not None:  # UniC: redo step i-1 -> i with x̂ at i
-            z = step(z_prev, i - 1, _combine(corr[i - 1], hist[-(len(corr[i - 1]) - 1):] + [x_hat]))
+            z = step(
+                z_prev, i - 1, _combine(corr[i - 1], hist[-(len(corr[i - 1]) - 1) :] + [x_hat])
+            )
             if save:
                 ys[-1] = z
-        hist = (hist + [x_hat])[-spec.history:]
+        hist = (hist + [x_hat])[-spec.history :]
         z_prev = z
-        z = step(z, i, _combine(pred[i], hist[-len(pred[i]):]))
+        z = step(z, i, _combine(pred[i], hist[-len(pred[i]) :]))
         if save:
             ys.append(z)
         if not all_finite(z):
             partial = Solution(y=z, nfe=nfe, n_accepted=i + 1, method=method, t=float(g64[i + 1]))
             raise NonFiniteError(
                 f"{method} sampler produced NaN/inf at t={float(g64[i + 1]):.6g} (step {i})",
-                t=float(g64[i + 1]), step=i, partial=partial,
+                t=float(g64[i + 1]),
+                step=i,
+                partial=partial,
             )
     return Solution(
         y=z,
@@ -327,8 +334,9 @@ def multistep_solve(
     )
 
 
-def _run(model, z: Tensor, grid: Tensor, *, generator=None, save: bool = False,
-         method: str = "") -> Solution:
+def _run(
+    model, z: Tensor, grid: Tensor, *, generator=None, save: bool = False, method: str = ""
+) -> Solution:
     del generator  # deterministic
     return multistep_solve(model, z, grid, method=method, save=save)
 
@@ -341,6 +349,14 @@ _DESCRIPTIONS = {
     "unipc_3m": "UniPC-3 (bh2) predictor-corrector on the NDM-DDIM step, corrector free",
 }
 for _m in MULTISTEP_METHODS.values():
-    register(_m.name, family="discrete", stepping="fixed", order=_m.order,
-             nfe_per_step=_m.nfe_per_step, run=_run, needs_jvp=_m.needs_jvp, min_steps=_m.history,
-             description=_DESCRIPTIONS[_m.name])
+    register(
+        _m.name,
+        family="discrete",
+        stepping="fixed",
+        order=_m.order,
+        nfe_per_step=_m.nfe_per_step,
+        run=_run,
+        needs_jvp=_m.needs_jvp,
+        min_steps=_m.history,
+        description=_DESCRIPTIONS[_m.name],
+    )

@@ -19,6 +19,7 @@ tolerance while the batch mean is fine; "sample_max" bounds every sample's own R
 A callable ``norm(x) -> 0-dim tensor`` is used as given (e.g. a weighted norm). It must
 not sync with the host (the step's single sync reads its result).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -56,5 +57,6 @@ def resolve_norm(norm) -> Norm:
         return norm
     if isinstance(norm, str) and norm in NORMS:
         return NORMS[norm]
-    raise ValueError(f"norm must be one of {tuple(NORMS)} or a callable norm(x) -> 0-dim tensor, "
-                     f"got {norm!r}")
+    raise ValueError(
+        f"norm must be one of {tuple(NORMS)} or a callable norm(x) -> 0-dim tensor, got {norm!r}"
+    )

@@ -25,14 +25,23 @@ Backends (``"torchdiffeq:<m>"``, ``"torchsde:<m>"``) are registered with ``backe
 no ``run``; ``solve`` hands them to ``backends.solve_backend``. They are registered on the
 first look-up (``add_loader``) so that ``import ndmsolve`` does not import those libraries.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Method", "METHODS", "register", "get_method", "method_names", "method_check",
-           "add_loader",
-           "FAMILIES", "STEPPINGS"]
+__all__ = [
+    "Method",
+    "METHODS",
+    "register",
+    "get_method",
+    "method_names",
+    "method_check",
+    "add_loader",
+    "FAMILIES",
+    "STEPPINGS",
+]
 
 FAMILIES = ("ode", "sde", "discrete")
 STEPPINGS = ("fixed", "adaptive")
@@ -105,8 +114,16 @@ def add_loader(fn: Callable[[], None]) -> None:
     _LOADERS.append(fn)
 
 
-def register(name: str, *, family: str, stepping: str, order: float | None,
-             nfe_per_step: int | None, run: Callable | None = None, **capabilities):
+def register(
+    name: str,
+    *,
+    family: str,
+    stepping: str,
+    order: float | None,
+    nfe_per_step: int | None,
+    run: Callable | None = None,
+    **capabilities,
+):
     """Declare a method. With ``run`` given, registers and returns the ``Method``; without,
     returns a decorator that registers the decorated function as ``run`` and returns it.
 
@@ -134,8 +151,15 @@ def register(name: str, *, family: str, stepping: str, order: float | None,
             raise ValueError(f"method {name!r} is already registered")
         if fn is None and capabilities.get("backend") is None:
             raise ValueError(f"method {name!r} needs run= (only backends have none)")
-        info = Method(name=name, family=family, stepping=stepping, order=order,
-                      nfe_per_step=nfe_per_step, run=fn, **capabilities)
+        info = Method(
+            name=name,
+            family=family,
+            stepping=stepping,
+            order=order,
+            nfe_per_step=nfe_per_step,
+            run=fn,
+            **capabilities,
+        )
         _TABLE[name] = info
         return info
 
@@ -145,6 +169,7 @@ def register(name: str, *, family: str, stepping: str, order: float | None,
     def decorator(fn: Callable) -> Callable:
         add(fn)
         return fn
+
     return decorator
 
 
@@ -171,13 +196,17 @@ class _Methods(Mapping):
 METHODS: Mapping[str, Method] = _Methods()
 
 
-def method_names(family: str | None = None, stepping: str | None = None, *,
-                 backends: bool = True) -> tuple[str, ...]:
+def method_names(
+    family: str | None = None, stepping: str | None = None, *, backends: bool = True
+) -> tuple[str, ...]:
     """Registered names, in registration order, optionally of one family/stepping."""
-    return tuple(m.name for m in METHODS.values()
-                 if (family is None or m.family == family)
-                 and (stepping is None or m.stepping == stepping)
-                 and (backends or m.backend is None))
+    return tuple(
+        m.name
+        for m in METHODS.values()
+        if (family is None or m.family == family)
+        and (stepping is None or m.stepping == stepping)
+        and (backends or m.backend is None)
+    )
 
 
 def listing(families: tuple[str, ...] | None = None) -> str:
@@ -193,11 +222,13 @@ def listing(families: tuple[str, ...] | None = None) -> str:
 def method_check(families: tuple[str, ...] | None = None) -> Callable[[str], str | None]:
     """``check(name) -> None`` for a registered name (of ``families``), else the error
     text listing the valid ones (for option parsers: the command line reads the registry)."""
+
     def check(name) -> str | None:
         m = METHODS.get(name) if isinstance(name, str) else None
         if m is not None and (families is None or m.family in families):
             return None
         return f"must be a registered method ({listing(families)})"
+
     return check
 
 
@@ -215,9 +246,14 @@ def get_method(name, families: tuple[str, ...] | None = None, *, caller: str = "
     if info is None:
         raise ValueError(f"unknown method {name!r}{where}; valid methods: {listing(families)}")
     if families is not None and info.family not in families:
-        hint = (" (discrete NDM samplers step with the model: use nd.sample)"
-                if info.family == "discrete" else "")
-        raise ValueError(f"method {name!r} is a {info.family} method{hint}; "
-                         f"{caller or 'this call'} takes {'/'.join(families)} methods: "
-                         f"{listing(families)}")
+        hint = (
+            " (discrete NDM samplers step with the model: use nd.sample)"
+            if info.family == "discrete"
+            else ""
+        )
+        raise ValueError(
+            f"method {name!r} is a {info.family} method{hint}; "
+            f"{caller or 'this call'} takes {'/'.join(families)} methods: "
+            f"{listing(families)}"
+        )
     return info

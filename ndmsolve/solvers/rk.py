@@ -3,12 +3,13 @@
 Linear combinations use ``torch.add(y, k, alpha=h*a)`` (one fused kernel per term) and
 skip zero coefficients, so e.g. Euler is exactly one field call plus one kernel.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-from torch import Tensor
 import torch
+from torch import Tensor
 
 from .base import Field
 from .tableaus import Tableau
@@ -26,8 +27,9 @@ def _combine(y: Tensor, ks: Sequence[Tensor], terms, h: float) -> Tensor:
     return out
 
 
-def rk_step(f: Field, tab: Tableau, ts: Sequence[Tensor], h: float, y: Tensor,
-            k0: Optional[Tensor] = None) -> tuple[Tensor, list[Tensor], Optional[Tensor]]:
+def rk_step(
+    f: Field, tab: Tableau, ts: Sequence[Tensor], h: float, y: Tensor, k0: Tensor | None = None
+) -> tuple[Tensor, list[Tensor], Tensor | None]:
     """One explicit RK step of size ``h`` from ``y`` (any shape).
 
     Args:
@@ -66,10 +68,11 @@ def make_fixed_step(tab: Tableau):
     rows, b, _ = tab.sparse
     s = tab.stages
     if s == 1:
-        (_, w), = b  # one-stage methods (Euler): a single fused update
+        ((_, w),) = b  # one-stage methods (Euler): a single fused update
 
         def step(f, ts, h, y):
             return torch.add(y, f(ts[0], y), alpha=h * w)
+
         return step
 
     def step(f, ts, h, y):
@@ -77,4 +80,5 @@ def make_fixed_step(tab: Tableau):
         for i in range(1, s):
             ks.append(f(ts[i], _combine(y, ks, rows[i], h)))
         return _combine(y, ks, b, h)
+
     return step

@@ -27,47 +27,60 @@ because a rejected step is retried on a sub-interval of the *same* noise.
 Counting: ``nfe`` counts drift evaluations ``f`` (over the batch, rejected attempts
 included); ``stats["nfe_g"]`` counts diffusion evaluations ``g``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from .adaptive import error_ratio
-from .base import (CountedField, Field, NonFiniteError, Solution, SolverError, StepLimitError, attach_saved,
-                   save_targets, time_tensor)
+from .base import (
+    CountedField,
+    Field,
+    NonFiniteError,
+    Solution,
+    SolverError,
+    StepLimitError,
+    attach_saved,
+    save_targets,
+    time_tensor,
+)
 from .brownian import BrownianPath
 from .fixed import check_finite_steps
 from .norms import resolve_norm
 from .registry import METHODS, register
 
-__all__ = ["NOISE_TYPES", "euler_maruyama",
-           "heun_sde", "sra1", "adaptive_heun_sde", "BrownianPath"]
+__all__ = ["NOISE_TYPES", "euler_maruyama", "heun_sde", "sra1", "adaptive_heun_sde", "BrownianPath"]
 
 NOISE_TYPES = ("diagonal", "additive")
 
 
 # --------------------------------------------------------------------------- checks
-def _check_inputs(method: str, f, g, y0: Tensor, t_a: float, t_b: float,
-                  generator, bm, noise) -> None:
+def _check_inputs(
+    method: str, f, g, y0: Tensor, t_a: float, t_b: float, generator, bm, noise
+) -> None:
     """ValueError/TypeError naming the argument for anything a step loop cannot handle."""
     if noise not in NOISE_TYPES:
         raise ValueError(f"noise must be one of {NOISE_TYPES}, got {noise!r}")
     if not callable(f):
         raise TypeError(f"f must be callable f(t, y), got {type(f).__name__}")
     if not callable(g):
-        raise TypeError(f"{method} is an SDE method and needs the diffusion g(t, y); got "
-                        f"{type(g).__name__}")
+        raise TypeError(
+            f"{method} is an SDE method and needs the diffusion g(t, y); got {type(g).__name__}"
+        )
     if not isinstance(y0, Tensor) or not y0.is_floating_point():
         raise TypeError("y0 must be a floating torch.Tensor")
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator.device.type != y0.device.type:
-            raise ValueError(f"generator is on {generator.device} but y0 is on {y0.device}; "
-                             "use torch.Generator(device=y0.device)")
+            raise ValueError(
+                f"generator is on {generator.device} but y0 is on {y0.device}; "
+                "use torch.Generator(device=y0.device)"
+            )
     if bm is not None:
         if not isinstance(bm, BrownianPath):
             raise TypeError(f"bm must be a ndmsolve BrownianPath, got {type(bm).__name__}")
@@ -91,23 +104,31 @@ def _first_g(method: str, g: Field, t0: Tensor, y0: Tensor) -> Tensor:
     except RuntimeError:
         ok = False
     if not ok:
-        raise ValueError(f"g(t, y) must return y's shape {tuple(y0.shape)} or a shape broadcastable "
-                         f"to it (diagonal noise), got {tuple(g0.shape)}")
+        raise ValueError(
+            f"g(t, y) must return y's shape {tuple(y0.shape)} or a shape broadcastable "
+            f"to it (diagonal noise), got {tuple(g0.shape)}"
+        )
     return g0
 
 
-def _require_additive(method: str, g: Field, t0: Tensor, y0: Tensor, g0: Tensor, noise: str) -> None:
+def _require_additive(
+    method: str, g: Field, t0: Tensor, y0: Tensor, g0: Tensor, noise: str
+) -> None:
     """Raise unless ``g`` ignores ``y`` (probed at ``y0 + 1``; one ``g`` call)."""
     if noise != "additive":
-        raise ValueError(f"{method} needs additive noise (g depending on t only), got noise={noise!r}; "
-                         "pass noise='additive' if g ignores y, or use euler_maruyama for "
-                         "y-dependent (diagonal) noise")
+        raise ValueError(
+            f"{method} needs additive noise (g depending on t only), got noise={noise!r}; "
+            "pass noise='additive' if g ignores y, or use euler_maruyama for "
+            "y-dependent (diagonal) noise"
+        )
     with torch.no_grad():
         g1 = g(t0, y0 + 1.0)
         same = g1.shape == g0.shape and bool(torch.allclose(g1, g0, rtol=1e-6, atol=0.0))
     if not same:
-        raise ValueError(f"{method} needs additive noise, but g(t, y) changes with y; "
-                         "use euler_maruyama for y-dependent (diagonal) noise")
+        raise ValueError(
+            f"{method} needs additive noise, but g(t, y) changes with y; "
+            "use euler_maruyama for y-dependent (diagonal) noise"
+        )
 
 
 # --------------------------------------------------------------------------- noise sources
@@ -142,8 +163,19 @@ class _Increments:
 
 
 # --------------------------------------------------------------------------- fixed-step core
-def _fixed_solve(method: str, step_fn, f, g, y0: Tensor, grid: Tensor, save_idx, generator, bm,
-                 noise: str, stage_c: Sequence[float] = ()) -> Solution:
+def _fixed_solve(
+    method: str,
+    step_fn,
+    f,
+    g,
+    y0: Tensor,
+    grid: Tensor,
+    save_idx,
+    generator,
+    bm,
+    noise: str,
+    stage_c: Sequence[float] = (),
+) -> Solution:
     """Shared driver of the fixed-step schemes: checks, setup, loop, finiteness, saving.
 
     ``step_fn(i, t, t_next, stage_ts, h, y, g_t, fc, gc, inc) -> (y_next, g_next)`` does
@@ -159,10 +191,14 @@ def _fixed_solve(method: str, step_fn, f, g, y0: Tensor, grid: Tensor, save_idx,
     _check_inputs(method, f, g, y0, tf[0], tf[-1], generator, bm, noise)
     hs = [b - a for a, b in zip(tf[:-1], tf[1:])]
     if not (all(h > 0 for h in hs) or all(h < 0 for h in hs)):
-        raise ValueError("grid must be strictly monotone (increasing or decreasing), with no repeated times")
+        raise ValueError(
+            "grid must be strictly monotone (increasing or decreasing), with no repeated times"
+        )
     ts = list(grid.unbind())
-    stage_ts = {c: list((g64[:-1] + c * (g64[1:] - g64[:-1])).to(grid.dtype).to(grid.device).unbind())
-                for c in stage_c}
+    stage_ts = {
+        c: list((g64[:-1] + c * (g64[1:] - g64[:-1])).to(grid.dtype).to(grid.device).unbind())
+        for c in stage_c
+    }
     fc, gc = CountedField(f), CountedField(g)
     g_t = _first_g(method, gc, ts[0], y0)
     if "diagonal" not in METHODS[method].noise:
@@ -177,8 +213,9 @@ def _fixed_solve(method: str, step_fn, f, g, y0: Tensor, grid: Tensor, save_idx,
     acc = torch.float32 if y0.dtype in (torch.float16, torch.bfloat16) else None
     y, saved, sums = y0, [], []
     for i in range(n):
-        y, g_t = step_fn(i, ts[i], ts[i + 1], {c: s[i] for c, s in stage_ts.items()}, hs[i], y, g_t,
-                         fc, gc, inc)
+        y, g_t = step_fn(
+            i, ts[i], ts[i + 1], {c: s[i] for c, s in stage_ts.items()}, hs[i], y, g_t, fc, gc, inc
+        )
         sums.append(y.sum(dtype=acc))  # device-side; checked once after the loop
         if save_after[i]:
             saved.append(y)
@@ -195,14 +232,19 @@ def _fixed_solve(method: str, step_fn, f, g, y0: Tensor, grid: Tensor, save_idx,
 def _nonfinite(method, tf, grid, save_idx, states, y0, step, nfe, nfe_g) -> NonFiniteError:
     good = [(j, s) for j, s in zip(save_idx, states) if j <= step]
     last_j, last_y = good[-1] if good else (0, y0)
-    partial = Solution(y=last_y, nfe=nfe, n_accepted=step, method=method, t=tf[last_j],
-                       stats={"nfe_g": nfe_g})
+    partial = Solution(
+        y=last_y, nfe=nfe, n_accepted=step, method=method, t=tf[last_j], stats={"nfe_g": nfe_g}
+    )
     if good:
         partial.ts = grid[[j for j, _ in good]]
         partial.ys = torch.stack([s for _, s in good])
     return NonFiniteError(
         f"{method}: the state became NaN/inf in step {step} (t={tf[step]:.6g} -> {tf[step + 1]:.6g}); "
-        f"check the drift/diffusion near t={tf[step]:.6g}", t=tf[step], step=step, partial=partial)
+        f"check the drift/diffusion near t={tf[step]:.6g}",
+        t=tf[step],
+        step=step,
+        partial=partial,
+    )
 
 
 # --------------------------------------------------------------------------- the schemes
@@ -211,9 +253,17 @@ def _em_step(i, t, t_next, st, h, y, g_t, fc, gc, inc):
     return torch.addcmul(torch.add(y, fc(t, y), alpha=h), g_t, inc.dw(i)), None
 
 
-def euler_maruyama(f: Field, g: Field, y0: Tensor, grid: Tensor, *, save_idx=None,
-                   generator: Optional[torch.Generator] = None, bm: Optional[BrownianPath] = None,
-                   noise: str = "diagonal") -> Solution:
+def euler_maruyama(
+    f: Field,
+    g: Field,
+    y0: Tensor,
+    grid: Tensor,
+    *,
+    save_idx=None,
+    generator: torch.Generator | None = None,
+    bm: BrownianPath | None = None,
+    noise: str = "diagonal",
+) -> Solution:
     """Euler–Maruyama (Itô), strong order 0.5 (1.0 for additive noise), weak order 1.
 
         y_{n+1} = y_n + h f(t_n, y_n) + g(t_n, y_n) ⊙ ΔW_n,   ΔW_n ~ N(0, |h| I)
@@ -241,9 +291,17 @@ def _heun_step(i, t, t_next, st, h, y, g_t, fc, gc, inc):
     return y1, g_next
 
 
-def heun_sde(f: Field, g: Field, y0: Tensor, grid: Tensor, *, save_idx=None,
-             generator: Optional[torch.Generator] = None, bm: Optional[BrownianPath] = None,
-             noise: str = "additive") -> Solution:
+def heun_sde(
+    f: Field,
+    g: Field,
+    y0: Tensor,
+    grid: Tensor,
+    *,
+    save_idx=None,
+    generator: torch.Generator | None = None,
+    bm: BrownianPath | None = None,
+    noise: str = "additive",
+) -> Solution:
     """Stochastic Heun (improved Euler) for additive noise; strong order 1, weak order 2
     for the drift part.
 
@@ -271,9 +329,17 @@ def _sra1_step(i, t, t_next, st, h, y, g_t, fc, gc, inc):
     return y1, g_next
 
 
-def sra1(f: Field, g: Field, y0: Tensor, grid: Tensor, *, save_idx=None,
-         generator: Optional[torch.Generator] = None, bm: Optional[BrownianPath] = None,
-         noise: str = "additive") -> Solution:
+def sra1(
+    f: Field,
+    g: Field,
+    y0: Tensor,
+    grid: Tensor,
+    *,
+    save_idx=None,
+    generator: torch.Generator | None = None,
+    bm: BrownianPath | None = None,
+    noise: str = "additive",
+) -> Solution:
     """Rößler's SRA1 (SIAM J. Numer. Anal. 48, 2010) for additive-noise Itô SDEs;
     strong order 1.5, deterministic order 2.
 
@@ -287,18 +353,35 @@ def sra1(f: Field, g: Field, y0: Tensor, grid: Tensor, *, save_idx=None,
     ``nfe = 2N``; ``nfe_g = N + 2``.
     """
     if bm is not None and not getattr(bm, "levy_area", False):
-        raise ValueError("sra1 needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)")
-    return _fixed_solve("sra1", _sra1_step, f, g, y0, grid, save_idx, generator, bm, noise,
-                        stage_c=(0.75,))
+        raise ValueError(
+            "sra1 needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)"
+        )
+    return _fixed_solve(
+        "sra1", _sra1_step, f, g, y0, grid, save_idx, generator, bm, noise, stage_c=(0.75,)
+    )
 
 
 # --------------------------------------------------------------------------- adaptive
-def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, rtol: float = 1e-2,
-                      atol: float = 1e-2, max_steps: int = 10_000, h0: Optional[float] = None,
-                      save_at: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
-                      bm: Optional[BrownianPath] = None, noise: str = "additive",
-                      safety: float = 0.9, exponent: float = 0.9, factormax: float = 10.0,
-                      norm="rms") -> Solution:
+def adaptive_heun_sde(
+    f: Field,
+    g: Field,
+    y0: Tensor,
+    t0: float,
+    t1: float,
+    *,
+    rtol: float = 1e-2,
+    atol: float = 1e-2,
+    max_steps: int = 10_000,
+    h0: float | None = None,
+    save_at: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    bm: BrownianPath | None = None,
+    noise: str = "additive",
+    safety: float = 0.9,
+    exponent: float = 0.9,
+    factormax: float = 10.0,
+    norm="rms",
+) -> Solution:
     """Adaptive SDE solver for additive noise: the embedded Euler–Maruyama / stochastic-Heun
     pair of Jolicoeur-Martineau et al. (2021), "Gotta Go Fast When Generating Data with
     Score-Based Models". Strong order 1 (Heun, with local extrapolation).
@@ -350,8 +433,11 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     direction = 1.0 if t1 > t0 else -1.0
     span = abs(t1 - t0)
-    path = bm if bm is not None else BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator,
-                                                  levy_area=False)
+    path = (
+        bm
+        if bm is not None
+        else BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator, levy_area=False)
+    )
     fc, gc = CountedField(f), CountedField(g)
     g_t = _first_g(name, gc, time_tensor(t0, y0), y0)
     _require_additive(name, gc, time_tensor(t0, y0), y0, g_t, noise)
@@ -359,14 +445,21 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
     targets, save_flags, saved_t, saved_y = save_targets(save_at, t0, t1, y0)
 
     t, y, y_prime_prev = t0, y0, y0
-    k1: Optional[Tensor] = None
+    k1: Tensor | None = None
     n_acc = n_rej = 0
     h = direction * min(abs(h0) if h0 is not None else 0.01 * span, span)
     h_min_rel = 10 * torch.finfo(y0.dtype).eps
 
     def partial() -> Solution:
-        sol = Solution(y=y, nfe=fc.nfe, n_accepted=n_acc, n_rejected=n_rej, method=name, t=t,
-                       stats={"nfe_g": gc.nfe, "h_last": h})
+        sol = Solution(
+            y=y,
+            nfe=fc.nfe,
+            n_accepted=n_acc,
+            n_rejected=n_rej,
+            method=name,
+            t=t,
+            stats={"nfe_g": gc.nfe, "h_last": h},
+        )
         return attach_saved(sol, saved_t, saved_y, y0)
 
     ti = 0
@@ -375,12 +468,17 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
             raise StepLimitError(
                 f"{name}: reached max_steps={max_steps} attempted steps at t={t:.6g} before t1={t1:.6g} "
                 f"({n_acc} accepted, {n_rej} rejected); raise max_steps or loosen rtol/atol",
-                t=t, step=n_acc, partial=partial())
+                t=t,
+                step=n_acc,
+                partial=partial(),
+            )
         target = targets[ti]
         clipped = abs(h) >= abs(target - t)
         h_try = (target - t) if clipped else h
         t_new = target if clipped else t + h_try
-        tt, tt_new = torch.tensor([t, t_new], dtype=y0.dtype, device=y0.device).unbind()  # one H2D copy
+        tt, tt_new = torch.tensor(
+            [t, t_new], dtype=y0.dtype, device=y0.device
+        ).unbind()  # one H2D copy
         if k1 is None:
             k1 = fc(tt, y)
         dw = path.increment(t, t_new)
@@ -390,8 +488,12 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
         g_new = gc(tt_new, y_em)
         y_heun = torch.add(y, k1 + k2, alpha=0.5 * h_try).add_((gdw + g_new * dw).mul_(0.5))
         with torch.no_grad():
-            probe = torch.stack([error_ratio(y_heun - y_em, y_prime_prev, y_em, rtol, atol, norm).double(),
-                                 y_heun.sum(dtype=torch.float64)])
+            probe = torch.stack(
+                [
+                    error_ratio(y_heun - y_em, y_prime_prev, y_em, rtol, atol, norm).double(),
+                    y_heun.sum(dtype=torch.float64),
+                ]
+            )
         ratio, ysum = probe.tolist()  # the one sync per attempt
         finite = math.isfinite(ratio) and math.isfinite(ysum)
         accepted = finite and ratio <= 1.0
@@ -415,10 +517,17 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
             n_rej += 1
         h = direction * min(h_next, span)
         if ti < len(targets) and abs(h) < h_min_rel * max(abs(t), span):
-            cls, why = ((NonFiniteError, "the drift, diffusion or state is NaN/inf there") if not finite
-                        else (SolverError, f"the error ratio is {ratio:.3g} even for tiny steps"))
-            raise cls(f"{name}: step size collapsed to {abs(h):.3g} at t={t:.6g} (step {n_acc}); {why}",
-                      t=t, step=n_acc, partial=partial())
+            cls, why = (
+                (NonFiniteError, "the drift, diffusion or state is NaN/inf there")
+                if not finite
+                else (SolverError, f"the error ratio is {ratio:.3g} even for tiny steps")
+            )
+            raise cls(
+                f"{name}: step size collapsed to {abs(h):.3g} at t={t:.6g} (step {n_acc}); {why}",
+                t=t,
+                step=n_acc,
+                partial=partial(),
+            )
 
     sol = partial()
     sol.t = t1
@@ -426,13 +535,47 @@ def adaptive_heun_sde(f: Field, g: Field, y0: Tensor, t0: float, t1: float, *, r
 
 
 # Orders are strong orders for additive noise (Euler-Maruyama: 0.5 for diagonal noise).
-register("euler_maruyama", family="sde", stepping="fixed", order=1.0, nfe_per_step=1,
-         run=euler_maruyama, noise=("diagonal", "additive"), needs_jvp=True,
-         description="Euler-Maruyama (Ito); strong order 0.5 diagonal, 1.0 additive noise")
-register("heun_sde", family="sde", stepping="fixed", order=1.0, nfe_per_step=2, run=heun_sde,
-         noise=("additive",), needs_jvp=True, description="stochastic Heun, additive noise")
-register("sra1", family="sde", stepping="fixed", order=1.5, nfe_per_step=2, run=sra1,
-         noise=("additive",), needs_jvp=True, description="Roessler SRA1, additive noise")
-register("adaptive_heun_sde", family="sde", stepping="adaptive", order=1.0, nfe_per_step=2,
-         run=adaptive_heun_sde, noise=("additive",), needs_jvp=True,
-         description="embedded Euler-Maruyama / stochastic Heun pair, additive noise")
+register(
+    "euler_maruyama",
+    family="sde",
+    stepping="fixed",
+    order=1.0,
+    nfe_per_step=1,
+    run=euler_maruyama,
+    noise=("diagonal", "additive"),
+    needs_jvp=True,
+    description="Euler-Maruyama (Ito); strong order 0.5 diagonal, 1.0 additive noise",
+)
+register(
+    "heun_sde",
+    family="sde",
+    stepping="fixed",
+    order=1.0,
+    nfe_per_step=2,
+    run=heun_sde,
+    noise=("additive",),
+    needs_jvp=True,
+    description="stochastic Heun, additive noise",
+)
+register(
+    "sra1",
+    family="sde",
+    stepping="fixed",
+    order=1.5,
+    nfe_per_step=2,
+    run=sra1,
+    noise=("additive",),
+    needs_jvp=True,
+    description="Roessler SRA1, additive noise",
+)
+register(
+    "adaptive_heun_sde",
+    family="sde",
+    stepping="adaptive",
+    order=1.0,
+    nfe_per_step=2,
+    run=adaptive_heun_sde,
+    noise=("additive",),
+    needs_jvp=True,
+    description="embedded Euler-Maruyama / stochastic Heun pair, additive noise",
+)

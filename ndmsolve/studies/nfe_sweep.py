@@ -141,8 +141,9 @@ def _method_grid(methods, steps, tols) -> list[tuple[str, str, list]]:
             if per_method is None:  # shared step counts: skip those m cannot take
                 settings = [s for s in settings if s >= low] or settings
             elif min(settings) < low:
-                raise ValueError(f"{what} for {m!r} must be >= its history length {low}, "
-                                 f"got {min(settings)}")
+                raise ValueError(
+                    f"{what} for {m!r} must be >= its history length {low}, got {min(settings)}"
+                )
         grid.append((m, kind, settings))
     return grid
 

@@ -27,10 +27,11 @@ can lower it (a penalty that reaches x̂ is met by bending the predictor instead
 T = Q_data ∘ Φ, and the dynamic OT (displacement) path from z_1 at t = 1 to T(z_1) at t = 0 is
 the straight line z_t = t z_1 + (1 − t) T(z_1), travelled at constant speed.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -96,7 +97,11 @@ VELOCITIES = ("conditional", "marginal")
 
 @seeded
 def kinetic_penalty(
-    model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None, velocity: str = "conditional"
+    model: NDM,
+    x: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    velocity: str = "conditional",
 ) -> Tensor:
     """One-sample estimate of a kinetic energy ∫_0^1 E ‖v‖² dt per data point, (B,).
 
@@ -124,12 +129,17 @@ def penalized_loss(lam: float, velocity: str = "conditional") -> Callable[..., T
     """A training loss for ``ndmsolve.train.train``: continuous −ELBO + ``lam`` · kinetic
     penalty (``kinetic_penalty`` with ``velocity``), per sample (B,). ``lam = 0`` is the
     plain continuous loss."""
-    if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not math.isfinite(lam) or lam < 0:
+    if (
+        not isinstance(lam, (int, float))
+        or isinstance(lam, bool)
+        or not math.isfinite(lam)
+        or lam < 0
+    ):
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
     if velocity not in VELOCITIES:
         raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
 
-    def loss(model: NDM, x: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
+    def loss(model: NDM, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         total = continuous_loss(model, x, generator=generator).total
         if lam == 0:
             return total
@@ -175,7 +185,12 @@ def pf_ode_paths(model: NDM, z1: Tensor, steps: int, method: str = "heun") -> di
     """PF-ODE paths from ``z1`` (n, *shape) at t = 1 to t = 0 on a uniform grid and their
     transport numbers: ``dict(ts, path, nfe, kinetic_ratio)``."""
     s = sample(model, z1=z1, method=method, steps=steps, return_path=True)
-    return dict(ts=s.path_ts, path=s.path, nfe=int(s.nfe), kinetic_ratio=float(kinetic_ratio(s.path, s.path_ts)))
+    return dict(
+        ts=s.path_ts,
+        path=s.path,
+        nfe=int(s.nfe),
+        kinetic_ratio=float(kinetic_ratio(s.path, s.path_ts)),
+    )
 
 
 def w1_1d(a: Tensor, b: Tensor) -> float:
