@@ -435,3 +435,34 @@ def test_multistep_beats_euler_at_ten_nfe_on_affine_ndm(shift_reference):
     assert err["dpmpp_2m"] < 0.5 * min(err["euler"], err["ddim"]), err
     assert err["unipc_3m"] < err["dpmpp_2m"], err
     assert math.isfinite(sum(err.values()))
+
+
+@pytest.mark.parametrize("method", ["ddim", "ancestral", *MULTISTEP_METHODS])
+def test_predictor_turning_nan_mid_run_is_named(method):
+    class NaNAfter(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.calls = net, 0
+
+        def forward(self, z, t):
+            self.calls += 1
+            return self.net(z, t) * (float("nan") if self.calls >= 4 else 1.0)
+
+    model = nd.NDM(
+        NaNAfter(DiagMixturePredictor(*PARAMS, affine())), affine(), SCHED, data_shape=(2,)
+    )
+    with pytest.raises(ValueError, match=r"predictor \(NaNAfter\) must return finite"):
+        nd.sample(model, z1=z1(8), method=method, steps=8, generator=0)
+
+
+def test_grid_sampler_nonfinite_state_reports_t_step_and_partial():
+    from ndmsolve.solvers.base import check_grid_step
+
+    grid = torch.linspace(1.0, 0.0, 9, dtype=F64)
+    check_grid_step(torch.ones(3, 2, dtype=F64), grid, 2, nfe=3, method="ddim")  # finite: no-op
+    z = torch.tensor([[1.0, float("inf")], [0.0, 0.0]], dtype=F64)
+    with pytest.raises(nd.solvers.NonFiniteError, match=r"ddim .* at t=0\.625 \(step 2\)") as info:
+        check_grid_step(z, grid, 2, nfe=3, method="ddim")
+    err = info.value
+    assert err.step == 2 and err.t == 0.625
+    assert err.partial.nfe == 3 and err.partial.n_accepted == 3 and err.partial.y is z

@@ -146,3 +146,34 @@ class CheckedField:
                 )
             self.checked = True
         return out
+
+
+def check_grid_step(z: Tensor, grid: Tensor, step: int, *, nfe: int, method: str) -> None:
+    """Raise ``NonFiniteError`` (t, step and the partial solution) if state ``z``, reached at
+    ``grid[step + 1]`` by a grid sampler, holds NaN/inf."""
+    if all_finite(z):
+        return
+    t = float(grid[step + 1])
+    partial = Solution(y=z, nfe=nfe, n_accepted=step + 1, method=method, t=t)
+    raise NonFiniteError(
+        f"{method or 'grid'} sampler produced NaN/inf at t={t:.6g} (step {step})",
+        t=t,
+        step=step,
+        partial=partial,
+    )
+
+
+def grid_solution(z: Tensor, grid: Tensor, ys, *, nfe: int, method: str, stats: dict) -> Solution:
+    """The ``Solution`` of a grid sampler that took every step of ``grid`` ((N+1,)); ``ys`` is
+    the list of the N+1 states when the path was saved, else None."""
+    return Solution(
+        y=z,
+        ts=grid.clone() if ys is not None else None,
+        ys=torch.stack(ys) if ys is not None else None,
+        nfe=nfe,
+        n_accepted=grid.shape[0] - 1,
+        n_rejected=0,
+        method=method,
+        t=float(grid[-1]),
+        stats=stats,
+    )

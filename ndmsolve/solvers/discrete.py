@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..transforms import _bcast
-from .base import NonFiniteError, Solution, all_finite
+from .base import Solution, check_grid_step, grid_solution
 from .registry import register
 
 __all__ = ["discrete_solve", "ddim_step", "ancestral_step"]
@@ -93,25 +93,8 @@ def discrete_solve(
         nfe += 1
         if save:
             ys.append(z)
-        if not all_finite(z):
-            partial = Solution(y=z, nfe=nfe, n_accepted=nfe, method=method, t=float(grid[i + 1]))
-            raise NonFiniteError(
-                f"{method or 'discrete'} sampler produced NaN/inf at t={float(grid[i + 1]):.6g} (step {i})",
-                t=float(grid[i + 1]),
-                step=i,
-                partial=partial,
-            )
-    return Solution(
-        y=z,
-        ts=grid.clone() if save else None,
-        ys=torch.stack(ys) if save else None,
-        nfe=nfe,
-        n_accepted=nfe,
-        n_rejected=0,
-        method=method,
-        t=float(grid[-1]),
-        stats={"eta": eta},
-    )
+        check_grid_step(z, grid, i, nfe=nfe, method=method)
+    return grid_solution(z, grid, ys, nfe=nfe, method=method, stats={"eta": eta})
 
 
 def _posterior_method(default_eta: float):

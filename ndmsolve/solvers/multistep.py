@@ -89,7 +89,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import NonFiniteError, Solution, all_finite
+from .base import Solution, check_grid_step, grid_solution
 from .registry import register
 
 __all__ = ["MULTISTEP_METHODS", "MultistepMethod", "multistep_solve", "multistep_weights"]
@@ -313,25 +313,9 @@ def multistep_solve(
         z = step(z, i, _combine(pred[i], hist[-len(pred[i]) :]))
         if save:
             ys.append(z)
-        if not all_finite(z):
-            partial = Solution(y=z, nfe=nfe, n_accepted=i + 1, method=method, t=float(g64[i + 1]))
-            raise NonFiniteError(
-                f"{method} sampler produced NaN/inf at t={float(g64[i + 1]):.6g} (step {i})",
-                t=float(g64[i + 1]),
-                step=i,
-                partial=partial,
-            )
-    return Solution(
-        y=z,
-        ts=grid.clone() if save else None,
-        ys=torch.stack(ys) if save else None,
-        nfe=nfe,
-        n_accepted=N,
-        n_rejected=0,
-        method=method,
-        t=float(g64[-1]),
-        stats={"history": spec.history, "corrector": spec.corrector},
-    )
+        check_grid_step(z, grid, i, nfe=nfe, method=method)
+    stats = {"history": spec.history, "corrector": spec.corrector}
+    return grid_solution(z, grid, ys, nfe=nfe, method=method, stats=stats)
 
 
 def _run(
