@@ -24,7 +24,7 @@ __all__ = ["main", "build_parser"]
 
 
 # ----------------------------------------------------------------- demo
-# Sized for ~2 minutes on 2 CPU cores (train both models, evaluate, sample); --quick ~10 s.
+# Sized for ~2.5 minutes on 2 CPU cores (train both models, evaluate, sample); --quick ~10 s.
 # Batch 1024 and a cosine decay of a higher peak learning rate (after a short warm-up) reach a
 # lower negative ELBO than batch 256 at a constant 2e-3 in about the same time. Measured on the
 # DDPM (seed 0, 5000 steps, the demo's held-out evaluation): batch 256 constant 2e-3: 3.627;
