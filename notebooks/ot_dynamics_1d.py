@@ -101,7 +101,7 @@ CONFIGS = {
     "full": dict(
         datasets=("bimodal",),
         seeds=(0, 1, 2),
-        penalties=(("marginal", 1.0), ("marginal", 3.0)),
+        penalties=(("marginal", 1.0), ("marginal", 1.5), ("marginal", 2.0), ("marginal", 3.0)),
         train_steps=1200,
         batch_size=512,
         hidden=48,
