@@ -94,16 +94,7 @@ def sliced_wasserstein(
 
     Returns a 0-dim tensor: ( mean_θ W_p^p(θ·x, θ·y) )^{1/p}.
     """
-    for name, a in (("x", x), ("y", y)):
-        if not isinstance(a, Tensor) or not a.is_floating_point():
-            raise TypeError(f"{name} must be a floating torch.Tensor")
-        if a.ndim < 2 or a.shape[0] < 1:
-            raise ValueError(
-                f"{name} must have shape (n, *shape) with n >= 1, got {tuple(a.shape)}"
-            )
-    x, y = x.reshape(x.shape[0], -1), y.reshape(y.shape[0], -1)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
+    x, y = _check_sample_sets(x, y)
     if not p >= 1:
         raise ValueError(f"p must be >= 1, got {p}")
     y = y.to(x.dtype)
