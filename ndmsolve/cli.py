@@ -62,7 +62,7 @@ QUICK = dict(
 )
 
 
-def _demo_models(hidden: int):
+def _demo_models(hidden: int, x_features: int = 0, x_scale: float = 1.0):
     import ndmsolve as nd
 
     from .fields import MLP, EpsilonPredictor
@@ -74,7 +74,8 @@ def _demo_models(hidden: int):
     for learned in (True, False):
         torch.manual_seed(0)
         sched = nd.LinearLogSNR(-12.0, 12.0)
-        predictor = EpsilonPredictor(MLP(2, hidden=hidden, depth=3), sched)
+        net = MLP(2, hidden=hidden, depth=3, x_features=x_features, x_scale=x_scale)
+        predictor = EpsilonPredictor(net, sched)
         transform = (
             nd.ResidualTransform(MLP(2, hidden=hidden // 2, depth=2, zero_init=True))
             if learned

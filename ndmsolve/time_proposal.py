@@ -42,7 +42,7 @@ class TimeProposal:
             raise ValueError("probs must be finite, non-negative and not all zero")
         _check_bins_floor(probs.numel(), floor)
         K = probs.numel()
-        self.probs = (1.0 - floor) * probs / probs.sum() + floor / K
+        self.probs = (1.0 - floor) * (probs / probs.sum()) + floor / K
         self.floor = float(floor)
 
     @property
@@ -167,6 +167,21 @@ class AdaptiveTimeProposal(TimeProposal):
         self.n = torch.zeros(bins, dtype=torch.float64)
         self.seen = torch.zeros(bins, dtype=torch.float64)
 
+    def sample(self, B: int, **kwargs) -> tuple[Tensor, Tensor]:
+        """As ``TimeProposal.sample``; the draw is kept for ``observe``."""
+        t, q = super().sample(B, **kwargs)
+        self._last = (t.detach(), q.detach())
+        return t, q
+
+    def observe(self, weighted: Tensor) -> None:
+        """Refit from the loss's diffusion term (B,) at the last ``sample``'s draw, as the
+        loss returned it (weighted by 1/q): ``update(t, weighted · q)``."""
+        if getattr(self, "_last", None) is None:
+            raise RuntimeError("observe() needs a sample() before it")
+        t, q = self._last
+        self._last = None
+        self.update(t, weighted.detach() * q.to(weighted.dtype))
+
     def update(self, t: Tensor, values: Tensor) -> None:
         """Add the integrand ``values`` (B,) seen at times ``t`` (B,) and refit q."""
         m2, n = _bin_moments(t, values, self.bins)
@@ -177,7 +192,7 @@ class AdaptiveTimeProposal(TimeProposal):
             rms = (self.m2 / self.n.clamp(min=1e-300)).sqrt()
             if rms.sum() > 0:
                 K = self.bins
-                self.probs = (1.0 - self.floor) * rms / rms.sum() + self.floor / K
+                self.probs = (1.0 - self.floor) * (rms / rms.sum()) + self.floor / K
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k).clone() for k in ("m2", "n", "seen", "probs")}

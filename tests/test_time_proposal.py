@@ -23,7 +23,7 @@ _one_thread = one_thread_fixture()
     st.floats(0.01, 1.0),
 )
 def test_quantile_inverts_the_cdf_and_density_matches(w, floor):
-    q = TimeProposal(torch.tensor(w), floor=floor)
+    q = TimeProposal(torch.tensor(w, dtype=F64), floor=floor)
     assert abs(float(q.probs.sum()) - 1.0) < 1e-12
     u = torch.linspace(0.0, 0.999, 257, dtype=F64)
     t, dens = q.quantile(u)
@@ -188,3 +188,96 @@ def test_nelbo_estimate_same_seed_same_result_and_errors():
     assert a.shape == (16,) and bool(torch.isfinite(a).all())
     with pytest.raises(ValueError, match="draws"):
         nelbo_estimate(model, x, draws=0)
+
+
+# ----------------------------------------------------------------- checkerboard floor
+def test_uniform_boxes_posterior_mean_matches_a_grid_integral():
+    sched = nd.LinearLogSNR(-12.0, 12.0)
+    box = nd.analytic.UniformBoxes.checkerboard()
+    xs = torch.linspace(-4, 4, 801, dtype=F64)[:-1] + 4 / 800  # cell centres
+    X, Y = torch.meshgrid(xs, xs, indexing="ij")
+    P = torch.stack([X.flatten(), Y.flatten()], 1)
+    inside = (torch.floor(P[:, 0] / 2) + torch.floor(P[:, 1] / 2)) % 2 == 0
+    for tt, z0 in ((0.35, (0.3, -1.7)), (0.5, (1.1, 2.5)), (0.7, (-0.4, 0.2))):
+        t = torch.tensor([tt], dtype=F64)
+        a, s = sched(t)
+        z = torch.tensor([z0], dtype=F64) * a
+        w = torch.exp(-((z - a * P) ** 2).sum(1) / (2 * s**2)) * inside
+        ref = (w[:, None] * P).sum(0) / w.sum()
+        torch.testing.assert_close(box.posterior_mean(z, t, sched)[0], ref, rtol=0, atol=2e-3)
+    assert abs(box.entropy() - math.log(32)) < 1e-12
+
+
+def test_optimal_denoiser_reaches_the_checkerboard_entropy():
+    # The optimal denoiser's negative ELBO is the data entropy log 32 up to the blur of the
+    # edges by sigma_0 (~e^-6): a closed-form check of the whole estimator on the demo's data.
+    sched = nd.LinearLogSNR(-12.0, 12.0)
+    box = nd.analytic.UniformBoxes.checkerboard()
+    model = nd.NDM(nd.ExactPredictor(box, sched), None, sched, data_shape=(2,)).to(F64)
+    x = nd.data.checkerboard(1000, gen(12), dtype=F64)
+    est = nelbo_estimate(model, x, draws=40, generator=gen(13), pilot_rows=10_000)
+    se = float(est.std()) / math.sqrt(est.numel())
+    assert se < 0.04
+    assert abs(float(est.mean()) - math.log(32)) < 4 * se + 0.01, (float(est.mean()), se)
+
+
+# ----------------------------------------------------------------- training with a proposal
+def _tiny_ndm(seed=0):
+    torch.manual_seed(seed)
+    sched = nd.LinearLogSNR(-8.0, 8.0)
+    pred = nd.EpsilonPredictor(nd.MLP(2, hidden=16, depth=2, time_dim=8), sched)
+    tr = nd.ResidualTransform(nd.MLP(2, hidden=8, depth=1, time_dim=8, zero_init=True))
+    return nd.NDM(pred, tr, sched, data_shape=(2,))
+
+
+def test_train_with_adaptive_proposal_resumes_bit_for_bit(tmp_path):
+    from ndmsolve.train import train
+
+    data = nd.data.checkerboard(512, gen(0))
+    kw = dict(batch_size=32, steps=12, progress=False, lr_schedule="cosine")
+    full_p = AdaptiveTimeProposal(bins=4, warmup=2)
+    full = train(_tiny_ndm(), data, generator=gen(2), time_proposal=full_p, **kw)
+    assert not torch.allclose(full_p.probs, torch.full((4,), 0.25, dtype=F64))  # it adapted
+
+    class Crashing(AdaptiveTimeProposal):
+        calls = 0
+
+        def observe(self, weighted):
+            Crashing.calls += 1
+            if Crashing.calls > 7:
+                raise RuntimeError("crash")
+            super().observe(weighted)
+
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(RuntimeError, match="crash"):  # after the step-5 checkpoint
+        train(
+            _tiny_ndm(),
+            data,
+            generator=gen(2),
+            time_proposal=Crashing(bins=4, warmup=2),
+            checkpoint=ck,
+            checkpoint_every=5,
+            **kw,
+        )
+    p = AdaptiveTimeProposal(bins=4, warmup=2)
+    resumed = train(
+        _tiny_ndm(seed=9), data, generator=gen(3), time_proposal=p, checkpoint=ck, resume=True, **kw
+    )
+    assert resumed.losses == full.losses
+    torch.testing.assert_close(p.probs, full_p.probs, rtol=0, atol=0)
+
+
+def test_train_time_proposal_needs_the_continuous_loss():
+    from ndmsolve.train import train
+
+    with pytest.raises(ValueError, match="time_proposal needs loss='continuous'"):
+        train(
+            _tiny_ndm(),
+            nd.data.checkerboard(64, gen(0)),
+            steps=1,
+            batch_size=8,
+            generator=0,
+            loss=lambda m, x, generator: x.sum(1),
+            time_proposal=TimeProposal.uniform(4),
+            progress=False,
+        )
