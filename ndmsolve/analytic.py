@@ -217,6 +217,12 @@ class UniformBoxes:
             self.lo.to(dtype=dtype, device=device), self.hi.to(dtype=dtype, device=device)
         )
 
+    def contains(self, x: Tensor) -> Tensor:
+        """Whether each point of ``x`` (n, d) lies in one of the boxes: (n,) bool."""
+        lo, hi = self.lo.to(x.dtype), self.hi.to(x.dtype)
+        inside = (x.unsqueeze(1) >= lo) & (x.unsqueeze(1) <= hi)  # (n, K, d)
+        return inside.all(-1).any(-1)
+
     def entropy(self) -> float:
         """Differential entropy of the data, log(K · box volume) nats."""
         return math.log(self.K * float((self.hi[0] - self.lo[0]).prod()))

@@ -38,7 +38,9 @@ DEMO = dict(
     steps=5000,
     batch_size=1024,
     hidden=128,
-    lr=4e-3,
+    x_features=32,
+    x_scale=1.0,
+    lr=8e-3,
     lr_schedule="cosine",
     warmup_steps=100,
     n_eval=2000,
@@ -51,6 +53,8 @@ QUICK = dict(
     steps=80,
     batch_size=128,
     hidden=32,
+    x_features=0,  # 80 steps cannot use them (measured: 11.4 vs 6.3 nats)
+    x_scale=1.0,
     lr=2e-3,
     lr_schedule="cosine",
     warmup_steps=10,
@@ -102,6 +106,7 @@ def _mean_se(v: torch.Tensor) -> tuple[float, float]:
 
 def _demo(args) -> int:
     from .data import checkerboard
+    from .time_proposal import AdaptiveTimeProposal
     from .train import train
 
     cfg = dict(QUICK if args.quick else DEMO)
@@ -118,7 +123,7 @@ def _demo(args) -> int:
     g_data = torch.Generator().manual_seed(args.seed)
     train_x = checkerboard(50_000, g_data)
     test_x = checkerboard(cfg["n_eval"], g_data)  # same stream, later draws: disjoint from training
-    ndm, ddpm = _demo_models(cfg["hidden"])
+    ndm, ddpm = _demo_models(cfg["hidden"], cfg["x_features"], cfg["x_scale"])
     results = {}
     for name, model in (("NDM", ndm), ("DDPM", ddpm)):
         t0 = time.perf_counter()
@@ -130,6 +135,7 @@ def _demo(args) -> int:
             lr=cfg["lr"],
             lr_schedule=cfg["lr_schedule"],
             warmup_steps=cfg["warmup_steps"],
+            time_proposal=AdaptiveTimeProposal(),
             generator=torch.Generator().manual_seed(args.seed + 1),
             progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
             log_every=50,
@@ -178,8 +184,10 @@ def _demo(args) -> int:
     except ImportError as e:
         print(f"\nSampling is unavailable ({e}); no plot written.")
     else:
+        from .analytic import UniformBoxes
         from .viz import scatter_samples
 
+        board = UniformBoxes.checkerboard()
         panels, paths = {"data": test_x}, {}
         for name, r in results.items():
             t0 = time.perf_counter()
@@ -194,6 +202,15 @@ def _demo(args) -> int:
             panel = f"{name} (heun, {s.nfe} NFE)"
             panels[panel], paths[panel] = s.samples, s.path[:, : cfg["n_paths"]]
             summary[name]["sample_s"] = time.perf_counter() - t0
+            on = board.contains(s.samples).to(torch.float64)
+            summary[name]["on_board"], summary[name]["on_board_se"] = _mean_se(on)
+        print(
+            f"\nSamples on the dark squares ({cfg['n_samples']} heun samples; data: 1): "
+            + ", ".join(
+                f"{n} {summary[n]['on_board']:.3f} ± {summary[n]['on_board_se']:.3f}"
+                for n in results
+            )
+        )
         png = scatter_samples(
             out / "samples.png",
             panels,

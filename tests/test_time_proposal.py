@@ -281,3 +281,10 @@ def test_train_time_proposal_needs_the_continuous_loss():
             time_proposal=TimeProposal.uniform(4),
             progress=False,
         )
+
+
+def test_uniform_boxes_contains():
+    box = nd.analytic.UniformBoxes.checkerboard()
+    assert bool(box.contains(nd.data.checkerboard(500, gen(14))).all())
+    pts = torch.tensor([[0.5, 0.5], [1.0, 3.0], [-1.0, 1.0], [2.5, -0.5], [4.5, 0.5]])
+    assert box.contains(pts).tolist() == [True, False, False, True, False]  # cells c1 + c2 even
