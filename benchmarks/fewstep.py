@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import math
 import random
 import statistics
@@ -587,6 +588,8 @@ def plot(path, rows, floors, confirmed, nfes):
     from ndmsolve._io import atomic_write
 
     names = list(floors)
+    every = sorted({(r["library"], r["method"]) for r in rows})
+    colors = dict(zip(every, itertools.cycle(plt.get_cmap("tab20").colors), strict=False))
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7), squeeze=False)
     for j, name in enumerate(names):
         mine = [r for r in rows if r["model"] == name]
@@ -616,6 +619,7 @@ def plot(path, rows, floors, confirmed, nfes):
                     ms=3,
                     lw=1.2 if lib == "ndmsolve" else 0.9,
                     ls="-" if lib == "ndmsolve" else "--",
+                    color=colors[(lib, m)],
                     label=m if lib == "ndmsolve" else f"kd:{m}",
                 )
             if k == "sw1":
@@ -623,12 +627,13 @@ def plot(path, rows, floors, confirmed, nfes):
                 ax.set_title(name)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_xticks(nfes, [str(v) for v in nfes])
             ax.set_xlabel("NFE (predictor evaluations)")
             ax.set_ylabel(
                 "sliced W1 to data (best config)" if k == "sw1" else "error to exact PF-ODE end"
             )
-    axes[0][-1].legend(fontsize=6, loc="upper right", ncol=2)
+    axes[0][0].legend(fontsize=6, loc="upper right", ncol=2)
     fig.tight_layout()
     atomic_write(
         path,
@@ -738,7 +743,7 @@ def main(argv=None) -> int:
         if k.startswith("demo"):  # trained networks cost ~4x the closed form: a coarser scan
             s_mins = s_mins[:1] + s_mins[2::2]
         cfgs = configs(classical and kd is not None, s_mins, our_grids(m), a.quick)
-        ref_steps = 100 if a.quick else REF_STEPS // (2 if k.startswith("demo") else 1)
+        ref_steps = 100 if a.quick else REF_STEPS // (4 if k.startswith("demo") else 1)
         res, floors, _ = evaluate(m, draws[k], cfgs, nfes, range(n_sel), n, kd)
         result["floors"][k] = _stats(floors)
         result["rows"] += [dict(model=k, **r) for r in summarise(res, nfes)]
