@@ -9,78 +9,135 @@ Models (2D, so the sliced Wasserstein distance to data is a sharp quality measur
 * ``mixture-affine``: the same data under the time-varying affine transform
   F(x, t) = (1 − 0.6 t, 1 − 0.3 t) ⊙ x + t (0.5, −0.5) (an NDM; no peer can sample it).
 * ``demo-DDPM``, ``demo-NDM``: the demo's models (checkerboard, ε-parametrised MLP; the
-  NDM with a learned residual transform), trained here briefly or loaded with
-  ``--checkpoints``. Their error includes the model's own; the DDPM is also sampled by
-  k-diffusion.
+  NDM with a learned residual transform), loaded with ``--checkpoints`` (what
+  ``ndmsolve demo`` writes) or trained here briefly. Their error includes the model's
+  own; the DDPM is also sampled by k-diffusion.
 
-Ours: ``euler``, ``heun`` (PF-ODE), ``ddim`` and the multistep samplers of
-``ndmsolve.solvers.multistep`` on three grids (``uniform`` in t, ``logsnr``, ``karras``),
-each ending at t = 0 either with z (``final=z``) or with one last evaluation returning
-x̂_θ(z, 0) (``final=x_hat``, k-diffusion's final step to σ = 0). k-diffusion: Euler, Heun,
-DPM-2, LMS, DPM-Solver++(2M) and (3M, η = 0) on its ``karras`` (ρ = 7) and ``exponential``
-σ grids over the same σ range, ending at σ = 0 as it does. Budgets are exact predictor
-counts (counted by a wrapper, not inferred).
+Configurations. Ours: ``euler``, ``heun`` (PF-ODE), ``ddim`` and the multistep samplers
+of ``ndmsolve.solvers.multistep`` (with and without ``lower_order_final``) on three grids
+(``uniform`` in t, ``logsnr``, ``karras``), ending at t = 0 with z (``final=z``) or with
+one last evaluation returning x̂_θ(z, t_min) (``final=x_hat``, k-diffusion's final step
+to σ = 0) for t_min at each noise-to-signal ratio s_min = σ/α of ``S_MINS``.
+k-diffusion: Euler, Heun, DPM-2, LMS, DPM-Solver++(2M) and (3M, η = 0) on its
+``karras`` σ grids (ρ in ``KD_RHOS``) and ``exponential`` grid from σ_max = s(t = 1) to
+each σ_min in ``S_MINS``, ending at σ = 0 as it does. Budgets are exact predictor counts
+(counted by a wrapper, not inferred).
 
-Quality: sliced W1 (256 random directions) between ``--n`` samples and as many fresh data
-draws; its floor is the same distance between two independent data draws. Mean ± standard
-error over ``--seeds`` seeds (each seed: its own z1, data draw and directions). Wall time:
-median over seeds of one whole sampling call, and per NFE.
+Statistics (paired). Per seed every configuration sees the same z_1 (``--n`` draws), the
+same fresh data draw and the same 256 projection directions, so differences between
+configurations are paired; each is reported as the mean over seeds of the per-seed
+difference ± its standard error. Two measures:
+
+* ``sw1``: sliced W1 between the samples and the data draw (its floor: the same distance
+  between two independent data draws of ``--n``, mean ± s.e. over seeds);
+* ``err``: mean Euclidean distance of each sample to the exact PF-ODE endpoint from the
+  same z_1 (RK4, ``REF_STEPS`` steps uniform in λ through every t_min used; for
+  ``final=x_hat`` the exact target is x̂ at the exact state there). It has no sampling
+  floor; for the demo models it isolates the solver's error from the model's. (For
+  k-diffusion's LMS the last step to σ = 0 is not exactly x̂, so its ``err`` is against a
+  slightly different target.)
+
+The best configuration of each library (and each method) at each budget is chosen on the
+``--seeds`` selection seeds; choosing over many configurations biases that minimum
+down, so the chosen ones are re-run on as many fresh ``confirm`` seeds, which give the
+reported comparison (ours-best − k-diffusion-best, each − our Euler) without selection
+bias.
+
+Wall time (``--timing``): CPU time of the process (``time.process_time``, 1 torch
+thread), the methods interleaved in shuffled order over ``--rounds`` rounds at 10 steps
+and ``--n`` samples; per-round ratios to Euler and DDIM, median over rounds.
 
 k-diffusion's ``sampling.py`` is loaded alone from its file (``import k_diffusion`` pulls
 torchvision and more): a stub parent package supplies the one helper it uses
 (``utils.append_dims``). Without k-diffusion the comparison columns are empty.
 
-Run: ``python benchmarks/fewstep.py`` (4000 samples, 3 seeds); the committed results used
-``--n 2000 --seeds 2`` per model group (about 20 minutes per closed-form model on a
-heavily shared 2-core machine; the demo group with ``--train-steps 400`` about 4);
-``--quick`` for the smoke test. Writes ``benchmarks/results/fewstep_<device>.json`` and
-``.png``.
+Run: ``python benchmarks/fewstep.py --models mixture,mixture-affine`` (4000 samples,
+5 selection + 5 confirmation seeds) and ``--models demo --checkpoints NDM DDPM --seeds 3``;
+``--quick`` for the smoke test. Writes ``benchmarks/results/fewstep_cpu.json`` and
+``.png`` (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import math
+import random
 import statistics
 import sys
 import time
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 import ndmsolve as nd  # noqa: E402
-from ndmsolve.metrics import random_directions, sliced_wasserstein  # noqa: E402
+from ndmsolve.metrics import random_directions  # noqa: E402
 from ndmsolve.solvers import METHODS  # noqa: E402
+from ndmsolve.solvers.multistep import MULTISTEP_METHODS  # noqa: E402
 
-OURS = ("euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "ei_3m", "unipc_2m", "unipc_3m")
-BASELINES = ("euler", "heun", "ddim")
+MULTISTEP = tuple(MULTISTEP_METHODS)
+OURS = ("euler", "heun", "ddim", *MULTISTEP)
 OUR_GRIDS = ("uniform", "logsnr", "karras")
 KD_SAMPLERS = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "dpmpp_3m")
-KD_GRIDS = ("karras", "exponential")
+KD_RHOS = (3.0, 5.0, 7.0, 10.0)
 TWO_EVAL = {"heun", "dpm_2"}  # k-diffusion samplers with 2 evaluations per step (last: 1)
+#: noise-to-signal ratios σ/α of the last evaluation for denoising ends (besides the
+#: schedule's own end s(t = 0), always included)
+S_MINS = (0.015, 0.03, 0.06, 0.12)
+#: steps of the RK4 reference solve (uniform in λ; its own error is measured and stored)
+REF_STEPS = 400
+#: what --timing compares, at 10 steps
+TIMED = ("euler", "heun", "ddim", *MULTISTEP)
 
-#: (library, method, grid, final) scanned by default: the baselines on uniform and logsnr
-#: grids, the multistep samplers on logsnr and karras grids ending with z at t = 0, and
-#: the k-diffusion pairs (same arithmetic when F = identity: ours on karras ending with x̂)
-SCAN = (
-    [("ndmsolve", m, g, "z") for m in BASELINES for g in ("uniform", "logsnr")]
-    + [("ndmsolve", m, g, "z") for m in OURS if m not in BASELINES for g in ("logsnr", "karras")]
-    + [("ndmsolve", m, "karras", "x_hat") for m in ("ddim", "dpmpp_2m", "dpmpp_3m")]
-    + [("k-diffusion", m, g, "x_hat") for m in ("dpmpp_2m", "dpmpp_3m") for g in KD_GRIDS]
-    + [("k-diffusion", m, "karras", "x_hat") for m in ("euler", "heun", "lms", "dpm_2")]
-)
-#: every combination (--all-configs)
-SCAN_ALL = [
-    ("ndmsolve", m, g, f)
-    for m in OURS
-    for g in OUR_GRIDS
-    for f in (("z", "x_hat") if m not in ("euler", "heun") else ("z",))
-] + [("k-diffusion", m, g, "x_hat") for m in KD_SAMPLERS for g in KD_GRIDS]
+
+def configs(classical: bool, s_mins: list[float], grids=OUR_GRIDS, quick: bool = False) -> list:
+    """(library, method, grid, final, s_min, rho, lower_order_final) to scan.
+
+    ``s_min`` None: ends with z at t = 0; ``rho``: k-diffusion's Karras ρ (ours: 7).
+    """
+    s_mins = s_mins[:1] if quick else s_mins
+    out = []
+    for m in OURS:
+        for g in grids:
+            if m in MULTISTEP:
+                out += [("ndmsolve", m, g, "z", None, None, lof) for lof in (True, False)]
+            else:
+                out.append(("ndmsolve", m, g, "z", None, None, None))
+            if m in ("euler", "heun"):
+                continue
+            for s in s_mins:
+                out.append(("ndmsolve", m, g, "x_hat", s, None, True if m in MULTISTEP else None))
+            if m in MULTISTEP:  # k-diffusion's own formulas (no lower-order final steps)
+                out.append(("ndmsolve", m, g, "x_hat", s_mins[0], None, False))
+    if classical:
+        for m in KD_SAMPLERS:
+            rhos = (7.0,) if (m in TWO_EVAL or quick) else KD_RHOS
+            for s in s_mins:
+                out += [("k-diffusion", m, "karras", "x_hat", s, r, None) for r in rhos]
+                if m not in TWO_EVAL:
+                    out.append(("k-diffusion", m, "exponential", "x_hat", s, None, None))
+    return out
+
+
+def our_grids(model) -> tuple[str, ...]:
+    """``OUR_GRIDS`` less ``uniform`` where it is the ``logsnr`` grid (λ linear in t)."""
+    if type(model.schedule) is nd.LinearLogSNR:
+        return tuple(g for g in OUR_GRIDS if g != "uniform")
+    return OUR_GRIDS
+
+
+def config_name(c) -> str:
+    lib, m, g, final, s, rho, lof = c
+    parts = [m, g if rho is None else f"{g}{rho:g}", final if s is None else f"x_hat@{s:.3g}"]
+    if lof is False:
+        parts.append("no-lof")
+    return ("" if lib == "ndmsolve" else "kd:") + "/".join(parts)
 
 
 # --------------------------------------------------------------------------- k-diffusion
@@ -140,15 +197,17 @@ def _t_of_lambda(schedule, lam):
     return _invert_log_snr(schedule, lam.double(), 0.0, 1.0).to(lam.dtype)
 
 
-def kd_sample(kd, model, z1, sampler: str, grid: str, nfe: int):
-    """Run a k-diffusion sampler with ``nfe`` evaluations; returns (x, counted NFE, steps)."""
+def kd_sample(kd, model, z1, sampler: str, grid: str, nfe: int, s_min: float, rho=None):
+    """Run a k-diffusion sampler with ``nfe`` evaluations from σ_max = s(t = 1) to ``s_min``
+    and then to σ = 0; returns (x, counted NFE, steps), or None when the budget does not
+    fit (two-evaluation samplers: odd budgets only)."""
     n = (nfe + 1) // 2 if sampler in TWO_EVAL else nfe
     if sampler in TWO_EVAL and 2 * n - 1 != nfe:
-        return None  # 2n − 1 evaluations: odd budgets only
-    lam = model.schedule.log_snr(torch.tensor([1.0, 0.0], dtype=torch.float64))
-    s_max, s_min = (torch.exp(-0.5 * lam)).tolist()
+        return None
+    lam1 = float(model.schedule.log_snr(torch.tensor([1.0], dtype=torch.float64)))
+    s_max = math.exp(-0.5 * lam1)
     if grid == "karras":
-        sigmas = kd.get_sigmas_karras(n, s_min, s_max, rho=7.0)
+        sigmas = kd.get_sigmas_karras(n, s_min, s_max, rho=rho)
     else:
         sigmas = kd.get_sigmas_exponential(n, s_min, s_max)
     sigmas = sigmas.to(z1.dtype)
@@ -259,120 +318,268 @@ def demo_models(train_steps: int, hidden: int, seed: int, checkpoints=None):
 
 
 # --------------------------------------------------------------------------- runs
-def our_sample(model, z1, method: str, grid: str, final: str, nfe: int):
+def t_of_s(schedule, s: float) -> float:
+    """The time t with σ_t/α_t = s."""
+    lam = torch.tensor([-2.0 * math.log(s)], dtype=torch.float64)
+    return float(_t_of_lambda(schedule, lam).clamp(0.0, 1.0))
+
+
+def model_s_mins(model) -> list[float]:
+    """The schedule's end s(t = 0), then the ``S_MINS`` above it."""
+    s_end = math.exp(-0.5 * float(model.schedule.log_snr(torch.zeros(1, dtype=torch.float64))))
+    return [s_end] + [s for s in S_MINS if s > 1.001 * s_end]
+
+
+def our_sample(model, z1, method, grid, final, nfe, t_min=0.0, lof=None):
     """Our sampler at ``nfe`` evaluations, or None when the budget does not fit."""
     per = METHODS[method].nfe_per_step
     steps = (nfe - (final == "x_hat")) // per
     if steps < METHODS[method].min_steps or steps * per + (final == "x_hat") != nfe:
         return None
+    kw = {} if lof is None else {"lower_order_final": lof}
     res = nd.sample(
-        model, z1=z1, method=method, steps=steps, grid_kind=grid, denoise=final == "x_hat"
+        model,
+        z1=z1,
+        method=method,
+        steps=steps,
+        grid_kind=grid,
+        denoise=final == "x_hat",
+        t_min=t_min,
+        **kw,
     )
     return res.samples, res.nfe, steps
 
 
-def sw1(x, y, dirs):
-    return float(sliced_wasserstein(x, y, directions=dirs, p=1.0))
+def run_config(kd, model, z1, c, nfe):
+    lib, m, g, final, s, rho, lof = c
+    if lib == "ndmsolve":
+        t_min = 0.0 if s is None else t_of_s(model.schedule, s)
+        return our_sample(model, z1, m, g, final, nfe, t_min, lof)
+    return kd_sample(kd, model, z1, m, g, nfe, s, rho)
 
 
-def run(models, draw, nfes, seeds, n, kd, scan=None):
-    """Rows {model, library, method, grid, final, nfe, steps, sw1 (per seed), wall_s}."""
-    rows, floors = [], {}
-    for mname, model in models.items():
-        dtype = next(model.parameters(), torch.zeros((), dtype=torch.float64)).dtype
-        dtype = torch.float64 if mname.startswith("mixture") else dtype
-        per_seed = []
-        for s in range(seeds):
-            g = torch.Generator().manual_seed(1000 + s)
-            z1 = torch.randn(n, 2, generator=g, dtype=dtype)
-            data = draw(n, torch.Generator().manual_seed(2000 + s)).to(dtype)
-            dirs = random_directions(
-                256, 2, generator=torch.Generator().manual_seed(4000 + s), dtype=dtype
-            )
-            per_seed.append((z1, data, dirs))
-        fl = [
-            sw1(d, draw(n, torch.Generator().manual_seed(3000 + i)).to(d.dtype), dirs)
-            for i, (_, d, dirs) in enumerate(per_seed)
-        ]
-        floors[mname] = _stats(fl)
-        classical = type(model.transform).__name__ == "IdentityTransform"
-        configs = [c for c in (scan or SCAN) if c[0] == "ndmsolve" or classical]
-        if kd is None:
-            configs = [c for c in configs if c[0] == "ndmsolve"]
+class SW1:
+    """Sliced W1 to one fixed data draw over fixed directions, the data's sorted
+    projections computed once (numpy's sort, ~3x torch's here): equal to
+    ``sliced_wasserstein(x, data, directions=dirs, p=1)`` (equal sizes: exact)."""
+
+    def __init__(self, data, dirs):
+        self.dirs = (dirs / dirs.norm(dim=1, keepdim=True)).double().numpy()
+        self.ys = np.sort(self.dirs @ data.double().numpy().T, axis=1)
+
+    def __call__(self, x) -> float:
+        xs = np.sort(self.dirs @ x.detach().double().numpy().T, axis=1)
+        return float(np.abs(xs - self.ys).mean())
+
+
+def reference(model, z1, t_mins: list[float], steps: int) -> dict:
+    """Exact PF-ODE targets from ``z1``: {t_min: (z at t_min, x̂ there)}, by RK4 in float64
+    on ``steps`` steps uniform in λ with every t_min inserted."""
+    import copy
+
+    m64 = copy.deepcopy(model).double()
+    base = nd.make_time_grid(steps, "logsnr", m64.schedule, dtype=torch.float64)
+    grid = torch.unique(torch.cat([base, torch.tensor(t_mins, dtype=torch.float64)]))
+    grid = grid.flip(0)
+    path = nd.sample(m64, z1=z1.double(), method="rk4", grid=grid, return_path=True).path
+    out = {}
+    with torch.no_grad():
+        for tm in t_mins:
+            z = path[int((grid - tm).abs().argmin())]
+            out[tm] = (z, m64.x_hat(z, torch.full((z.shape[0],), tm, dtype=torch.float64)))
+    return out
+
+
+def seed_setup(model, draw, n, seed, dtype):
+    """z_1, the data draw, the directions and a second data draw (the floor) of one seed."""
+    z1 = torch.randn(n, 2, generator=torch.Generator().manual_seed(1000 + seed), dtype=dtype)
+    data = draw(n, torch.Generator().manual_seed(2000 + seed)).to(dtype)
+    other = draw(n, torch.Generator().manual_seed(3000 + seed)).to(dtype)
+    dirs = random_directions(
+        256, 2, generator=torch.Generator().manual_seed(4000 + seed), dtype=dtype
+    )
+    return z1, data, dirs, other
+
+
+def evaluate(model, draw, cfgs, nfes, seeds, n, kd, ref_steps=None):
+    """{(config, nfe): {"sw1": [...], "err": [...], "steps", "nfe"}} over ``seeds``, the
+    floors (one per seed) and the reference's own error (max over samples of the distance
+    between RK4 at ``ref_steps`` and at half as many). ``ref_steps`` None: no ``err``."""
+    dtype = torch.float64 if model_dtype(model) == torch.float64 else torch.float32
+    s_all = sorted({c[4] for c in cfgs if c[4] is not None})
+    t_mins = sorted({0.0} | {t_of_s(model.schedule, s) for s in s_all})
+    res, floors, ref_err = {}, [], None
+    for seed in seeds:
+        z1, data, dirs, other = seed_setup(model, draw, n, seed, dtype)
+        sw1 = SW1(data, dirs)
+        floors.append(sw1(other))
+        refs = reference(model, z1, t_mins, ref_steps) if ref_steps else None
+        if ref_steps and ref_err is None:
+            half = reference(model, z1, [0.0], ref_steps // 2)[0.0][0]
+            ref_err = float((half - refs[0.0][0]).norm(dim=1).max())
         for nfe in nfes:
-            for lib, m, grid, final in configs:
-                vals, walls, got = [], [], None
-                for z1, data, dirs in per_seed:
-                    t0 = time.perf_counter()
-                    if lib == "ndmsolve":
-                        out = our_sample(model, z1.clone(), m, grid, final, nfe)
-                    else:
-                        out = kd_sample(kd, model, z1.clone(), m, grid, nfe)
-                    walls.append(time.perf_counter() - t0)
-                    if out is None:
-                        break
-                    x, got, steps = out
-                    vals.append(
-                        sw1(x.to(data.dtype), data, dirs)
-                        if bool(torch.isfinite(x).all())
-                        else math.inf
-                    )
-                if not vals:
+            for c in cfgs:
+                out = run_config(kd, model, z1.clone(), c, nfe)
+                if out is None:
                     continue
-                st = _stats(vals)
-                wall = statistics.median(walls)
-                rows.append(
-                    dict(
-                        model=mname,
-                        library=lib,
-                        method=m,
-                        grid=grid,
-                        final=final,
-                        nfe=got,
-                        steps=steps,
-                        sw1=st["mean"],
-                        sw1_se=st["se"],
-                        sw1_seeds=vals,
-                        wall_s=wall,
-                        wall_per_nfe_s=wall / got,
-                    )
-                )
-            print(f"  {mname}: {nfe} NFE done", flush=True)
-    return rows, floors
+                x, got, steps = out
+                ok = bool(torch.isfinite(x).all())
+                r = res.setdefault((c, nfe), {"sw1": [], "err": [], "steps": steps, "nfe": got})
+                r["sw1"].append(sw1(x) if ok else math.inf)
+                if refs is not None:
+                    s = c[4]
+                    tm = 0.0 if s is None else t_of_s(model.schedule, s)
+                    target = refs[tm][1] if c[3] == "x_hat" else refs[tm][0]
+                    err = (x.double() - target).norm(dim=1).mean()
+                    r["err"].append(float(err) if ok else math.inf)
+    return res, floors, ref_err
+
+
+def model_dtype(model):
+    p = next(model.parameters(), None)
+    return torch.float64 if p is None else p.dtype
 
 
 def _stats(v):
     v = [float(x) for x in v]
+    if not all(map(math.isfinite, v)):
+        return {"mean": math.inf, "se": math.nan}
     mean = statistics.fmean(v)
-    finite = len(v) > 1 and all(map(math.isfinite, v))
-    se = statistics.stdev(v) / math.sqrt(len(v)) if finite else 0.0
+    se = statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else math.nan
     return {"mean": mean, "se": se}
 
 
-def best_table(rows, nfes):
-    """{model: {nfe: {library: best row}}}, plus per-method best (over grids and finals)."""
-    out = {}
-    for r in rows:
-        cell = out.setdefault(r["model"], {}).setdefault(str(r["nfe"]), {})
-        for key in (r["library"], f"{r['library']}:{r['method']}"):
-            if key not in cell or r["sw1"] < cell[key]["sw1"]:
-                cell[key] = {
-                    k: r[k]
-                    for k in (
-                        "method",
-                        "grid",
-                        "final",
-                        "sw1",
-                        "sw1_se",
-                        "steps",
-                        "wall_s",
-                        "wall_per_nfe_s",
-                    )
+def paired(a, b):
+    """Mean ± s.e. over seeds of the per-seed difference a − b."""
+    return _stats([x - y for x, y in zip(a, b, strict=True)])
+
+
+def select(res, nfe):
+    """Best configuration by mean sw1 at ``nfe``: per library, per (library, method)."""
+    best = {}
+    for (c, nf), r in res.items():
+        if nf != nfe:
+            continue
+        v = _stats(r["sw1"])["mean"]
+        for key in (c[0], f"{c[0]}:{c[1]}"):
+            if key not in best or v < best[key][1]:
+                best[key] = (c, v)
+    return {k: c for k, (c, _) in best.items()}
+
+
+def cfg_dict(c) -> dict:
+    lib, m, g, final, s, rho, lof = c
+    return dict(
+        library=lib,
+        method=m,
+        grid=g,
+        final=final,
+        s_min=s,
+        rho=rho if lib == "k-diffusion" else (7.0 if g == "karras" else None),
+        lower_order_final=lof,
+        name=config_name(c),
+    )
+
+
+def summarise(res, nfes):
+    """JSON rows, every configuration: per-seed values, means ± s.e., and the paired
+    differences to our best Euler at the same budget."""
+    rows = []
+    for nfe in nfes:
+        best = select(res, nfe)
+        ref = res.get((best.get("ndmsolve:euler"), nfe))
+        for (c, nf), r in res.items():
+            if nf != nfe:
+                continue
+            row = dict(cfg_dict(c), nfe=r["nfe"], steps=r["steps"])
+            for k in ("sw1", "err") if r["err"] else ("sw1",):
+                st = _stats(r[k])
+                row.update({k: st["mean"], f"{k}_se": st["se"], f"{k}_seeds": r[k]})
+                if ref is not None:
+                    d = paired(r[k], ref[k])
+                    row.update({f"d_{k}_vs_euler": d["mean"], f"d_{k}_vs_euler_se": d["se"]})
+            rows.append(row)
+    return rows
+
+
+def confirm(model, draw, res, nfes, seeds, n, kd, ref_steps):
+    """Re-run each library's and each method's selected best on fresh ``seeds``; paired
+    comparisons there: {nfe: {...}}."""
+    out, chosen = {}, {}
+    for nfe in nfes:
+        best = select(res, nfe)
+        chosen[nfe] = best
+    cfgs = sorted({c for b in chosen.values() for c in b.values()}, key=config_name)
+    res2, floors, ref_err = evaluate(model, draw, cfgs, nfes, seeds, n, kd, ref_steps)
+    for nfe in nfes:
+        best = chosen[nfe]
+        cell = {}
+        for key, c in best.items():
+            r = res2.get((c, nfe))
+            if r is None:
+                continue
+            cell[key] = dict(
+                cfg_dict(c),
+                sw1_seeds=r["sw1"],
+                err_seeds=r["err"],
+                **{k: _stats(r[k])["mean"] for k in ("sw1", "err")},
+                **{f"{k}_se": _stats(r[k])["se"] for k in ("sw1", "err")},
+            )
+        comp = {}
+        for a, b in (
+            ("ndmsolve", "k-diffusion"),
+            ("ndmsolve", "ndmsolve:euler"),
+            ("k-diffusion", "ndmsolve:euler"),
+            ("ndmsolve", "ndmsolve:ddim"),
+        ):
+            if a in cell and b in cell:
+                comp[f"{a} - {b}"] = {
+                    k: paired(cell[a][f"{k}_seeds"], cell[b][f"{k}_seeds"]) for k in ("sw1", "err")
                 }
-    return out
+                comp[f"{a} - {b}"]["sw1_ratio"] = cell[a]["sw1"] / cell[b]["sw1"]
+        out[str(nfe)] = {"best": cell, "paired": comp}
+    return out, _stats(floors), ref_err
 
 
-def plot(path, table, floors, nfes):
+def timing(models, n, rounds, steps=10):
+    """CPU time (process_time, 1 thread) per sampling call of ``TIMED`` at ``steps``
+    steps, interleaved in shuffled order; per-round ratios to euler and ddim."""
+    out = {}
+    rng = random.Random(0)
+    for name, model in models.items():
+        z1 = torch.randn(n, 2, generator=torch.Generator().manual_seed(7), dtype=model_dtype(model))
+        times = {m: [] for m in TIMED}
+        nfe = {}
+        for _ in range(rounds + 1):  # the first round warms up and is dropped
+            order = list(TIMED)
+            rng.shuffle(order)
+            for m in order:
+                t0 = time.process_time()
+                r = nd.sample(model, z1=z1.clone(), method=m, steps=steps, grid_kind="logsnr")
+                times[m].append(time.process_time() - t0)
+                nfe[m] = r.nfe
+        cell = {}
+        for m in TIMED:
+            ts = times[m][1:]
+            cell[m] = dict(
+                cpu_s_per_step=statistics.median(ts) / steps,
+                cpu_s_per_nfe=statistics.median(ts) / nfe[m],
+                nfe=nfe[m],
+                ratio_to_euler=statistics.median(
+                    [a / b for a, b in zip(ts, times["euler"][1:], strict=True)]
+                ),
+                ratio_to_ddim=statistics.median(
+                    [a / b for a, b in zip(ts, times["ddim"][1:], strict=True)]
+                ),
+            )
+        out[name] = cell
+    return {"steps": steps, "n": n, "rounds": rounds, "clock": "process_time", "models": out}
+
+
+# --------------------------------------------------------------------------- output
+def plot(path, rows, floors, confirmed, nfes):
+    """sw1 of each method's best configuration on the selection seeds (top) and the
+    endpoint error of the same configuration on the confirmation seeds (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -380,30 +587,53 @@ def plot(path, table, floors, nfes):
 
     from ndmsolve._io import atomic_write
 
-    names = list(table)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        keys = sorted({k for cell in table[name].values() for k in cell if ":" in k})
-        for k in keys:
-            xs = [int(nf) for nf in table[name] if k in table[name][nf]]
-            ys = [table[name][str(nf)][k]["sw1"] for nf in xs]
-            ax.plot(
-                xs,
-                ys,
-                marker="o",
-                ms=3,
-                lw=1.2 if k.startswith("ndmsolve") else 0.9,
-                ls="-" if k.startswith("ndmsolve") else "--",
-                label=k.replace("ndmsolve:", ""),
+    names = list(floors)
+    every = sorted({(r["library"], r["method"]) for r in rows})
+    colors = dict(zip(every, itertools.cycle(plt.get_cmap("tab20").colors), strict=False))
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7), squeeze=False)
+    for j, name in enumerate(names):
+        mine = [r for r in rows if r["model"] == name]
+        keys = sorted({(r["library"], r["method"]) for r in mine})
+        for row_i, k in enumerate(("sw1", "err")):
+            ax = axes[row_i][j]
+            for lib, m in keys:
+                xs, ys = [], []
+                for nf in nfes:
+                    if k == "sw1":
+                        vals = [
+                            r[k]
+                            for r in mine
+                            if (r["library"], r["method"], r["nfe"]) == (lib, m, nf)
+                        ]
+                    else:
+                        best = confirmed.get(name, {}).get(str(nf), {}).get("best", {})
+                        vals = [best[f"{lib}:{m}"]["err"]] if f"{lib}:{m}" in best else []
+                    vals = [v for v in vals if math.isfinite(v)]
+                    if vals:
+                        xs.append(nf)
+                        ys.append(min(vals))
+                ax.plot(
+                    xs,
+                    ys,
+                    marker="o",
+                    ms=3,
+                    lw=1.2 if lib == "ndmsolve" else 0.9,
+                    ls="-" if lib == "ndmsolve" else "--",
+                    color=colors[(lib, m)],
+                    label=m if lib == "ndmsolve" else f"kd:{m}",
+                )
+            if k == "sw1":
+                ax.axhline(floors[name]["mean"], color="k", lw=0.8, ls=":", label="floor")
+                ax.set_title(name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xticks(nfes, [str(v) for v in nfes])
+            ax.set_xlabel("NFE (predictor evaluations)")
+            ax.set_ylabel(
+                "sliced W1 to data (best config)" if k == "sw1" else "error to exact PF-ODE end"
             )
-        ax.axhline(floors[name]["mean"], color="k", lw=0.8, ls=":", label="data-vs-data floor")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(nfes, [str(v) for v in nfes])
-        ax.set_title(name)
-        ax.set_xlabel("NFE (predictor evaluations)")
-        ax.set_ylabel("sliced W1 to data (best grid)")
-    axes[0][-1].legend(fontsize=6, loc="upper right", ncol=2)
+    axes[0][0].legend(fontsize=6, loc="upper right", ncol=2)
     fig.tight_layout()
     atomic_write(
         path,
@@ -419,38 +649,39 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--n", type=int, default=None, help="samples per run (default 4000; quick 300)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds (default 3; quick 2)")
+    p.add_argument("--seeds", type=int, default=None, help="selection seeds (default 5; quick 2)")
+    p.add_argument(
+        "--confirm", type=int, default=None, help="fresh seeds for the chosen (default: --seeds)"
+    )
     p.add_argument("--nfe", default=None, help="comma-separated budgets (default 5,10,20,40)")
     p.add_argument(
         "--train-steps",
         type=int,
         default=None,
-        help="demo model training steps (default 1500; quick 20)",
+        help="demo model training steps without --checkpoints (default 1500; quick 20)",
     )
     p.add_argument(
         "--checkpoints",
         nargs=2,
         metavar=("NDM", "DDPM"),
         default=None,
-        help="load the demo models instead of training them",
+        help="load the demo models (ndmsolve demo writes runs/demo/{ndm,ddpm}.pt)",
     )
     p.add_argument(
         "--models",
         default="mixture,mixture-affine,demo",
         help="comma-separated subset of mixture,mixture-affine,demo",
     )
-    p.add_argument(
-        "--all-configs",
-        action="store_true",
-        help="scan every method x grid x final (default: the SCAN subset)",
-    )
+    p.add_argument("--timing", action="store_true", help="also time the methods (CPU time)")
+    p.add_argument("--rounds", type=int, default=None, help="timing rounds (default 20; quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny 2D models: 1)")
     p.add_argument("--out-dir", default=str(Path(__file__).resolve().parent / "results"))
     p.add_argument("--out", default=None, help="JSON path (default <out-dir>/fewstep_cpu.json)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     n = a.n or (300 if a.quick else 4000)
-    seeds = a.seeds or (2 if a.quick else 3)
+    n_sel = a.seeds or (2 if a.quick else 3)
+    n_conf = a.confirm or (2 if a.quick else 5)
     nfes = [int(v) for v in (a.nfe or ("5,10" if a.quick else "5,10,20,40")).split(",")]
     train_steps = a.train_steps or (20 if a.quick else 1500)
     want = set(a.models.split(","))
@@ -460,9 +691,8 @@ def main(argv=None) -> int:
 
     kd, kd_info = load_kdiffusion()
     print(f"k-diffusion: {'loaded ' + str(kd_info) if kd is not None else kd_info}", flush=True)
-    models, info = {}, {}
+    models, draws, info = {}, {}, {}
     mix, draw_mix = mixture_models()
-    draws = {}
     for k, v in mix.items():
         if k in want:
             models[k], draws[k] = v, draw_mix
@@ -472,25 +702,11 @@ def main(argv=None) -> int:
             models[k], draws[k] = v, draw_demo
     out = Path(a.out) if a.out else Path(a.out_dir) / "fewstep_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows, floors = [], {}
-    for k, m in models.items():  # the JSON is rewritten after each model (partial results)
-        r, f = run({k: m}, draws[k], nfes, seeds, n, kd, SCAN_ALL if a.all_configs else SCAN)
-        rows += r
-        floors.update(f)
-        table = _write(out, a, rows, floors, nfes, n, seeds, kd, kd_info, info)
-    _report(table, floors, nfes, n, seeds)
-    print(f"\nwrote {out} and {out.with_suffix('.png')}")
-    return 0
-
-
-def _write(out, a, rows, floors, nfes, n, seeds, kd, kd_info, info):
-    table = best_table(rows, nfes)
-    device = torch.device("cpu")
     result = {
         "meta": {
             "benchmark": "fewstep",
             "device": "cpu",
-            "device_name": _common.device_name(device),
+            "device_name": _common.device_name(torch.device("cpu")),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "k_diffusion": kd_info if kd is not None else None,
@@ -500,42 +716,88 @@ def _write(out, a, rows, floors, nfes, n, seeds, kd, kd_info, info):
         },
         "config": {
             "n": n,
-            "seeds": seeds,
+            "selection_seeds": list(range(n_sel)),
+            "confirm_seeds": list(range(100, 100 + n_conf)),
             "nfe": nfes,
             "n_proj": 256,
-            "metric": "sliced W1",
+            "metrics": {
+                "sw1": "sliced W1 to a fresh data draw of n",
+                "err": "mean Euclidean distance to the exact PF-ODE endpoint from the same z1",
+            },
+            "reference": "RK4 in float64, uniform in lambda, steps in reference_steps",
+            "s_mins": list(S_MINS),
+            "kd_rhos": list(KD_RHOS),
             "demo": info,
-            "ours": list(OURS),
-            "our_grids": list(OUR_GRIDS),
-            "scan": "all" if a.all_configs else "default (SCAN)",
         },
-        "floors": floors,
-        "best": table,
-        "rows": rows,
+        "floors": {},
+        "reference_steps": {},
+        "reference_error": {},
+        "confirmed": {},
+        "confirm_floors": {},
+        "rows": [],
     }
+    for k, m in models.items():  # the JSON is rewritten after each model (partial results)
+        t0 = time.process_time()
+        classical = type(m.transform).__name__ == "IdentityTransform"
+        s_mins = model_s_mins(m)
+        if k.startswith("demo"):  # trained networks cost ~4x the closed form: a coarser scan
+            s_mins = s_mins[:1] + s_mins[2::2]
+        cfgs = configs(classical and kd is not None, s_mins, our_grids(m), a.quick)
+        ref_steps = 100 if a.quick else REF_STEPS // (4 if k.startswith("demo") else 1)
+        res, floors, _ = evaluate(m, draws[k], cfgs, nfes, range(n_sel), n, kd)
+        result["floors"][k] = _stats(floors)
+        result["rows"] += [dict(model=k, **r) for r in summarise(res, nfes)]
+        conf_seeds = range(100, 100 + n_conf)
+        result["confirmed"][k], result["confirm_floors"][k], ref_err = confirm(
+            m, draws[k], res, nfes, conf_seeds, n, kd, ref_steps
+        )
+        result["reference_steps"][k], result["reference_error"][k] = ref_steps, ref_err
+        print(
+            f"  {k}: {len(cfgs)} configurations, {time.process_time() - t0:.0f} CPU s", flush=True
+        )
+        _write(out, result, nfes)
+    if a.timing:
+        rounds = a.rounds or (2 if a.quick else 20)
+        timed = {k: m for k, m in models.items() if k in ("mixture-affine", "demo-NDM")}
+        result["timing"] = timing(timed, n, rounds)
+        _write(out, result, nfes)
+    _report(result, nfes)
+    print(f"\nwrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _write(out, result, nfes):
     _common.write_json_atomic(out, result, prefix=".fewstep.", suffix=".json")
-    plot(out.with_suffix(".png"), table, floors, nfes)
-    return table
+    plot(out.with_suffix(".png"), result["rows"], result["floors"], result["confirmed"], nfes)
 
 
-def _report(table, floors, nfes, n, seeds):
-    print(f"\nsliced W1 (mean ± s.e. over {seeds} seeds, {n} samples; floor = data vs data)")
-    for name in table:
-        print(f"\n{name}: floor {floors[name]['mean']:.4f} ± {floors[name]['se']:.4f}")
-        print(f"{'NFE':>4} | {'ndmsolve best':<44} | {'k-diffusion best':<40} | euler    ddim")
+def _fmt(c, key="sw1"):
+    return f"{c[key]:.4f}±{c[key + '_se']:.4f} {c['name']}"
+
+
+def _report(result, nfes):
+    for name, conf in result["confirmed"].items():
+        fl = result["confirm_floors"][name]
+        print(f"\n{name} (confirmation seeds): floor {fl['mean']:.4f} ± {fl['se']:.4f}")
         for nf in nfes:
-            cell = table[name].get(str(nf), {})
-
-            def fmt(key, width, cell=cell):
-                if key not in cell:
-                    return "-".ljust(width)
-                c = cell[key]
-                s = f"{c['sw1']:.4f}±{c['sw1_se']:.4f} {c['method']}/{c['grid']}/{c['final']}"
-                return s.ljust(width)
-
-            e = cell.get("ndmsolve:euler", {}).get("sw1", float("nan"))
-            d = cell.get("ndmsolve:ddim", {}).get("sw1", float("nan"))
-            print(f"{nf:>4} | {fmt('ndmsolve', 44)} | {fmt('k-diffusion', 40)} | {e:.4f}  {d:.4f}")
+            cell = conf.get(str(nf))
+            if not cell:
+                continue
+            b, pc = cell["best"], cell["paired"]
+            line = [f"{nf:>3} NFE"]
+            for key in ("ndmsolve", "k-diffusion", "ndmsolve:euler", "ndmsolve:ddim"):
+                if key in b:
+                    line.append(f"{key}: {_fmt(b[key])} (err {b[key]['err']:.4f})")
+            for k, v in pc.items():
+                line.append(f"{k}: {v['sw1']['mean']:+.4f}±{v['sw1']['se']:.4f}")
+            print("\n    ".join(line))
+    for name, cell in result.get("timing", {}).get("models", {}).items():
+        print(f"\ntiming {name} (CPU s per step, ratio to euler / ddim):")
+        for m, v in cell.items():
+            print(
+                f"  {m:<10} {v['cpu_s_per_step'] * 1e3:8.3f} ms  "
+                f"{v['ratio_to_euler']:.2f}  {v['ratio_to_ddim']:.2f}"
+            )
 
 
 if __name__ == "__main__":

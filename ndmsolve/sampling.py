@@ -330,7 +330,9 @@ def sample(
         eta: η ∈ [0, 1] for the samplers that take it (``"eta" in METHODS[m].options``:
             default 0 for ``ddim``, 1 for ``ancestral``); an error for other methods.
         **solver_kwargs: passed on to ``ndmsolve.solvers.api.solve`` (e.g. ``h0``), or
-            for discrete samplers their ``METHODS[m].options``.
+            for discrete samplers their ``METHODS[m].options`` (the multistep samplers'
+            ``lower_order_final``, default True: below 15 steps the last steps use fewer
+            past predictions; see ``ndmsolve.solvers.multistep``).
 
     Returns:
         ``SampleResult(samples, nfe, path_ts, path, solution)``.

@@ -97,15 +97,22 @@ def _kd_setup(model, grid):
     return alpha, sk, denoise
 
 
-def ref_dpmpp_2m(model, z, grid):
-    """k-diffusion sample_dpmpp_2m (DPM-Solver++(2M), Lu et al. 2022, Alg. 2)."""
+def _lower(grid, lof: bool) -> bool:
+    """DPM-Solver / UniPC ``lower_order_final`` on grids under 15 steps (diffusers' rule)."""
+    return lof and len(grid) - 1 < 15
+
+
+def ref_dpmpp_2m(model, z, grid, lof: bool = False):
+    """k-diffusion sample_dpmpp_2m (DPM-Solver++(2M), Lu et al. 2022, Alg. 2); ``lof``:
+    the last step first order (DPM-Solver's lower_order_final)."""
     alpha, sk, denoise = _kd_setup(model, grid)
     x, old, path = z / alpha[0], None, [z]
-    for i in range(len(grid) - 1):
+    N = len(grid) - 1
+    for i in range(N):
         den = denoise(x, i)
         t, t_next = -sk[i].log(), -sk[i + 1].log()
         h = t_next - t
-        if old is None:
+        if old is None or (_lower(grid, lof) and i == N - 1):
             x = (sk[i + 1] / sk[i]) * x - (-h).expm1() * den
         else:
             r = (t - (-sk[i - 1].log())) / h
@@ -116,19 +123,24 @@ def ref_dpmpp_2m(model, z, grid):
     return torch.stack(path)
 
 
-def ref_dpmpp_3m(model, z, grid, d2_coef: float = 1.0):
+def ref_dpmpp_3m(model, z, grid, d2_coef: float = 1.0, lof: bool = False):
     """k-diffusion sample_dpmpp_3m_sde at eta = 0 (DPM-Solver++(3M)); ``d2_coef = 2`` is
-    the exact integral of the quadratic (ei_3m)."""
+    the exact integral of the quadratic (ei_3m); ``lof``: step i of N uses at most N − i
+    predictions (DPM-Solver's lower_order_final)."""
     alpha, sk, denoise = _kd_setup(model, grid)
     x, path = z / alpha[0], [z]
     d_1 = d_2 = h_1 = h_2 = None
-    for i in range(len(grid) - 1):
+    N = len(grid) - 1
+    for i in range(N):
         den = denoise(x, i)
         t, s = -sk[i].log(), -sk[i + 1].log()
         h = s - t
         x = torch.exp(-h) * x + (-h).expm1().neg() * den
         phi_2 = h.neg().expm1() / h + 1
-        if h_2 is not None:
+        left = N - i if _lower(grid, lof) else 3
+        if left == 1:
+            pass
+        elif h_2 is not None and left >= 3:
             r0, r1 = h_1 / h, h_2 / h
             d1_0, d1_1 = (den - d_1) / r0, (d_1 - d_2) / r1
             d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
@@ -142,9 +154,10 @@ def ref_dpmpp_3m(model, z, grid, d2_coef: float = 1.0):
     return torch.stack(path)
 
 
-def ref_unipc(model, z, grid, order: int):
-    """UniPC (Zhao et al. 2023), data prediction, B(h) = expm1(−h) ("bh2"), without
-    lower_order_final: the update of UniPC's multistep_uni_pc_bh_update, in VP form."""
+def ref_unipc(model, z, grid, order: int, lof: bool = False):
+    """UniPC (Zhao et al. 2023), data prediction, B(h) = expm1(−h) ("bh2"): the update of
+    UniPC's multistep_uni_pc_bh_update, in VP form; ``lof``: its lower_order_final,
+    step_order = min(order, steps + 1 − step)."""
     alpha, sigma = SCHED(grid)
     lam = torch.log(alpha) - torch.log(sigma)
     N = len(grid) - 1
@@ -152,7 +165,7 @@ def ref_unipc(model, z, grid, order: int):
     models, idx = [model.x_hat(z, grid[0].expand(B))], [0]
     x, path = z, [z]
     for step in range(1, N + 1):
-        p = min(order, step)
+        p = min(order, step, N + 1 - step) if _lower(grid, lof) else min(order, step)
         i0 = idx[-1]
         h = lam[step] - lam[i0]
         rks, D1s = [], []
@@ -201,23 +214,55 @@ def ref_unipc(model, z, grid, order: int):
 
 REFS = {
     "dpmpp_2m": ref_dpmpp_2m,
-    "dpmpp_3m": ref_dpmpp_3m,
-    "ei_3m": lambda m, z, g: ref_dpmpp_3m(m, z, g, d2_coef=2.0),
-    "unipc_2m": lambda m, z, g: ref_unipc(m, z, g, 2),
-    "unipc_3m": lambda m, z, g: ref_unipc(m, z, g, 3),
+    "dpmpp_3m": lambda m, z, g, lof: ref_dpmpp_3m(m, z, g, lof=lof),
+    "ei_3m": lambda m, z, g, lof: ref_dpmpp_3m(m, z, g, d2_coef=2.0, lof=lof),
+    "unipc_2m": lambda m, z, g, lof: ref_unipc(m, z, g, 2, lof),
+    "unipc_3m": lambda m, z, g, lof: ref_unipc(m, z, g, 3, lof),
 }
 
 
+@pytest.mark.parametrize("lof", [False, True])
 @pytest.mark.parametrize("kind", ["logsnr", "karras", "uniform"])
 @pytest.mark.parametrize("method", list(MULTISTEP_METHODS))
-def test_identity_equals_published_formula(method, kind):
+def test_identity_equals_published_formula(method, kind, lof):
     model = ndm()
     grid = make_time_grid(7, kind, SCHED, t_min=0.02, dtype=F64)
-    ours = nd.sample(model, z1=z1(), method=method, grid=grid, return_path=True).path
-    ref = REFS[method](model, z1(), grid)
+    ours = nd.sample(
+        model, z1=z1(), method=method, grid=grid, return_path=True, lower_order_final=lof
+    ).path
+    ref = REFS[method](model, z1(), grid, lof)
     assert ours.shape == ref.shape
     err = (ours - ref).abs().max().item()
     assert err < 1e-12, f"{method} on a {kind} grid differs from the published formula by {err:.2e}"
+
+
+@pytest.mark.parametrize("method", list(MULTISTEP_METHODS))
+def test_lower_order_final_default_and_its_reach(method):
+    model, z = ndm(affine()), z1(16)
+    run = lambda steps, **kw: (
+        nd.sample(  # noqa: E731
+            model, z1=z.clone(), method=method, steps=steps, grid_kind="logsnr", **kw
+        ).samples
+    )
+    assert nd.solvers.METHODS[method].options == ("lower_order_final",)
+    for steps in (5, 14):  # on by default below 15 steps, and it changes the result there
+        on, off = run(steps), run(steps, lower_order_final=False)
+        assert torch.equal(on, run(steps, lower_order_final=True))
+        assert (on - off).abs().max() > 1e-8, (method, steps)
+    # from 15 steps on it changes nothing: the full-order formulas (and orders) hold
+    assert torch.equal(run(15), run(15, lower_order_final=False))
+    with pytest.raises(TypeError, match="lower_order_final must be a bool"):
+        run(5, lower_order_final="yes")
+
+
+def test_lower_order_final_last_step_is_ddim():
+    # The last step of a lowered grid is the NDM-DDIM step (2) from the state before it
+    # (for a method without corrector, whose x̂ is taken at that very state).
+    model, z = ndm(affine()), z1(16)
+    grid = make_time_grid(6, "logsnr", SCHED, dtype=F64)
+    path = nd.sample(model, z1=z, method="ei_3m", grid=grid, return_path=True).path
+    last = nd.sample(model, z1=path[-2], method="ddim", grid=grid[-2:]).samples
+    assert torch.allclose(path[-1], last, atol=1e-13, rtol=0)
 
 
 def test_every_registered_method_has_a_reference():

@@ -73,6 +73,17 @@ The first steps have fewer predictions to combine (DDIM first, then the shorter
 formulas); their extra local error is proportional to dx̂/dλ̃ near t = 1, which is
 ~e^{λ_min} small, so it does not show in the measured orders.
 
+**Lower-order final steps** (``lower_order_final``, default True, as in DPM-Solver's and
+UniPC's code and diffusers' schedulers): on grids of fewer than
+``LOWER_ORDER_FINAL_STEPS`` = 15 steps, step i of N combines at most N − i predictions
+(the last step is DDIM, the one before it two-point, ...; corrector methods use the same
+nodes in the corrector). Near t = 0 few-step grids take steps of 1–3 in λ̃ over which
+x̂ turns sharply as it resolves the data's modes; extrapolating a quadratic through
+predictions that far back is what makes the 3-prediction methods diverge at 5 steps.
+On grids of 15 steps or more the option changes nothing, so the orders above and the
+published formulas (step for step) hold there either way; ``lower_order_final=False``
+keeps the full order to the end on every grid.
+
 Registered in ``nd.solvers.METHODS`` as discrete NDM samplers (``nd.sample`` only), one
 predictor call per step, ``needs_jvp=False``.
 
@@ -92,7 +103,17 @@ from torch import Tensor
 from .base import Solution, check_grid_step, grid_solution
 from .registry import register
 
-__all__ = ["MULTISTEP_METHODS", "MultistepMethod", "multistep_solve", "multistep_weights"]
+__all__ = [
+    "LOWER_ORDER_FINAL_STEPS",
+    "MULTISTEP_METHODS",
+    "MultistepMethod",
+    "multistep_solve",
+    "multistep_weights",
+]
+
+#: below this many steps ``lower_order_final`` lowers the order of the last steps
+#: (diffusers' threshold for DPM-Solver++ and UniPC)
+LOWER_ORDER_FINAL_STEPS = 15
 
 
 @dataclass(frozen=True)
@@ -206,7 +227,7 @@ def _unipc_weights(lams: list[float], lam_s: float, corrector: bool) -> list[flo
 
 
 def multistep_weights(
-    method: str, lam: list[float]
+    method: str, lam: list[float], lower_order_final: bool = False
 ) -> tuple[list[list[float]], list[list[float] | None]]:
     """Per-step weights of ``method`` on the grid with half log-SNRs ``lam`` (N+1 floats,
     increasing).
@@ -214,13 +235,16 @@ def multistep_weights(
     Returns ``(pred, corr)``: ``pred[i]`` weights on the predictions x̂ at grid points
     ``i − len + 1 .. i`` (oldest first) for the step i → i+1; ``corr[i]`` (corrector
     methods, else None) weights on those predictions and the one at i+1, for redoing
-    step i → i+1; None for the last step.
+    step i → i+1; None for the last step. With ``lower_order_final`` and
+    N < ``LOWER_ORDER_FINAL_STEPS``, step i uses at most N − i predictions.
     """
     spec = MULTISTEP_METHODS[method]
     N = len(lam) - 1
+    lower = lower_order_final and N < LOWER_ORDER_FINAL_STEPS
     pred, corr = [], []
     for i in range(N):
-        nodes = lam[max(0, i - spec.history + 1) : i + 1]
+        k = min(spec.history, N - i) if lower else spec.history
+        nodes = lam[max(0, i - k + 1) : i + 1]
         if spec.corrector:
             pred.append(_unipc_weights(nodes, lam[i + 1], corrector=False))
             corr.append(_unipc_weights(nodes, lam[i + 1], corrector=True) if i < N - 1 else None)
@@ -249,6 +273,7 @@ def multistep_solve(
     *,
     method: str,
     save: bool = False,
+    lower_order_final: bool = True,
 ) -> Solution:
     """Run a multistep method over ``grid`` (strictly decreasing, (N+1,)) from ``z`` at
     ``grid[0]``; returns z at ``grid[-1]``.
@@ -260,6 +285,9 @@ def multistep_solve(
             length (``MULTISTEP_METHODS[method].history``).
         method: a name in ``MULTISTEP_METHODS``.
         save: keep the path (``ts`` = grid, ``ys`` (N+1, B, *shape)).
+        lower_order_final: on grids of fewer than ``LOWER_ORDER_FINAL_STEPS`` steps,
+            step i of N combines at most N − i predictions (module docstring); no effect
+            on longer grids.
 
     Returns:
         ``Solution`` with ``nfe = n_accepted = N`` (one predictor call per step).
@@ -267,6 +295,8 @@ def multistep_solve(
     if method not in MULTISTEP_METHODS:
         raise ValueError(f"method must be one of {list(MULTISTEP_METHODS)}, got {method!r}")
     spec = MULTISTEP_METHODS[method]
+    if not isinstance(lower_order_final, bool):
+        raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
     if not isinstance(grid, Tensor) or grid.ndim != 1 or grid.shape[0] < 2:
         raise ValueError("grid must be a 1-D tensor with at least 2 times")
     g64 = grid.detach().to("cpu", torch.float64)
@@ -285,7 +315,7 @@ def multistep_solve(
         alpha, sigma = (v.tolist() for v in sched.alpha_sigma(g64))
     if not all(b > a for a, b in itertools.pairwise(lam)):
         raise ValueError("grid must have strictly increasing log-SNR (λ strictly decreasing in t)")
-    pred, corr = multistep_weights(method, lam)
+    pred, corr = multistep_weights(method, lam, lower_order_final)
     B = z.shape[0]
     ts = [grid[i].expand(B) for i in range(N + 1)]
 
@@ -319,10 +349,19 @@ def multistep_solve(
 
 
 def _run(
-    model, z: Tensor, grid: Tensor, *, generator=None, save: bool = False, method: str = ""
+    model,
+    z: Tensor,
+    grid: Tensor,
+    *,
+    generator=None,
+    save: bool = False,
+    method: str = "",
+    lower_order_final: bool = True,
 ) -> Solution:
     del generator  # deterministic
-    return multistep_solve(model, z, grid, method=method, save=save)
+    return multistep_solve(
+        model, z, grid, method=method, save=save, lower_order_final=lower_order_final
+    )
 
 
 _DESCRIPTIONS = {
@@ -342,5 +381,6 @@ for _m in MULTISTEP_METHODS.values():
         run=_run,
         needs_jvp=_m.needs_jvp,
         min_steps=_m.history,
+        options=("lower_order_final",),
         description=_DESCRIPTIONS[_m.name],
     )
