@@ -80,31 +80,38 @@ def run_meta(benchmark: str, a: argparse.Namespace, device: torch.device, rounds
 
 # --------------------------------------------------------------------------- timing
 def time_all(
-    fns: dict[str, Callable], device, rounds: int, min_time: float, warmup: int = 1
+    fns: dict[str, Callable],
+    device,
+    rounds: int,
+    min_time: float,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call, rounds interleaved across variants (load hits all alike).
 
     Each callable is called ``warmup`` times, then once more to size a round: calls per
-    round are chosen so each round lasts about ``min_time``.
+    round are chosen so each round lasts about ``min_time``. ``clock`` is wall time by
+    default; ``time.process_time`` gives this process's CPU time, which a shared machine's
+    load does not inflate (on CPU at one thread).
     """
     number = {}
     for name, fn in fns.items():
         for _ in range(warmup):
             fn()
         sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync(device)
-        number[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-9)))
+        number[name] = max(1, int(min_time / max(clock() - t0, 1e-9)))
     samples: dict[str, list[float]] = {n: [] for n in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(number[name]):
                 fn()
             sync(device)
-            samples[name].append((time.perf_counter() - t0) / number[name])
+            samples[name].append((clock() - t0) / number[name])
     return {n: statistics.median(s) for n, s in samples.items()}
 
 

@@ -32,11 +32,13 @@ __all__ = [
     "train",
     "lr_factor",
     "LR_SCHEDULES",
+    "DATA_ORDERS",
     "save_checkpoint",
     "load_checkpoint",
 ]
 
 LR_SCHEDULES = ("constant", "cosine")
+DATA_ORDERS = ("random", "epoch")
 
 PathLike = Union[str, os.PathLike]
 
@@ -158,6 +160,12 @@ class _Batches:
     (the same on every rank) and micro-batch k draws its noise from its own generator k;
     all K + 1 are seeded from ``generator`` once, so one process with K micro-batches and
     K processes with one each see the same numbers.
+
+    ``order="epoch"`` (tensor data) draws indices without replacement: the global index
+    stream is a concatenation of permutations of the N points, epoch e's permutation seeded
+    by (a seed drawn once from ``generator``, e), and step s takes positions
+    [s·B, (s+1)·B) of it. It depends on the step alone, so resuming needs no extra state
+    and every rank computes the same global batch.
     """
 
     def __init__(
@@ -168,7 +176,15 @@ class _Batches:
         microbatches: int,
         rank: int,
         world: int,
+        order: str = "random",
     ):
+        if order not in DATA_ORDERS:
+            raise ValueError(f"data_order must be one of {DATA_ORDERS}, got {order!r}")
+        if order == "epoch" and not isinstance(data, Tensor):
+            raise ValueError(
+                "data_order='epoch' needs data as a tensor (N, *shape); a callable data source "
+                "draws fresh points and has no epochs"
+            )
         if isinstance(data, Tensor):
             if data.ndim < 2 or data.shape[0] < 1:
                 raise ValueError(
@@ -200,6 +216,14 @@ class _Batches:
                 0, 2**62, (microbatches + 1,), generator=generator, device=generator.device
             )
             self.generators = [torch.Generator(generator.device).manual_seed(int(v)) for v in seeds]
+        self.order, self._perm = order, (None, None)
+        if order == "epoch":
+            g = self.data_generator()
+            self.set_epoch_seed(int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
+
+    def set_epoch_seed(self, seed: int) -> None:
+        """The seed of the epochs' orders (drawn at start, or restored from a checkpoint)."""
+        self.epoch_seed, self._perm = seed, (None, None)
 
     def data_generator(self) -> torch.Generator:
         return self.generators[0]
@@ -207,15 +231,36 @@ class _Batches:
     def noise_generator(self, k: int) -> torch.Generator:
         return self.generators[0 if self.K == 1 else k + 1]
 
-    def next(self) -> list[tuple[Tensor, torch.Generator]]:
-        """This process's micro-batches of the next step: [(x_k, noise generator k), ...]."""
+    def permutation(self, epoch: int) -> Tensor:
+        """The order of the N points in ``epoch`` (``order="epoch"``), (N,) int64 on CPU."""
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed((self.epoch_seed + epoch) % 2**63)
+            self._perm = (epoch, torch.randperm(self.data.shape[0], generator=g))
+        return self._perm[1]
+
+    def epoch_indices(self, step: int) -> Tensor:
+        """Global batch indices of ``step`` under ``order="epoch"``, (batch_size,)."""
+        n = self.data.shape[0]
+        pos = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        epochs = pos // n
+        out = torch.empty_like(pos)
+        for e in epochs.unique().tolist():
+            sel = epochs == e
+            out[sel] = self.permutation(e)[pos[sel] - e * n]
+        return out
+
+    def next(self, step: int) -> list[tuple[Tensor, torch.Generator]]:
+        """This process's micro-batches of ``step``: [(x_k, noise generator k), ...]."""
         g, m = self.data_generator(), self.batch_size // self.K
         if isinstance(self.data, Tensor):
             n = self.data.shape[0]
-            # Indices on the generator's device; sampling with replacement keeps every step iid.
-            idx = torch.randint(0, n, (self.batch_size,), generator=g, device=g.device).to(
-                self.data.device
-            )
+            if self.order == "epoch":
+                idx = self.epoch_indices(step).to(self.data.device)
+            else:
+                # Indices on the generator's device; with replacement keeps every step iid.
+                idx = torch.randint(0, n, (self.batch_size,), generator=g, device=g.device).to(
+                    self.data.device
+                )
             return [
                 (self.data[idx[k * m : (k + 1) * m]], self.noise_generator(k)) for k in self.local
             ]
@@ -232,9 +277,11 @@ class _Objective(nn.Module):
     def __init__(self, model: nn.Module, loss_fn):
         super().__init__()
         self.model, self.loss_fn = model, loss_fn
+        self.last = None  # the loss's last output (an adaptive time proposal reads it)
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        return _total(self.loss_fn(self.model, x, generator=generator))
+        self.last = self.loss_fn(self.model, x, generator=generator)
+        return _total(self.last)
 
 
 def _autocast_predictor(model: nn.Module, dtype: torch.dtype) -> list:
@@ -318,14 +365,16 @@ def train(
     compile: bool = False,
     extra: dict | None = None,
     on_log: Callable[[int, float, float], None] | None = None,
+    time_proposal=None,
+    data_order: str = "random",
 ) -> TrainResult:
     """Train ``model`` (an NDM, in place) on ``data`` with Adam and an EMA of the weights.
 
     Args:
         model: the NDM (any module the loss accepts); updated in place.
-        data: a tensor (N, *shape) to draw batches from (with replacement, by
-            ``generator``), or a callable ``data(n, generator=g) -> (n, *shape)`` for
-            fresh draws (e.g. ``ndmsolve.data.checkerboard``).
+        data: a tensor (N, *shape) to draw batches from (see ``data_order``), or a
+            callable ``data(n, generator=g) -> (n, *shape)`` for fresh draws (e.g.
+            ``ndmsolve.data.checkerboard``).
         steps, batch_size: optimisation steps and (global) batch size.
         lr: Adam learning rate (the peak one under a schedule).
         lr_schedule, warmup_steps: the learning rate over the run, ``lr * lr_factor(step,
@@ -355,6 +404,16 @@ def train(
         extra: more entries for the checkpoint (e.g. the command's configuration).
         on_log: called as ``on_log(step, mean_loss, images_per_s)`` every ``log_every``
             steps (on rank 0).
+        time_proposal: importance sampling of t for ``loss="continuous"`` (see
+            ``ndmsolve.time_proposal``): t ~ q, the diffusion term weighted by 1/q(t), so the
+            loss and its gradient stay unbiased. An ``AdaptiveTimeProposal`` is refitted
+            after every micro-batch from the integrand it saw, and checkpointed (under
+            torch.distributed each rank refits from its own draws).
+        data_order: how batches index a tensor ``data``: ``"random"`` (default), each
+            step's indices drawn uniformly with replacement by ``generator``; ``"epoch"``,
+            without replacement: every point once per epoch of N points, in a seeded order
+            per epoch (a batch may straddle two epochs). Under torch.distributed the ranks
+            split each global batch, so they never see the same point within an epoch.
 
     Returns:
         ``TrainResult(model, ema_model, losses)``; ``losses`` holds each step's mean loss
@@ -398,8 +457,17 @@ def train(
         raise ValueError("model has no trainable parameters")
     if isinstance(data, Tensor) and data.is_floating_point():
         check_like_model(data, model, "data")
+    if time_proposal is not None:
+        if loss != "continuous":
+            raise ValueError(f"time_proposal needs loss='continuous', got loss={loss!r}")
+        from .objectives import continuous_loss
+
+        def loss(model, x, generator):
+            return continuous_loss(model, x, generator=generator, time_proposal=time_proposal)
+
+    adaptive = time_proposal is not None and hasattr(time_proposal, "observe")
     loss_fn = _resolve_loss(loss)
-    batches = _Batches(data, batch_size, generator, microbatches, rank, world)
+    batches = _Batches(data, batch_size, generator, microbatches, rank, world, data_order)
     objective = _Objective(model, loss_fn)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -417,10 +485,19 @@ def train(
     losses: list = []
     start = 0
     if resume and Path(checkpoint).is_file():
+        more = {"time_proposal": time_proposal} if adaptive else {}
         state = load_checkpoint(
-            checkpoint, model=model, optimizer=opt, ema=ema, generator=batches.generators
+            checkpoint, model=model, optimizer=opt, ema=ema, generator=batches.generators, **more
         )
         start, losses = int(state["step"]), list(state["losses"])
+        stored_order = state.get("data_order", "random")
+        if stored_order != data_order:
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} was trained with data_order={stored_order!r}; "
+                f"resume it with the same (this run has {data_order!r})"
+            )
+        if data_order == "epoch":
+            batches.set_epoch_seed(int(state["epoch_seed"]))
         # Dropout and other global-RNG draws continue where they stopped, on every rank.
         rngs = state.get("rng_per_rank") or [state["rng"]]
         if len(rngs) != world:
@@ -446,6 +523,9 @@ def train(
                 microbatches=microbatches,
                 world_size=world,
                 lr_schedule={"lr": lr, "schedule": lr_schedule, "warmup_steps": warmup_steps},
+                **({"time_proposal": time_proposal} if adaptive else {}),
+                data_order=data_order,
+                epoch_seed=getattr(batches, "epoch_seed", None),
                 **(extra or {}),
             )
         ddist.barrier()
@@ -471,7 +551,7 @@ def train(
             file=sys.stderr,
         ) as bar:
             for step in bar:
-                parts = batches.next()
+                parts = batches.next(step)
                 opt.zero_grad(set_to_none=True)
                 total = 0.0
                 for j, (x, g) in enumerate(parts):
@@ -483,6 +563,9 @@ def train(
                         if not torch.isfinite(value):
                             raise FloatingPointError(f"loss became {value.item()} at step {step}")
                         (value * scale).backward()
+                    if adaptive:
+                        inner = getattr(objective, "module", objective)
+                        time_proposal.observe(inner.last.diffusion)
                     total = total + value.detach()
                 step_loss = ddist.all_reduce_sum(total.reshape(1))[0] / microbatches
                 if grad_clip is not None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import one_thread_fixture
 
-from ndmsolve.checkpoint import load_checkpoint
+from ndmsolve.checkpoint import load_checkpoint, read_checkpoint
 from ndmsolve.cli import main
 from ndmsolve.commands import likelihood as lik_cmd
 from ndmsolve.commands import sample as sample_cmd
@@ -276,11 +276,16 @@ def test_toy_and_png_data(tmp_path, capsys):
                 "20",
                 "--grid-steps",
                 "2",
+                "--data-order",
+                "epoch",
             ]
         )
         == 0
     )
     assert (toy / "samples_scatter.png").is_file()
+    assert read_checkpoint(toy / "checkpoint.pt")["data_order"] == "epoch"
+    log = json.loads((toy / "train_log.json").read_text())
+    assert log["cpu_s"] > 0 and log["threads"] == 1
     assert (
         main(
             [

@@ -65,6 +65,12 @@ OPTIONS = [
         int,
         check=positive,
     ),
+    Option(
+        "data_order",
+        "random",
+        "batches: random (indices drawn with replacement) or epoch (each point once per epoch)",
+        choices=("random", "epoch"),
+    ),
     Option("lr", 1e-3, "Adam learning rate (the peak one under a schedule)", float, check=positive),
     Option("lr_schedule", "constant", "learning rate over the run", choices=("constant", "cosine")),
     Option("warmup_steps", 0, "linear learning-rate warm-up steps", int, check=non_negative),
@@ -231,7 +237,7 @@ def run(args) -> int:
             f"device {device}, output in {out}/",
             flush=True,
         )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = train(
         model,
         x,
@@ -254,8 +260,9 @@ def run(args) -> int:
         compile=cfg["compile"],
         extra={"train_config": cfg, "data": cfg["data"], "n_bins": ds.n_bins},
         on_log=lambda s, v, ips: log.append({"step": s, "loss": v, "images_per_s": ips}),
+        data_order=cfg["data_order"],
     )
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if rank != 0:
         return 0
     from ..viz import loss_curve
@@ -265,6 +272,10 @@ def run(args) -> int:
     summary = {
         "steps": cfg["steps"],
         "wall_s": wall,
+        # This process's CPU time: the cost of the run on a shared machine, where wall time
+        # depends on the load.
+        "cpu_s": cpu,
+        "threads": cfg["threads"],
         "final_loss": sum(res.losses[-50:]) / max(1, len(res.losses[-50:])),
         "images_per_s": sum(ips) / len(ips) if ips else None,
         "log": log,
