@@ -107,12 +107,29 @@ REF_STEPS = 400
 TIMED = ("euler", "heun", "ddim", *MULTISTEP)
 
 
-def configs(classical: bool, s_mins: list[float], grids=OUR_GRIDS, quick: bool = False) -> list:
-    """(library, method, grid, final, s_min, rho, lower_order_final) to scan.
+def configs(
+    classical: bool,
+    s_mins: list[float],
+    grids=OUR_GRIDS,
+    quick: bool = False,
+    extrapolate=("x",),
+) -> list:
+    """(library, method, grid, final, s_min, rho, lower_order_final, extrapolate) to scan.
 
-    ``s_min`` None: ends with z at t = 0; ``rho``: k-diffusion's Karras ρ (ours: 7).
+    ``s_min`` None: ends with z at t = 0; ``rho``: k-diffusion's Karras ρ (ours: 7);
+    our multistep configurations are repeated for each ``extrapolate`` value.
     """
     s_mins = s_mins[:1] if quick else s_mins
+    out = []
+    for c in _configs7(classical, s_mins, grids, quick):
+        if c[0] == "ndmsolve" and c[1] in MULTISTEP:
+            out += [(*c, ext) for ext in extrapolate]
+        else:
+            out.append((*c, None))
+    return out
+
+
+def _configs7(classical: bool, s_mins: list[float], grids, quick: bool) -> list:
     out = []
     for m in OURS:
         for g in grids:
@@ -144,10 +161,12 @@ def our_grids(model) -> tuple[str, ...]:
 
 
 def config_name(c) -> str:
-    lib, m, g, final, s, rho, lof = c
+    lib, m, g, final, s, rho, lof, ext = c
     parts = [m, g if rho is None else f"{g}{rho:g}", final if s is None else f"x_hat@{s:.3g}"]
     if lof is False:
         parts.append("no-lof")
+    if ext == "F":
+        parts.append("extrapolate-F")
     return ("" if lib == "ndmsolve" else "kd:") + "/".join(parts)
 
 
@@ -341,13 +360,15 @@ def model_s_mins(model, s_mins=S_MINS) -> list[float]:
     return [s_end] + [s for s in s_mins if s > 1.001 * s_end]
 
 
-def our_sample(model, z1, method, grid, final, nfe, t_min=0.0, lof=None):
+def our_sample(model, z1, method, grid, final, nfe, t_min=0.0, lof=None, ext=None):
     """Our sampler at ``nfe`` evaluations, or None when the budget does not fit."""
     per = METHODS[method].nfe_per_step
     steps = (nfe - (final == "x_hat")) // per
     if steps < METHODS[method].min_steps or steps * per + (final == "x_hat") != nfe:
         return None
     kw = {} if lof is None else {"lower_order_final": lof}
+    if ext is not None:
+        kw["extrapolate"] = ext
     res = nd.sample(
         model,
         z1=z1,
@@ -362,10 +383,10 @@ def our_sample(model, z1, method, grid, final, nfe, t_min=0.0, lof=None):
 
 
 def run_config(kd, model, z1, c, nfe):
-    lib, m, g, final, s, rho, lof = c
+    lib, m, g, final, s, rho, lof, ext = c
     if lib == "ndmsolve":
         t_min = 0.0 if s is None else t_of_s(model.schedule, s)
-        return our_sample(model, z1, m, g, final, nfe, t_min, lof)
+        return our_sample(model, z1, m, g, final, nfe, t_min, lof, ext)
     return kd_sample(kd, model, z1, m, g, nfe, s, rho)
 
 
@@ -479,7 +500,7 @@ def select(res, nfe):
 
 
 def cfg_dict(c) -> dict:
-    lib, m, g, final, s, rho, lof = c
+    lib, m, g, final, s, rho, lof, ext = c
     return dict(
         library=lib,
         method=m,
@@ -488,6 +509,7 @@ def cfg_dict(c) -> dict:
         s_min=s,
         rho=rho if lib == "k-diffusion" else (7.0 if g == "karras" else None),
         lower_order_final=lof,
+        extrapolate=ext,
         name=config_name(c),
     )
 
@@ -691,6 +713,11 @@ def main(argv=None) -> int:
     p.add_argument(
         "--only", default=None, help="scan only configurations whose name matches this regex"
     )
+    p.add_argument(
+        "--extrapolate",
+        default="x",
+        help="comma-separated extrapolate options of our multistep methods (x, F; default x)",
+    )
     p.add_argument("--timing", action="store_true", help="also time the methods (CPU time)")
     p.add_argument("--rounds", type=int, default=None, help="timing rounds (default 20; quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny 2D models: 1)")
@@ -704,6 +731,11 @@ def main(argv=None) -> int:
     nfes = [int(v) for v in (a.nfe or ("5,10" if a.quick else "5,10,20,40")).split(",")]
     train_steps = a.train_steps or (20 if a.quick else 1500)
     want = set(a.models.split(","))
+    extrapolate = tuple(a.extrapolate.split(","))
+    if not extrapolate or set(extrapolate) - {"x", "F"}:
+        raise SystemExit(
+            f"--extrapolate: expected a comma-separated subset of x,F, got {a.extrapolate!r}"
+        )
     unknown = want - {"mixture", "mixture-affine", "demo", "demo-DDPM", "demo-NDM"}
     if unknown:
         raise SystemExit(f"--models: unknown {sorted(unknown)}")
@@ -747,6 +779,7 @@ def main(argv=None) -> int:
             "reference": "RK4 in float64, uniform in lambda, steps in reference_steps",
             "s_mins": a.s_mins or list(S_MINS),
             "only": a.only,
+            "extrapolate": list(extrapolate),
             "kd_rhos": list(KD_RHOS),
             "demo": info,
         },
@@ -766,7 +799,7 @@ def main(argv=None) -> int:
             s_mins = model_s_mins(m)
             if k.startswith("demo"):  # trained networks cost ~4x the closed form: coarser
                 s_mins = s_mins[:1] + s_mins[2::2]
-        cfgs = configs(classical and kd is not None, s_mins, our_grids(m), a.quick)
+        cfgs = configs(classical and kd is not None, s_mins, our_grids(m), a.quick, extrapolate)
         if a.only:
             cfgs = [c for c in cfgs if re.search(a.only, config_name(c))]
         ref_steps = 100 if a.quick else REF_STEPS // (4 if k.startswith("demo") else 1)
