@@ -51,10 +51,20 @@ k-diffusion's ``sampling.py`` is loaded alone from its file (``import k_diffusio
 torchvision and more): a stub parent package supplies the one helper it uses
 (``utils.append_dims``). Without k-diffusion the comparison columns are empty.
 
-Run: ``python benchmarks/fewstep.py --models mixture,mixture-affine`` (4000 samples,
-5 selection + 5 confirmation seeds) and ``--models demo --checkpoints NDM DDPM --seeds 3``;
-``--quick`` for the smoke test. Writes ``benchmarks/results/fewstep_cpu.json`` and
-``.png`` (``--out``).
+Run (the committed results; 1 thread, CPU times in the JSON):
+
+* ``python benchmarks/fewstep.py --models mixture,mixture-affine --timing`` (4000
+  samples, 3 selection + 5 confirmation seeds; ~9 CPU minutes) -> ``fewstep_cpu``;
+* ``ndmsolve demo --out runs/demo`` (the demo's models, ~2.5 min), then
+  ``python benchmarks/fewstep.py --models demo --checkpoints runs/demo/ndm.pt
+  runs/demo/ddpm.pt --seeds 3 --confirm 3 --nfe 5,10,20 --timing --rounds 10
+  --out benchmarks/results/fewstep_demo_cpu.json`` (~7 CPU minutes);
+* the same for ``--models demo-DDPM`` with ``--s-mins 0.12,0.25,0.5 --only
+  '^(euler/|dpmpp_2m/|unipc_2m/|unipc_3m/|kd:dpmpp_2m/|kd:dpmpp_3m/)'`` ->
+  ``fewstep_demo_smin_cpu.json`` (larger σ_min for k-diffusion and ours).
+
+``--quick`` for the smoke test. Writes ``--out`` (default
+``benchmarks/results/fewstep_cpu.json``) and the ``.png`` beside it.
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ import importlib.util
 import itertools
 import math
 import random
+import re
 import statistics
 import sys
 import time
@@ -96,12 +107,29 @@ REF_STEPS = 400
 TIMED = ("euler", "heun", "ddim", *MULTISTEP)
 
 
-def configs(classical: bool, s_mins: list[float], grids=OUR_GRIDS, quick: bool = False) -> list:
-    """(library, method, grid, final, s_min, rho, lower_order_final) to scan.
+def configs(
+    classical: bool,
+    s_mins: list[float],
+    grids=OUR_GRIDS,
+    quick: bool = False,
+    extrapolate=("x",),
+) -> list:
+    """(library, method, grid, final, s_min, rho, lower_order_final, extrapolate) to scan.
 
-    ``s_min`` None: ends with z at t = 0; ``rho``: k-diffusion's Karras ρ (ours: 7).
+    ``s_min`` None: ends with z at t = 0; ``rho``: k-diffusion's Karras ρ (ours: 7);
+    our multistep configurations are repeated for each ``extrapolate`` value.
     """
     s_mins = s_mins[:1] if quick else s_mins
+    out = []
+    for c in _configs7(classical, s_mins, grids, quick):
+        if c[0] == "ndmsolve" and c[1] in MULTISTEP:
+            out += [(*c, ext) for ext in extrapolate]
+        else:
+            out.append((*c, None))
+    return out
+
+
+def _configs7(classical: bool, s_mins: list[float], grids, quick: bool) -> list:
     out = []
     for m in OURS:
         for g in grids:
@@ -133,10 +161,12 @@ def our_grids(model) -> tuple[str, ...]:
 
 
 def config_name(c) -> str:
-    lib, m, g, final, s, rho, lof = c
+    lib, m, g, final, s, rho, lof, ext = c
     parts = [m, g if rho is None else f"{g}{rho:g}", final if s is None else f"x_hat@{s:.3g}"]
     if lof is False:
         parts.append("no-lof")
+    if ext == "F":
+        parts.append("extrapolate-F")
     return ("" if lib == "ndmsolve" else "kd:") + "/".join(parts)
 
 
@@ -324,19 +354,21 @@ def t_of_s(schedule, s: float) -> float:
     return float(_t_of_lambda(schedule, lam).clamp(0.0, 1.0))
 
 
-def model_s_mins(model) -> list[float]:
-    """The schedule's end s(t = 0), then the ``S_MINS`` above it."""
+def model_s_mins(model, s_mins=S_MINS) -> list[float]:
+    """The schedule's end s(t = 0), then the ``s_mins`` above it."""
     s_end = math.exp(-0.5 * float(model.schedule.log_snr(torch.zeros(1, dtype=torch.float64))))
-    return [s_end] + [s for s in S_MINS if s > 1.001 * s_end]
+    return [s_end] + [s for s in s_mins if s > 1.001 * s_end]
 
 
-def our_sample(model, z1, method, grid, final, nfe, t_min=0.0, lof=None):
+def our_sample(model, z1, method, grid, final, nfe, t_min=0.0, lof=None, ext=None):
     """Our sampler at ``nfe`` evaluations, or None when the budget does not fit."""
     per = METHODS[method].nfe_per_step
     steps = (nfe - (final == "x_hat")) // per
     if steps < METHODS[method].min_steps or steps * per + (final == "x_hat") != nfe:
         return None
     kw = {} if lof is None else {"lower_order_final": lof}
+    if ext is not None:
+        kw["extrapolate"] = ext
     res = nd.sample(
         model,
         z1=z1,
@@ -351,10 +383,10 @@ def our_sample(model, z1, method, grid, final, nfe, t_min=0.0, lof=None):
 
 
 def run_config(kd, model, z1, c, nfe):
-    lib, m, g, final, s, rho, lof = c
+    lib, m, g, final, s, rho, lof, ext = c
     if lib == "ndmsolve":
         t_min = 0.0 if s is None else t_of_s(model.schedule, s)
-        return our_sample(model, z1, m, g, final, nfe, t_min, lof)
+        return our_sample(model, z1, m, g, final, nfe, t_min, lof, ext)
     return kd_sample(kd, model, z1, m, g, nfe, s, rho)
 
 
@@ -468,7 +500,7 @@ def select(res, nfe):
 
 
 def cfg_dict(c) -> dict:
-    lib, m, g, final, s, rho, lof = c
+    lib, m, g, final, s, rho, lof, ext = c
     return dict(
         library=lib,
         method=m,
@@ -477,6 +509,7 @@ def cfg_dict(c) -> dict:
         s_min=s,
         rho=rho if lib == "k-diffusion" else (7.0 if g == "karras" else None),
         lower_order_final=lof,
+        extrapolate=ext,
         name=config_name(c),
     )
 
@@ -670,7 +703,20 @@ def main(argv=None) -> int:
     p.add_argument(
         "--models",
         default="mixture,mixture-affine,demo",
-        help="comma-separated subset of mixture,mixture-affine,demo",
+        help="comma-separated subset of mixture,mixture-affine,demo (demo-DDPM, demo-NDM)",
+    )
+    p.add_argument(
+        "--s-mins",
+        default=None,
+        help="comma-separated sigma/alpha of denoising ends (default: S_MINS; demo: every other)",
+    )
+    p.add_argument(
+        "--only", default=None, help="scan only configurations whose name matches this regex"
+    )
+    p.add_argument(
+        "--extrapolate",
+        default="x",
+        help="comma-separated extrapolate options of our multistep methods (x, F; default x)",
     )
     p.add_argument("--timing", action="store_true", help="also time the methods (CPU time)")
     p.add_argument("--rounds", type=int, default=None, help="timing rounds (default 20; quick 2)")
@@ -685,7 +731,12 @@ def main(argv=None) -> int:
     nfes = [int(v) for v in (a.nfe or ("5,10" if a.quick else "5,10,20,40")).split(",")]
     train_steps = a.train_steps or (20 if a.quick else 1500)
     want = set(a.models.split(","))
-    unknown = want - {"mixture", "mixture-affine", "demo"}
+    extrapolate = tuple(a.extrapolate.split(","))
+    if not extrapolate or set(extrapolate) - {"x", "F"}:
+        raise SystemExit(
+            f"--extrapolate: expected a comma-separated subset of x,F, got {a.extrapolate!r}"
+        )
+    unknown = want - {"mixture", "mixture-affine", "demo", "demo-DDPM", "demo-NDM"}
     if unknown:
         raise SystemExit(f"--models: unknown {sorted(unknown)}")
 
@@ -696,10 +747,11 @@ def main(argv=None) -> int:
     for k, v in mix.items():
         if k in want:
             models[k], draws[k] = v, draw_mix
-    if "demo" in want:
+    if want & {"demo", "demo-DDPM", "demo-NDM"}:
         dm, draw_demo, info = demo_models(train_steps, 16 if a.quick else 128, 0, a.checkpoints)
         for k, v in dm.items():
-            models[k], draws[k] = v, draw_demo
+            if "demo" in want or k in want:
+                models[k], draws[k] = v, draw_demo
     out = Path(a.out) if a.out else Path(a.out_dir) / "fewstep_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -725,7 +777,9 @@ def main(argv=None) -> int:
                 "err": "mean Euclidean distance to the exact PF-ODE endpoint from the same z1",
             },
             "reference": "RK4 in float64, uniform in lambda, steps in reference_steps",
-            "s_mins": list(S_MINS),
+            "s_mins": a.s_mins or list(S_MINS),
+            "only": a.only,
+            "extrapolate": list(extrapolate),
             "kd_rhos": list(KD_RHOS),
             "demo": info,
         },
@@ -739,10 +793,15 @@ def main(argv=None) -> int:
     for k, m in models.items():  # the JSON is rewritten after each model (partial results)
         t0 = time.process_time()
         classical = type(m.transform).__name__ == "IdentityTransform"
-        s_mins = model_s_mins(m)
-        if k.startswith("demo"):  # trained networks cost ~4x the closed form: a coarser scan
-            s_mins = s_mins[:1] + s_mins[2::2]
-        cfgs = configs(classical and kd is not None, s_mins, our_grids(m), a.quick)
+        if a.s_mins:
+            s_mins = model_s_mins(m, [float(v) for v in a.s_mins.split(",")])
+        else:
+            s_mins = model_s_mins(m)
+            if k.startswith("demo"):  # trained networks cost ~4x the closed form: coarser
+                s_mins = s_mins[:1] + s_mins[2::2]
+        cfgs = configs(classical and kd is not None, s_mins, our_grids(m), a.quick, extrapolate)
+        if a.only:
+            cfgs = [c for c in cfgs if re.search(a.only, config_name(c))]
         ref_steps = 100 if a.quick else REF_STEPS // (4 if k.startswith("demo") else 1)
         res, floors, _ = evaluate(m, draws[k], cfgs, nfes, range(n_sel), n, kd)
         result["floors"][k] = _stats(floors)

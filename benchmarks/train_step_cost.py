@@ -16,9 +16,13 @@ on 8×8 and on 32×32 images) we time four NDMs beside it:
 
 Timings are interleaved (variant after variant, round after round) so a change of machine
 load hits all variants alike; we report the median over rounds and the ratio to ``ddpm``.
+On the CPU the default clock is the process's CPU time (``time.process_time``) at one
+thread, which the load other processes put on the machine barely changes; ``--clock wall``
+times wall-clock instead (and is the only clock on CUDA).
 
-    python benchmarks/train_step_cost.py [--device cpu|cuda] [--quick] [--threads 2]
-                                         [--loss continuous|discrete] [--cases mlp,unet8,unet32]
+    python benchmarks/train_step_cost.py [--device cpu|cuda] [--quick] [--threads 1]
+                                         [--clock cpu|wall] [--loss continuous|discrete]
+                                         [--cases mlp,unet8,unet32]
 
 Writes ``benchmarks/results/train_step_cost_<loss>_<device>.json`` (atomically).
 """
@@ -29,6 +33,7 @@ import argparse
 import math
 import os
 import sys
+import time
 
 import torch
 
@@ -111,18 +116,51 @@ def step_fn(model: nd.NDM, x: torch.Tensor, loss: str):
     return step
 
 
-def run_case(case: str, cfg: dict, device, loss: str, rounds: int, min_time: float) -> dict:
+def pass_fns(models: dict, x: torch.Tensor) -> dict:
+    """One forward + backward of each network pass the general-transform loss is made of."""
+    pred, net = models["ddpm"].predictor, models["general_equal"].transform.net
+    t = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(3)).to(x.device)
+
+    def fwd_bwd(f):
+        def run():
+            out = f()
+            (sum(o.sum() for o in out) if isinstance(out, tuple) else out.sum()).backward()
+
+        return run
+
+    return {
+        "predictor": fwd_bwd(lambda: pred(x, t)),
+        "F": fwd_bwd(lambda: net(x, t)),
+        "F_and_dF": fwd_bwd(lambda: net.forward_and_dt(x, t)),
+    }
+
+
+PASSES = ("predictor", "F", "F_and_dF")
+
+
+def run_case(
+    case: str, cfg: dict, device, loss: str, rounds: int, min_time: float, clock: str = "wall"
+) -> dict:
     models, x = build(case, cfg, device)
     params = {n: sum(p.numel() for p in m.transform.parameters()) for n, m in models.items()}
     params["predictor"] = sum(p.numel() for p in models["ddpm"].predictor.parameters())
     fns = {n: step_fn(m, x, loss) for n, m in models.items()}
-    times = _common.time_all(fns, device, rounds, min_time, warmup=2)
-    base = times["ddpm"]
+    fns.update({"pass_" + n: f for n, f in pass_fns(models, x).items()})
+    timer = {"cpu": time.process_time, "wall": time.perf_counter}[clock]
+    times = _common.time_all(fns, device, rounds, min_time, warmup=2, clock=timer)
+    base, unit = times["ddpm"], times["pass_predictor"]
+    steps = {n: v for n, v in times.items() if not n.startswith("pass_")}
+    units = {n: times["pass_" + n] / unit for n in PASSES}
+    # The continuous loss of a general transform: predictor + (F, dF) at (x, t) + F(x, 1)
+    # + (F, dF) at (x_hat, t); the rest of a step is the loss's arithmetic and Adam.
+    units["sum_of_passes"] = units["predictor"] + units["F"] + 2 * units["F_and_dF"]
+    units["general_equal_step"] = times["general_equal"] / unit
     return {
         "config": dict(cfg, data_shape=list(x.shape[1:]), n_basis=N_BASIS),
         "params": params,
-        "ms": {n: 1e3 * s for n, s in times.items()},
-        "ratios": {n: times[n] / base for n in times if n != "ddpm"},
+        "ms": {n: 1e3 * s for n, s in steps.items()},
+        "ratios": {n: steps[n] / base for n in steps if n != "ddpm"},
+        "pass_units": units,
     }
 
 
@@ -134,12 +172,16 @@ def print_table(res: dict) -> None:
     cases = list(res["cases"])
     print(
         f"\nNDM training step / DDPM training step ({res['loss']} loss) — {res['device_name']} "
-        f"({res['device']}), torch {res['torch']}, threads {res['threads']}{', QUICK' if res['quick'] else ''}"
+        f"({res['device']}), torch {res['torch']}, threads {res['threads']}, {res['clock']} clock"
+        f"{', QUICK' if res['quick'] else ''}"
     )
     print(f"{'':24}" + "".join(f"{c:>10}" for c in cases))
     print(f"{'ddpm step ms':24}" + "".join(_fmt(res["cases"][c]["ms"]["ddpm"]) for c in cases))
     for v in VARIANTS[1:] + (JVP_VARIANT,):
         print(f"{'ratio ' + v:24}" + "".join(_fmt(res["cases"][c]["ratios"].get(v)) for c in cases))
+    print("passes, fwd+bwd, in predictor passes (general_equal transform):")
+    for v in PASSES + ("sum_of_passes", "general_equal_step"):
+        print(f"{'  ' + v:24}" + "".join(_fmt(res["cases"][c]["pass_units"][v]) for c in cases))
     print()
 
 
@@ -156,7 +198,14 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES)
     )
+    p.add_argument(
+        "--clock",
+        default=None,
+        choices=["cpu", "wall"],
+        help="cpu: process CPU time (default on the CPU); wall: wall-clock (default on CUDA)",
+    )
     p.add_argument("--out-dir", default=RESULTS)
+    p.set_defaults(threads=1)
     a = p.parse_args(argv)
     cases = a.cases.split(",")
     bad = [c for c in cases if c not in CASES]
@@ -165,17 +214,31 @@ def main(argv=None) -> dict:
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device available")
     device = torch.device(a.device)
+    clock = a.clock or ("cpu" if device.type == "cpu" else "wall")
+    if clock == "cpu" and device.type != "cpu":
+        p.error("--clock cpu measures CPU time: use --clock wall with --device cuda")
     old_threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(a.threads)
     rounds = a.rounds or (2 if a.quick else 7)
     min_time = a.min_time if a.min_time is not None else (0.005 if a.quick else 0.5)
-    res = dict(_common.run_meta("train_step_cost", a, device, rounds), loss=a.loss, cases={})
+    res = dict(
+        _common.run_meta("train_step_cost", a, device, rounds),
+        loss=a.loss,
+        clock=clock,
+        clock_note=(
+            "time.process_time: CPU time of this process (1 thread: the work done, little "
+            "changed by other processes' load)"
+            if clock == "cpu"
+            else "time.perf_counter: wall-clock"
+        ),
+        cases={},
+    )
     try:
         for case in cases:
             cfg = CASES[case]["quick" if a.quick else "full"]
             print(f"running {case} {cfg} ...", file=sys.stderr, flush=True)
-            res["cases"][case] = run_case(case, cfg, device, a.loss, rounds, min_time)
+            res["cases"][case] = run_case(case, cfg, device, a.loss, rounds, min_time, clock)
     finally:
         torch.set_num_threads(old_threads)
     path = write_json(res, a.out_dir)

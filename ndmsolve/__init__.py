@@ -3,10 +3,11 @@
 Public modules (attributes of the package): ``solvers`` (``solve`` and its methods),
 ``fields`` (plug-in networks), ``data`` (toy and image data), ``metrics`` (sample
 metrics), ``viz`` (plots, loaded on first use), ``objectives``, ``likelihood``,
-``sampling``, ``train``; ``load_model`` rebuilds a model from any checkpoint ndmsolve wrote.
+``sampling``, ``train``, ``time_proposal`` (importance sampling of t); ``load_model``
+rebuilds a model from any checkpoint ndmsolve wrote.
 """
 
-from . import data, fields, metrics, solvers, train
+from . import data, fields, metrics, solvers, time_proposal, train
 from .analytic import AffineTimeTransform, ExactPredictor, GaussianMixture
 from .checkpoint import CheckpointError, load_model
 from .config import configurable

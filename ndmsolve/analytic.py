@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ._checks import seeded
 from .schedules import Schedule
 
-__all__ = ["AffineTimeTransform", "GaussianMixture", "ExactPredictor"]
+__all__ = ["AffineTimeTransform", "GaussianMixture", "ExactPredictor", "UniformBoxes"]
 
 
 class AffineTimeTransform(nn.Module):
@@ -159,7 +159,8 @@ class GaussianMixture:
 
 
 class ExactPredictor(nn.Module):
-    """x̂(z, t) = E[x | z_t = z] for Gaussian-mixture data under an affine-in-x transform."""
+    """x̂(z, t) = E[x | z_t = z] for Gaussian-mixture data under an affine-in-x transform
+    (or ``UniformBoxes`` data under the identity)."""
 
     def __init__(
         self, data: GaussianMixture, schedule: Schedule, transform: nn.Module | None = None
@@ -170,3 +171,74 @@ class ExactPredictor(nn.Module):
     def forward(self, z: Tensor, t: Tensor) -> Tensor:
         data = self.data.to(dtype=z.dtype, device=z.device)
         return data.posterior_mean(z, t, self.schedule, self.transform)
+
+
+def _log_interval_mass(a: Tensor, b: Tensor) -> Tensor:
+    """log(Φ(b) − Φ(a)) for a < b, accurate in both tails (the interval reflected to the
+    lower tail when it lies right of 0)."""
+    flip = (a + b) > 0
+    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + torch.log(-torch.expm1(log_lo - log_hi))
+
+
+class UniformBoxes:
+    """x uniform on a union of K disjoint axis-aligned boxes of equal volume in d dimensions
+    (the checkerboard: 8 squares), with the identity transform (a classical diffusion).
+
+    Under z_t = α_t x + σ_t ε, within box k the posterior of x is N(z/α, (σ/α)² I)
+    truncated to the box: a product of 1D truncated normals, so E[x | z_t] is closed
+    form. With ``ExactPredictor`` it gives the optimal denoiser, whose negative ELBO is
+    the floor of any model's under the same schedule.
+
+    Args:
+        lo, hi: (K, d) lower and upper corners; every box the same volume.
+    """
+
+    def __init__(self, lo: Tensor, hi: Tensor):
+        lo, hi = torch.as_tensor(lo), torch.as_tensor(hi)
+        if lo.ndim != 2 or lo.shape != hi.shape or not bool((hi > lo).all()):
+            raise ValueError("lo and hi must be (K, d) with hi > lo everywhere")
+        vol = (hi - lo).prod(1)
+        if not torch.allclose(vol, vol[0].expand_as(vol)):
+            raise ValueError("every box must have the same volume (equal weights)")
+        self.lo, self.hi = lo, hi
+        self.K, self.d = lo.shape
+
+    @classmethod
+    def checkerboard(cls) -> UniformBoxes:
+        """The 8 dark squares (side 2) of ``ndmsolve.data.checkerboard``'s 4×4 board on [−4, 4]²."""
+        cells = [(c1, c2) for c1 in range(-2, 2) for c2 in range(-2, 2) if (c1 + c2) % 2 == 0]
+        lo = torch.tensor(cells, dtype=torch.float64) * 2.0
+        return cls(lo, lo + 2.0)
+
+    def to(self, dtype=None, device=None) -> UniformBoxes:
+        return UniformBoxes(
+            self.lo.to(dtype=dtype, device=device), self.hi.to(dtype=dtype, device=device)
+        )
+
+    def contains(self, x: Tensor) -> Tensor:
+        """Whether each point of ``x`` (n, d) lies in one of the boxes: (n,) bool."""
+        lo, hi = self.lo.to(x.dtype), self.hi.to(x.dtype)
+        inside = (x.unsqueeze(1) >= lo) & (x.unsqueeze(1) <= hi)  # (n, K, d)
+        return inside.all(-1).any(-1)
+
+    def entropy(self) -> float:
+        """Differential entropy of the data, log(K · box volume) nats."""
+        return math.log(self.K * float((self.hi[0] - self.lo[0]).prod()))
+
+    def posterior_mean(self, z: Tensor, t: Tensor, schedule: Schedule, transform=None) -> Tensor:
+        """E[x | z_t = z], (B, d)."""
+        if transform is not None and transform.__class__.__name__ != "IdentityTransform":
+            raise TypeError("UniformBoxes has a closed form for the identity transform only")
+        alpha, sigma = schedule(t)
+        c = (z / alpha[:, None]).unsqueeze(1)  # (B, 1, d): the likelihood's centre
+        s = (sigma / alpha)[:, None, None]
+        a, b = (self.lo - c) / s, (self.hi - c) / s  # (B, K, d)
+        logm = _log_interval_mass(a, b)
+        w = torch.softmax(logm.sum(-1), dim=1)  # (B, K)
+        # Truncated-normal mean: c + s (φ(a) − φ(b)) / (Φ(b) − Φ(a)), in log space.
+        log_phi = lambda u: -0.5 * u**2 - 0.5 * math.log(2 * math.pi)  # noqa: E731
+        shift = torch.exp(log_phi(a) - logm) - torch.exp(log_phi(b) - logm)
+        m = c + s * shift
+        return (w.unsqueeze(-1) * m).sum(1)

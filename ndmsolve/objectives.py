@@ -60,6 +60,7 @@ __all__ = [
     "NegELBO",
     "continuous_loss",
     "discrete_loss",
+    "nelbo_estimate",
     "sample_times",
     "prior_loss",
     "reconstruction_loss",
@@ -277,6 +278,7 @@ def continuous_loss(
     decoder: str = "gaussian",
     n_bins: int = 256,
     eps: Tensor | None = None,
+    time_proposal=None,
 ) -> NegELBO:
     """Continuous-time NDM negative ELBO, one t per sample (unbiased in t and ε).
 
@@ -289,6 +291,10 @@ def continuous_loss(
         decoder: ``"gaussian"`` or ``"discretized"`` (see the module docstring).
         n_bins: levels per dimension of the discretized decoder (256: 8-bit data).
         eps: explicit noise ε (B, *shape) for z_t; else drawn from ``generator`` after t.
+        time_proposal: importance sampling of t (e.g. ``ndmsolve.time_proposal.TimeProposal``,
+            anything with ``sample(B, generator=, stratified=, dtype=, device=) -> (t, q(t))``):
+            t ~ q (stratified unless ``time_sampler="uniform"``) and the diffusion term is
+            weighted by 1/q(t), so the estimate stays unbiased. Not with ``t``.
 
     Returns:
         ``NegELBO`` of (B,) tensors. Differentiable w.r.t. predictor, transform and schedule.
@@ -302,7 +308,18 @@ def continuous_loss(
         _check_pixels(x)
     B = x.shape[0]
     generator = as_generator(generator, x.device)  # once: t, ε and ε_0 share one stream
-    if t is None:
+    q = None
+    if time_proposal is not None:
+        if t is not None:
+            raise ValueError("give t or time_proposal, not both")
+        t, q = time_proposal.sample(
+            B,
+            generator=generator,
+            stratified=time_sampler != "uniform",
+            dtype=x.dtype,
+            device=x.device,
+        )
+    elif t is None:
         t = sample_times(
             B, generator=generator, method=time_sampler, dtype=x.dtype, device=x.device
         )
@@ -331,6 +348,8 @@ def continuous_loss(
     # ‖Δ‖²/g² = e^λ ‖∂_t ΔF + λ' ΔF‖² / (−λ'),   Δ = α (∂_t ΔF + λ' ΔF)
     resid = (dF_x - dF_h) + _bcast(dlam, x) * (F_x - F_h)
     diffusion = 0.5 * torch.exp(lam) / (-dlam) * _sum_dims(resid**2)
+    if q is not None:
+        diffusion = diffusion / q
 
     prior = _prior_from_F1(model, F1)
     recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
@@ -405,3 +424,125 @@ def discrete_loss(
     prior = _prior_from_F1(model, F1)
     recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
     return NegELBO(diffusion + prior + recon, diffusion, prior, recon)
+
+
+# --------------------------------------------------------------------------- held-out estimate
+def _draws_in_chunks(n: int, draws: int, max_rows: int):
+    """Ranges of draw indices, each holding at most max_rows // n draws (at least one)."""
+    step = max(1, max_rows // n)
+    return [range(j, min(j + step, draws)) for j in range(0, draws, step)]
+
+
+def _losses(model, x, t, eps, generator, decoder, n_bins) -> NegELBO:
+    """continuous_loss at explicit t (R, n) and ε (R, n, *shape): R draws per point, (R, n) each."""
+    R, n = t.shape
+    xr = x.unsqueeze(0).expand(R, *x.shape).reshape(R * n, *x.shape[1:])
+    out = continuous_loss(
+        model,
+        xr,
+        t=t.reshape(-1),
+        eps=eps.reshape(R * n, *x.shape[1:]),
+        generator=generator,
+        decoder=decoder,
+        n_bins=n_bins,
+    )
+    return NegELBO(*(v.reshape(R, n) for v in out))
+
+
+def _noise_cv(model, t: Tensor, eps: Tensor) -> Tensor:
+    """u = ½ (−λ'(t)) (‖ε‖² − d): zero mean over ε at every t, (R, n)."""
+    d = math.prod(eps.shape[2:])
+    dlam = model.schedule.dlog_snr(t.reshape(-1)).reshape(t.shape)
+    return 0.5 * (-dlam) * (eps.pow(2).reshape(*t.shape, -1).sum(-1) - d)
+
+
+@torch.no_grad()
+@checked_keywords()
+def nelbo_estimate(
+    model: NDM,
+    x: Tensor,
+    *,
+    draws: int,
+    generator=None,
+    variance_reduction: bool = True,
+    pilot_rows: int = 20_000,
+    bins: int = 20,
+    floor: float = 0.1,
+    decoder: str = "gaussian",
+    n_bins: int = 256,
+    max_rows: int = 65_536,
+) -> Tensor:
+    """Continuous-time negative ELBO of each point of ``x`` (n, *shape), in nats: (n,).
+
+    The mean over ``draws`` unbiased one-draw estimates per point. Plain
+    (``variance_reduction=False``): t ~ U[0, 1) and ε ~ N(0, I) independent per draw.
+    With ``variance_reduction`` (default), still unbiased for each point, typically 10–20×
+    lower variance:
+
+    * a control variate in ε: the diffusion integrand minus β(t)·½(−λ'(t))(‖ε‖² − d), zero
+      mean over ε at every t. Where x cannot be told from z_t (small noise) the ε-error of
+      any predictor is ≈ ε and the integrand ≈ ½(−λ')‖ε‖²: its χ² noise cancels (β ≈ 1);
+    * importance sampling of t, q(t) ∝ the per-t standard deviation left (``TimeProposal``),
+      each point's draws stratified in q's quantile (u_j = (U + j)/draws, one U per point),
+      so the t-profile of the integrand's mean adds no noise.
+
+    β (per bin) and q come from a pilot of about ``pilot_rows`` draws (uniform t) that
+    the estimate does not reuse, so it stays unbiased given them. Points are independent,
+    so ``est.std() / sqrt(n)`` is the standard error of ``est.mean()``.
+
+    Args:
+        model: an ``NDM``.
+        x: data (n, *shape).
+        draws: one-draw estimates averaged per point (int >= 1).
+        generator: every random draw, in the order pilot, per-point U, ε.
+        bins, floor: of the fitted ``TimeProposal`` and of β.
+        decoder, n_bins: as ``continuous_loss``.
+        max_rows: rows per call of the loss.
+    """
+    from .time_proposal import TimeProposal, _bin_index
+
+    _check_model(model)
+    _check_x(x, model)
+    for name, v in (("draws", draws), ("pilot_rows", pilot_rows), ("max_rows", max_rows)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    generator = as_generator(generator, x.device)
+    n, dt, dev = x.shape[0], x.dtype, x.device
+    chunks = _draws_in_chunks(n, draws, max_rows)
+    if not variance_reduction:
+        total = torch.zeros(n, dtype=dt, device=dev)
+        for js in chunks:
+            t = torch.rand(len(js), n, generator=generator, dtype=dt, device=dev)
+            eps = torch.randn(len(js), *x.shape, generator=generator, dtype=dt, device=dev)
+            total += _losses(model, x, t, eps, generator, decoder, n_bins).total.sum(0)
+        return total / draws
+
+    # Pilot: β_k = Cov(f, u)/Var(u) and q from the within-bin spread of f − β u.
+    pilot = max(1, math.ceil(pilot_rows / n))
+    ts, fs, us = [], [], []
+    for js in _draws_in_chunks(n, pilot, max_rows):
+        t = torch.rand(len(js), n, generator=generator, dtype=dt, device=dev)
+        eps = torch.randn(len(js), *x.shape, generator=generator, dtype=dt, device=dev)
+        ts.append(t.reshape(-1))
+        fs.append(_losses(model, x, t, eps, generator, decoder, n_bins).diffusion.reshape(-1))
+        us.append(_noise_cv(model, t, eps).reshape(-1))
+    t, f, u = (torch.cat(v).double().cpu() for v in (ts, fs, us))
+    k = _bin_index(t, bins)
+    beta = torch.zeros(bins, dtype=torch.float64)
+    for b in range(bins):
+        fb, ub = f[k == b], u[k == b]
+        if ub.numel() > 1 and ub.var() > 0:
+            beta[b] = ((fb - fb.mean()) * (ub - ub.mean())).mean() / ub.var(unbiased=False)
+    proposal = TimeProposal.fit(t, f - beta[k] * u, bins=bins, floor=floor, center=True)
+
+    U = torch.rand(n, generator=generator, dtype=torch.float64, device=dev)
+    beta = beta.to(dev)
+    total = torch.zeros(n, dtype=dt, device=dev)
+    for js in chunks:
+        j = torch.arange(js.start, js.stop, dtype=torch.float64, device=dev)
+        t, q = proposal.quantile(torch.remainder(U + j[:, None] / draws, 1.0), dt)
+        eps = torch.randn(len(js), *x.shape, generator=generator, dtype=dt, device=dev)
+        out = _losses(model, x, t, eps, generator, decoder, n_bins)
+        cv = beta[_bin_index(t, bins).to(dev)].to(dt) * _noise_cv(model, t, eps)
+        total += ((out.diffusion - cv) / q + out.prior + out.reconstruction).sum(0)
+    return total / draws

@@ -332,7 +332,8 @@ def sample(
         **solver_kwargs: passed on to ``ndmsolve.solvers.api.solve`` (e.g. ``h0``), or
             for discrete samplers their ``METHODS[m].options`` (the multistep samplers'
             ``lower_order_final``, default True: below 15 steps the last steps use fewer
-            past predictions; see ``ndmsolve.solvers.multistep``).
+            past predictions; and ``extrapolate``, ``"x"`` (default) or ``"F"``: combine
+            the past predictions before F or after it, see ``ndmsolve.solvers.multistep``).
 
     Returns:
         ``SampleResult(samples, nfe, path_ts, path, solution)``.

@@ -277,9 +277,11 @@ class _Objective(nn.Module):
     def __init__(self, model: nn.Module, loss_fn):
         super().__init__()
         self.model, self.loss_fn = model, loss_fn
+        self.last = None  # the loss's last output (an adaptive time proposal reads it)
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        return _total(self.loss_fn(self.model, x, generator=generator))
+        self.last = self.loss_fn(self.model, x, generator=generator)
+        return _total(self.last)
 
 
 def _autocast_predictor(model: nn.Module, dtype: torch.dtype) -> list:
@@ -363,6 +365,7 @@ def train(
     compile: bool = False,
     extra: dict | None = None,
     on_log: Callable[[int, float, float], None] | None = None,
+    time_proposal=None,
     data_order: str = "random",
 ) -> TrainResult:
     """Train ``model`` (an NDM, in place) on ``data`` with Adam and an EMA of the weights.
@@ -401,6 +404,11 @@ def train(
         extra: more entries for the checkpoint (e.g. the command's configuration).
         on_log: called as ``on_log(step, mean_loss, images_per_s)`` every ``log_every``
             steps (on rank 0).
+        time_proposal: importance sampling of t for ``loss="continuous"`` (see
+            ``ndmsolve.time_proposal``): t ~ q, the diffusion term weighted by 1/q(t), so the
+            loss and its gradient stay unbiased. An ``AdaptiveTimeProposal`` is refitted
+            after every micro-batch from the integrand it saw, and checkpointed (under
+            torch.distributed each rank refits from its own draws).
         data_order: how batches index a tensor ``data``: ``"random"`` (default), each
             step's indices drawn uniformly with replacement by ``generator``; ``"epoch"``,
             without replacement: every point once per epoch of N points, in a seeded order
@@ -449,6 +457,15 @@ def train(
         raise ValueError("model has no trainable parameters")
     if isinstance(data, Tensor) and data.is_floating_point():
         check_like_model(data, model, "data")
+    if time_proposal is not None:
+        if loss != "continuous":
+            raise ValueError(f"time_proposal needs loss='continuous', got loss={loss!r}")
+        from .objectives import continuous_loss
+
+        def loss(model, x, generator):
+            return continuous_loss(model, x, generator=generator, time_proposal=time_proposal)
+
+    adaptive = time_proposal is not None and hasattr(time_proposal, "observe")
     loss_fn = _resolve_loss(loss)
     batches = _Batches(data, batch_size, generator, microbatches, rank, world, data_order)
     objective = _Objective(model, loss_fn)
@@ -468,8 +485,9 @@ def train(
     losses: list = []
     start = 0
     if resume and Path(checkpoint).is_file():
+        more = {"time_proposal": time_proposal} if adaptive else {}
         state = load_checkpoint(
-            checkpoint, model=model, optimizer=opt, ema=ema, generator=batches.generators
+            checkpoint, model=model, optimizer=opt, ema=ema, generator=batches.generators, **more
         )
         start, losses = int(state["step"]), list(state["losses"])
         stored_order = state.get("data_order", "random")
@@ -505,6 +523,7 @@ def train(
                 microbatches=microbatches,
                 world_size=world,
                 lr_schedule={"lr": lr, "schedule": lr_schedule, "warmup_steps": warmup_steps},
+                **({"time_proposal": time_proposal} if adaptive else {}),
                 data_order=data_order,
                 epoch_seed=getattr(batches, "epoch_seed", None),
                 **(extra or {}),
@@ -544,6 +563,9 @@ def train(
                         if not torch.isfinite(value):
                             raise FloatingPointError(f"loss became {value.item()} at step {step}")
                         (value * scale).backward()
+                    if adaptive:
+                        inner = getattr(objective, "module", objective)
+                        time_proposal.observe(inner.last.diffusion)
                     total = total + value.detach()
                 step_loss = ddist.all_reduce_sum(total.reshape(1))[0] / microbatches
                 if grad_clip is not None:

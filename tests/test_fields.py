@@ -137,10 +137,11 @@ def test_jvp_in_t_matches_finite_differences(kind):
     depth=st.integers(1, 3),
     out=st.integers(1, 5),
     seed=st.integers(0, 2**16),
+    xf=st.sampled_from([0, 3]),
 )
-def test_mlp_forward_and_dt_is_the_jvp(b, dim, depth, out, seed):
+def test_mlp_forward_and_dt_is_the_jvp(b, dim, depth, out, seed, xf):
     torch.manual_seed(seed)
-    net = MLP(dim, hidden=8, depth=depth, time_dim=6, out_dim=out).double()
+    net = MLP(dim, hidden=8, depth=depth, time_dim=6, out_dim=out, x_features=xf).double()
     x = torch.randn(b, dim, dtype=torch.float64)
     t = torch.rand(b, dtype=torch.float64)
     y, dy = net.forward_and_dt(x, t)
@@ -154,6 +155,23 @@ def test_mlp_forward_and_dt_is_the_jvp(b, dim, depth, out, seed):
     )
     for a, r in zip(g, g_ref, strict=True):
         torch.testing.assert_close(a, r, rtol=1e-11, atol=1e-12)
+
+
+def test_mlp_input_fourier_features():
+    torch.manual_seed(0)
+    net = MLP(2, hidden=8, depth=1, x_features=4, x_scale=0.5).double()
+    assert net.x_freqs.shape == (2, 4) and net.layers[0].in_features == 2 + 8
+    x = torch.randn(3, 2, dtype=torch.float64)
+    a = x @ net.x_freqs
+    torch.testing.assert_close(net._features(x), torch.cat([x, a.sin(), a.cos()], 1))
+    torch.manual_seed(1)  # the frequencies come from a fixed seed, not the global RNG
+    assert torch.equal(
+        MLP(2, hidden=8, depth=1, x_features=4, x_scale=0.5).x_freqs, net.x_freqs.float()
+    )
+    with pytest.raises(ValueError, match="x_features"):
+        MLP(2, x_features=-1)
+    with pytest.raises(ValueError, match="x_scale"):
+        MLP(2, x_features=2, x_scale=0.0)
 
 
 def nn_identity():

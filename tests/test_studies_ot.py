@@ -104,3 +104,44 @@ def test_marginal_penalty_is_the_model_velocity_with_the_predictor_fixed():
     assert pen_only.transform.net.out.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="velocity"):
         ot.penalized_loss(0.1, velocity="straight")
+
+
+def test_retimed_energy_closed_forms():
+    B, bins = 4096, 16
+    t = nd.sample_times(B, generator=gen(6), dtype=F64)
+    # constant speed: nothing to gain from re-timing
+    c = torch.full((B,), 2.5, dtype=F64)
+    torch.testing.assert_close(ot.retimed_energy(t, c, bins), torch.tensor(2.5, dtype=F64))
+    # e(t) = (3 t²)² (the path t³ between two points at distance 1): the best re-timing is the
+    # straight constant-speed line, energy 1, against ∫ e dt = 9/5
+    e = (3 * t**2) ** 2
+    assert float(ot.retimed_energy(t, e, 256)) == pytest.approx(1.0, rel=1e-3)
+    assert float(e.mean()) == pytest.approx(9 / 5, rel=1e-3)
+    # never above the plain mean (Cauchy–Schwarz), whatever the speeds
+    e = torch.rand(B, generator=gen(7), dtype=F64) * 10.0
+    assert float(ot.retimed_energy(t, e, bins)) <= float(e.mean()) + 1e-12
+    with pytest.raises(ValueError, match="bins"):
+        ot.retimed_energy(t, e, 0)
+    with pytest.raises(ValueError, match="every one of the"):
+        ot.retimed_energy(torch.full((8,), 0.1, dtype=F64), e[:8], 4)
+    with pytest.raises(ValueError, match="same shape"):
+        ot.retimed_energy(t, e[:10], bins)
+
+
+def test_retimed_penalized_loss():
+    model = _model(True)
+    x = torch.randn(64, 2, generator=gen(8), dtype=F64)
+    base = nd.continuous_loss(model, x, generator=gen(9)).total
+    pen = ot.penalized_loss(0.5, "marginal", retimed=True, bins=8)(model, x, generator=gen(9))
+    # one batch value added to every sample: 0.5 × retimed_energy of the penalty's own draws
+    g = gen(9)
+    nd.continuous_loss(model, x, generator=g)
+    t = nd.sample_times(64, generator=g, dtype=F64)
+    g = gen(9)
+    nd.continuous_loss(model, x, generator=g)
+    v2 = ot.kinetic_penalty(model, x, generator=g, velocity="marginal")
+    torch.testing.assert_close(pen - base, 0.5 * ot.retimed_energy(t, v2, 8).expand(64))
+    pen.sum().backward()
+    assert model.transform.net.out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="bins"):
+        ot.penalized_loss(0.5, retimed=True, bins=0)

@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ndmsolve as nd
-from ndmsolve.metrics import coupling_cost, coupling_ratio, kinetic_energy, kinetic_ratio, ot_cost
+from ndmsolve.metrics import (
+    coupling_cost,
+    coupling_ratio,
+    kinetic_energy,
+    kinetic_ratio,
+    ot_cost,
+    retimed_kinetic_ratio,
+)
 
 _one_thread = one_thread_fixture()
 
@@ -127,3 +134,35 @@ def test_kinetic_ratio_of_exact_ddpm_pf_ode_converges():
         ratios.append(float(kinetic_ratio(s.path, s.path_ts)))
     assert math.isfinite(ratios[0]) and ratios[0] > 1.2  # a diffusion's PF-ODE is far from OT
     assert ratios[1] == pytest.approx(ratios[0], rel=1e-2)
+
+
+def test_retimed_kinetic_ratio_closed_forms():
+    ts = torch.linspace(0.0, 1.0, 401, dtype=F64)
+    a = torch.randn(300, 1, generator=gen(3), dtype=F64).sort(0).values
+    b = (2.0 * torch.randn(300, 1, generator=gen(4), dtype=F64) + 1.0).sort(0).values
+    # sorted (OT) pairs on straight lines at the common speed profile phi(t) = t^3: a re-timing
+    # makes them the displacement interpolation, ratio 1, while the kinetic ratio is
+    # ∫ phi'^2 dt = 9/5
+    path = a + (ts**3)[:, None, None] * (b - a)
+    assert float(retimed_kinetic_ratio(path, ts)) == pytest.approx(1.0, abs=1e-12)
+    assert float(kinetic_ratio(path, ts)) == pytest.approx(9 / 5, rel=1e-3)
+    # curved paths at constant speed (arcs of circles): nothing to gain from re-timing
+    r = 0.5 + torch.rand(300, 1, generator=gen(5), dtype=F64)
+    angle = 2.0 * ts[:, None, None]
+    arcs = r * torch.cat([angle.cos(), angle.sin()], -1)  # (S, 300, 2)
+    torch.testing.assert_close(retimed_kinetic_ratio(arcs, ts), kinetic_ratio(arcs, ts))
+    assert float(kinetic_ratio(arcs, ts)) > 1.2  # curved: far from OT, re-timed or not
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), p=st.floats(0.3, 4.0))
+def test_retimed_kinetic_ratio_between_one_and_kinetic_ratio(seed, p):
+    g = gen(seed)
+    ts = torch.linspace(1.0, 0.0, 33, dtype=F64)
+    z1 = torch.randn(40, 2, generator=g, dtype=F64)
+    x0 = torch.randn(40, 2, generator=g, dtype=F64)
+    wiggle = torch.randn(40, 2, generator=g, dtype=F64)
+    s = (1 - ts) ** p
+    path = z1 + s[:, None, None] * (x0 - z1) + torch.sin(math.pi * ts)[:, None, None] * wiggle
+    retimed, ratio = float(retimed_kinetic_ratio(path, ts)), float(kinetic_ratio(path, ts))
+    assert 1.0 - 1e-12 <= retimed <= ratio + 1e-12

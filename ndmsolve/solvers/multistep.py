@@ -69,6 +69,18 @@ changes by ~10): there the measured slopes are the published orders (``tests/tes
 slope of ``unipc_3m`` falls to 2 by 128-256 steps. ``MultistepMethod.order`` (and the
 registry's ``order``) is that ∂_x F-constant order, ``order_general`` = 2.
 
+**Where to combine** (``extrapolate``). ``"x"`` (default) evaluates F at the combined
+D, an extrapolation that can leave the region the predictions occupy; ``"F"``
+replaces F(D, τ) by Σ_j w_j F(x̂_j, τ) at τ = t, s (2 × the number of predictions
+combined F calls per step instead of 2; the same NFE, still no JVP), so F is only
+evaluated at predictions. For F affine in x the two are equal (Σ_j w_j = 1); otherwise
+they differ by O(h²) per step, which is inside the O(h³)-local, second-order bound above
+(both measured at order 2 on a nonlinear F in ``tests/test_multistep.py``). It matters
+for a learned F whose predictions at high noise lie far off the data, where F is far
+from the identity and varies sharply along the path: on the demo's trained NDM
+(``benchmarks/results/fewstep_demo_extrapolate_cpu.json``) ``"F"`` lowers the few-step
+error of most methods at 10 and 20 NFE, and changes nothing for affine F.
+
 The first steps have fewer predictions to combine (DDIM first, then the shorter
 formulas); their extra local error is proportional to dx̂/dλ̃ near t = 1, which is
 ~e^{λ_min} small, so it does not show in the measured orders.
@@ -88,7 +100,7 @@ Registered in ``nd.solvers.METHODS`` as discrete NDM samplers (``nd.sample`` onl
 predictor call per step, ``needs_jvp=False``.
 
 NFE = one predictor evaluation per step, counted; no JVP of F anywhere (F is called only
-as F(D, t) and F(D, s)).
+at the step's end points, at D or, with ``extrapolate="F"``, at the predictions).
 """
 
 from __future__ import annotations
@@ -274,6 +286,7 @@ def multistep_solve(
     method: str,
     save: bool = False,
     lower_order_final: bool = True,
+    extrapolate: str = "x",
 ) -> Solution:
     """Run a multistep method over ``grid`` (strictly decreasing, (N+1,)) from ``z`` at
     ``grid[0]``; returns z at ``grid[-1]``.
@@ -288,6 +301,10 @@ def multistep_solve(
         lower_order_final: on grids of fewer than ``LOWER_ORDER_FINAL_STEPS`` steps,
             step i of N combines at most N − i predictions (module docstring); no effect
             on longer grids.
+        extrapolate: ``"x"`` (step (2) at the combined D: two F calls per step) or
+            ``"F"`` (the weights applied to F(x̂_j, s) and F(x̂_j, t) of the combined
+            predictions: 2 × (predictions combined) F calls per step; F is never
+            evaluated off the predictions). Equal for affine F (module docstring).
 
     Returns:
         ``Solution`` with ``nfe = n_accepted = N`` (one predictor call per step).
@@ -297,6 +314,8 @@ def multistep_solve(
     spec = MULTISTEP_METHODS[method]
     if not isinstance(lower_order_final, bool):
         raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
+    if extrapolate not in ("x", "F"):
+        raise ValueError(f"extrapolate must be 'x' or 'F', got {extrapolate!r}")
     if not isinstance(grid, Tensor) or grid.ndim != 1 or grid.shape[0] < 2:
         raise ValueError("grid must be a 1-D tensor with at least 2 times")
     g64 = grid.detach().to("cpu", torch.float64)
@@ -319,11 +338,16 @@ def multistep_solve(
     B = z.shape[0]
     ts = [grid[i].expand(B) for i in range(N + 1)]
 
-    def step(z_t: Tensor, i: int, D: Tensor) -> Tensor:
+    def step(z_t: Tensor, i: int, w: list[float], xs: list[Tensor]) -> Tensor:
         # (2): z_s = α_s F(D, s) + (σ_s/σ_t)(z_t − α_t F(D, t)); scalars from the host.
+        if extrapolate == "x":
+            D = _combine(w, xs)
+            F_s, F_t = model.F(D, ts[i + 1]), model.F(D, ts[i])
+        else:
+            F_s = _combine(w, [model.F(x, ts[i + 1]) for x in xs])
+            F_t = _combine(w, [model.F(x, ts[i]) for x in xs])
         ratio = sigma[i + 1] / sigma[i]
-        out = model.F(D, ts[i + 1]).mul(alpha[i + 1])
-        return out.add_(z_t - model.F(D, ts[i]).mul(alpha[i]), alpha=ratio)
+        return F_s.mul(alpha[i + 1]).add_(z_t - F_t.mul(alpha[i]), alpha=ratio)
 
     ys = [z] if save else None
     hist: list[Tensor] = []
@@ -333,14 +357,12 @@ def multistep_solve(
         x_hat = model.x_hat(z, ts[i])
         nfe += 1
         if i > 0 and corr[i - 1] is not None:  # UniC: redo step i-1 -> i with x̂ at i
-            z = step(
-                z_prev, i - 1, _combine(corr[i - 1], hist[-(len(corr[i - 1]) - 1) :] + [x_hat])
-            )
+            z = step(z_prev, i - 1, corr[i - 1], hist[-(len(corr[i - 1]) - 1) :] + [x_hat])
             if save:
                 ys[-1] = z
         hist = (hist + [x_hat])[-spec.history :]
         z_prev = z
-        z = step(z, i, _combine(pred[i], hist[-len(pred[i]) :]))
+        z = step(z, i, pred[i], hist[-len(pred[i]) :])
         if save:
             ys.append(z)
         check_grid_step(z, grid, i, nfe=nfe, method=method)
@@ -357,10 +379,17 @@ def _run(
     save: bool = False,
     method: str = "",
     lower_order_final: bool = True,
+    extrapolate: str = "x",
 ) -> Solution:
     del generator  # deterministic
     return multistep_solve(
-        model, z, grid, method=method, save=save, lower_order_final=lower_order_final
+        model,
+        z,
+        grid,
+        method=method,
+        save=save,
+        lower_order_final=lower_order_final,
+        extrapolate=extrapolate,
     )
 
 
@@ -381,6 +410,6 @@ for _m in MULTISTEP_METHODS.values():
         run=_run,
         needs_jvp=_m.needs_jvp,
         min_steps=_m.history,
-        options=("lower_order_final",),
+        options=("lower_order_final", "extrapolate"),
         description=_DESCRIPTIONS[_m.name],
     )

@@ -49,6 +49,7 @@ __all__ = [
     "model_velocity_fixed_predictor",
     "VELOCITIES",
     "penalized_loss",
+    "retimed_energy",
     "quantile_map",
     "displacement_paths",
     "held_out_nelbo",
@@ -95,6 +96,21 @@ def model_velocity_fixed_predictor(model: NDM, z: Tensor, t: Tensor) -> Tensor:
 VELOCITIES = ("conditional", "marginal")
 
 
+def _speed2(model: NDM, x: Tensor, generator, velocity: str) -> tuple[Tensor, Tensor]:
+    """(t, ‖v‖²), both (B,): one antithetic t and one ε per data point, from ``generator``."""
+    if velocity not in VELOCITIES:
+        raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
+    t = sample_times(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
+    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    if velocity == "conditional":
+        v = conditional_velocity(model, x, t, eps)
+    else:
+        alpha, sigma = model.schedule(t)
+        z = _bcast(alpha, x) * model.F(x, t) + _bcast(sigma, x) * eps
+        v = model_velocity_fixed_predictor(model, z, t)
+    return t, v.reshape(v.shape[0], -1).pow(2).sum(1)
+
+
 @seeded
 def kinetic_penalty(
     model: NDM,
@@ -112,23 +128,44 @@ def kinetic_penalty(
     schedule answer the penalty. t is drawn by the antithetic sampler, then ε, both from
     ``generator``.
     """
-    if velocity not in VELOCITIES:
-        raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
-    t = sample_times(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
-    eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    if velocity == "conditional":
-        v = conditional_velocity(model, x, t, eps)
-    else:
-        alpha, sigma = model.schedule(t)
-        z = _bcast(alpha, x) * model.F(x, t) + _bcast(sigma, x) * eps
-        v = model_velocity_fixed_predictor(model, z, t)
-    return v.reshape(v.shape[0], -1).pow(2).sum(1)
+    return _speed2(model, x, generator, velocity)[1]
 
 
-def penalized_loss(lam: float, velocity: str = "conditional") -> Callable[..., Tensor]:
+def retimed_energy(t: Tensor, speed2: Tensor, bins: int) -> Tensor:
+    """(∫_0^1 √e(t) dt)², e(t) = E ‖v‖² at time t, from samples: 0-dim.
+
+    ``t``, ``speed2``: (B,) times in [0, 1) and squared speeds; e is the mean of ``speed2``
+    within each of ``bins`` equal bins of t (every bin must hold a sample; the antithetic
+    sampler puts B/bins in each when ``bins`` divides B). This is the kinetic energy after the
+    best common re-timing of the paths (``ndmsolve.metrics.retimed_kinetic_ratio``): a new
+    schedule cannot lower it, only a change of the paths' shapes can. Constant e gives e.
+    """
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    if t.shape != speed2.shape or t.ndim != 1:
+        raise ValueError(
+            f"t and speed2 must have the same shape (B,), got {tuple(t.shape)}, "
+            f"{tuple(speed2.shape)}"
+        )
+    idx = (t.detach() * bins).long().clamp(0, bins - 1)
+    count = torch.bincount(idx, minlength=bins)
+    if bool((count == 0).any()):
+        raise ValueError(f"every one of the {bins} time bins needs a sample; B={t.shape[0]}")
+    total = torch.zeros(bins, dtype=speed2.dtype, device=speed2.device).index_add(0, idx, speed2)
+    return ((total / count).clamp_min(0).sqrt().mean()) ** 2
+
+
+def penalized_loss(
+    lam: float, velocity: str = "conditional", *, retimed: bool = False, bins: int = 16
+) -> Callable[..., Tensor]:
     """A training loss for ``ndmsolve.train.train``: continuous −ELBO + ``lam`` · kinetic
     penalty (``kinetic_penalty`` with ``velocity``), per sample (B,). ``lam = 0`` is the
-    plain continuous loss."""
+    plain continuous loss.
+
+    ``retimed=True`` replaces the per-sample kinetic energy by the batch's
+    ``retimed_energy(t, ‖v‖², bins)`` (the same value added to every sample): the kinetic
+    energy after the best re-timing, which a schedule cannot lower, so only the transform's
+    reshaping of the paths answers it (a DDPM's value is fixed by its data)."""
     if (
         not isinstance(lam, (int, float))
         or isinstance(lam, bool)
@@ -138,14 +175,20 @@ def penalized_loss(lam: float, velocity: str = "conditional") -> Callable[..., T
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
     if velocity not in VELOCITIES:
         raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
 
     def loss(model: NDM, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         total = continuous_loss(model, x, generator=generator).total
         if lam == 0:
             return total
+        if retimed:
+            t, v2 = _speed2(model, x, generator, velocity)
+            return total + lam * retimed_energy(t, v2, bins)
         return total + lam * kinetic_penalty(model, x, generator=generator, velocity=velocity)
 
     loss.lam = float(lam)
+    loss.retimed = bool(retimed)
     return loss
 
 
