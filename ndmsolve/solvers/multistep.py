@@ -81,7 +81,7 @@ from the identity and varies sharply along the path (``benchmarks/fewstep_path.p
 on the demo's trained NDM ``"F"`` lowers the 10-NFE sliced W1 of ``unipc_2m`` (9 steps,
 then x̂ at σ/α = 0.12) from 0.107 to 0.064 and of ``dpmpp_2m`` from 0.83 to 0.21
 (``benchmarks/results/fewstep_demo_extrapolate_cpu.json``), at 1.6x (``unipc_2m``) and
-1.25x (``dpmpp_2m``) the CPU time per step; it changes nothing for affine F.
+1.2x (``dpmpp_2m``) the CPU time per step; it changes nothing for affine F.
 
 The first steps have fewer predictions to combine (DDIM first, then the shorter
 formulas); their extra local error is proportional to dx̂/dλ̃ near t = 1, which is
