@@ -14,10 +14,12 @@ Models (2D, so the sliced Wasserstein distance to data is a sharp quality measur
   own; the DDPM is also sampled by k-diffusion.
 
 Configurations. Ours: ``euler``, ``heun`` (PF-ODE), ``ddim`` and the multistep samplers
-of ``ndmsolve.solvers.multistep`` (with and without ``lower_order_final``) on three grids
-(``uniform`` in t, ``logsnr``, ``karras``), ending at t = 0 with z (``final=z``) or with
-one last evaluation returning x̂_θ(z, t_min) (``final=x_hat``, k-diffusion's final step
-to σ = 0) for t_min at each noise-to-signal ratio s_min = σ/α of ``S_MINS``.
+of ``ndmsolve.solvers.multistep`` (with and without ``lower_order_final``; with
+``--extrapolate x,F`` also combining the predictions in F, name suffix ``extrapolate-F``)
+on three grids (``uniform`` in t, ``logsnr``, ``karras``), ending at t = 0 with z
+(``final=z``) or with one last evaluation returning x̂_θ(z, t_min) (``final=x_hat``,
+k-diffusion's final step to σ = 0) for t_min at each noise-to-signal ratio s_min = σ/α
+of ``S_MINS``.
 k-diffusion: Euler, Heun, DPM-2, LMS, DPM-Solver++(2M) and (3M, η = 0) on its
 ``karras`` σ grids (ρ in ``KD_RHOS``) and ``exponential`` grid from σ_max = s(t = 1) to
 each σ_min in ``S_MINS``, ending at σ = 0 as it does. Budgets are exact predictor counts
@@ -61,7 +63,11 @@ Run (the committed results; 1 thread, CPU times in the JSON):
   --out benchmarks/results/fewstep_demo_cpu.json`` (~7 CPU minutes);
 * the same for ``--models demo-DDPM`` with ``--s-mins 0.12,0.25,0.5 --only
   '^(euler/|dpmpp_2m/|unipc_2m/|unipc_3m/|kd:dpmpp_2m/|kd:dpmpp_3m/)'`` ->
-  ``fewstep_demo_smin_cpu.json`` (larger σ_min for k-diffusion and ours).
+  ``fewstep_demo_smin_cpu.json`` (larger σ_min for k-diffusion and ours);
+* ``--models demo-NDM`` with ``--extrapolate x,F --only
+  '^(euler|heun|ddim|dpmpp_2m|dpmpp_3m|ei_3m|unipc_2m|unipc_3m)/'`` (ours only, each
+  multistep configuration combining in x and in F, paired) ->
+  ``fewstep_demo_extrapolate_cpu.json`` (~6 CPU minutes).
 
 ``--quick`` for the smoke test. Writes ``--out`` (default
 ``benchmarks/results/fewstep_cpu.json``) and the ``.png`` beside it.
