@@ -543,6 +543,6 @@ def nelbo_estimate(
         t, q = proposal.quantile(torch.remainder(U + j[:, None] / draws, 1.0), dt)
         eps = torch.randn(len(js), *x.shape, generator=generator, dtype=dt, device=dev)
         out = _losses(model, x, t, eps, generator, decoder, n_bins)
-        cv = beta[_bin_index(t, bins).to(dev)].to(dt) * _noise_cv(model, t, eps)
+        cv = beta[_bin_index(t, bins)].to(dt) * _noise_cv(model, t, eps)
         total += ((out.diffusion - cv) / q + out.prior + out.reconstruction).sum(0)
     return total / draws

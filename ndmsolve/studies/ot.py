@@ -41,6 +41,7 @@ from ..metrics import kinetic_ratio, wasserstein_1d
 from ..objectives import continuous_loss, sample_times
 from ..process import NDM
 from ..sampling import sample
+from ..time_proposal import _bin_index
 from ..transforms import _bcast
 
 __all__ = [
@@ -147,7 +148,7 @@ def retimed_energy(t: Tensor, speed2: Tensor, bins: int) -> Tensor:
             f"t and speed2 must have the same shape (B,), got {tuple(t.shape)}, "
             f"{tuple(speed2.shape)}"
         )
-    idx = (t.detach() * bins).long().clamp(0, bins - 1)
+    idx = _bin_index(t, bins)
     count = torch.bincount(idx, minlength=bins)
     if bool((count == 0).any()):
         raise ValueError(f"every one of the {bins} time bins needs a sample; B={t.shape[0]}")
