@@ -71,8 +71,9 @@ registry's ``order``) is that ∂_x F-constant order, ``order_general`` = 2.
 
 **Where to combine** (``extrapolate``). ``"x"`` (default) evaluates F at the combined
 D, an extrapolation that can leave the region the predictions occupy; ``"F"``
-replaces F(D, τ) by Σ_j w_j F(x̂_j, τ) at τ = t, s (2 × the number of predictions
-combined F calls per step instead of 2; the same NFE, still no JVP), so F is only
+replaces F(D, τ) by Σ_j w_j F(x̂_j, τ) at τ = t, s (k + 1 new F calls per step for k
+predictions combined, instead of 2: F(x̂_j, t) of the older ones is kept from the step
+before; the same NFE, still no JVP), so F is only
 evaluated at predictions. For F affine in x the two are equal (Σ_j w_j = 1); otherwise
 they differ by O(h²) per step, which is inside the O(h³)-local, second-order bound above
 (both measured at order 2 on a nonlinear F in ``tests/test_multistep.py``). It matters
@@ -81,7 +82,8 @@ from the identity and varies sharply along the path (``benchmarks/fewstep_path.p
 on the demo's trained NDM ``"F"`` lowers the 10-NFE sliced W1 of ``unipc_2m`` (9 steps,
 then x̂ at σ/α = 0.12) from 0.107 to 0.064 and of ``dpmpp_2m`` from 0.83 to 0.21
 (``benchmarks/results/fewstep_demo_extrapolate_cpu.json``), at 1.6x (``unipc_2m``) and
-1.2x (``dpmpp_2m``) the CPU time per step; it changes nothing for affine F.
+1.2x (``dpmpp_2m``) the CPU time per step of ``"x"`` (measured before F values were kept
+between steps: upper bounds now); it changes nothing for affine F.
 
 The first steps have fewer predictions to combine (DDIM first, then the shorter
 formulas); their extra local error is proportional to dx̂/dλ̃ near t = 1, which is
@@ -310,7 +312,8 @@ def multistep_solve(
             on longer grids.
         extrapolate: ``"x"`` (step (2) at the combined D: two F calls per step) or
             ``"F"`` (the weights applied to F(x̂_j, s) and F(x̂_j, t) of the combined
-            predictions: 2 × (predictions combined) F calls per step; F is never
+            predictions: k + 1 new F calls per step for k predictions combined, as
+            F(x̂_j, t) of the older ones is kept from the step before; F is never
             evaluated off the predictions). Equal for affine F (module docstring).
 
     Returns:
@@ -345,23 +348,30 @@ def multistep_solve(
     B = z.shape[0]
     ts = [grid[i].expand(B) for i in range(N + 1)]
 
-    def step(z_t: Tensor, i: int, w: list[float], xs: list[Tensor]) -> Tensor:
+    def F_at(entry: tuple[Tensor, dict], k: int) -> Tensor:
+        # F(x̂_j, t_k) of a prediction, kept with it: the next step and the corrector reuse it
+        x, cache = entry
+        if k not in cache:
+            cache[k] = model.F(x, ts[k])
+        return cache[k]
+
+    def step(z_t: Tensor, i: int, w: list[float], xs: list[tuple[Tensor, dict]]) -> Tensor:
         # (2): z_s = α_s F(D, s) + (σ_s/σ_t)(z_t − α_t F(D, t)); scalars from the host.
         if extrapolate == "x":
-            D = _combine(w, xs)
+            D = _combine(w, [x for x, _ in xs])
             F_s, F_t = model.F(D, ts[i + 1]), model.F(D, ts[i])
         else:
-            F_s = _combine(w, [model.F(x, ts[i + 1]) for x in xs])
-            F_t = _combine(w, [model.F(x, ts[i]) for x in xs])
+            F_s = _combine(w, [F_at(e, i + 1) for e in xs])
+            F_t = _combine(w, [F_at(e, i) for e in xs])
         ratio = sigma[i + 1] / sigma[i]
         return F_s.mul(alpha[i + 1]).add_(z_t - F_t.mul(alpha[i]), alpha=ratio)
 
     ys = [z] if save else None
-    hist: list[Tensor] = []
+    hist: list[tuple[Tensor, dict]] = []  # (x̂_j, its F values by time index)
     nfe = 0
     z_prev: Tensor | None = None
     for i in range(N):
-        x_hat = model.x_hat(z, ts[i])
+        x_hat = (model.x_hat(z, ts[i]), {})
         nfe += 1
         if i > 0 and corr[i - 1] is not None:  # UniC: redo step i-1 -> i with x̂ at i
             z = step(z_prev, i - 1, corr[i - 1], hist[-(len(corr[i - 1]) - 1) :] + [x_hat])
