@@ -4,13 +4,15 @@ Public modules (attributes of the package): ``solvers`` (``solve`` and its metho
 ``fields`` (plug-in networks), ``data`` (toy and image data), ``metrics`` (sample
 metrics), ``viz`` (plots, loaded on first use), ``objectives``, ``likelihood``,
 ``sampling``, ``train``, ``time_proposal`` (importance sampling of t); ``load_model``
-rebuilds a model from any checkpoint ndmsolve wrote.
+rebuilds a model from any checkpoint ndmsolve wrote; ``from_diffusers``,
+``diffusers_grid`` and ``DiscreteSchedule`` bring in a diffusers model (optional extra).
 """
 
 from . import data, fields, metrics, solvers, time_proposal, train
 from .analytic import AffineTimeTransform, ExactPredictor, GaussianMixture
 from .checkpoint import CheckpointError, load_model
 from .config import configurable
+from .diffusers import DiffusersPredictor, diffusers_grid, from_diffusers
 from .fields import MLP, EpsilonPredictor, UNet
 from .likelihood import (
     BPDResult,
@@ -31,6 +33,7 @@ from .objectives import (
 from .process import NDM, NDMFields
 from .sampling import SampleResult, make_time_grid, sample, sampling_methods
 from .schedules import CosineLogSNR, LearnedLogSNR, LinearLogSNR, Schedule
+from .schedules_discrete import DiscreteSchedule
 from .solvers import NonFiniteError, Solution, SolverError, StepLimitError, solve
 from .transforms import IdentityTransform, ResidualTransform, TimeBasisTransform
 

@@ -123,10 +123,13 @@ def ref_dpmpp_2m(model, z, grid, lof: bool = False):
     return torch.stack(path)
 
 
-def ref_dpmpp_3m(model, z, grid, d2_coef: float = 1.0, lof: bool = False):
+def ref_dpmpp_3m(
+    model, z, grid, d2_coef: float = 1.0, lof: bool = False, midpoint=False, max_nodes=3
+):
     """k-diffusion sample_dpmpp_3m_sde at eta = 0 (DPM-Solver++(3M)); ``d2_coef = 2`` is
     the exact integral of the quadratic (ei_3m); ``lof``: step i of N uses at most N − i
-    predictions (DPM-Solver's lower_order_final)."""
+    predictions (DPM-Solver's lower_order_final); ``midpoint``: diffusers' "midpoint" form
+    of the two-prediction steps; ``max_nodes = 2``: never the three-prediction step."""
     alpha, sk, denoise = _kd_setup(model, grid)
     x, path = z / alpha[0], [z]
     d_1 = d_2 = h_1 = h_2 = None
@@ -140,13 +143,15 @@ def ref_dpmpp_3m(model, z, grid, d2_coef: float = 1.0, lof: bool = False):
         left = N - i if _lower(grid, lof) else 3
         if left == 1:
             pass
-        elif h_2 is not None and left >= 3:
+        elif h_2 is not None and left >= 3 and max_nodes >= 3:
             r0, r1 = h_1 / h, h_2 / h
             d1_0, d1_1 = (den - d_1) / r0, (d_1 - d_2) / r1
             d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
             d2 = (d1_0 - d1_1) / (r0 + r1)
             phi_3 = phi_2 / h - 0.5
             x = x + phi_2 * d1 - d2_coef * phi_3 * d2
+        elif h_1 is not None and midpoint:  # diffusers: x − ½ α φ_1 D1 (here x = z/α)
+            x = x - 0.5 * (-h).expm1() * (den - d_1) / (h_1 / h)
         elif h_1 is not None:
             x = x + phi_2 * (den - d_1) / (h_1 / h)
         d_1, d_2, h_1, h_2 = den, d_1, h, h_1
@@ -154,10 +159,10 @@ def ref_dpmpp_3m(model, z, grid, d2_coef: float = 1.0, lof: bool = False):
     return torch.stack(path)
 
 
-def ref_unipc(model, z, grid, order: int, lof: bool = False):
-    """UniPC (Zhao et al. 2023), data prediction, B(h) = expm1(−h) ("bh2"): the update of
-    UniPC's multistep_uni_pc_bh_update, in VP form; ``lof``: its lower_order_final,
-    step_order = min(order, steps + 1 − step)."""
+def ref_unipc(model, z, grid, order: int, lof: bool = False, bh1: bool = False):
+    """UniPC (Zhao et al. 2023), data prediction, B(h) = expm1(−h) ("bh2") or −h ("bh1"):
+    the update of UniPC's multistep_uni_pc_bh_update, in VP form; ``lof``: its
+    lower_order_final, step_order = min(order, steps + 1 − step)."""
     alpha, sigma = SCHED(grid)
     lam = torch.log(alpha) - torch.log(sigma)
     N = len(grid) - 1
@@ -179,7 +184,7 @@ def ref_unipc(model, z, grid, order: int, lof: bool = False):
         hh = -h
         h_phi_1 = torch.expm1(hh)
         h_phi_k = h_phi_1 / hh - 1
-        B_h = torch.expm1(hh)
+        B_h = hh if bh1 else torch.expm1(hh)
         fact, R, b = 1, [], []
         for i in range(1, p + 1):
             R.append(torch.pow(rks, i - 1))
@@ -216,6 +221,7 @@ REFS = {
     "dpmpp_2m": ref_dpmpp_2m,
     "dpmpp_3m": lambda m, z, g, lof: ref_dpmpp_3m(m, z, g, lof=lof),
     "ei_3m": lambda m, z, g, lof: ref_dpmpp_3m(m, z, g, d2_coef=2.0, lof=lof),
+    "unipc_1m": lambda m, z, g, lof: ref_unipc(m, z, g, 1, lof),
     "unipc_2m": lambda m, z, g, lof: ref_unipc(m, z, g, 2, lof),
     "unipc_3m": lambda m, z, g, lof: ref_unipc(m, z, g, 3, lof),
 }
@@ -251,15 +257,87 @@ def test_lower_order_final_default_and_its_reach(method):
             model, z1=z.clone(), method=method, steps=steps, grid_kind="logsnr", **kw
         ).samples
     )
-    assert nd.solvers.METHODS[method].options == ("lower_order_final", "extrapolate")
+    assert nd.solvers.METHODS[method].options == (
+        "lower_order_final",
+        "extrapolate",
+        "solver_type",
+    )
     for steps in (5, 14):  # on by default below 15 steps, and it changes the result there
         on, off = run(steps), run(steps, lower_order_final=False)
         assert torch.equal(on, run(steps, lower_order_final=True))
-        assert (on - off).abs().max() > 1e-8, (method, steps)
+        if MULTISTEP_METHODS[method].history > 1:  # one prediction: nothing to lower
+            assert (on - off).abs().max() > 1e-8, (method, steps)
     # from 15 steps on it changes nothing: the full-order formulas (and orders) hold
     assert torch.equal(run(15), run(15, lower_order_final=False))
     with pytest.raises(TypeError, match="lower_order_final must be a bool"):
         run(5, lower_order_final="yes")
+
+
+# the other variants (solver_type), against the same independent references
+VARIANT_REFS = {
+    ("dpmpp_2m", "heun"): lambda m, z, g: ref_dpmpp_3m_2(m, z, g),
+    ("dpmpp_3m", "midpoint"): lambda m, z, g: ref_dpmpp_3m(m, z, g, midpoint=True),
+    ("unipc_1m", "bh1"): lambda m, z, g: ref_unipc(m, z, g, 1, bh1=True),
+    ("unipc_2m", "bh1"): lambda m, z, g: ref_unipc(m, z, g, 2, bh1=True),
+    ("unipc_3m", "bh1"): lambda m, z, g: ref_unipc(m, z, g, 3, bh1=True),
+}
+
+
+def ref_dpmpp_3m_2(model, z, grid):
+    """DPM-Solver++(2M) in diffusers' "heun" form: 3M's two-prediction step throughout."""
+    return ref_dpmpp_3m(model, z, grid, max_nodes=2)
+
+
+@pytest.mark.parametrize("method,kind", list(VARIANT_REFS))
+def test_solver_type_variants_equal_their_formulas(method, kind):
+    model = ndm()
+    grid = make_time_grid(7, "logsnr", SCHED, t_min=0.02, dtype=F64)
+    run = lambda k: (
+        nd.sample(  # noqa: E731
+            model,
+            z1=z1(),
+            method=method,
+            grid=grid,
+            return_path=True,
+            solver_type=k,
+            lower_order_final=False,
+        ).path
+    )
+    ours, default = run(kind), run(None)
+    ref = VARIANT_REFS[method, kind](model, z1(), grid)
+    assert (ours - ref).abs().max().item() < 1e-12
+    assert (ours - default).abs().max().item() > 1e-6  # the variant changes the numbers
+    with pytest.raises(ValueError, match=f"solver_type for '{method}' must be one of"):
+        nd.sample(model, z1=z1(), method=method, grid=grid, solver_type="rk4")
+
+
+def test_order_caps_modes():
+    from ndmsolve.solvers.multistep import order_caps
+
+    assert order_caps(True, 5, 3) == [3, 3, 3, 2, 1]
+    assert order_caps(True, 15, 3) == [3] * 15
+    assert order_caps("always", 15, 3) == [3] * 13 + [2, 1]
+    assert order_caps("diffusers", 5, 3) == [3, 3, 3, 3, 2]
+    assert order_caps("diffusers", 20, 2) == [2] * 20
+    assert order_caps(False, 4, 2) == [2] * 4
+    assert order_caps((3, 1, 2), 3, 2) == [2, 1, 2]
+    with pytest.raises(ValueError, match="one positive int per step"):
+        order_caps((3, 0, 2), 3, 2)
+    with pytest.raises(ValueError, match=r"one positive int per step \(4 steps\)"):
+        order_caps((3, 1, 2), 4, 2)
+
+
+def test_lower_order_caps_as_a_sequence_equal_the_named_modes():
+    model = ndm(affine())
+    grid = make_time_grid(6, "logsnr", SCHED, t_min=0.02, dtype=F64)
+    run = lambda lof: (
+        nd.sample(  # noqa: E731
+            model, z1=z1(), method="unipc_3m", grid=grid, lower_order_final=lof
+        ).samples
+    )
+    assert torch.equal(run("diffusers"), run((3, 3, 3, 3, 3, 2)))
+    assert torch.equal(run("always"), run(True))
+    assert not torch.equal(run("diffusers"), run(True))
 
 
 class TanhNet(torch.nn.Module):
@@ -412,6 +490,7 @@ STEPS = {
     "dpmpp_2m": [64, 128, 256],
     "dpmpp_3m": [128, 256, 512],
     "ei_3m": [32, 64, 128],
+    "unipc_1m": [64, 128, 256],
     "unipc_2m": [64, 128, 256],
     "unipc_3m": [32, 64, 128],
 }
@@ -504,7 +583,7 @@ def test_grid_not_decreasing_names_the_argument():
         multistep_solve(ndm(), z1(4), torch.tensor([0.0, 0.5, 1.0], dtype=F64), method="dpmpp_2m")
 
 
-@pytest.mark.parametrize("method", list(MULTISTEP_METHODS))
+@pytest.mark.parametrize("method", [m for m, s in MULTISTEP_METHODS.items() if s.history > 1])
 def test_steps_below_history_length_names_the_argument(method):
     k = MULTISTEP_METHODS[method].history
     with pytest.raises(ValueError, match=f"steps must be at least {method}'s history length {k}"):

@@ -103,7 +103,18 @@ x̂ is itself a first-order last step (k-diffusion's step to σ = 0), and on the
 lowering the order once more costs much: measured on the trained demo DDPM at 5 NFE
 (4 steps to σ/α of 0.06–0.25, then x̂), ``unipc_2m`` gives sliced W1 0.55–0.85 with the
 option and 0.20–0.48 without it; at 10 NFE it helps on log-SNR grids
-(``benchmarks/fewstep.py``).
+(``benchmarks/fewstep.py``). Other counts (``order_caps``): ``"always"`` lowers on
+every grid (diffusers' UniPC); ``"diffusers"`` lowers on every grid counting the final x̂
+of ``denoise=True`` as the last, first-order step (diffusers' schedulers with
+``final_sigmas_type="zero"``: DPM-Solver++(3M) ends (…, 3, 2) then x̂); a sequence gives
+the cap of every step. ``nd.diffusers_grid`` picks the one a diffusers scheduler uses.
+
+**Variants** (``solver_type``, as in diffusers): the two-prediction DPM-Solver++ step in
+``"midpoint"`` form (D = x̂_0 + (x̂_0 − x̂_1)/(2r), ``dpmpp_2m``'s default) or ``"heun"``
+form (the exact integral of the line, D = x̂_0 + φ_2/(1 − e^{−h}) (x̂_0 − x̂_1)/r,
+``dpmpp_3m``'s default for its second and lowered steps); the 3-prediction step has one
+form. UniPC's B(h): ``"bh2"`` (e^{−h} − 1, default) or ``"bh1"`` (−h). ``unipc_1m`` is
+UniPC of order 1: the DDIM step with the UniC-1 corrector (second order).
 
 Registered in ``nd.solvers.METHODS`` as discrete NDM samplers (``nd.sample`` only), one
 predictor call per step, ``needs_jvp=False``.
@@ -130,10 +141,14 @@ __all__ = [
     "MultistepMethod",
     "multistep_solve",
     "multistep_weights",
+    "order_caps",
+    "SOLVER_TYPES",
+    "LOWER_ORDER_MODES",
 ]
 
-#: below this many steps ``lower_order_final`` lowers the order of the last steps
-#: (diffusers' threshold for DPM-Solver++ and UniPC)
+#: below this many steps ``lower_order_final=True`` lowers the order of the last steps
+#: (DPM-Solver's and diffusers' DPMSolverMultistep threshold; diffusers' UniPC lowers on
+#: every grid: ``lower_order_final="always"``)
 LOWER_ORDER_FINAL_STEPS = 15
 
 
@@ -156,10 +171,26 @@ MULTISTEP_METHODS = {
         MultistepMethod("dpmpp_2m", history=2, corrector=False, order=2),
         MultistepMethod("dpmpp_3m", history=3, corrector=False, order=2),
         MultistepMethod("ei_3m", history=3, corrector=False, order=3),
+        MultistepMethod("unipc_1m", history=1, corrector=True, order=2),
         MultistepMethod("unipc_2m", history=2, corrector=True, order=3),
         MultistepMethod("unipc_3m", history=3, corrector=True, order=4),
     )
 }
+
+
+#: ``solver_type`` values per method, the default first: the form of the two-prediction
+#: DPM-Solver++ step (diffusers' ``solver_type``; the 3-prediction step has one form) and
+#: UniPC's B(h) (``"bh1"``: B(h) = −h, ``"bh2"``: B(h) = e^{−h} − 1)
+SOLVER_TYPES = {
+    "dpmpp_2m": ("midpoint", "heun"),
+    "dpmpp_3m": ("heun", "midpoint"),
+    "ei_3m": ("heun",),
+    "unipc_1m": ("bh2", "bh1"),
+    "unipc_2m": ("bh2", "bh1"),
+    "unipc_3m": ("bh2", "bh1"),
+}
+#: ``lower_order_final`` modes besides True/False (``order_caps``)
+LOWER_ORDER_MODES = ("always", "diffusers")
 
 
 # --------------------------------------------------------------------------- weights
@@ -204,8 +235,10 @@ def _dpmpp_weights(lams: list[float], lam_s: float, exact: bool) -> list[float]:
     return w
 
 
-def _unipc_weights(lams: list[float], lam_s: float, corrector: bool) -> list[float]:
-    """UniPC (bh2, data prediction) weights on x̂ at ``lams`` (oldest first; the last is
+def _unipc_weights(
+    lams: list[float], lam_s: float, corrector: bool, variant: str = "bh2"
+) -> list[float]:
+    """UniPC (``variant`` "bh1" or "bh2", data prediction) weights on x̂ at ``lams`` (oldest first; the last is
     the step's start), plus, for the corrector, on x̂ at ``lam_s`` (appended last).
 
     Predictor of order p = len(lams): D = x̂_0 + Σ_k ρ_k (x̂_k − x̂_0)/r_k with
@@ -218,7 +251,7 @@ def _unipc_weights(lams: list[float], lam_s: float, corrector: bool) -> list[flo
     nodes = rks + [1.0]
     hh = -h
     h_phi_1 = math.expm1(hh)
-    B_h = h_phi_1  # bh2
+    B_h = h_phi_1 if variant == "bh2" else hh
     h_phi_k = h_phi_1 / hh - 1.0
     fact = 1
     R, b = [], []
@@ -247,8 +280,56 @@ def _unipc_weights(lams: list[float], lam_s: float, corrector: bool) -> list[flo
     return w
 
 
+def order_caps(lower_order_final, N: int, history: int) -> list[int]:
+    """The most predictions step i of N may combine (before the warm-up ramp i + 1).
+
+    ``lower_order_final``: ``False`` (``history`` everywhere); ``True``: min(history, N − i)
+    when N < ``LOWER_ORDER_FINAL_STEPS``, else ``history`` (DPM-Solver's rule);
+    ``"always"``: min(history, N − i) on every grid (diffusers' UniPC); ``"diffusers"``:
+    min(history, N + 1 − i) on every grid: the count of diffusers' schedulers when their
+    last step is the final x̂ (``final_sigmas_type="zero"``), i.e. for
+    ``sample(..., denoise=True)``, whose x̂ is that last, first-order step; or a sequence
+    of N positive ints, the caps themselves.
+    """
+    if isinstance(lower_order_final, bool):
+        lower = lower_order_final and N < LOWER_ORDER_FINAL_STEPS
+        return [min(history, N - i) if lower else history for i in range(N)]
+    if isinstance(lower_order_final, str):
+        if lower_order_final not in LOWER_ORDER_MODES:
+            raise TypeError(
+                f"lower_order_final must be a bool, one of {LOWER_ORDER_MODES} or a sequence "
+                f"of per-step caps, got {lower_order_final!r}"
+            )
+        extra = 1 if lower_order_final == "diffusers" else 0
+        return [min(history, N + extra - i) for i in range(N)]
+    if isinstance(lower_order_final, (list, tuple)):
+        caps = list(lower_order_final)
+        if len(caps) != N or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in caps
+        ):
+            raise ValueError(
+                f"lower_order_final as a sequence must hold one positive int per step "
+                f"({N} steps), got {lower_order_final!r}"
+            )
+        return [min(history, c) for c in caps]
+    raise TypeError(
+        f"lower_order_final must be a bool, one of {LOWER_ORDER_MODES} or a sequence of "
+        f"per-step caps, got {lower_order_final!r}"
+    )
+
+
+def check_solver_type(method: str, solver_type: str | None) -> str:
+    """``solver_type`` for ``method`` (None: the method's default), else a ValueError."""
+    kinds = SOLVER_TYPES[method]
+    if solver_type is None:
+        return kinds[0]
+    if solver_type not in kinds:
+        raise ValueError(f"solver_type for {method!r} must be one of {kinds}, got {solver_type!r}")
+    return solver_type
+
+
 def multistep_weights(
-    method: str, lam: list[float], lower_order_final: bool = False
+    method: str, lam: list[float], lower_order_final=False, solver_type: str | None = None
 ) -> tuple[list[list[float]], list[list[float] | None]]:
     """Per-step weights of ``method`` on the grid with half log-SNRs ``lam`` (N+1 floats,
     increasing).
@@ -256,20 +337,21 @@ def multistep_weights(
     Returns ``(pred, corr)``: ``pred[i]`` weights on the predictions x̂ at grid points
     ``i − len + 1 .. i`` (oldest first) for the step i → i+1; ``corr[i]`` (corrector
     methods, else None) weights on those predictions and the one at i+1, for redoing
-    step i → i+1; None for the last step. With ``lower_order_final`` and
-    N < ``LOWER_ORDER_FINAL_STEPS``, step i uses at most N − i predictions.
+    step i → i+1; None for the last step. Step i combines at most
+    ``order_caps(lower_order_final, N, history)[i]`` predictions. ``solver_type``: see
+    ``SOLVER_TYPES`` (None: the method's default).
     """
     spec = MULTISTEP_METHODS[method]
+    kind = check_solver_type(method, solver_type)
     N = len(lam) - 1
-    lower = lower_order_final and N < LOWER_ORDER_FINAL_STEPS
+    caps = order_caps(lower_order_final, N, spec.history)
     pred, corr = [], []
     for i in range(N):
-        k = min(spec.history, N - i) if lower else spec.history
-        nodes = lam[max(0, i - k + 1) : i + 1]
+        nodes = lam[max(0, i - caps[i] + 1) : i + 1]
         if spec.corrector:
-            pred.append(_unipc_weights(nodes, lam[i + 1], corrector=False))
-            corr.append(_unipc_weights(nodes, lam[i + 1], corrector=True) if i < N - 1 else None)
-        elif method == "dpmpp_2m" and len(nodes) == 2:
+            pred.append(_unipc_weights(nodes, lam[i + 1], False, kind))
+            corr.append(_unipc_weights(nodes, lam[i + 1], True, kind) if i < N - 1 else None)
+        elif kind == "midpoint" and len(nodes) == 2:
             r = (nodes[1] - nodes[0]) / (lam[i + 1] - nodes[1])  # h_last / h
             pred.append([-0.5 / r, 1.0 + 0.5 / r])  # x̂ extrapolated to the λ̃-midpoint
             corr.append(None)
@@ -294,8 +376,9 @@ def multistep_solve(
     *,
     method: str,
     save: bool = False,
-    lower_order_final: bool = True,
+    lower_order_final=True,
     extrapolate: str = "x",
+    solver_type: str | None = None,
 ) -> Solution:
     """Run a multistep method over ``grid`` (strictly decreasing, (N+1,)) from ``z`` at
     ``grid[0]``; returns z at ``grid[-1]``.
@@ -307,14 +390,16 @@ def multistep_solve(
             length (``MULTISTEP_METHODS[method].history``).
         method: a name in ``MULTISTEP_METHODS``.
         save: keep the path (``ts`` = grid, ``ys`` (N+1, B, *shape)).
-        lower_order_final: on grids of fewer than ``LOWER_ORDER_FINAL_STEPS`` steps,
-            step i of N combines at most N − i predictions (module docstring); no effect
-            on longer grids.
+        lower_order_final: ``True``: on grids of fewer than ``LOWER_ORDER_FINAL_STEPS``
+            steps, step i of N combines at most N − i predictions (module docstring), no
+            effect on longer grids; ``False``: never lowered; ``"always"``, ``"diffusers"``
+            or per-step caps: see ``order_caps``.
         extrapolate: ``"x"`` (step (2) at the combined D: two F calls per step) or
             ``"F"`` (the weights applied to F(x̂_j, s) and F(x̂_j, t) of the combined
             predictions: k + 1 new F calls per step for k predictions combined, as
             F(x̂_j, t) of the older ones is kept from the step before; F is never
             evaluated off the predictions). Equal for affine F (module docstring).
+        solver_type: ``SOLVER_TYPES[method]``; None: the method's default (the first).
 
     Returns:
         ``Solution`` with ``nfe = n_accepted = N`` (one predictor call per step).
@@ -322,8 +407,6 @@ def multistep_solve(
     if method not in MULTISTEP_METHODS:
         raise ValueError(f"method must be one of {list(MULTISTEP_METHODS)}, got {method!r}")
     spec = MULTISTEP_METHODS[method]
-    if not isinstance(lower_order_final, bool):
-        raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
     if extrapolate not in ("x", "F"):
         raise ValueError(f"extrapolate must be 'x' or 'F', got {extrapolate!r}")
     if not isinstance(grid, Tensor) or grid.ndim != 1 or grid.shape[0] < 2:
@@ -344,7 +427,7 @@ def multistep_solve(
         alpha, sigma = (v.tolist() for v in sched.alpha_sigma(g64))
     if not all(b > a for a, b in itertools.pairwise(lam)):
         raise ValueError("grid must have strictly increasing log-SNR (λ strictly decreasing in t)")
-    pred, corr = multistep_weights(method, lam, lower_order_final)
+    pred, corr = multistep_weights(method, lam, lower_order_final, solver_type)
     B = z.shape[0]
     ts = [grid[i].expand(B) for i in range(N + 1)]
 
@@ -395,8 +478,9 @@ def _run(
     generator=None,
     save: bool = False,
     method: str = "",
-    lower_order_final: bool = True,
+    lower_order_final=True,
     extrapolate: str = "x",
+    solver_type: str | None = None,
 ) -> Solution:
     del generator  # deterministic
     return multistep_solve(
@@ -407,6 +491,7 @@ def _run(
         save=save,
         lower_order_final=lower_order_final,
         extrapolate=extrapolate,
+        solver_type=solver_type,
     )
 
 
@@ -414,6 +499,7 @@ _DESCRIPTIONS = {
     "dpmpp_2m": "NDM-DDIM step, x_hat linear in half log-SNR (DPM-Solver++(2M) when F = id)",
     "dpmpp_3m": "NDM-DDIM step, x_hat quadratic, published coefficients (DPM-Solver++(3M))",
     "ei_3m": "NDM-DDIM step, x_hat quadratic integrated exactly against e^lambda",
+    "unipc_1m": "UniPC-1 (bh2; bh1 by solver_type): DDIM predictor, UniC-1 corrector",
     "unipc_2m": "UniPC-2 (bh2) predictor-corrector on the NDM-DDIM step, corrector free",
     "unipc_3m": "UniPC-3 (bh2) predictor-corrector on the NDM-DDIM step, corrector free",
 }
@@ -427,6 +513,6 @@ for _m in MULTISTEP_METHODS.values():
         run=_run,
         needs_jvp=_m.needs_jvp,
         min_steps=_m.history,
-        options=("lower_order_final", "extrapolate"),
+        options=("lower_order_final", "extrapolate", "solver_type"),
         description=_DESCRIPTIONS[_m.name],
     )
