@@ -743,14 +743,14 @@ def _resume(checkpoint, model, opt, ema, batches, time_proposal, data_order) -> 
     """Restore a run from ``checkpoint``, each rank its own generators and RNG states;
     returns (step, losses, non-finite steps in a row). Checks the process count first."""
     from . import distributed as ddist
-    from .checkpoint import read_checkpoint, restore_entries
+    from .checkpoint import CheckpointError, read_checkpoint, restore_entries
 
     rank, world = ddist.rank(), ddist.world_size()
     where = f"checkpoint {str(checkpoint)!r}"
     state = read_checkpoint(checkpoint)
     rngs = state.get("rng_per_rank") or [state["rng"]]
     if len(rngs) != world:
-        raise ValueError(
+        raise CheckpointError(
             f"{where} was written by {len(rngs)} processes; resume it with the same number "
             f"(this run has {world})"
         )
