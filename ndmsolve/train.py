@@ -535,12 +535,16 @@ def train(
             split each global batch, so they never see the same point within an epoch.
         max_bad_steps: the non-finite policy. A step whose loss or global gradient norm
             (before clipping) is NaN or inf is skipped: no optimizer step, no EMA update,
-            so weights, Adam state and EMA stay bit for bit as before; each skip prints one
+            so weights, Adam state and EMA stay bit for bit as before (the step still counts
+            for the learning-rate schedule and ``losses``); each skip prints one
             line with its step on stderr. ``max_bad_steps`` skips in a row raise
             ``TrainingStopped`` naming the step. The check costs one host sync per step
-            (the one that reads the loss), none per micro-batch; callable ``data`` adds one
-            per step (each drawn batch is checked for NaN/inf, the error names the step),
-            tensor ``data`` is checked once up front (the error names the first bad point).
+            (the one that reads the loss, now before the optimizer step), none per
+            micro-batch; callable ``data`` adds one per step (each drawn batch is checked
+            for NaN/inf, the error names the step), an adaptive ``time_proposal`` one per
+            micro-batch (it learns from finite losses only); tensor ``data`` is checked once
+            up front (the error names the first bad point). The model's own output checks
+            (``NDM.check``) sync on their own.
             Before every checkpoint save the weights, EMA and Adam state are checked and a
             non-finite one is never written (``TrainingStopped``).
         max_loss_ratio: divergence guard, off by default. With the reference ``ref`` = the

@@ -239,3 +239,21 @@ def test_cli_diverging_lr_ends_with_one_line(tmp_path, capsys):
     assert code == 1
     assert "ndmsolve train: error: training stopped at step" in err and "Traceback" not in err
     assert not (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--max-bad-steps", "0"),
+        ("--max-loss-ratio", "-1"),
+        ("--max-loss-ratio", "inf"),
+        ("--dist-timeout", "0"),
+    ],
+)
+def test_cli_policy_values_checked(flag, value, capsys):
+    from ndmsolve.cli import main
+
+    assert main(["train", "--data", "checkerboard", flag, value]) == 2
+    # The flag's name, as typed or with underscores (as the option checks spell it today).
+    err = capsys.readouterr().err
+    assert flag.lstrip("-") in err.replace("_", "-")
