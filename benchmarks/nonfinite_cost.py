@@ -7,7 +7,9 @@ with the check (``checked``) and with it turned off internally
 (``ndmsolve.train._StepGuard.check = False``, ``unchecked``), with gradient clipping (the
 default, whose norm the check reuses) and without (the check computes the norm itself),
 on two cases: the CLI's toy NDM on checkerboard points (MLP predictor and transform) and
-a small U-Net NDM on 8×8 images.
+a small U-Net NDM on 8×8 images. The check's own work (gradient norm and the stacked read)
+is also timed alone (``check_alone_ms``): end-to-end differences of a few per cent are
+within the rounds' noise on a shared machine.
 
 CPU time of this process (``time.process_time``, 1 thread), variants interleaved round
 after round, median per step (a call trains ``steps`` steps; its set-up, the same in all
@@ -90,13 +92,25 @@ def train_fn(model, x, cfg: dict, checked: bool, grad_clip):
     return run
 
 
+def check_fn(model, x):
+    """The check's own work on one step's gradients (no clipping): norm, one read."""
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    guard = nd_train._StepGuard(3, None, [], 0)
+    loss = torch.ones(())
+    return lambda: guard.decide(0, loss, guard.grad_norm(params, None), rank=0)
+
+
 def run_case(case: str, cfg: dict, rounds: int, min_time: float) -> dict:
     model, x = build(case, cfg)
     fns = {
         v: train_fn(model, x, cfg, v.startswith("checked"), 1.0 if v.endswith("_clip") else None)
         for v in VARIANTS
     }
+    fns["check_alone"] = check_fn(model, x)
     times = _common.time_all(fns, torch.device("cpu"), rounds, min_time, clock=time.process_time)
+    check_alone = times.pop("check_alone")
     per_step = {v: t / cfg["steps"] for v, t in times.items()}
     return {
         "config": dict(cfg, data_shape=list(x.shape[1:])),
@@ -104,6 +118,9 @@ def run_case(case: str, cfg: dict, rounds: int, min_time: float) -> dict:
         "ms_per_step": {v: 1e3 * s for v, s in per_step.items()},
         "ratio_clip": per_step["checked_clip"] / per_step["unchecked_clip"],
         "ratio_noclip": per_step["checked_noclip"] / per_step["unchecked_noclip"],
+        # What the check adds without clipping, timed alone: the gradient norm and the
+        # stacked read of (loss, norm); with clipping only the stack (the norm is clip's).
+        "check_alone_ms": 1e3 * check_alone,
     }
 
 
@@ -147,7 +164,8 @@ def main(argv=None) -> dict:
         print(
             f"{case:6} clip: {ms['checked_clip']:.2f} vs {ms['unchecked_clip']:.2f} "
             f"(x{c['ratio_clip']:.3f}); no clip: {ms['checked_noclip']:.2f} vs "
-            f"{ms['unchecked_noclip']:.2f} (x{c['ratio_noclip']:.3f})"
+            f"{ms['unchecked_noclip']:.2f} (x{c['ratio_noclip']:.3f}); the check alone "
+            f"{c['check_alone_ms']:.3f} ms"
         )
     print(f"wrote {path}")
     return res

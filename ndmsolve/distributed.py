@@ -23,6 +23,7 @@ __all__ = [
     "world_size",
     "init_from_env",
     "describe_timeout",
+    "train_timeout",
     "GLOO_TIMEOUT_S",
     "all_reduce_sum",
     "all_gather_objects",
@@ -63,8 +64,8 @@ def init_from_env(backend: str | None = None, timeout: float | None = None) -> b
     Returns True when this process is one of several (WORLD_SIZE > 1). The backend is NCCL
     when CUDA is available, else gloo, unless ``backend`` is given. ``timeout`` (seconds):
     how long a collective waits for the other ranks before it raises (a lost or stopped
-    rank ends the job instead of hanging it); default ``GLOO_TIMEOUT_S`` (120 s) on gloo,
-    PyTorch's own default on NCCL.
+    rank ends the job instead of hanging it); default: PyTorch's (30 min on gloo) — see
+    ``train_timeout`` for the short one ``ndmsolve train`` uses.
     """
     if timeout is not None and not (0 < timeout < float("inf")):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -74,13 +75,21 @@ def init_from_env(backend: str | None = None, timeout: float | None = None) -> b
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(default_device())
-        if timeout is None and backend == "gloo":
-            timeout = GLOO_TIMEOUT_S
         global _timeout_s
         _timeout_s = timeout
         kw = {} if timeout is None else {"timeout": datetime.timedelta(seconds=timeout)}
         dist.init_process_group(backend, **kw)
     return dist.get_world_size() > 1
+
+
+def train_timeout(given: float | None) -> float | None:
+    """The process-group timeout of ``ndmsolve train``: ``given``, else ``GLOO_TIMEOUT_S``
+    on gloo (no CUDA), else None (NCCL's default). Short on gloo because training's
+    collectives come every step: only a lost rank keeps the others waiting that long (the
+    likelihood command, whose ranks may finish their shards minutes apart, keeps PyTorch's)."""
+    if given is not None:
+        return given
+    return None if torch.cuda.is_available() else GLOO_TIMEOUT_S
 
 
 def describe_timeout(e: BaseException) -> str | None:

@@ -18,6 +18,6 @@ def test_nonfinite_cost_quick(tmp_path):
     assert set(on_disk["cases"]) == {"mlp", "unet8"}
     for case, c in on_disk["cases"].items():
         assert set(c["ms_per_step"]) == set(mod.VARIANTS), case
-        for key in ("ratio_clip", "ratio_noclip"):
+        for key in ("ratio_clip", "ratio_noclip", "check_alone_ms"):
             assert math.isfinite(c[key]) and c[key] > 0, (case, key)
     assert nd_train._StepGuard.check is True

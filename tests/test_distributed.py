@@ -225,3 +225,13 @@ def test_dist_timeout_ends_a_collective_with_one_line(tmp_path):
         "rank 0 of 2: the other processes did not answer within --dist-timeout (1 s)"
     )
     assert "\n" not in line
+
+
+def test_train_timeout_default():
+    from ndmsolve import distributed as ddist
+
+    assert ddist.train_timeout(7.5) == 7.5
+    expected = None if torch.cuda.is_available() else ddist.GLOO_TIMEOUT_S
+    assert ddist.train_timeout(None) == expected
+    with pytest.raises(ValueError, match="timeout"):
+        ddist.init_from_env(timeout=0)

@@ -257,7 +257,7 @@ def _run(args) -> int:
             )
     elif args.resume:
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
-    ddist.init_from_env(timeout=cfg["dist_timeout"])
+    ddist.init_from_env(timeout=ddist.train_timeout(cfg["dist_timeout"]))
     rank = ddist.rank()
     try:
         ds = load_dataset(cfg["data"], "train", root=cfg["data_root"], seed=cfg["seed"])
