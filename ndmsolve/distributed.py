@@ -98,12 +98,15 @@ def describe_timeout(e: BaseException) -> str | None:
     wait ("Timed out waiting 3000ms for recv operation"); its source-path prefix is cut."""
     text = str(e).strip()
     words = ("timed out", "timeout", "connection closed", "connection reset", "broken pipe")
-    if not is_distributed() or not any(w in text.lower() for w in words):
+    # Before the group is up (a rank lost during start-up) torchrun's variables say who.
+    world = world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+    me = rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    if world <= 1 or not any(w in text.lower() for w in words):
         return None
     first = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0])
     limit = f"{_timeout_s:g} s" if _timeout_s is not None else "the backend's default"
     return (
-        f"rank {rank()} of {world_size()}: the other processes did not answer within "
+        f"rank {me} of {world}: the other processes did not answer within "
         f"--dist-timeout ({limit}): one stopped or died ({first})"
     )
 
