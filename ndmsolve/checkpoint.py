@@ -36,6 +36,7 @@ __all__ = [
     "save_checkpoint",
     "read_checkpoint",
     "load_checkpoint",
+    "restore_entries",
     "load_model",
     "capture_rng",
     "restore_rng",
@@ -182,6 +183,13 @@ def load_checkpoint(path: PathLike, map_location="cpu", **targets) -> dict:
     ``set_state``). A missing entry or mismatched state raises ``CheckpointError``.
     """
     state = read_checkpoint(path, map_location)
+    restore_entries(state, path, **targets)
+    return state
+
+
+def restore_entries(state: dict, path: PathLike, **targets) -> None:
+    """``load_checkpoint``'s restoring half, for a ``state`` already read from ``path``
+    (a caller that checks entries first need not read the file twice)."""
     for name, target in targets.items():
         if name not in state or state[name] is None:
             raise CheckpointError(
@@ -207,7 +215,6 @@ def load_checkpoint(path: PathLike, map_location="cpu", **targets) -> dict:
                 f"checkpoint {str(path)!r}: entry {name!r} does not fit the given "
                 f"{type(target).__name__}: {str(e).splitlines()[0]}"
             ) from None
-    return state
 
 
 def load_model(path: PathLike, *, ema: bool = True, map_location="cpu") -> nn.Module:

@@ -33,6 +33,7 @@ __all__ = [
     "lr_factor",
     "LR_SCHEDULES",
     "DATA_ORDERS",
+    "TrainingStopped",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -264,9 +265,15 @@ class _Batches:
             return [
                 (self.data[idx[k * m : (k + 1) * m]], self.noise_generator(k)) for k in self.local
             ]
-        if self.K == 1:
-            return [(self.data(self.batch_size, generator=g), g)]
         x = self.data(self.batch_size, generator=g)
+        # One host sync per step, before the loss sees the batch (tensor data: checked once).
+        if isinstance(x, Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                f"data: the batch drawn at step {step} has a non-finite value: the data "
+                f"source returned NaN or inf (not the model)"
+            )
+        if self.K == 1:
+            return [(x, g)]
         return [(x[k * m : (k + 1) * m], self.noise_generator(k)) for k in self.local]
 
 
@@ -338,6 +345,116 @@ def _total(out) -> Tensor:
     return total.mean()
 
 
+class TrainingStopped(FloatingPointError):
+    """Training stopped to protect the weights: ``max_bad_steps`` non-finite steps in a row,
+    a loss beyond ``max_loss_ratio``, or non-finite weights at a save. ``step`` is the
+    (0-based) step; the checkpoint on disk is the last good one."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def _check_data(data) -> None:
+    """Tensor data must be finite: the first bad point is named (one pass, up front)."""
+    if not isinstance(data, Tensor) or not data.is_floating_point():
+        return
+    bad = ~torch.isfinite(data)
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"data has a non-finite value at index {first if len(first) > 1 else first[0]} "
+            f"(point {first[0]} of {data.shape[0]}): {data[first].item()}"
+        )
+
+
+class _StepGuard:
+    """The non-finite policy and the divergence guard (see ``train``), decided once per
+    step from the loss and the gradient norm with one host sync."""
+
+    check = True  # benchmarks/nonfinite_cost.py turns it off to time the loop without it
+    WINDOW = 10  # steps per mean of the divergence guard's reference
+
+    def __init__(self, max_bad_steps: int, max_loss_ratio: float | None, losses: list, bad: int):
+        self.max_bad, self.ratio, self.bad = max_bad_steps, max_loss_ratio, bad
+        self.recent: list = []
+        self.ref = math.inf
+        for v in losses:
+            self._remember(v)
+
+    def _remember(self, v: float) -> None:
+        if math.isfinite(v):
+            self.recent = (self.recent + [v])[-self.WINDOW :]
+            if len(self.recent) == self.WINDOW:
+                self.ref = min(self.ref, sum(self.recent) / self.WINDOW)
+
+    def grad_norm(self, params: list, grad_clip: float | None) -> Tensor | None:
+        """Clip (when asked) and return the global gradient norm before clipping (on device)."""
+        if grad_clip is not None:
+            return nn.utils.clip_grad_norm_(params, grad_clip)
+        grads = [p.grad for p in params if p.grad is not None]
+        if not self.check or not grads:
+            return None
+        return nn.utils.get_total_norm(grads)
+
+    def decide(self, step: int, loss: Tensor, norm: Tensor | None, rank: int) -> tuple[float, bool]:
+        """(the step's loss, whether to apply its update); raises ``TrainingStopped``."""
+        if not self.check:
+            return loss.item(), True
+        parts = [loss.detach().float()] + ([] if norm is None else [norm.detach().float()])
+        values = torch.stack(parts).tolist()  # the step's one host sync
+        value, gnorm = values[0], (values[1] if norm is not None else 0.0)
+        if not (math.isfinite(value) and math.isfinite(gnorm)):
+            self.bad += 1
+            what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {gnorm}"
+            if self.bad >= self.max_bad:
+                raise TrainingStopped(
+                    f"training stopped at step {step}: {self.bad} steps in a row had a "
+                    f"non-finite loss or gradient (this one: {what}); the weights were "
+                    f"not updated by them (lower lr, or raise max_bad_steps)",
+                    step,
+                )
+            if rank == 0:
+                print(
+                    f"train: step {step} skipped: non-finite {what}; weights, optimizer and "
+                    f"EMA unchanged ({self.bad} in a row, stop at {self.max_bad})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self._remember(value)
+            return value, False
+        if self.ratio is not None and value - self.ref > self.ratio * max(abs(self.ref), 1.0):
+            raise TrainingStopped(
+                f"training stopped at step {step}: loss {value:.4g} exceeds the reference "
+                f"{self.ref:.4g} (lowest mean of {self.WINDOW} steps) by more than "
+                f"max_loss_ratio={self.ratio:g} times its size: diverging (lower lr?)",
+                step,
+            )
+        self.bad = 0
+        self._remember(value)
+        return value, True
+
+
+def _check_finite_weights(step: int, path, model: nn.Module, ema: EMA, opt) -> None:
+    """A save's last line of defence: weights, EMA and Adam state must be finite."""
+    named = [("model", p) for p in model.parameters()]
+    named += [("EMA", p) for p in ema.shadow.parameters()]
+    named += [
+        ("optimizer", v)
+        for s in opt.state.values()
+        for v in s.values()
+        if isinstance(v, Tensor) and v.is_floating_point()
+    ]
+    ok = torch.stack([torch.isfinite(t).all() for _, t in named]).all()
+    if not bool(ok):
+        where = next(n for n, t in named if not bool(torch.isfinite(t).all()))
+        raise TrainingStopped(
+            f"refusing to save non-finite {where} weights at step {step} to {str(path)!r}; "
+            f"the previous checkpoint is kept",
+            step,
+        )
+
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -367,6 +484,8 @@ def train(
     on_log: Callable[[int, float, float], None] | None = None,
     time_proposal=None,
     data_order: str = "random",
+    max_bad_steps: int = 3,
+    max_loss_ratio: float | None = None,
 ) -> TrainResult:
     """Train ``model`` (an NDM, in place) on ``data`` with Adam and an EMA of the weights.
 
@@ -414,6 +533,25 @@ def train(
             without replacement: every point once per epoch of N points, in a seeded order
             per epoch (a batch may straddle two epochs). Under torch.distributed the ranks
             split each global batch, so they never see the same point within an epoch.
+        max_bad_steps: the non-finite policy. A step whose loss or global gradient norm
+            (before clipping) is NaN or inf is skipped: no optimizer step, no EMA update,
+            so weights, Adam state and EMA stay bit for bit as before (the step still counts
+            for the learning-rate schedule and ``losses``); each skip prints one
+            line with its step on stderr. ``max_bad_steps`` skips in a row raise
+            ``TrainingStopped`` naming the step. The check costs one host sync per step
+            (the one that reads the loss, now before the optimizer step), none per
+            micro-batch; callable ``data`` adds one per step (each drawn batch is checked
+            for NaN/inf, the error names the step), an adaptive ``time_proposal`` one per
+            micro-batch (it learns from finite losses only); tensor ``data`` is checked once
+            up front (the error names the first bad point). The model's own output checks
+            (``NDM.check``) sync on their own.
+            Before every checkpoint save the weights, EMA and Adam state are checked and a
+            non-finite one is never written (``TrainingStopped``).
+        max_loss_ratio: divergence guard, off by default. With the reference ``ref`` = the
+            lowest mean loss over 10 consecutive finite steps so far, a step whose loss
+            exceeds ``ref + max_loss_ratio * max(|ref|, 1)`` raises ``TrainingStopped``
+            before its update (so ~``max_loss_ratio`` x ``ref`` for losses above 1 nat;
+            ``|ref|`` because a negative ELBO may be negative).
 
     Returns:
         ``TrainResult(model, ema_model, losses)``; ``losses`` holds each step's mean loss
@@ -442,6 +580,12 @@ def train(
         )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path>")
+    if isinstance(max_bad_steps, bool) or not isinstance(max_bad_steps, int) or max_bad_steps < 1:
+        raise ValueError(f"max_bad_steps must be a positive int, got {max_bad_steps!r}")
+    if max_loss_ratio is not None and not (0 < max_loss_ratio < math.inf):
+        raise ValueError(
+            f"max_loss_ratio must be positive and finite or None, got {max_loss_ratio!r}"
+        )
     if amp is not None and amp not in AMP_DTYPES:
         raise ValueError(f"amp must be None or one of {sorted(AMP_DTYPES)}, got {amp!r}")
     rank, world = ddist.rank(), ddist.world_size()
@@ -457,6 +601,7 @@ def train(
         raise ValueError("model has no trainable parameters")
     if isinstance(data, Tensor) and data.is_floating_point():
         check_like_model(data, model, "data")
+    _check_data(data)
     if time_proposal is not None:
         if loss != "continuous":
             raise ValueError(f"time_proposal needs loss='continuous', got loss={loss!r}")
@@ -483,32 +628,18 @@ def train(
     if compile:
         hooks.append(_compile_predictor(model))
     losses: list = []
-    start = 0
+    start, bad = 0, 0
     if resume and Path(checkpoint).is_file():
-        more = {"time_proposal": time_proposal} if adaptive else {}
-        state = load_checkpoint(
-            checkpoint, model=model, optimizer=opt, ema=ema, generator=batches.generators, **more
-        )
-        start, losses = int(state["step"]), list(state["losses"])
-        stored_order = state.get("data_order", "random")
-        if stored_order != data_order:
-            raise ValueError(
-                f"checkpoint {str(checkpoint)!r} was trained with data_order={stored_order!r}; "
-                f"resume it with the same (this run has {data_order!r})"
-            )
-        if data_order == "epoch":
-            batches.set_epoch_seed(int(state["epoch_seed"]))
-        # Dropout and other global-RNG draws continue where they stopped, on every rank.
-        rngs = state.get("rng_per_rank") or [state["rng"]]
-        if len(rngs) != world:
-            raise ValueError(
-                f"checkpoint {str(checkpoint)!r} was written by {len(rngs)} processes; "
-                f"resume it with the same number (this run has {world})"
-            )
-        restore_rng(rngs[rank])
+        tp = time_proposal if adaptive else None
+        start, losses, bad = _resume(checkpoint, model, opt, ema, batches, tp, data_order)
+    guard = _StepGuard(max_bad_steps, max_loss_ratio, losses, bad)
 
     def save(step: int) -> None:
-        rngs = ddist.all_gather_objects(capture_rng())  # every rank takes part
+        _check_finite_weights(step, checkpoint, model, ema, opt)  # on every rank: no hang
+        # Every rank takes part: its global RNG and the generators it draws from.
+        mine = {"rng": capture_rng(), "generators": [g.get_state() for g in batches.generators]}
+        per_rank = ddist.all_gather_objects(mine)
+        rngs = [r["rng"] for r in per_rank]
         if rank == 0:
             save_checkpoint(
                 checkpoint,
@@ -516,6 +647,8 @@ def train(
                 ema=ema,
                 optimizer=opt,
                 generator=batches.generators,
+                generators_per_rank=[r["generators"] for r in per_rank],
+                step_guard={"bad_steps": guard.bad},
                 step=step,
                 losses=losses,
                 rng=rngs[0],
@@ -560,23 +693,25 @@ def train(
                     ctx = objective.no_sync() if defer else contextlib.nullcontext()
                     with ctx:
                         value = objective(x, g)
-                        if not torch.isfinite(value):
-                            raise FloatingPointError(f"loss became {value.item()} at step {step}")
                         (value * scale).backward()
-                    if adaptive:
+                    # The proposal learns only from finite values (one more sync, adaptive only).
+                    if adaptive and bool(torch.isfinite(value)):
                         inner = getattr(objective, "module", objective)
                         time_proposal.observe(inner.last.diffusion)
                     total = total + value.detach()
                 step_loss = ddist.all_reduce_sum(total.reshape(1))[0] / microbatches
-                if grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, grad_clip)
-                for group in opt.param_groups:
-                    group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
-                opt.step()
-                ema.update(model)
-                losses.append(step_loss.item())
+                # Loss and gradient are the same on every rank, so every rank decides alike.
+                value, apply = guard.decide(
+                    step, step_loss, guard.grad_norm(params, grad_clip), rank
+                )
+                losses.append(value)
+                if apply:
+                    for group in opt.param_groups:
+                        group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
+                    opt.step()
+                    ema.update(model)
                 if (step + 1) % log_every == 0 or step + 1 == steps:
-                    recent = losses[-log_every:]
+                    recent = [v for v in losses[-log_every:] if math.isfinite(v)] or [math.nan]
                     now = time.perf_counter()
                     n_steps = min(log_every, step + 1 - start)
                     ips = n_steps * batch_size / max(now - t_log, 1e-9)
@@ -606,3 +741,44 @@ def train(
         )
     model.eval()
     return TrainResult(model, ema.shadow, losses)
+
+
+def _resume(checkpoint, model, opt, ema, batches, time_proposal, data_order) -> tuple:
+    """Restore a run from ``checkpoint``, each rank its own generators and RNG states;
+    returns (step, losses, non-finite steps in a row). Checks the process count first."""
+    from . import distributed as ddist
+    from .checkpoint import CheckpointError, read_checkpoint, restore_entries
+
+    rank, world = ddist.rank(), ddist.world_size()
+    where = f"checkpoint {str(checkpoint)!r}"
+    state = read_checkpoint(checkpoint)
+    rngs = state.get("rng_per_rank") or [state["rng"]]
+    if len(rngs) != world:
+        raise CheckpointError(
+            f"{where} was written by {len(rngs)} processes; resume it with the same number "
+            f"(this run has {world})"
+        )
+    stored_order = state.get("data_order", "random")
+    if stored_order != data_order:
+        raise ValueError(
+            f"{where} was trained with data_order={stored_order!r}; "
+            f"resume it with the same (this run has {data_order!r})"
+        )
+    more = {"time_proposal": time_proposal} if time_proposal is not None else {}
+    restore_entries(state, checkpoint, model=model, optimizer=opt, ema=ema, **more)
+    per_rank = state.get("generators_per_rank")
+    if per_rank is None and world > 1 and rank == 0:
+        print(
+            f"train: {where} predates per-rank generator states: ranks other than 0 "
+            f"restart their noise streams, so this resume is not bit-exact",
+            file=sys.stderr,
+            flush=True,
+        )
+    gens = {"generator": per_rank[rank] if per_rank is not None else state["generator"]}
+    restore_entries(gens, checkpoint, generator=batches.generators)
+    if data_order == "epoch":
+        batches.set_epoch_seed(int(state["epoch_seed"]))
+    # Dropout and other global-RNG draws continue where they stopped, on every rank.
+    restore_rng(rngs[rank])
+    guard = state.get("step_guard") or {}
+    return int(state["step"]), list(state["losses"]), int(guard.get("bad_steps", 0))

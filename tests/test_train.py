@@ -266,13 +266,14 @@ def test_bad_arguments():
         train(m, x, steps=1, batch_size=4, generator=0, loss=stand_in_loss, lr_schedule="step")
     with pytest.raises(ValueError, match="warmup_steps"):
         train(m, x, steps=1, batch_size=4, generator=0, loss=stand_in_loss, warmup_steps=-1)
-    with pytest.raises(FloatingPointError, match="step 0"):
+    # A NaN loss at every step: skipped, then stopped at the third in a row (step 2).
+    with pytest.raises(FloatingPointError, match="stopped at step 2: 3 steps in a row"):
         train(
             m,
             x,
-            steps=1,
+            steps=5,
             batch_size=4,
             generator=0,
             progress=False,
-            loss=lambda model, x, generator=None: x.sum(1) * float("nan"),
+            loss=lambda model, x, generator=None: stand_in_loss(model, x, generator) * math.nan,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -136,6 +137,30 @@ OPTIONS = [
     ),
     Option("threads", 1, "torch intra-op threads", int, check=positive),
     Option(
+        "max_bad_steps",
+        3,
+        "a step with a NaN/inf loss or gradient is skipped (weights, optimizer, EMA "
+        "untouched); this many in a row stop training with the step named",
+        int,
+        check=positive,
+    ),
+    Option(
+        "max_loss_ratio",
+        None,
+        "divergence guard (default: off): stop when a step's loss exceeds the lowest "
+        "10-step mean loss ref by more than this times max(|ref|, 1)",
+        float,
+        check=lambda v: None if 0 < v < float("inf") else "must be positive and finite",
+    ),
+    Option(
+        "dist_timeout",
+        None,
+        "seconds a torchrun process waits for the others before it stops with an error "
+        "(default: 120 on CPU/gloo, PyTorch's default on NCCL)",
+        float,
+        check=lambda v: None if 0 < v < float("inf") else "must be positive and finite",
+    ),
+    Option(
         "progress",
         None,
         "progress bar: --progress always, --no-progress never; unset: only when "
@@ -156,6 +181,9 @@ RESUMABLE = {
     "device",
     "data_root",
     "compile",
+    "max_bad_steps",
+    "max_loss_ratio",
+    "dist_timeout",
 }
 
 
@@ -189,6 +217,21 @@ def _device(cfg: dict) -> torch.device:
 
 
 def run(args) -> int:
+    """``_run``, with a stopped run or a lost rank reported in one line (exit 1)."""
+    from .. import distributed as ddist
+    from ..train import TrainingStopped
+
+    try:
+        return _run(args)
+    except (TrainingStopped, RuntimeError) as e:
+        line = str(e) if isinstance(e, TrainingStopped) else ddist.describe_timeout(e)
+        if line is None:
+            raise
+        print(f"ndmsolve train: error: {line.splitlines()[0]}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _run(args) -> int:
     from .. import distributed as ddist
     from ..checkpoint import read_checkpoint
     from ..data.sets import load_dataset
@@ -214,7 +257,7 @@ def run(args) -> int:
             )
     elif args.resume:
         raise UsageError(f"--resume: no checkpoint at {ckpt}")
-    ddist.init_from_env()
+    ddist.init_from_env(timeout=ddist.train_timeout(cfg["dist_timeout"]))
     rank = ddist.rank()
     try:
         ds = load_dataset(cfg["data"], "train", root=cfg["data_root"], seed=cfg["seed"])
@@ -261,6 +304,8 @@ def run(args) -> int:
         extra={"train_config": cfg, "data": cfg["data"], "n_bins": ds.n_bins},
         on_log=lambda s, v, ips: log.append({"step": s, "loss": v, "images_per_s": ips}),
         data_order=cfg["data_order"],
+        max_bad_steps=cfg["max_bad_steps"],
+        max_loss_ratio=cfg["max_loss_ratio"],
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if rank != 0:
