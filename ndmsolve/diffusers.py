@@ -327,7 +327,9 @@ def _ddim_grid(scheduler, cfg: dict, steps: int) -> dict:
         denoise = False  # ᾱ_0: a step to t = 0 (none when already there: identity)
         if ks[-1] > 0:
             times.append(0.0)
-    return dict(method="ddim", grid=torch.tensor(times, dtype=torch.float64), denoise=denoise)
+    return DiffusersGrid(
+        "ddim", grid=torch.tensor(times, dtype=torch.float64), denoise=denoise, eta=0.0
+    )
 
 
 def _multistep_grid(scheduler, cfg: dict, steps: int, unipc: bool) -> dict:
@@ -358,24 +360,45 @@ def _multistep_grid(scheduler, cfg: dict, steps: int, unipc: bool) -> dict:
             policy = False
     if order not in names:
         raise ValueError(f"solver_order must be 1, 2 or 3 here, got {order}")
-    out = dict(method=names[order], grid=torch.tensor(times, dtype=torch.float64), denoise=zero)
-    if names[order] != "ddim":
+    out = DiffusersGrid(names[order], grid=torch.tensor(times, dtype=torch.float64), denoise=zero)
+    if names[order] == "ddim":
+        out["eta"] = 0.0
+    else:
         out.update(lower_order_final=policy, solver_type=cfg.get("solver_type"))
     return out
 
 
-def diffusers_grid(scheduler, steps: int) -> dict:
+class DiffusersGrid(dict):
+    """``nd.sample`` keyword arguments, with the method the scheduler implies as ``.method``.
+
+    ``method`` is not a key, so the call reads ``nd.sample(model, n, grid.method, **grid)``
+    (or the method named by hand). Every grid holds an option that only its kind of
+    sampler takes (``eta`` for ``ddim``; ``lower_order_final``/``solver_type`` for the
+    multistep methods), so forgetting the method is an error, not a heun solve.
+    """
+
+    def __init__(self, method: str, **kwargs):
+        super().__init__(**kwargs)
+        self.method = method
+
+    def __repr__(self) -> str:
+        return f"DiffusersGrid(method={self.method!r}, {dict.__repr__(self)})"
+
+
+def diffusers_grid(scheduler, steps: int) -> DiffusersGrid:
     """``nd.sample`` keyword arguments that repeat ``scheduler``'s ``steps``-step loop.
 
-    Returns a dict with ``method`` (``"ddim"``, ``"dpmpp_2m"``, ``"dpmpp_3m"``,
-    ``"unipc_1m"`` / ``"unipc_2m"`` / ``"unipc_3m"``), ``grid`` (decreasing times
+    Returns a ``DiffusersGrid`` (a dict) whose ``.method`` attribute is the sampler
+    (``"ddim"``, ``"dpmpp_2m"``, ``"dpmpp_3m"``, ``"unipc_1m"`` / ``"unipc_2m"`` /
+    ``"unipc_3m"``) and whose keys are ``grid`` (decreasing times
     k/(K−1) of the scheduler's timesteps, then t = 0 when its last step goes to k = 0),
     ``denoise`` (True when the last step returns x̂: ``final_sigmas_type="zero"``, DDIM's
     ``set_alpha_to_one``) and, for multistep methods, ``lower_order_final`` and
-    ``solver_type`` as the scheduler counts and forms its steps. Pass them with the model
-    from ``from_diffusers`` and the scheduler's noise as ``z1``:
-    ``nd.sample(model, z1=noise, **nd.diffusers_grid(scheduler, steps))`` (no positional
-    method). NFE: one per scheduler step, except DDIM ending on k = 0 without
+    ``solver_type`` as the scheduler counts and forms its steps (``eta=0`` for ``ddim``).
+    Pass them with the model from ``from_diffusers``:
+    ``nd.sample(model, 16, "dpmpp_2m", **nd.diffusers_grid(scheduler, 10))``, or
+    ``g = nd.diffusers_grid(scheduler, 10); nd.sample(model, method=g.method, z1=noise, **g)``
+    with the scheduler's noise. NFE: one per scheduler step, except DDIM ending on k = 0 without
     ``set_alpha_to_one`` (its last step is the identity; ndmsolve skips it).
 
     The scheduler is not modified (its timesteps are computed on a copy). Unsupported

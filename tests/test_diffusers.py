@@ -77,7 +77,8 @@ def relative_difference(cls, steps, step_kw=None, noise_scale=1.0, **config):
     want = diffusers_loop(sched, unet, noise.to(F64), steps, **(step_kw or {}))
     kw = nd.diffusers_grid(sched, steps)
     with torch.no_grad():
-        got = nd.sample(nd.from_diffusers(unet, sched), z1=noise.to(F64), **kw).samples
+        got = nd.sample(nd.from_diffusers(unet, sched), method=kw.method, z1=noise.to(F64), **kw)
+        got = got.samples
     return float((got - want).norm() / want.norm()), kw
 
 
@@ -148,7 +149,7 @@ def test_sample_equals_diffusers_loop(case, prediction_type):
 def test_diffusers_grid_lower_order_policies():
     dpm, unipc = diffusers.DPMSolverMultistepScheduler, diffusers.UniPCMultistepScheduler
     kw = nd.diffusers_grid(dpm(solver_order=3), 10)
-    assert (kw["method"], kw["lower_order_final"], kw["denoise"]) == ("dpmpp_3m", "diffusers", True)
+    assert (kw.method, kw["lower_order_final"], kw["denoise"]) == ("dpmpp_3m", "diffusers", True)
     assert kw["grid"].shape == (10,)  # 9 steps, then the final x̂
     assert nd.diffusers_grid(dpm(solver_order=3), 15)["lower_order_final"] is False
     kw = nd.diffusers_grid(dpm(final_sigmas_type="sigma_min"), 10)
@@ -164,7 +165,7 @@ def test_diffusers_grid_lower_order_policies():
     )
     want = diffusers_loop(sched, unet, noise, 10)
     kw = dict(nd.diffusers_grid(sched, 10), lower_order_final=True)
-    got = nd.sample(nd.from_diffusers(unet, sched), z1=noise, **kw).samples
+    got = nd.sample(nd.from_diffusers(unet, sched), 5, "dpmpp_3m", z1=noise, **kw).samples
     assert float((got - want).norm() / want.norm()) > 1e-3
 
 
@@ -191,8 +192,9 @@ def test_ddim_clipping_matches_the_clipped_model_output_form():
         3 * torch.randn(5, 2, 3, 3, generator=torch.Generator().manual_seed(1), dtype=F64),
     )
     kw = nd.diffusers_grid(sched, 10)
-    on = nd.sample(nd.from_diffusers(unet, sched), z1=noise, **kw).samples
-    off = nd.sample(nd.from_diffusers(unet, sched, clip_sample=False), z1=noise, **kw).samples
+    on = nd.sample(nd.from_diffusers(unet, sched), 5, "ddim", z1=noise, **kw).samples
+    off = nd.sample(nd.from_diffusers(unet, sched, clip_sample=False), 5, "ddim", z1=noise, **kw)
+    off = off.samples
     assert (on - off).abs().max() > 1e-3
 
 
@@ -232,6 +234,21 @@ def test_unsupported_options_are_named():
         )
     with pytest.raises(TypeError, match="clip_sample must be True, False or None"):
         nd.from_diffusers(ClosedForm(), D.DDIMScheduler(), clip_sample="yes")
+
+
+def test_the_design_call_form_and_a_forgotten_method():
+    # DESIGN.md: nd.sample(model, n, "dpmpp_2m", **nd.diffusers_grid(scheduler, steps))
+    sched = upcast(diffusers.DPMSolverMultistepScheduler())
+    unet = ClosedForm()
+    noise = torch.randn(5, 2, 3, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    want = diffusers_loop(sched, unet, noise, 10)
+    model = nd.from_diffusers(unet, sched)
+    got = nd.sample(model, 5, "dpmpp_2m", z1=noise, **nd.diffusers_grid(sched, 10)).samples
+    assert float((got - want).norm() / want.norm()) < 1e-6
+    # without a method the grid's own options refuse the default heun solve
+    for s in (sched, upcast(diffusers.DDIMScheduler(clip_sample=False))):
+        with pytest.raises((ValueError, TypeError)):
+            nd.sample(model, z1=noise, **nd.diffusers_grid(s, 10))
 
 
 def test_diffusers_grid_leaves_the_scheduler_alone():
@@ -276,7 +293,7 @@ def test_tiny_unet_samples_and_checkpoint_configuration_rebuilds_it():
     noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=F64)
     with torch.no_grad():
         want = diffusers_loop(sched, unet, noise, 5, use_clipped_model_output=True)
-        got = nd.sample(model, z1=noise, **nd.diffusers_grid(sched, 5))
+        got = nd.sample(model, 2, "ddim", z1=noise, **nd.diffusers_grid(sched, 5))
     assert got.nfe == 5
     assert float((got.samples - want).norm() / want.norm()) < 1e-12
     clone = from_config(to_config(model)).double()
