@@ -228,11 +228,11 @@ class KDDenoiser(torch.nn.Module):
 
 
 def _t_of_lambda(schedule, lam):
-    if isinstance(schedule, nd.LinearLogSNR):
-        return (lam - schedule.logsnr_max) / (schedule.logsnr_min - schedule.logsnr_max)
-    from ndmsolve.sampling import _invert_log_snr
-
-    return _invert_log_snr(schedule, lam.double(), 0.0, 1.0).to(lam.dtype)
+    with torch.no_grad():
+        ends = schedule.log_snr(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    # k-diffusion's float32 sigmas can round just past the schedule's ends
+    lam64 = lam.double().clamp(float(ends[0]), float(ends[1]))
+    return schedule.t_of_log_snr(lam64).to(lam.dtype)
 
 
 def kd_sample(kd, model, z1, sampler: str, grid: str, nfe: int, s_min: float, rho=None):

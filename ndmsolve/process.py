@@ -19,7 +19,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import as_generator, check_batch_time, check_finite, check_output, model_dtype_device
+from ._checks import (
+    as_generator,
+    check_batch_time,
+    check_finite,
+    check_output,
+    model_dtype_device,
+)
 from .config import configurable
 from .schedules import Schedule, make_schedule
 from .transforms import IdentityTransform, _bcast
@@ -323,7 +329,7 @@ class NDM(nn.Module):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         m_dtype, m_device = model_dtype_device(self)
-        dtype = dtype or m_dtype or torch.float32
+        dtype = dtype or m_dtype or torch.get_default_dtype()
         device = device if device is not None else m_device
         generator = as_generator(generator, device)
         return torch.randn((n, *shape), generator=generator, dtype=dtype, device=device)

@@ -37,6 +37,7 @@ mode is left as it is.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,7 @@ from ._checks import (
     model_dtype_device,
     solver_time,
 )
-from .schedules import CosineLogSNR, LinearLogSNR, Schedule
+from .schedules import Schedule
 from .solvers.base import Solution
 from .solvers.registry import METHODS, get_method
 from .transforms import _bcast
@@ -62,6 +63,7 @@ __all__ = [
     "check_grid",
     "sampling_methods",
     "DEFAULT_STEPS",
+    "default_grid_kind",
 ]
 
 #: steps used by fixed-step and discrete methods when neither ``steps`` nor ``grid`` is given
@@ -117,9 +119,8 @@ def make_time_grid(
         noise-to-signal ratio s = σ/α = e^{−λ/2} (k-diffusion's σ for a VP model):
         s_i = (s_max^{1/ρ} + (i/N)(s_min^{1/ρ} − s_max^{1/ρ}))^ρ with s_max = s(t_max),
         s_min = s(t_min) (needs ``schedule``): dense near t_min.
-        λ is inverted in closed form for ``LinearLogSNR`` and ``CosineLogSNR``, else by
-        vectorised bisection in float64 (λ is strictly decreasing), accurate to ~1e-15
-        in t.
+        λ is inverted by ``schedule.t_of_log_snr`` (closed form for ``LinearLogSNR`` and
+        ``CosineLogSNR``, else vectorised bisection in float64, accurate to ~1e-15 in t).
 
     The end points are exactly ``t_max`` and ``t_min``: z_1 is given at t_max and every
     sampler returns z at t_min. For a final step that returns x̂ at the last time, as
@@ -159,27 +160,8 @@ def _logsnr_grid(
             lam = -2.0 * KARRAS_RHO * torch.log(s_max + ramp * (s_min - s_max))
         else:
             lam = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=f64)
-        if type(schedule) is LinearLogSNR:
-            t = (lam - schedule.logsnr_max) / (schedule.logsnr_min - schedule.logsnr_max)
-        elif type(schedule) is CosineLogSNR:
-            t = (torch.atan(torch.exp(-0.5 * lam)) - schedule.b) / schedule.a
-        else:
-            t = _invert_log_snr(schedule, lam, t_min, t_max)
+        t = schedule.t_of_log_snr(lam)
     return t.clamp(t_min, t_max)
-
-
-def _invert_log_snr(
-    schedule: Schedule, lam: Tensor, t_min: float, t_max: float, iters: int = 64
-) -> Tensor:
-    """t with λ(t) = lam on [t_min, t_max] by bisection (λ strictly decreasing), float64."""
-    lo = torch.full_like(lam, t_min)
-    hi = torch.full_like(lam, t_max)
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        above = schedule.log_snr(mid).to(lam.dtype) > lam  # λ(mid) > target: mid too early
-        lo = torch.where(above, mid, lo)
-        hi = torch.where(above, hi, mid)
-    return 0.5 * (lo + hi)
 
 
 def check_grid(grid, *, dtype=torch.float32, device=None, name: str = "grid") -> Tensor:
@@ -271,14 +253,15 @@ def sample(
     *,
     steps: int | None = None,
     grid=None,
-    grid_kind: str = "uniform",
+    grid_kind: str | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int = 10_000,
     shape: tuple | None = None,
     generator=None,
     z1: Tensor | None = None,
-    t_min: float = 0.0,
+    t_min: float | None = None,
+    sigma_min: float | None = None,
     return_path: bool = False,
     save_at=None,
     denoise: bool = False,
@@ -305,7 +288,10 @@ def sample(
         grid: explicit decreasing times (1-D, in [0, 1]) instead of ``steps``; z1 is the
             state at ``grid[0]``. An error together with ``steps`` or an adaptive method.
         grid_kind: ``"uniform"`` in t, ``"logsnr"`` (uniform in λ) or ``"karras"``
-            (ρ = 7 on σ/α), for ``steps``; see ``make_time_grid``.
+            (ρ = 7 on σ/α), for ``steps``; see ``make_time_grid``. Default (None):
+            ``default_grid_kind(method)``: ``"logsnr"`` for the multistep samplers
+            (``dpmpp_*``, ``ei_3m``, ``unipc_*``), ``"uniform"`` for the others (measured:
+            ``benchmarks/default_grid.py``).
         rtol, atol, max_steps: adaptive methods' tolerances and step limit. Default
             tolerances: 1e-5 for ODE methods, 1e-2 for adaptive SDE methods
             (``solvers.api.DEFAULT_TOL``, the embedded EM/Heun pair's usual
@@ -318,6 +304,10 @@ def sample(
             increments and the ancestral noise; same seed, same samples.
         z1: initial states (n, *shape) at t = 1 instead of prior draws.
         t_min: final time for ``steps``/adaptive solves (default 0).
+        sigma_min: the final time given as a noise-to-signal ratio σ/α instead:
+            t_min = ``model.schedule.t_of_log_snr(−2 log sigma_min)``, so a recipe does not
+            depend on the schedule's end points; an error together with ``t_min`` or
+            outside [σ/α at t = 0, σ/α at t = 1].
         return_path: also return the states along the way (``path_ts``, ``path``). Fixed
             and discrete: the grid. Adaptive: the times ``save_at`` (default 11 times
             uniform from 1 to ``t_min``).
@@ -325,7 +315,8 @@ def sample(
             for fixed-step methods, whose path is the grid.
         denoise: return x̂_θ(z, t_min) rather than z at ``t_min`` (+1 NFE).
         dtype, device: of z1 when it is drawn here; default the model's parameters
-            (float32 on the CPU for a model without parameters). A z1 or dtype/device
+            (for a model without parameters ``torch.get_default_dtype()``, on the CPU:
+            a closed-form model computes in its input's dtype, so nothing else fixes it). A z1 or dtype/device
             that differs from the model's raises an error naming both (no silent cast).
         eta: η ∈ [0, 1] for the samplers that take it (``"eta" in METHODS[m].options``:
             default 0 for ``ddim``, 1 for ``ancestral``); an error for other methods.
@@ -346,8 +337,15 @@ def sample(
     if eta is not None and "eta" not in info.options:
         takes = [m.name for m in METHODS.values() if "eta" in m.options]
         raise ValueError(f"eta applies to the samplers {takes} only, not {method!r}")
-    if grid_kind not in GRID_KINDS:
-        raise ValueError(f"grid_kind must be one of {GRID_KINDS}, got {grid_kind!r}")
+    if grid_kind is None:
+        grid_kind = default_grid_kind(method)
+    elif grid_kind not in GRID_KINDS:
+        raise ValueError(f"grid_kind must be one of {GRID_KINDS} or None, got {grid_kind!r}")
+    if grid is not None and (t_min is not None or sigma_min is not None):
+        raise ValueError(
+            "t_min and sigma_min are for steps= and adaptive solves; a grid ends at grid[-1]"
+        )
+    t_min = _final_time(model, t_min, sigma_min)
 
     # --- initial state
     model_shape = getattr(model, "data_shape", None)
@@ -376,7 +374,7 @@ def sample(
             )
         data_shape = tuple(data_shape)
         m_dtype, m_device = model_dtype_device(model)
-        dtype = dtype or m_dtype or torch.float32
+        dtype = dtype or m_dtype or torch.get_default_dtype()
         device = torch.device(device) if device is not None else (m_device or torch.device("cpu"))
         if m_dtype is not None and (dtype != m_dtype or device != m_device):
             raise TypeError(
@@ -449,6 +447,38 @@ def sample(
         path=sol.ys if return_path else None,
         solution=sol,
     )
+
+
+def default_grid_kind(method: str) -> str:
+    """The grid ``sample`` builds for ``steps`` when ``grid_kind`` is not given:
+    ``"logsnr"`` for the multistep samplers (those with ``lower_order_final``: on a schedule
+    whose λ is far from linear in t, a uniform-t grid makes their extrapolation in λ unstable,
+    e.g. ``unipc_3m`` at 20 steps under ``CosineLogSNR(-15, 15)``: sliced W1 0.164 vs 0.111,
+    floor 0.097), ``"uniform"`` for the others (``ddim``, and ``heun`` under the cosine
+    schedule, measure better on it). Measured in ``benchmarks/default_grid.py``."""
+    info = get_method(method, caller="sample")
+    multistep = info.family == "discrete" and "lower_order_final" in info.options
+    return "logsnr" if multistep else "uniform"
+
+
+def _final_time(model, t_min, sigma_min) -> float:
+    """t_min from ``t_min`` or ``sigma_min`` (σ/α at the final time), default 0."""
+    if sigma_min is None:
+        return 0.0 if t_min is None else t_min
+    if t_min is not None:
+        raise ValueError("pass either t_min or sigma_min (the final time as σ/α), not both")
+    if isinstance(sigma_min, bool) or not isinstance(sigma_min, (int, float)) or sigma_min <= 0:
+        raise ValueError(f"sigma_min must be a positive number (σ/α), got {sigma_min!r}")
+    with torch.no_grad():
+        ends = model.schedule.log_snr(torch.tensor([0.0, 1.0], dtype=torch.float64))
+    s_lo, s_hi = (math.exp(-0.5 * float(v)) for v in ends)
+    if not s_lo * (1 - 1e-9) <= sigma_min <= s_hi * (1 + 1e-9):
+        raise ValueError(
+            f"sigma_min must lie in [{s_lo:.4g}, {s_hi:.4g}] (σ/α at t = 0 and t = 1 of "
+            f"the model's schedule), got {sigma_min!r}"
+        )
+    lam = min(max(-2.0 * math.log(sigma_min), float(ends[1])), float(ends[0]))
+    return float(model.schedule.t_of_log_snr(lam))
 
 
 def _solve_continuous(

@@ -41,6 +41,26 @@ class Schedule(nn.Module):
         """λ(t), same shape as ``t``."""
         raise NotImplementedError
 
+    def t_of_log_snr(self, lam) -> Tensor:
+        """The time t ∈ [0, 1] with λ(t) = ``lam`` (any shape; a float or a tensor), float64
+        unless ``lam`` is a floating tensor (then its dtype).
+
+        λ is strictly decreasing, so t is unique; ``lam`` must lie in [λ(1), λ(0)] (up to
+        1e-6 relative, float32 rounding of the end points). Subclasses override with a closed form; this base class bisects,
+        vectorised, in float64 (64 halvings of [0, 1]: t to ~1e-16, λ(t) to ~1e-15 |λ'|).
+        """
+        lam64 = _lam_in_range(self, lam)
+        lo, hi = torch.zeros_like(lam64), torch.ones_like(lam64)
+        with torch.no_grad():
+            for _ in range(64):
+                mid = 0.5 * (lo + hi)
+                early = self.log_snr(mid).to(torch.float64) > lam64  # λ(mid) > target: t > mid
+                lo, hi = torch.where(early, mid, lo), torch.where(early, hi, mid)
+            ends = self.log_snr(torch.tensor([1.0, 0.0], dtype=torch.float64))
+        t = 0.5 * (lo + hi)
+        t = torch.where(lam64 >= ends[1], 0.0, torch.where(lam64 <= ends[0], 1.0, t))  # exact ends
+        return _like(t, lam)
+
     def dlog_snr(self, t: Tensor) -> Tensor:
         """λ'(t) by forward-mode AD; subclasses override with the closed form."""
         t = t.contiguous()  # a stride-0 (expanded) t cannot carry a tangent
@@ -72,6 +92,29 @@ class Schedule(nn.Module):
         return -torch.sigmoid(-self.log_snr(t)) * self.dlog_snr(t)
 
 
+def _lam_in_range(schedule: Schedule, lam) -> Tensor:
+    """``lam`` as a float64 tensor, checked to lie in [λ(1), λ(0)] (1e-6 relative slack)."""
+    lam64 = torch.as_tensor(lam).detach().to(torch.float64)
+    with torch.no_grad():
+        ends = schedule.log_snr(torch.tensor([1.0, 0.0], dtype=torch.float64)).to(torch.float64)
+    lo, hi = float(ends[0]), float(ends[1])
+    slack = 1e-6 * max(1.0, abs(lo), abs(hi))
+    if lam64.numel() and not bool(((lam64 >= lo - slack) & (lam64 <= hi + slack)).all()):
+        raise ValueError(
+            f"lam must lie in the schedule's log-SNR range [{lo:g}, {hi:g}] (λ(1), λ(0)), "
+            f"got values in [{float(lam64.min()):g}, {float(lam64.max()):g}]"
+        )
+    return lam64.clamp(lo, hi)
+
+
+def _like(t: Tensor, lam) -> Tensor:
+    """t clamped to [0, 1], in ``lam``'s dtype and device when it is a floating tensor."""
+    t = t.clamp(0.0, 1.0)
+    if isinstance(lam, Tensor) and lam.is_floating_point():
+        return t.to(dtype=lam.dtype, device=lam.device)
+    return t
+
+
 def _check_range(logsnr_min: float, logsnr_max: float) -> None:
     for name, v in (("logsnr_min", logsnr_min), ("logsnr_max", logsnr_max)):
         if not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -97,6 +140,11 @@ class LinearLogSNR(Schedule):
     def dlog_snr(self, t: Tensor) -> Tensor:
         return torch.full_like(t, self.logsnr_min - self.logsnr_max)
 
+    def t_of_log_snr(self, lam) -> Tensor:
+        """t = (λ − λ_max)/(λ_min − λ_max); see ``Schedule.t_of_log_snr``."""
+        lam64 = _lam_in_range(self, lam)
+        return _like((lam64 - self.logsnr_max) / (self.logsnr_min - self.logsnr_max), lam)
+
     def extra_repr(self) -> str:
         return f"logsnr_min={self.logsnr_min}, logsnr_max={self.logsnr_max}"
 
@@ -121,6 +169,11 @@ class CosineLogSNR(Schedule):
     def dlog_snr(self, t: Tensor) -> Tensor:
         # d/du [−2 log tan u] = −2 / (sin u cos u) = −4 / sin 2u
         return -4.0 * self.a / torch.sin(2.0 * (self.a * t + self.b))
+
+    def t_of_log_snr(self, lam) -> Tensor:
+        """t = (atan(e^{−λ/2}) − b)/a; see ``Schedule.t_of_log_snr``."""
+        lam64 = _lam_in_range(self, lam)
+        return _like((torch.atan(torch.exp(-0.5 * lam64)) - self.b) / self.a, lam)
 
     def extra_repr(self) -> str:
         return f"logsnr_min={self.logsnr_min}, logsnr_max={self.logsnr_max}"

@@ -19,7 +19,6 @@ from ndmsolve.metrics import random_directions, sliced_wasserstein, wasserstein_
 from ndmsolve.sampling import (
     DEFAULT_STEPS,
     SampleResult,
-    _invert_log_snr,
     check_grid,
     make_time_grid,
     sample,
@@ -182,9 +181,7 @@ def test_logsnr_bisection_matches_closed_forms():
     for sched in (nd.LinearLogSNR(-10.0, 10.0), nd.CosineLogSNR(-15.0, 15.0)):
         lam = torch.linspace(sched.logsnr_min, sched.logsnr_max, 9, dtype=F64)  # t = 1 -> 0
         closed = make_time_grid(8, "logsnr", sched, dtype=F64)
-        torch.testing.assert_close(
-            _invert_log_snr(sched, lam, 0.0, 1.0), closed, rtol=0, atol=1e-12
-        )
+        torch.testing.assert_close(nd.Schedule.t_of_log_snr(sched, lam), closed, rtol=0, atol=1e-12)
 
 
 def test_grid_errors():

@@ -178,3 +178,63 @@ def test_schedule_rejects_bad_t():
         sch(torch.tensor([float("nan")]))
     with pytest.raises(TypeError, match="t must be a floating"):
         sch(torch.tensor([0, 1]))
+
+
+# --------------------------------------------------------------------------- t_of_log_snr
+class _VPLinearBeta(nd.Schedule):
+    """DDPM's linear β as a continuous VP schedule: log(1 + e^{−λ}) = β0 t + ½(β1 − β0) t²
+    (no closed-form override: ``t_of_log_snr`` bisects)."""
+
+    def __init__(self, b0=0.1, b1=20.0, c0=0.0):
+        super().__init__()
+        self.b0, self.b1, self.c0 = b0, b1, c0
+        self.logsnr_min, self.logsnr_max = float(self.log_snr(torch.tensor(1.0))), 0.0
+
+    def log_snr(self, t):
+        tt = torch.as_tensor(t, dtype=torch.float64) if not torch.is_tensor(t) else t
+        u = self.c0 + self.b0 * tt + 0.5 * (self.b1 - self.b0) * tt**2
+        return -torch.log(torch.expm1(u).clamp_min(1e-300))
+
+
+INVERT = [s for _, s in SCHEDS] + [_VPLinearBeta()]
+
+
+@pytest.mark.parametrize("sched", INVERT, ids=IDS + ["vp_linear_beta"])
+@settings(max_examples=40, deadline=None)
+@given(u=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=8))
+def test_t_of_log_snr_round_trips(sched, u):
+    """λ(t_of_log_snr(λ)) = λ and t_of_log_snr(λ(t)) = t (where λ' is not tiny), float64."""
+    t = torch.tensor(u, dtype=D).clamp(1e-6, 1.0)  # VP-β: λ(0) = +inf, keep off it
+    with torch.no_grad():
+        lam = sched.log_snr(t)
+        back = sched.t_of_log_snr(lam)
+        assert back.dtype == D and back.shape == t.shape
+        torch.testing.assert_close(sched.log_snr(back), lam, rtol=1e-10, atol=1e-10)
+        slope = sched.dlog_snr(t).abs()
+        ok = slope > 1e-3  # t is determined to ~1e-16 |λ|/|λ'| by λ's rounding
+        torch.testing.assert_close(back[ok], t[ok], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("sched", [nd.LinearLogSNR(-10.0, 8.0), nd.CosineLogSNR(-15.0, 15.0)])
+def test_t_of_log_snr_closed_forms_match_bisection(sched):
+    lam = torch.linspace(sched.logsnr_min, sched.logsnr_max, 33, dtype=D)
+    torch.testing.assert_close(
+        sched.t_of_log_snr(lam), nd.Schedule.t_of_log_snr(sched, lam), rtol=0, atol=1e-12
+    )
+
+
+def test_t_of_log_snr_errors_and_dtypes():
+    sched = nd.CosineLogSNR(-10.0, 10.0)
+    for s in (sched, nd.LearnedLogSNR(-10.0, 10.0)):
+        with pytest.raises(ValueError, match="lam must lie in"):
+            s.t_of_log_snr(10.5)
+        with pytest.raises(ValueError, match="lam must lie in"):
+            s.t_of_log_snr(torch.tensor([0.0, -11.0]))
+    assert sched.t_of_log_snr(0.0).dtype == D and float(sched.t_of_log_snr(10.0)) == 0.0
+    assert sched.t_of_log_snr(torch.tensor([0.0], dtype=torch.float32)).dtype == torch.float32
+
+
+def test_t_of_log_snr_is_exact_at_the_ends():
+    for sched in (_VPLinearBeta(c0=1e-4), nd.LearnedLogSNR(-10.0, 10.0)):
+        ends = sched.log_snr(torch.tensor([1.0, 0.0], dtype=D)).detach()
+        assert sched.t_of_log_snr(ends).tolist() == [1.0, 0.0]

@@ -37,8 +37,9 @@ OPTIONS = [
     ),
     Option(
         "grid_kind",
-        "uniform",
-        "time grid for --steps: uniform in t, logsnr or karras",
+        None,
+        "time grid for --steps: uniform in t, logsnr or karras (default: logsnr for the "
+        "multistep samplers, uniform for the others; nd.sampling.default_grid_kind)",
         choices=("uniform", "logsnr", "karras"),
     ),
     Option("rtol", None, "relative tolerance of an adaptive sampler", float, check=positive),

@@ -45,6 +45,7 @@ from ..analytic import ExactPredictor
 from ..metrics import SAMPLE_METRICS, as_seeds, call_metric, floor, mean_se
 from ..solvers.base import SolverError
 from ..solvers.registry import get_method, method_names
+from .recipes import Recipe, as_recipe
 
 __all__ = [
     "sweep",
@@ -53,6 +54,7 @@ __all__ = [
     "METRICS",
     "DEFAULT_STEPS",
     "DEFAULT_TOLS",
+    "DEFAULT_FLOOR_SEEDS",
     "method_kind",
     "default_methods",
     "closed_form_models",
@@ -64,6 +66,7 @@ __all__ = [
 COLUMNS = (
     "model",
     "method",
+    "options",
     "kind",
     "steps",
     "tol",
@@ -89,6 +92,10 @@ REF_SEED, METRIC_SEED = 1_000_003, 2_000_003
 #: the closed-form DDPM at n = 1000: floor 0.0050 ± 0.0015, exact PF-ODE 0.0077 ± 0.0014), so
 #: below ~2x the floor a level separates seeds, not samplers.
 DEFAULT_FLOOR_MULTIPLES = (10.0, 3.0, 2.0)
+#: seeds of each metric's floor, when not given (independent of the sweep's seeds): with
+#: 2 seeds the closed-form DDPM's energy-distance floor came out 0.0177 ± 0.0051, with 20
+#: 0.0086 ± 0.0008, so every converged method sat "below the floor"
+DEFAULT_FLOOR_SEEDS = 10
 
 
 # --------------------------------------------------------------------------- methods
@@ -105,47 +112,54 @@ def default_methods() -> tuple[str, ...]:
     return method_names(backends=False)
 
 
-def _method_grid(methods, steps, tols) -> list[tuple[str, str, list]]:
-    """[(method, kind, settings)]; settings are step counts or tolerances by kind."""
+def _method_grid(methods, steps, tols) -> list[tuple[Recipe, str, list]]:
+    """[(recipe, kind, settings)]; settings are step counts or tolerances by kind."""
     if methods is None:
         methods = default_methods()
-    if isinstance(methods, str):
+    if isinstance(methods, (str, Recipe)):
         methods = [methods]
-    per_method = dict(methods) if isinstance(methods, Mapping) else None
-    names = list(per_method) if per_method is not None else list(methods)
-    if not names:
+    if isinstance(methods, Mapping):  # a value None: the shared steps/tols
+        items = [(_recipe(m), v) for m, v in methods.items()]
+    else:
+        items = [(_recipe(m), None) for m in methods]
+    if not items:
         raise ValueError(
             "methods must name at least one method (see nd.sampling.sampling_methods())"
         )
+    names = [r.name for r, _ in items]
     if len(set(names)) != len(names):
         raise ValueError(f"methods must not repeat a name, got {names}")
     grid = []
-    for m in names:
-        if not isinstance(m, str):
-            raise TypeError(f"methods must hold method names (str), got {m!r}")
-        try:
-            kind = method_kind(m)
-        except ValueError as e:
-            raise ValueError(f"methods: {e}") from None
+    for recipe, own in items:
+        m = recipe.method
+        kind = method_kind(m)
         adaptive = kind.endswith("adaptive")
-        if per_method is not None:
-            settings = per_method[m]
+        if own is not None:
+            settings = own  # its own grid
         elif adaptive:
             settings = DEFAULT_TOLS[kind] if tols is None else tols
         else:
             settings = steps
         what = "tolerances (tols)" if adaptive else "step counts (steps)"
-        settings = _check_settings(settings, adaptive, f"{what} for {m!r}")
+        settings = _check_settings(settings, adaptive, f"{what} for {recipe.name!r}")
         if not adaptive:
             low = get_method(m).min_steps
-            if per_method is None:  # shared step counts: skip those m cannot take
+            if own is None:  # shared step counts: skip those m cannot take
                 settings = [s for s in settings if s >= low] or settings
             elif min(settings) < low:
                 raise ValueError(
-                    f"{what} for {m!r} must be >= its history length {low}, got {min(settings)}"
+                    f"{what} for {recipe.name!r} must be >= its history length {low}, "
+                    f"got {min(settings)}"
                 )
-        grid.append((m, kind, settings))
+        grid.append((recipe, kind, settings))
     return grid
+
+
+def _recipe(item) -> Recipe:
+    try:
+        return as_recipe(item)
+    except ValueError as e:
+        raise ValueError(f"methods: {e}") from None
 
 
 def _check_settings(settings, adaptive: bool, what: str) -> list:
@@ -386,6 +400,7 @@ def sweep(
     quality: Sequence[float] | None = None,
     t_min: float = 0.0,
     max_steps: int = 10_000,
+    floor_seeds=DEFAULT_FLOOR_SEEDS,
     out: str | Path | None = None,
     progress: bool = False,
 ) -> SweepResult:
@@ -394,8 +409,14 @@ def sweep(
     Args:
         models: ``{name: NDM or checkpoint path}`` (or one NDM). Closed-form models
             (``closed_form_models()``) are scored against their exact marginal.
-        methods: method names (default ``default_methods()``: every registered method but
-            the backends), or ``{method: settings}`` to give each its own grid.
+        methods: methods or recipes (default ``default_methods()``: every registered
+            method but the backends): names, recipe specs such as
+            ``"unipc_2m:grid_kind=logsnr,sigma_min=0.12,denoise=true"``, dicts or
+            ``Recipe`` objects (``ndmsolve.studies.recipes``), or ``{method or recipe:
+            settings}`` to give each its own grid (None: the shared ``steps``/``tols``).
+            A recipe's options go to ``nd.sample`` as given; one that stops before t = 0 (``sigma_min``/``t_min``) must end with
+            ``denoise=true`` (its z there is not a draw of the truth at ``t_min``).
+            Rows are labelled by the recipe's name (default: its spec string).
         steps: step counts for fixed-step and discrete methods.
         tols: tolerances (rtol = atol) for adaptive methods (default ``DEFAULT_TOLS`` by
             kind).
@@ -410,6 +431,9 @@ def sweep(
         t_min: the time sampled to (and the time of the closed-form truth), default 0.
         max_steps: adaptive methods' step limit; a solve that hits it (or NaN) is recorded
             as a row with ``error`` set and no values.
+        floor_seeds: seeds of each metric's floor (an int k: k seeds, or a sequence; at
+            least 2; default ``DEFAULT_FLOOR_SEEDS`` = 10), independent of ``seeds``: the
+            floor's mean ± standard error over them.
         out: a folder: writes ``sweep.json`` and ``sweep.png`` there.
         progress: print one line per row.
 
@@ -422,6 +446,13 @@ def sweep(
     grid = _method_grid(methods, steps, tols)
     metrics = _check_metrics(metrics)
     seeds = as_seeds(seeds)
+    floor_seeds = as_seeds(floor_seeds, "floor_seeds")
+    for recipe, _, _ in grid:
+        if recipe.ends_early and recipe.options.get("denoise") is not True:
+            raise ValueError(
+                f"methods: {recipe.name!r} stops before t = 0 (sigma_min/t_min): add "
+                "denoise=true (its z there is not a draw of the truth at t_min)"
+            )
     for name, v in (("n", n), ("n_ref", n if n_ref is None else n_ref)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             raise ValueError(f"{name} must be an int >= 2, got {v!r}")
@@ -435,9 +466,12 @@ def sweep(
     rows, floors = [], {}
     for name, model in models.items():
         truth = truths[name]
-        floors[name] = _floors(truth, metrics, n, n_ref, seeds)
+        floors[name] = _floors(truth, metrics, n, n_ref, floor_seeds)
         refs = {s: truth(n_ref, torch.Generator().manual_seed(REF_SEED + s)) for s in seeds}
-        for method, kind, settings in grid:
+        for recipe, kind, settings in grid:
+            opts = dict(recipe.options)
+            if not recipe.ends_early:
+                opts["t_min"] = t_min
             for setting in settings:
                 adaptive = kind.endswith("adaptive")
                 kw = (
@@ -447,7 +481,8 @@ def sweep(
                 )
                 row = dict(
                     model=name,
-                    method=method,
+                    method=recipe.name,
+                    options=dict(recipe.options, method=recipe.method),
                     kind=kind,
                     steps=None if adaptive else setting,
                     tol=setting if adaptive else None,
@@ -463,9 +498,9 @@ def sweep(
                         res = sample(
                             model,
                             n,
-                            method,
+                            recipe.method,
                             generator=torch.Generator().manual_seed(s),
-                            t_min=t_min,
+                            **opts,
                             **kw,
                         )
                         walls.append(time.perf_counter() - t0)
@@ -498,8 +533,10 @@ def sweep(
         best.update(best_methods([r for r in rows if r["model"] == name], primary, levels))
     config = dict(
         models=list(models),
-        methods={m: s for m, _, s in grid},
+        methods={r.name: s for r, _, s in grid},
+        recipes={r.name: dict(r.options, method=r.method) for r, _, _ in grid},
         seeds=list(seeds),
+        floor_seeds=list(floor_seeds),
         n=n,
         n_ref=n_ref,
         metrics=list(metrics),

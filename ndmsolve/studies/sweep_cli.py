@@ -1,14 +1,19 @@
 """``ndmsolve sweep``: the NFE-vs-quality sweep from the command line.
 
-    ndmsolve sweep [--model NAME=CHECKPOINT ... --data TOY] [--methods a,b] [--steps 2,4,8]
-                   [--tols 1e-2,1e-3] [--seeds 3] [--n 1000] [--metrics energy_distance,...]
-                   [--quality q1,q2,q3] [--out DIR]
+    ndmsolve sweep [--model NAME=CHECKPOINT ... [--data TOY [--other-data]]]
+                   [--methods a,b] [--recipe SPEC ...] [--recipes FILE.toml]
+                   [--steps 2,4,8] [--tols 1e-2,1e-3] [--seeds 3] [--floor-seeds 10]
+                   [--n 1000] [--metrics energy_distance,...] [--quality q1,q2,q3] [--out DIR]
 
 Without ``--model`` it sweeps the closed-form NDM and DDPM of
 ``ndmsolve.studies.nfe_sweep.closed_form_models`` (scored against their exact marginals).
-Checkpoint models are scored against draws of the toy data set ``--data``. Writes
-``sweep.json`` and ``sweep.png`` to ``--out`` and prints the table and, for each quality
-level, the method that reaches it with the fewest NFE.
+Checkpoint models are scored against draws of the toy data set they were trained on (as
+``ndmsolve train`` records it); ``--data`` must name that set, or, with ``--other-data``,
+any toy set. A recipe (``--recipe``, repeatable, or a TOML file of ``[[recipe]]`` tables)
+is a method with its ``nd.sample`` options, e.g.
+``--recipe unipc_2m:grid_kind=logsnr,sigma_min=0.12,denoise=true`` (see
+``ndmsolve.studies.recipes``). Writes ``sweep.json`` and ``sweep.png`` to ``--out`` and
+prints the table and, for each quality level, the method that reaches it with the fewest NFE.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def _list(cast, what: str):
 
 def add_sweep_parser(sub) -> None:
     """Register ``sweep`` on an argparse subparsers object."""
-    from .nfe_sweep import DEFAULT_STEPS, METRICS
+    from .nfe_sweep import DEFAULT_FLOOR_MULTIPLES, DEFAULT_FLOOR_SEEDS, DEFAULT_STEPS, METRICS
 
     p = sub.add_parser(
         "sweep",
@@ -56,13 +61,39 @@ def add_sweep_parser(sub) -> None:
     p.add_argument(
         "--data",
         default=None,
-        help="toy data set the checkpoint models are scored against (e.g. checkerboard)",
+        help="toy data set the checkpoint models are scored against (default: the one each "
+        "was trained on, as recorded in the checkpoint; another is an error without "
+        "--other-data)",
+    )
+    p.add_argument(
+        "--other-data",
+        action="store_true",
+        help="score the checkpoint models against --data although they were trained on "
+        "other data (or their checkpoint does not record it)",
     )
     p.add_argument(
         "--methods",
         type=_list(str, "method names"),
         default=None,
-        help="comma-separated methods (default: every registered method but the backends)",
+        help="comma-separated method names (default: every registered method but the "
+        "backends, or none when --recipe/--recipes are given)",
+    )
+    p.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a method with its sample options, METHOD:key=value,... (repeatable), e.g. "
+        "unipc_2m:grid_kind=logsnr,sigma_min=0.12,denoise=true; keys: grid_kind, "
+        "sigma_min or t_min, denoise, eta and the method's options (lower_order_final, "
+        "extrapolate, ...)",
+    )
+    p.add_argument(
+        "--recipes",
+        default=None,
+        metavar="FILE",
+        help="a TOML file of [[recipe]] tables (method = ..., options, optional name and "
+        "steps/tols), run with --recipe's",
     )
     p.add_argument(
         "--steps",
@@ -80,6 +111,13 @@ def add_sweep_parser(sub) -> None:
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..k-1 (default 3, at least 2)")
     p.add_argument(
+        "--floor-seeds",
+        type=int,
+        default=DEFAULT_FLOOR_SEEDS,
+        help=f"seeds of each metric's floor, reported as mean ± se (default "
+        f"{DEFAULT_FLOOR_SEEDS}, at least 2)",
+    )
+    p.add_argument(
         "--n", type=int, default=1000, help="samples per setting and seed (default 1000)"
     )
     p.add_argument(
@@ -96,8 +134,9 @@ def add_sweep_parser(sub) -> None:
         "--quality",
         type=_list(float, "numbers"),
         default=None,
-        help="levels of the first metric to report the best method at (default 10, 3 "
-        "and 1.5 times its floor)",
+        help="levels of the first metric to report the best method at (default "
+        + ", ".join(f"{k:g}" for k in DEFAULT_FLOOR_MULTIPLES)
+        + " times its floor)",
     )
     p.add_argument("--out", default="runs/sweep", help="output folder (default: ./runs/sweep)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
@@ -111,36 +150,23 @@ def _run_sweep(args) -> int:
         print(f"ndmsolve sweep: error: {msg}", file=sys.stderr)
         return 2
 
-    reference = None
-    if args.model:
-        models = {}
-        for spec in args.model:
-            name, sep, path = spec.partition("=")
-            if not sep or not name or not path:
-                return fail(f"--model must be NAME=CHECKPOINT, got {spec!r}")
-            models[name] = path
-        if args.data is None:
-            return fail(
-                "--data is needed with --model: the toy data set the samples are scored against"
-            )
-        from ..data import TOY_DATASETS
-
-        if args.data not in TOY_DATASETS:
-            return fail(f"--data must be one of {sorted(TOY_DATASETS)}, got {args.data!r}")
-        reference = TOY_DATASETS[args.data]
-    else:
-        if args.data is not None:
-            return fail(
-                "--data applies to --model checkpoints; the closed-form models carry their truth"
-            )
-        models = closed_form_models()
     try:
+        methods = _methods(args)
+        if args.model:
+            models, reference = _checkpoint_models(args)
+        else:
+            if args.data is not None or args.other_data:
+                return fail(
+                    "--data applies to --model checkpoints; the closed-form models carry their truth"
+                )
+            models, reference = closed_form_models(), None
         res = sweep(
             models,
-            args.methods,
+            methods,
             steps=args.step_grid,
             tols=args.tols,
             seeds=args.seeds,
+            floor_seeds=args.floor_seeds,
             n=args.n,
             n_ref=args.n_ref,
             metrics=args.metrics,
@@ -155,3 +181,69 @@ def _run_sweep(args) -> int:
     print(res.summary())
     print(f"\nwrote {args.out}/sweep.json and {args.out}/sweep.png")
     return 0
+
+
+def _methods(args):
+    """None (every method), or {name or recipe: its own settings, None for the shared}."""
+    from .recipes import load_recipes, parse_recipe
+
+    for m in args.methods or []:
+        if "=" in m:
+            raise ValueError(f"--methods takes plain names; give {m!r} as --recipe SPEC")
+    recipes = []
+    for spec in args.recipe:
+        try:
+            recipes.append((parse_recipe(spec), None))
+        except ValueError as e:
+            raise ValueError(f"--recipe: {e}") from None
+    if args.recipes:
+        try:
+            recipes += [(r, s.get("steps", s.get("tols"))) for r, s in load_recipes(args.recipes)]
+        except ValueError as e:
+            raise ValueError(f"--recipes: {e}") from None
+    if not recipes:
+        return args.methods
+    out = {m: None for m in args.methods or []}
+    for r, settings in recipes:
+        if r.name in out:
+            raise ValueError(f"--recipe/--recipes: {r.name!r} given twice")
+        out[r] = settings
+    return out
+
+
+def _checkpoint_models(args):
+    """{name: path} and the toy-data sampler, after checking --data against the checkpoints."""
+    from ..checkpoint import read_checkpoint
+    from ..data import TOY_DATASETS
+
+    if args.data is not None and args.data not in TOY_DATASETS:
+        raise ValueError(f"--data must be one of {sorted(TOY_DATASETS)}, got {args.data!r}")
+    models, trained_on = {}, {}
+    for spec in args.model:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--model must be NAME=CHECKPOINT, got {spec!r}")
+        models[name] = path
+        trained_on[name] = read_checkpoint(path).get("data")
+    data = args.data
+    if data is None:
+        known = set(trained_on.values())
+        if None in known or len(known) != 1:
+            raise ValueError(
+                "--data is needed with --model: the checkpoints record "
+                f"{ {k: v for k, v in trained_on.items()} } as their training data"
+            )
+        data = known.pop()
+    elif not args.other_data:
+        other = {k: v for k, v in trained_on.items() if v != data}
+        if other:
+            raise ValueError(
+                f"--data {data!r} is not the data the models were trained on ({other}; "
+                "None: not recorded); pass --other-data to score against it anyway"
+            )
+    if data not in TOY_DATASETS:
+        raise ValueError(
+            f"the checkpoints were trained on {data!r}, not a toy data set the sweep can "
+            f"draw ({sorted(TOY_DATASETS)})"
+        )
+    return models, TOY_DATASETS[data]
