@@ -166,7 +166,8 @@ class Interrupts:
     done; outside a save it abandons the run at once (``TrainingInterrupted`` with no
     checkpoint, raised from the handler). The previous handlers are restored on exit.
     Handlers can only be installed in the main thread: elsewhere nothing is installed and
-    the signals keep their previous behaviour.
+    the signals keep their previous behaviour; a signal the process ignores (``SIG_IGN``,
+    as a shell script's background jobs do SIGINT) stays ignored.
     """
 
     SIGNALS = (_signal.SIGINT, _signal.SIGTERM)
@@ -182,7 +183,9 @@ class Interrupts:
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
-                self._previous[s] = _signal.signal(s, self._handle)
+                # An ignored signal stays ignored (nohup, a script's background job).
+                if _signal.getsignal(s) is not _signal.SIG_IGN:
+                    self._previous[s] = _signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -198,10 +201,14 @@ class Interrupts:
         else:
             raise TrainingInterrupted(self.step, None, signum, self.kept_step)
 
-    def pending(self) -> tuple[float, float]:
-        """This process's request as (SIGINT, SIGTERM) flags, 0 or 1: summed over the ranks
-        and read back with ``decode``."""
-        return float(self.signal == _signal.SIGINT), float(self.signal == _signal.SIGTERM)
+    def flags(self, like):
+        """This process's request as a (2,) tensor of (SIGINT, SIGTERM) flags, 0 or 1, with
+        ``like``'s dtype and device (built without a host-device copy): summed over the
+        ranks and read back with ``decode``."""
+        out = like.new_zeros(2)
+        if self.signal is not None:
+            out[int(self.signal == _signal.SIGTERM)] = 1
+        return out
 
     @staticmethod
     def decode(n_sigint: float, n_sigterm: float) -> int | None:

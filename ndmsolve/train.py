@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import math
 import os
 import sys
@@ -371,6 +372,10 @@ def _guarded(fn):
         with folder_lock(where, enabled=first), Interrupts() as interrupts:
             return fn(*args, checkpoint=checkpoint, _interrupts=interrupts, **kwargs)
 
+    sig = inspect.signature(fn)
+    inner.__signature__ = sig.replace(
+        parameters=[p for p in sig.parameters.values() if p.name != "_interrupts"]
+    )
     return inner
 
 
@@ -390,12 +395,16 @@ def _prepare_checkpoint(checkpoint, resume: bool, overwrite: bool, rank: int) ->
             tmp.unlink(missing_ok=True)
 
 
-def _stop_if_asked(interrupts: Interrupts, flags: Tensor, step: int, checkpoint, save) -> None:
-    """After ``step`` completed: when any rank got a signal (``flags``: the summed
-    (SIGINT, SIGTERM) requests), save the checkpoint (unless just saved) and raise
-    ``TrainingInterrupted`` on every rank, all at the same step."""
+def _stop_if_asked(interrupts: Interrupts, flags, step: int, checkpoint, save) -> None:
+    """After ``step`` completed: when any rank got a signal (``flags``: the (SIGINT, SIGTERM)
+    requests summed over the ranks, or None in one process), save the checkpoint (unless
+    just saved) and raise ``TrainingInterrupted`` on every rank, all at the same step.
+
+    Reading ``flags`` is a host sync per step under torch.distributed (the loss's
+    ``.item()`` is one already); in one process only Python state is read.
+    """
     interrupts.step = step
-    agreed = Interrupts.decode(*flags.tolist())
+    agreed = interrupts.signal if flags is None else Interrupts.decode(*flags.tolist())
     if agreed is None:
         return
     interrupts.signal = interrupts.signal or agreed
@@ -662,9 +671,10 @@ def train(
                         inner = getattr(objective, "module", objective)
                         time_proposal.observe(inner.last.diffusion)
                     total = total + value.detach()
-                # The stop requests ride on the loss's all-reduce: no extra sync.
-                flags = torch.tensor(_interrupts.pending(), dtype=total.dtype, device=total.device)
-                reduced = ddist.all_reduce_sum(torch.cat([total.reshape(1), flags]))
+                # Stop requests ride on the loss's all-reduce: no extra collective.
+                reduced = ddist.all_reduce_sum(
+                    torch.cat([total.reshape(1), _interrupts.flags(total)])
+                )
                 step_loss = reduced[0] / microbatches
                 if grad_clip is not None:
                     nn.utils.clip_grad_norm_(params, grad_clip)
@@ -688,7 +698,9 @@ def train(
                     and (step + 1) % checkpoint_every == 0
                 ):
                     save(step + 1)
-                _stop_if_asked(_interrupts, reduced[1:], step + 1, checkpoint, save)
+                _stop_if_asked(
+                    _interrupts, reduced[1:] if world > 1 else None, step + 1, checkpoint, save
+                )
     finally:
         for h in hooks:
             h.remove()

@@ -187,6 +187,16 @@ def test_second_signal_before_the_save_abandons_the_run(tmp_path):
     assert load_checkpoint(ck)["step"] == 4
 
 
+def test_an_ignored_signal_stays_ignored(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        signal, "getsignal", lambda s: signal.SIG_IGN if s == signal.SIGINT else None
+    )
+    installed = []
+    monkeypatch.setattr(signal, "signal", lambda s, h: installed.append(s))
+    _api(tmp_path / "ck.pt", steps=1)
+    assert signal.SIGINT not in installed and installed.count(signal.SIGTERM) == 2
+
+
 def test_no_handlers_outside_the_main_thread(tmp_path):
     seen, errors = [], []
 
