@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Callable
@@ -49,6 +50,17 @@ def atomic_write(
             pass
         raise
     return path
+
+
+def stale_temp_files(path: PathLike) -> list[Path]:
+    """The temporary files ``atomic_write(path, ...)`` (default prefix and suffix) leaves
+    behind when its process is killed mid-write: ``.<name>.<random>.tmp`` beside ``path``.
+
+    Only a process that alone writes ``path`` (e.g. one holding the folder's lock) may
+    remove them: a concurrent writer's file matches too.
+    """
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
 
 
 def _umask() -> int:

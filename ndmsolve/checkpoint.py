@@ -17,6 +17,7 @@ raises ``CheckpointError`` naming the file and what is wrong.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -31,6 +32,7 @@ from .config import ConfigError, from_config, to_config
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWriteError",
     "FORMAT",
     "FORMAT_VERSION",
     "save_checkpoint",
@@ -50,6 +52,39 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: truncated, empty, foreign, newer or mismatched."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, quota, read-only, permissions, ...); the
+    file at the path, if any, is unchanged. ``errno`` is the cause's; the message is one
+    line naming the path, the reason and what is kept."""
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc``: itself, or one in its ``__cause__``/``__context__`` chain
+    (torch.save wraps a failed write in a RuntimeError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _kept(path: Path) -> str:
+    """What a failed write leaves at ``path``, for the error message."""
+    if not path.is_file():
+        return "no previous checkpoint"
+    try:
+        step = read_checkpoint(path).get("step")
+    except (CheckpointError, OSError):
+        return "the previous file is kept (unreadable as a checkpoint)"
+    return (
+        "the previous checkpoint is kept"
+        if step is None
+        else (f"the previous checkpoint (step {step}) is kept")
+    )
 
 
 def _version() -> str:
@@ -98,6 +133,9 @@ def _dtype_of(module: nn.Module) -> str | None:
 def save_checkpoint(path: PathLike, obj: dict | None = None, **entries) -> Path:
     """Write a checkpoint to ``path`` atomically; returns the path.
 
+    A failed write (disk full, read-only, ...) raises ``CheckpointWriteError``, one line,
+    and leaves the previous file at ``path`` and no temporary file.
+
     ``obj`` (a dict) and ``entries`` are merged. Values with a ``state_dict()`` (modules,
     optimizers, ``EMA``, LR schedulers) are stored as it; a ``torch.Generator`` (or a list of
     them) as its state. A ``model`` module also stores its configuration and dtype, so
@@ -116,7 +154,20 @@ def save_checkpoint(path: PathLike, obj: dict | None = None, **entries) -> Path:
         header["dtype"] = _dtype_of(model)
     payload.setdefault("rng", capture_rng())
     payload = {**header, **{k: _state(v) for k, v in payload.items()}}
-    return atomic_write(path, lambda f: torch.save(payload, f))
+    # Serialised in memory, then written with plain file writes: a failed write raises
+    # the OSError itself (torch.save to a file wraps it in a RuntimeError).
+    buffer = io.BytesIO()
+    try:
+        torch.save(payload, buffer)
+        return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    except (OSError, RuntimeError) as e:
+        err = _os_error(e)
+        if err is None:
+            raise
+        reason = err.strerror or (os.strerror(err.errno) if err.errno else str(err))
+        out = CheckpointWriteError(f"cannot write checkpoint {path}: {reason}; {_kept(Path(path))}")
+        out.errno, out.path = err.errno, str(path)
+        raise out from None
 
 
 def read_checkpoint(path: PathLike, map_location="cpu") -> dict:

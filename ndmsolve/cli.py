@@ -11,6 +11,7 @@ available, plots samples from both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -105,15 +106,46 @@ def _mean_se(v: torch.Tensor) -> tuple[float, float]:
 
 
 def _demo(args) -> int:
-    from .data import checkerboard
-    from .time_proposal import AdaptiveTimeProposal
-    from .train import train
-
     cfg = dict(QUICK if args.quick else DEMO)
     if args.steps is not None:
         cfg["steps"] = args.steps
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        print(
+            f"ndmsolve demo: error: --out {str(out)!r} is a file; expected a folder",
+            file=sys.stderr,
+        )
+        return 2
+    from ._guard import FolderLockedError, TrainingInterrupted, folder_lock
+    from .checkpoint import CheckpointWriteError
+
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(out))
+        except FolderLockedError as e:
+            print(f"ndmsolve demo: error: --out {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            why = e.strerror or e
+            print(
+                f"ndmsolve demo: error: --out {str(out)!r} is not writable: {why}", file=sys.stderr
+            )
+            return 2
+        try:
+            return _demo_in(args, cfg, out)
+        except CheckpointWriteError as e:
+            print(f"ndmsolve demo: error: {e}", file=sys.stderr)
+            return 1
+        except TrainingInterrupted as e:
+            print(f"ndmsolve demo: {e.message(None)}", file=sys.stderr)
+            return e.exit_code
+
+
+def _demo_in(args, cfg: dict, out: Path) -> int:
+    from .data import checkerboard
+    from .time_proposal import AdaptiveTimeProposal
+    from .train import train
+
     print(
         f"ndmsolve demo: 2D checkerboard, {cfg['steps']} steps x batch {cfg['batch_size']} per model, "
         f"seed {args.seed}, output in {out}/",
@@ -140,6 +172,7 @@ def _demo(args) -> int:
             progress=not args.no_progress and sys.stderr.isatty(),  # else the line below
             log_every=50,
             checkpoint=out / f"{name.lower()}.pt",
+            overwrite=True,  # a demo run replaces the previous one's files
         )
         train_s = time.perf_counter() - t0
         # Same seed for both models: the same (t, ε) draws, so their difference is paired.

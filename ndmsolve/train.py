@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 import math
 import os
 import sys
@@ -24,7 +26,15 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import as_generator, check_like_model, checked_keywords
-from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from ._guard import FolderLockedError, Interrupts, TrainingInterrupted, folder_lock
+from ._io import stale_temp_files
+from .checkpoint import (
+    CheckpointWriteError,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 
 __all__ = [
     "EMA",
@@ -36,6 +46,10 @@ __all__ = [
     "TrainingStopped",
     "save_checkpoint",
     "load_checkpoint",
+    "TrainingInterrupted",
+    "FolderLockedError",
+    "CheckpointExistsError",
+    "CheckpointWriteError",
 ]
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -458,7 +472,66 @@ def _check_finite_weights(step: int, path, model: nn.Module, ema: EMA, opt) -> N
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class CheckpointExistsError(FileExistsError):
+    """A fresh run would replace an existing checkpoint (pass resume=True or overwrite=True)."""
+
+
+def _guarded(fn):
+    """Run ``train`` holding its checkpoint folder's lock (rank 0) and the SIGTERM/SIGINT
+    handlers (``_guard.Interrupts``), both released when it returns or raises."""
+
+    @functools.wraps(fn)
+    def inner(*args, checkpoint=None, **kwargs):
+        from .distributed import rank
+
+        first = checkpoint is not None and rank() == 0
+        where = Path(checkpoint).parent if checkpoint is not None else None
+        with folder_lock(where, enabled=first), Interrupts() as interrupts:
+            return fn(*args, checkpoint=checkpoint, _interrupts=interrupts, **kwargs)
+
+    sig = inspect.signature(fn)
+    inner.__signature__ = sig.replace(
+        parameters=[p for p in sig.parameters.values() if p.name != "_interrupts"]
+    )
+    return inner
+
+
+def _prepare_checkpoint(checkpoint, resume: bool, overwrite: bool, rank: int) -> None:
+    """Refuse to replace a checkpoint by accident; remove the temporary files of killed
+    saves (rank 0, which holds the folder's lock, so no concurrent writer owns them)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {str(path)!r} is a folder; give a file path")
+    if path.exists() and not resume and not overwrite:
+        raise CheckpointExistsError(
+            f"checkpoint {str(path)!r} exists; pass resume=True to continue it or "
+            f"overwrite=True to start afresh and replace it"
+        )
+    if rank == 0:
+        for tmp in stale_temp_files(path):
+            tmp.unlink(missing_ok=True)
+
+
+def _stop_if_asked(interrupts: Interrupts, flags, step: int, checkpoint, save) -> None:
+    """After ``step`` completed: when any rank got a signal (``flags``: the (SIGINT, SIGTERM)
+    requests summed over the ranks, or None in one process), save the checkpoint (unless
+    just saved) and raise ``TrainingInterrupted`` on every rank, all at the same step.
+
+    Reading ``flags`` is a host sync per step under torch.distributed (the loss's
+    ``.item()`` is one already); in one process only Python state is read.
+    """
+    interrupts.step = step
+    agreed = interrupts.signal if flags is None else Interrupts.decode(*flags.tolist())
+    if agreed is None:
+        return
+    interrupts.signal = interrupts.signal or agreed
+    if checkpoint is not None and interrupts.kept_step != step:
+        save(step)
+    raise TrainingInterrupted(step, checkpoint, agreed)
+
+
 @checked_keywords()
+@_guarded
 def train(
     model: nn.Module,
     data,
@@ -486,6 +559,8 @@ def train(
     data_order: str = "random",
     max_bad_steps: int = 3,
     max_loss_ratio: float | None = None,
+    overwrite: bool = False,
+    _interrupts: Interrupts,
 ) -> TrainResult:
     """Train ``model`` (an NDM, in place) on ``data`` with Adam and an EMA of the weights.
 
@@ -509,9 +584,15 @@ def train(
             ``True``: always the bar; ``False``: nothing. Loss shown every ``log_every``.
         checkpoint: path of the checkpoint (``ndmsolve.checkpoint``'s format: model and its
             configuration, EMA, optimizer, step, generators, global RNG states, losses),
-            written atomically at the end and every ``checkpoint_every`` steps.
+            written atomically at the end and every ``checkpoint_every`` steps. Its folder
+            is locked for the run (``FolderLockedError`` if another process holds it), and
+            the temporary files of saves killed mid-write are removed at the start. A
+            failed write raises ``CheckpointWriteError`` (one line; the previous file kept).
         resume: continue from ``checkpoint`` when it exists: bit-identical to an
-            uninterrupted run on the same hardware.
+            uninterrupted run on the same hardware. ``steps`` below the checkpoint's step
+            is refused; equal to it, nothing is trained and the file is left as it is.
+        overwrite: start afresh over an existing ``checkpoint``; without it (or
+            ``resume``) an existing file raises ``CheckpointExistsError``.
         microbatches: split each batch into this many equal parts, each with its own noise
             stream (gradient accumulation); default 1, or the world size under
             torch.distributed, where rank r trains on parts r, r + W, ... with
@@ -556,6 +637,15 @@ def train(
     Returns:
         ``TrainResult(model, ema_model, losses)``; ``losses`` holds each step's mean loss
         over the whole (global) batch.
+
+    SIGTERM and SIGINT (in the main thread; elsewhere no handler is installed): the first
+    lets the step in flight finish (a step is not abandoned mid-way, so the saved state is
+    that of a completed step), saves the checkpoint at that step (when one is given) and
+    raises ``TrainingInterrupted`` (``.step``, ``.checkpoint``, ``.signal``); under
+    torch.distributed the request rides on the loss's all-reduce, so every rank stops
+    after the same step and they save together. A second signal during the save waits
+    for it to finish; before the save begins it abandons the run at once (nothing more is
+    saved; the checkpoint on disk is intact). The previous handlers are restored on return.
     """
     from . import distributed as ddist
 
@@ -586,9 +676,13 @@ def train(
         raise ValueError(
             f"max_loss_ratio must be positive and finite or None, got {max_loss_ratio!r}"
         )
+    if resume and overwrite:
+        raise ValueError("resume=True and overwrite=True exclude each other")
     if amp is not None and amp not in AMP_DTYPES:
         raise ValueError(f"amp must be None or one of {sorted(AMP_DTYPES)}, got {amp!r}")
     rank, world = ddist.rank(), ddist.world_size()
+    if checkpoint is not None:
+        _prepare_checkpoint(checkpoint, resume, overwrite, rank)
     if microbatches is None:
         microbatches = world
     if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
@@ -632,9 +726,19 @@ def train(
     if resume and Path(checkpoint).is_file():
         tp = time_proposal if adaptive else None
         start, losses, bad = _resume(checkpoint, model, opt, ema, batches, tp, data_order)
+    _interrupts.kept_step = _interrupts.step = start
+    if start > steps:
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r} is at step {start}, beyond steps={steps}: "
+            f"resume with steps >= {start}"
+        )
     guard = _StepGuard(max_bad_steps, max_loss_ratio, losses, bad)
 
     def save(step: int) -> None:
+        with _interrupts.saving(step, checkpoint):
+            _save(step)
+
+    def _save(step: int) -> None:
         _check_finite_weights(step, checkpoint, model, ema, opt)  # on every rank: no hang
         # Every rank takes part: its global RNG and the generators it draws from.
         mine = {"rng": capture_rng(), "generators": [g.get_state() for g in batches.generators]}
@@ -699,7 +803,11 @@ def train(
                         inner = getattr(objective, "module", objective)
                         time_proposal.observe(inner.last.diffusion)
                     total = total + value.detach()
-                step_loss = ddist.all_reduce_sum(total.reshape(1))[0] / microbatches
+                # Stop requests ride on the loss's all-reduce: no extra collective.
+                reduced = ddist.all_reduce_sum(
+                    torch.cat([total.reshape(1), _interrupts.flags(total)])
+                )
+                step_loss = reduced[0] / microbatches
                 # Loss and gradient are the same on every rank, so every rank decides alike.
                 value, apply = guard.decide(
                     step, step_loss, guard.grad_norm(params, grad_clip), rank
@@ -725,11 +833,16 @@ def train(
                     and (step + 1) % checkpoint_every == 0
                 ):
                     save(step + 1)
+                _stop_if_asked(
+                    _interrupts, reduced[1:] if world > 1 else None, step + 1, checkpoint, save
+                )
     finally:
         for h in hooks:
             h.remove()
-    if checkpoint is not None:
+    if checkpoint is not None and _interrupts.kept_step != steps:
         save(steps)
+    if _interrupts.signal is not None:  # it came during the last step or the final save
+        raise TrainingInterrupted(steps, checkpoint, _interrupts.signal)
     if progress == "auto" and not bar_on and rank == 0:
         recent = losses[-log_every:]
         mean = f"{sum(recent) / len(recent):.4g}" if recent else "n/a"

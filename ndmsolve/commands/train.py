@@ -10,14 +10,18 @@ continues it bit-exactly), ``loss.png``, ``samples.png`` (images) or ``samples_s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from .._guard import FolderLockedError, TrainingInterrupted, folder_lock
+from ..checkpoint import CheckpointWriteError
 from .options import (
     Option,
     UsageError,
@@ -202,6 +206,11 @@ def register(sub) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue OUT/checkpoint.pt (default: start afresh)"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh over an existing OUT/checkpoint.pt, replacing it (default: refuse)",
+    )
     add_options(p, OPTIONS)
     p.set_defaults(func=run_command("train", run))
 
@@ -216,47 +225,95 @@ def _device(cfg: dict) -> torch.device:
     return default_device()
 
 
+def _rank_from_env() -> int:
+    # torchrun's RANK: the process group is not started yet when the folder is locked.
+    return int(os.environ.get("RANK", "0"))
+
+
 def run(args) -> int:
-    """``_run``, with a stopped run or a lost rank reported in one line (exit 1)."""
     from .. import distributed as ddist
     from ..train import TrainingStopped
 
-    try:
-        return _run(args)
-    except (TrainingStopped, RuntimeError) as e:
-        line = str(e) if isinstance(e, TrainingStopped) else ddist.describe_timeout(e)
-        if line is None:
-            raise
-        print(f"ndmsolve train: error: {line.splitlines()[0]}", file=sys.stderr, flush=True)
-        return 1
+    cfg = resolve(args, OPTIONS, args.config)
+    if cfg["data"] is None:
+        raise UsageError("--data is required (digits, mnist, cifar10, png:DIR or a toy set)")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: continue or replace")
+    out = Path(cfg["out"])
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; expected a folder (created if missing)")
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(out, enabled=_rank_from_env() == 0))
+        except FolderLockedError as e:
+            raise UsageError(f"--out {e}") from None
+        except OSError as e:
+            raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror or e}") from None
+        try:
+            return _run(args, cfg, out)
+        except TrainingInterrupted as e:
+            if _rank_from_env() == 0:
+                print(f"ndmsolve train: {e.message('--resume')}", file=sys.stderr, flush=True)
+            return e.exit_code
+        except CheckpointWriteError as e:
+            print(f"ndmsolve train: error: {e}", file=sys.stderr, flush=True)
+            return 1
+        except (TrainingStopped, RuntimeError) as e:
+            # a stopped run or a lost rank: one line, exit 1
+            line = str(e) if isinstance(e, TrainingStopped) else ddist.describe_timeout(e)
+            if line is None:
+                raise
+            print(f"ndmsolve train: error: {line.splitlines()[0]}", file=sys.stderr, flush=True)
+            return 1
 
 
-def _run(args) -> int:
-    from .. import distributed as ddist
+def _check_resume(args, cfg: dict, ckpt: Path) -> bool:
+    """Check ``--resume``/``--overwrite`` against ``ckpt``; False when the checkpoint is
+    already at ``--steps`` (nothing to do)."""
     from ..checkpoint import read_checkpoint
+
+    if not args.resume:
+        if ckpt.exists() and not args.overwrite:
+            raise UsageError(
+                f"{ckpt} exists: pass --resume to continue it or --overwrite to replace it"
+            )
+        return True
+    if not ckpt.is_file():
+        raise UsageError(f"--resume: no checkpoint at {ckpt}")
+    state = read_checkpoint(ckpt)
+    done = int(state.get("step", 0))
+    if cfg["steps"] < done:
+        raise UsageError(
+            f"--steps {cfg['steps']} is below the step of {ckpt} ({done}); "
+            f"--resume needs --steps >= {done}"
+        )
+    stored = state.get("train_config") or {}
+    changed = sorted(k for k in cfg if k not in RESUMABLE and k in stored and stored[k] != cfg[k])
+    if changed:
+        raise UsageError(
+            f"--resume: {ckpt} was trained with different {changed} "
+            f"({ {k: stored[k] for k in changed} }); pass the same values"
+        )
+    return cfg["steps"] > done
+
+
+def _run(args, cfg: dict, out: Path) -> int:
+    from .. import distributed as ddist
     from ..data.sets import load_dataset
     from ..objectives import continuous_loss
     from ..train import train
     from .models import build_model
 
-    cfg = resolve(args, OPTIONS, args.config)
-    if cfg["data"] is None:
-        raise UsageError("--data is required (digits, mnist, cifar10, png:DIR or a toy set)")
     torch.set_num_threads(cfg["threads"])
-    out = Path(cfg["out"])
     ckpt = out / "checkpoint.pt"
-    if args.resume and ckpt.is_file():
-        stored = read_checkpoint(ckpt).get("train_config") or {}
-        changed = sorted(
-            k for k in cfg if k not in RESUMABLE and k in stored and stored[k] != cfg[k]
-        )
-        if changed:
-            raise UsageError(
-                f"--resume: {ckpt} was trained with different {changed} "
-                f"({ {k: stored[k] for k in changed} }); pass the same values"
+    if not _check_resume(args, cfg, ckpt):
+        if _rank_from_env() == 0:
+            print(
+                f"ndmsolve train: {ckpt} is already at step {cfg['steps']}: nothing to train "
+                f"(raise --steps to continue)",
+                flush=True,
             )
-    elif args.resume:
-        raise UsageError(f"--resume: no checkpoint at {ckpt}")
+        return 0
     ddist.init_from_env(timeout=ddist.train_timeout(cfg["dist_timeout"]))
     rank = ddist.rank()
     try:
@@ -298,6 +355,7 @@ def _run(args) -> int:
         checkpoint=ckpt,
         checkpoint_every=cfg["checkpoint_every"],
         resume=args.resume,
+        overwrite=args.overwrite,
         microbatches=cfg["microbatches"],
         amp=None if cfg["amp"] == "none" else cfg["amp"],
         compile=cfg["compile"],
