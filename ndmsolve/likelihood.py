@@ -58,6 +58,7 @@ import torch
 from torch import Tensor
 
 from ._checks import (
+    NonFiniteOutputError,
     as_generator,
     check_like_model,
     checked_keywords,
@@ -65,6 +66,7 @@ from ._checks import (
     model_dtype_device,
     solver_time,
 )
+from .solvers.base import field_fault
 
 __all__ = [
     "divergence",
@@ -423,7 +425,10 @@ class _AugmentedField:
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         z = y[:, : self.D].reshape(self.B, *self.shape)
         tb = _as_batch_time(solver_time(t, z), z)
-        vz, terms = self.engine(z, tb)  # (B, *shape), (K, B)
+        try:
+            vz, terms = self.engine(z, tb)  # (B, *shape), (K, B)
+        except NonFiniteOutputError as e:  # the solver adds the step
+            raise field_fault(e, t) from None
         return torch.cat([vz.reshape(self.B, self.D), terms.transpose(0, 1)], dim=1)
 
 

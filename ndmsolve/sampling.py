@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from ._checks import (
+    NonFiniteOutputError,
     as_generator,
     check_like_model,
     checked_keywords,
@@ -51,7 +52,7 @@ from ._checks import (
     solver_time,
 )
 from .schedules import CosineLogSNR, LinearLogSNR, Schedule
-from .solvers.base import Solution
+from .solvers.base import Solution, field_fault
 from .solvers.registry import METHODS, get_method
 from .transforms import _bcast
 
@@ -229,7 +230,10 @@ class _PFODE:
         self.graph_key = ("pf_ode", id(model))  # one CUDA graph per model, not per call
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.model.velocity(z, solver_time(t, z))
+        try:
+            return self.model.velocity(z, solver_time(t, z))
+        except NonFiniteOutputError as e:  # the solver adds the step
+            raise field_fault(e, t) from None
 
 
 class _ReverseDrift:
@@ -239,7 +243,10 @@ class _ReverseDrift:
         self.model = model
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.model.reverse_drift(z, solver_time(t, z))
+        try:
+            return self.model.reverse_drift(z, solver_time(t, z))
+        except NonFiniteOutputError as e:  # the solver adds the step
+            raise field_fault(e, t) from None
 
 
 class _Diffusion:
