@@ -88,6 +88,17 @@ def check_finite(named) -> None:
         raise NonFiniteOutputError(f"{e[0]} ({type(e[2]).__name__})" if len(e) > 2 else e[0])
 
 
+def check_batch_size(batch_size) -> int | None:
+    """``batch_size`` as given: None or a positive int; an error naming it otherwise."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size}")
+    return batch_size
+
+
 def solver_time(t, z: Tensor) -> Tensor:
     """A solver's 0-dim time as the (B,) model time for states ``z`` (B, *shape).
 

@@ -74,6 +74,25 @@ def attach_saved(sol: Solution, saved_t: list, saved_y: list, like: Tensor) -> S
     return sol
 
 
+def merge_solutions(sols: list, y: Tensor, dim: int = 0) -> Solution:
+    """One ``Solution`` for chunks solved one after another: ``y`` (the concatenated
+    states), ``nfe`` and step counts summed over the chunks, saved states concatenated
+    along the batch (``ys`` dim ``dim + 1``); ``stats["chunks"]`` keeps each chunk's
+    ``(nfe, n_accepted, n_rejected)``."""
+    first = sols[0]
+    return Solution(
+        y=y,
+        ts=first.ts,
+        ys=None if first.ys is None else torch.cat([s.ys for s in sols], dim=dim + 1),
+        nfe=sum(int(s.nfe) for s in sols),
+        n_accepted=sum(s.n_accepted for s in sols),
+        n_rejected=sum(s.n_rejected for s in sols),
+        method=first.method,
+        t=first.t,
+        stats={"chunks": [(int(s.nfe), s.n_accepted, s.n_rejected) for s in sols]},
+    )
+
+
 class SolverError(RuntimeError):
     """A solve that could not finish. ``partial`` holds the solution up to ``t``."""
 
