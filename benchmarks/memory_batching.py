@@ -90,9 +90,8 @@ def main(argv=None) -> int:
                 flush=True,
             )
     sys.path.insert(0, str(HERE))
-    from _common import device_name, write_json_atomic
-
     import torch
+    from _common import device_name, write_json_atomic
 
     result = {
         "benchmark": "memory_batching",
