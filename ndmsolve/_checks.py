@@ -16,6 +16,15 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+class NonFiniteOutputError(ValueError):
+    """A network returned NaN/inf. ``name`` says which ("predictor (MLP)", ...); a solver
+    running the network adds the time and the step (``solvers.base.locate``)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"{name} must return finite values, got NaN or inf")
+        self.name = name
+
+
 def check_time(t: Tensor, name: str = "t") -> None:
     """``t`` must be a floating tensor with every entry in [0, 1]."""
     if not isinstance(t, Tensor):
@@ -65,7 +74,7 @@ def check_output(name: str, out, like: Tensor, finite: bool = True, net=None) ->
     if out.dtype != like.dtype:
         raise TypeError(f"{name} must return dtype {like.dtype} (its input's), got {out.dtype}")
     if finite and not _capturing() and not bool(torch.isfinite(out).all()):
-        raise ValueError(f"{name} must return finite values, got NaN or inf")
+        raise NonFiniteOutputError(name)
     return out
 
 
@@ -76,8 +85,18 @@ def check_finite(named) -> None:
         return
     if not bool(torch.stack([torch.isfinite(e[1]).all() for e in named]).all()):
         e = next(e for e in named if not bool(torch.isfinite(e[1]).all()))
-        name = f"{e[0]} ({type(e[2]).__name__})" if len(e) > 2 else e[0]
-        raise ValueError(f"{name} must return finite values, got NaN or inf")
+        raise NonFiniteOutputError(f"{e[0]} ({type(e[2]).__name__})" if len(e) > 2 else e[0])
+
+
+def check_batch_size(batch_size) -> int | None:
+    """``batch_size`` as given: None or a positive int; an error naming it otherwise."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size}")
+    return batch_size
 
 
 def solver_time(t, z: Tensor) -> Tensor:

@@ -268,14 +268,20 @@ def restore_entries(state: dict, path: PathLike, **targets) -> None:
             ) from None
 
 
-def load_model(path: PathLike, *, ema: bool = True, map_location="cpu") -> nn.Module:
+def load_model(
+    path: PathLike, *, ema: bool = True, map_location="cpu", trainable: bool = False
+) -> nn.Module:
     """Rebuild the model stored in a checkpoint, ready to sample (eval mode, no gradients).
 
     Args:
         path: any checkpoint ndmsolve wrote.
         ema: load the EMA weights (default) or, with ``False``, the raw weights.
         map_location: device for the weights (as in ``torch.load``).
+        trainable: return it in train mode with ``requires_grad`` on, to continue
+            training or fine-tune it with ``nd.train.train`` (default: frozen, eval mode).
     """
+    if not isinstance(trainable, bool):
+        raise TypeError(f"trainable must be True or False, got {trainable!r}")
     state = read_checkpoint(path, map_location)
     where = f"checkpoint {str(path)!r}"
     if state.get("config") is None:
@@ -308,5 +314,5 @@ def load_model(path: PathLike, *, ema: bool = True, map_location="cpu") -> nn.Mo
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     for p in model.parameters():
-        p.requires_grad_(False)
-    return model.eval()
+        p.requires_grad_(trainable)
+    return model.train(trainable)

@@ -58,13 +58,16 @@ import torch
 from torch import Tensor
 
 from ._checks import (
+    NonFiniteOutputError,
     as_generator,
+    check_batch_size,
     check_like_model,
     checked_keywords,
     lazy,
     model_dtype_device,
     solver_time,
 )
+from .solvers.base import SolverError, field_fault, merge_solutions
 
 __all__ = [
     "divergence",
@@ -423,7 +426,10 @@ class _AugmentedField:
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         z = y[:, : self.D].reshape(self.B, *self.shape)
         tb = _as_batch_time(solver_time(t, z), z)
-        vz, terms = self.engine(z, tb)  # (B, *shape), (K, B)
+        try:
+            vz, terms = self.engine(z, tb)  # (B, *shape), (K, B)
+        except NonFiniteOutputError as e:  # the solver adds the step
+            raise field_fault(e, t) from None
         return torch.cat([vz.reshape(self.B, self.D), terms.transpose(0, 1)], dim=1)
 
 
@@ -480,6 +486,7 @@ def log_likelihood(
     force_exact: bool = False,
     max_exact_dim: int = MAX_EXACT_DIM,
     batch_independent: bool = True,
+    batch_size: int | None = None,
     **solver_kwargs,
 ) -> LikelihoodResult:
     """log p_{t0}(z0) by integrating the PF-ODE and its divergence from t0 to t1.
@@ -513,12 +520,21 @@ def log_likelihood(
         t0, t1: integration interval, 0 ≤ t0 < t1 ≤ 1 (t1 = 1 is where the N(0, I)
             prior holds).
         batch_independent: see :func:`divergence`.
+        batch_size: bounded memory (default None: one batch): at most ``batch_size``
+            points per solve, chunk after chunk; per-point results are concatenated,
+            ``nfe`` is the total over the chunks (``solution.stats["chunks"]`` has each
+            chunk's). The Hutchinson probes are drawn for all points first, so with the
+            same ``generator`` the chunks use the one-batch probes: equal to one batch
+            (up to floating-point rounding) for fixed-step methods; adaptive methods
+            choose each chunk's steps from its own points' error norm, so results differ
+            within the tolerance.
         **solver_kwargs: passed to ``solve`` (``max_steps``, ``h0``, ...).
 
     Returns:
         :class:`LikelihoodResult` (nats). Not differentiable w.r.t. parameters.
     """
     _check_trace(trace)
+    batch_size = check_batch_size(batch_size)
     if noise not in NOISES:
         raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
@@ -546,28 +562,49 @@ def log_likelihood(
             f"t0 must be < t1 (integration runs from data to noise), got t0={t0}, t1={t1}"
         )
 
-    B, shape, D = z0.shape[0], tuple(z0.shape[1:]), _flat_dim(z0)
+    B, D = z0.shape[0], _flat_dim(z0)
     if trace == "exact":
         _check_exact_dim(D, max_exact_dim, force_exact)
         eps = None
     else:
-        eps = sample_probes(probes, z0, noise, generator)
-    engine = _Divergence(v, trace, eps, batch_independent=batch_independent)
-    field = _AugmentedField(engine, shape, B)
-    K = probes if trace == "hutchinson" else 1
-
-    # late import: the solver package imports nothing from here
-    from .solvers.api import per_sample_defaults, solve
-
-    y0 = torch.cat([z0.detach().reshape(B, D), z0.new_zeros(B, K)], dim=1)
-    kwargs = dict(solver_kwargs)
+        eps = sample_probes(probes, z0, noise, generator)  # for all points: chunks slice it
+    kwargs = dict(solver_kwargs, rtol=rtol, atol=atol)
     # CUDA-graph capture of a field that runs torch.func transforms is untested: off
     # unless asked for explicitly.
     kwargs.setdefault("cuda_graph", False)
     if steps is not None:
         kwargs["steps"] = steps
-    kwargs = per_sample_defaults(method, kwargs)
-    sol = solve(field, y0, float(t0), float(t1), method, rtol=rtol, atol=atol, **kwargs)
+    args = (v, trace, batch_independent, method, float(t0), float(t1), kwargs)
+    if batch_size is None or B <= batch_size:
+        return _likelihood_solve(z0, eps, *args)
+    parts = []
+    for i in range(0, B, batch_size):
+        j = min(i + batch_size, B)
+        try:
+            parts.append(_likelihood_solve(z0[i:j], None if eps is None else eps[:, i:j], *args))
+        except SolverError as e:
+            raise e.with_context(
+                f" (points {i}..{j - 1} of {B}, batch_size={batch_size})"
+            ) from None
+    return _merge_results(parts, batch_size)
+
+
+def _likelihood_solve(
+    z0: Tensor, eps, v, trace, batch_independent, method, t0, t1, kwargs
+) -> LikelihoodResult:
+    """One solve of the augmented ODE for the points z0 (B, *shape), probes eps (P, B, *shape)
+    or None (exact trace)."""
+    B, shape, D = z0.shape[0], tuple(z0.shape[1:]), _flat_dim(z0)
+    engine = _Divergence(v, trace, eps, batch_independent=batch_independent)
+    field = _AugmentedField(engine, shape, B)
+    K = 1 if eps is None else eps.shape[0]
+
+    # late import: the solver package imports nothing from here
+    from .solvers.api import per_sample_defaults, solve
+
+    y0 = torch.cat([z0.detach().reshape(B, D), z0.new_zeros(B, K)], dim=1)
+    kwargs = per_sample_defaults(method, dict(kwargs))
+    sol = solve(field, y0, t0, t1, method, **kwargs)
 
     y1 = sol.y.detach()
     z1 = y1[:, :D].reshape(B, *shape)
@@ -584,6 +621,27 @@ def log_likelihood(
         z1=z1,
         stderr=stderr,
         logp_per_probe=logp_k if trace == "hutchinson" else None,
+        solution=sol,
+    )
+
+
+def _merge_results(parts: list, batch_size: int) -> LikelihoodResult:
+    """The chunks' results as one: per-point tensors concatenated, ``nfe`` summed."""
+
+    def cat(name, dim=0):
+        vals = [getattr(p, name) for p in parts]
+        return None if vals[0] is None else torch.cat(vals, dim=dim)
+
+    sol = merge_solutions([p.solution for p in parts], torch.cat([p.solution.y for p in parts]))
+    sol.stats["batch_size"] = batch_size
+    return LikelihoodResult(
+        logp=cat("logp"),
+        prior_logp=cat("prior_logp"),
+        delta_logp=cat("delta_logp"),
+        nfe=sum(p.nfe for p in parts),
+        z1=cat("z1"),
+        stderr=cat("stderr"),
+        logp_per_probe=cat("logp_per_probe", 1),
         solution=sol,
     )
 

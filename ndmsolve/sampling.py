@@ -37,6 +37,8 @@ mode is left as it is.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -44,7 +46,9 @@ import torch
 from torch import Tensor
 
 from ._checks import (
+    NonFiniteOutputError,
     as_generator,
+    check_batch_size,
     check_like_model,
     checked_keywords,
     lazy,
@@ -52,7 +56,7 @@ from ._checks import (
     solver_time,
 )
 from .schedules import Schedule
-from .solvers.base import Solution
+from .solvers.base import Solution, SolverError, field_fault, merge_solutions
 from .solvers.registry import METHODS, get_method
 from .transforms import _bcast
 
@@ -211,7 +215,10 @@ class _PFODE:
         self.graph_key = ("pf_ode", id(model))  # one CUDA graph per model, not per call
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.model.velocity(z, solver_time(t, z))
+        try:
+            return self.model.velocity(z, solver_time(t, z))
+        except NonFiniteOutputError as e:  # the solver adds the step
+            raise field_fault(e, t) from None
 
 
 class _ReverseDrift:
@@ -221,7 +228,10 @@ class _ReverseDrift:
         self.model = model
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.model.reverse_drift(z, solver_time(t, z))
+        try:
+            return self.model.reverse_drift(z, solver_time(t, z))
+        except NonFiniteOutputError as e:  # the solver adds the step
+            raise field_fault(e, t) from None
 
 
 class _Diffusion:
@@ -245,6 +255,85 @@ def _method_options() -> set:
     return {o for m in METHODS.values() for o in m.options}
 
 
+def _in_chunks(fn):
+    """``sample`` with ``batch_size=``: the points go through ``fn`` in chunks of at most
+    ``batch_size``; z1 is drawn for all n first, so chunks see the one-batch z1."""
+
+    @functools.wraps(fn)
+    def sample(model, n=None, method="heun", *, batch_size=None, **kwargs):
+        batch_size = check_batch_size(batch_size)
+        z1 = kwargs.pop("z1", None)
+        count = n if z1 is None else (z1.shape[0] if isinstance(z1, Tensor) else None)
+        if batch_size is None or count is None or count <= batch_size:
+            return fn(model, n, method, z1=z1, **kwargs)
+        generator = kwargs.pop("generator", None)
+        if z1 is None:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"n must be a positive int, got {n!r}")
+            m_device = model_dtype_device(model)[1]
+            device = kwargs.pop("device", None)
+            device = torch.device(device) if device is not None else m_device
+            generator = as_generator(generator, device)
+            z1 = model.prior_sample(
+                n,
+                kwargs.get("shape"),
+                generator=generator,
+                dtype=kwargs.pop("dtype", None),
+                device=device,
+            )  # the same draw as one batch's
+        else:
+            generator = as_generator(generator, z1.device)
+        outs, sols = [], []
+        for i in range(0, count, batch_size):
+            j = min(i + batch_size, count)
+            try:
+                out = fn(model, None, method, z1=z1[i:j], generator=generator, **kwargs)
+            except SolverError as e:
+                raise e.with_context(
+                    f" (points {i}..{j - 1} of {count}, batch_size={batch_size})"
+                ) from None
+            outs.append(out)
+            sols.append(out.solution)
+        samples = torch.cat([o.samples for o in outs])
+        sol = merge_solutions(sols, torch.cat([s.y for s in sols]))
+        sol.stats["batch_size"] = batch_size
+        return SampleResult(
+            samples=samples,
+            nfe=sum(o.nfe for o in outs),
+            path_ts=outs[0].path_ts,
+            path=None if outs[0].path is None else torch.cat([o.path for o in outs], dim=1),
+            solution=sol,
+        )
+
+    sample.__signature__ = _with_batch_size(inspect.signature(fn))
+    sample.__doc__ = (fn.__doc__ or "") + BATCH_SIZE_DOC
+    return sample
+
+
+def _with_batch_size(sig: inspect.Signature) -> inspect.Signature:
+    params = list(sig.parameters.values())
+    extra = inspect.Parameter("batch_size", inspect.Parameter.KEYWORD_ONLY, default=None)
+    return sig.replace(parameters=params[:-1] + [extra, params[-1]])  # before **solver_kwargs
+
+
+BATCH_SIZE_DOC = """
+    Bounded memory (``batch_size``, default None: one batch): at most ``batch_size``
+    points go through the solver at a time, chunk after chunk; ``samples`` and ``path``
+    are concatenated, ``nfe`` is the total over the chunks (evaluations of at most
+    ``batch_size`` points each; ``solution.stats["chunks"]`` has each chunk's counts).
+    z1 is drawn for all n first, so with the same ``generator`` the chunks start from
+    the one-batch z1. Equal to one batch (up to floating-point rounding of a smaller
+    batch) for fixed-step ODE methods, ``ddim`` and the multistep samplers. Not equal:
+    adaptive methods (the step size is shared by the points of a chunk and set by their
+    error norm, "sample_max" or "rms", so a chunk takes its own steps; results differ
+    within the tolerance) and every method with noise (SDE methods, ``ancestral``, ``ddim``
+    with η > 0: each chunk draws its noise after the previous one from the generator, a
+    different stream from one batch's; same distribution, and reproducible for a given
+    seed and ``batch_size``).
+"""
+
+
+@_in_chunks
 @checked_keywords(lazy(_solve), extra=_method_options)
 def sample(
     model,

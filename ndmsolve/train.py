@@ -692,7 +692,10 @@ def train(
     generator = as_generator(generator)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("model has no trainable parameters")
+        raise ValueError(
+            "model has no trainable parameters (a model from nd.load_model is frozen: "
+            "load it with nd.load_model(path, trainable=True) to fine-tune it)"
+        )
     if isinstance(data, Tensor) and data.is_floating_point():
         check_like_model(data, model, "data")
     _check_data(data)

@@ -184,3 +184,20 @@ def test_crash_between_temp_write_and_rename_keeps_old_checkpoint(tmp_path, monk
     a = nd.sample(load_model(ck), 8, method="euler", steps=3, generator=gen(0)).samples
     b = nd.sample(res.ema_model, 8, method="euler", steps=3, generator=gen(0)).samples
     assert torch.equal(a, b)
+
+
+def test_load_model_trainable_fine_tunes(tmp_path):
+    _, ck = _trained(tmp_path)
+    frozen = load_model(ck)
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    data = checkerboard(256, gen(2))
+    with pytest.raises(ValueError, match=r"nd\.load_model\(path, trainable=True\)"):
+        train(frozen, data, steps=2, batch_size=32, generator=gen(3), progress=False)
+    model = load_model(ck, trainable=True)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    res = train(model, data, steps=3, batch_size=32, generator=gen(3), progress=False)
+    after = list(res.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    with pytest.raises(TypeError, match="trainable must be True or False"):
+        load_model(ck, trainable="yes")

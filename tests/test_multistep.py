@@ -640,8 +640,11 @@ def test_predictor_turning_nan_mid_run_is_named(method):
     model = nd.NDM(
         NaNAfter(DiagMixturePredictor(*PARAMS, affine())), affine(), SCHED, data_shape=(2,)
     )
-    with pytest.raises(ValueError, match=r"predictor \(NaNAfter\) must return finite"):
+    # the 4th call is step 3, at t = 1 - 3/8
+    match = r"x_hat \(the output of predictor \(NaNAfter\)\) is NaN/inf at t=0\.625, in step 3"
+    with pytest.raises(nd.NonFiniteError, match=match) as info:
         nd.sample(model, z1=z1(8), method=method, steps=8, generator=0)
+    assert info.value.step == 3 and info.value.t == 0.625 and info.value.partial.n_accepted == 3
 
 
 def test_grid_sampler_nonfinite_state_reports_t_step_and_partial():

@@ -19,7 +19,10 @@ acceptance, saving and failure.
 - NaN/inf: a non-finite trial step is rejected and the step shrunk by ``factormin``;
   ``NonFiniteError`` is raised only if the step size collapses (below ~10 ulps of t)
   while the last trial was non-finite. A collapse with a finite error raises
-  ``SolverError`` (e.g. a blow-up or a tolerance the dtype cannot meet).
+  ``SolverError`` (e.g. a blow-up or a tolerance the dtype cannot meet). A field that
+  reports its own NaN/inf output (``base.FAULTS``, e.g. an NDM's predictor check) is
+  treated like a non-finite trial: the step shrinks onto the time where it starts, and
+  the error names that time, the step and the quantity.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .base import (
+    FAULTS,
     CountedField,
     Field,
     NonFiniteError,
@@ -37,6 +41,7 @@ from .base import (
     SolverError,
     StepLimitError,
     attach_saved,
+    locate,
     save_targets,
     time_tensor,
 )
@@ -257,7 +262,12 @@ def solve_adaptive(
         return attach_saved(sol, saved_t, saved_y, y0)
 
     h = float("nan")
-    k0 = fc(time_tensor(t0, y0), y0)
+    try:
+        k0 = fc(time_tensor(t0, y0), y0)
+        if h0 is None:
+            h = initial_step(fc, t0, y0, k0, direction, tab.order, rtol, atol, norm)
+    except FAULTS as e:  # the field reported NaN/inf itself before the first step
+        raise locate(e, tab.name, 0, t0, None, partial=partial()) from None
     if not bool(torch.isfinite(k0).all()):
         raise NonFiniteError(
             f"{tab.name}: the field is NaN/inf at the initial state (t={t0:.6g})",
@@ -265,11 +275,10 @@ def solve_adaptive(
             step=0,
             partial=partial(),
         )
-    if h0 is None:
-        h = initial_step(fc, t0, y0, k0, direction, tab.order, rtol, atol, norm)
-    else:
+    if h0 is not None:
         h = direction * abs(float(h0))
     h = direction * min(abs(h), span)
+    fault = None  # the field's own NaN/inf report in the last attempt
 
     ti = 0  # index of the next target
     while ti < len(targets):
@@ -291,12 +300,22 @@ def solve_adaptive(
         stage_t = torch.tensor(
             [t_new if c == 1.0 else t + c * h_try for c in tab.c], dtype=y0.dtype, device=y0.device
         ).unbind()
-        y1, ks, err = rk_step(fc, tab, stage_t, h_try, y, k0)
-        with torch.no_grad():  # step control is not differentiated through
-            probe = torch.stack(
-                [error_ratio(err, y, y1, rtol, atol, norm).double(), y1.sum(dtype=torch.float64)]
-            )
-        ratio, ysum = probe.tolist()  # the one sync per attempt
+        try:
+            y1, ks, err = rk_step(fc, tab, stage_t, h_try, y, k0)
+            fault = None
+        except FAULTS as e:  # the field's own NaN/inf report: rejected like a NaN state
+            fault = locate(e, tab.name, n_acc, t, t_new)
+        if fault is None:
+            with torch.no_grad():  # step control is not differentiated through
+                probe = torch.stack(
+                    [
+                        error_ratio(err, y, y1, rtol, atol, norm).double(),
+                        y1.sum(dtype=torch.float64),
+                    ]
+                )
+            ratio, ysum = probe.tolist()  # the one sync per attempt
+        else:
+            ratio = ysum = math.nan
         finite = math.isfinite(ratio) and math.isfinite(ysum)
         accepted = finite and ratio <= 1.0
         h_next = ctrl.propose(h_try, ratio if finite else math.inf, accepted)
@@ -313,7 +332,10 @@ def solve_adaptive(
                     saved_y.append(y1)
                 saved_t.extend(inside)
             t, y = t_new, y1
-            k0 = ks[-1] if tab.fsal else fc(time_tensor(t, y0), y)
+            try:
+                k0 = ks[-1] if tab.fsal else fc(time_tensor(t, y0), y)
+            except FAULTS as e:
+                raise locate(e, tab.name, n_acc, t, None, partial=partial()) from None
             if clipped:
                 h_next = direction * max(abs(h_next), abs(h))
                 if save_flags[ti]:
@@ -324,23 +346,33 @@ def solve_adaptive(
             n_rej += 1
         h = direction * min(abs(h_next), span)
         if ti < len(targets) and abs(h) < h_min_rel * max(abs(t), span):
-            cls, why = (
-                (NonFiniteError, "the field or state is NaN/inf there")
-                if not finite
-                else (SolverError, f"the error ratio is {ratio:.3g} even for tiny steps")
-            )
-            raise cls(
-                f"{tab.name}: step size collapsed to {abs(h):.3g} at t={t:.6g} (step {n_acc}); "
-                f"{why}",
-                t=t,
-                step=n_acc,
-                partial=partial(),
+            raise collapse_error(
+                tab.name, h, t, n_acc, ratio if finite else math.nan, fault, partial()
             )
 
     sol = partial()
     sol.t = t1
     sol.stats = {"h_last": h}
     return sol
+
+
+def collapse_error(
+    name: str, h: float, t: float, step: int, ratio: float, fault, partial: Solution
+) -> SolverError:
+    """The error of an adaptive solve whose step size collapsed at ``t``: ``NonFiniteError``
+    after a non-finite attempt (``fault``: the field's own report in it, if any; its time
+    becomes the error's ``t``), else ``SolverError`` (an error ratio too large)."""
+    head = f"{name}: step size collapsed to {abs(h):.3g} at t={t:.6g} (step {step}); "
+    if math.isfinite(ratio):
+        why = f"the error ratio is {ratio:.3g} even for tiny steps"
+        return SolverError(head + why, t=t, step=step, partial=partial)
+    if fault is None:
+        why = "the field or state is NaN/inf there"
+        return NonFiniteError(head + why, t=t, step=step, partial=partial)
+    why = f"{fault.quantity} is NaN/inf there (last at t={fault.t:.16g})"
+    return NonFiniteError(
+        head + why, t=fault.t, step=step, partial=partial, quantity=fault.quantity
+    )
 
 
 def _adaptive_method(tab: Tableau):

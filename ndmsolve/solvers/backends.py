@@ -27,8 +27,9 @@ import math
 import torch
 from torch import Tensor
 
-from .base import CountedField, Field, NonFiniteError, Solution, SolverError
+from .base import FAULTS, CountedField, Field, NonFiniteError, Solution, SolverError, locate
 from .brownian import BrownianPath
+from .fixed import check_finite_steps
 from .grids import make_grid, merge_save_times
 from .registry import add_loader, register
 
@@ -173,6 +174,8 @@ def _torchdiffeq(
     t = torch.tensor(times, dtype=y0.dtype, device=y0.device)
     try:
         ys = torchdiffeq.odeint(fc, y0, t, rtol=rtol, atol=atol, method=method, options=options)
+    except FAULTS as e:  # the field reported NaN/inf itself
+        raise _torchdiffeq_fault(e, method, fc.nfe, tgrid if fixed else None, y0, t0) from None
     except AssertionError as e:  # torchdiffeq reports step underflow / step limits by assert
         raise SolverError(
             f"torchdiffeq:{method} gave up ({e}); torchdiffeq does not report where, "
@@ -326,18 +329,26 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
     )
     y = y0.reshape(flat)
     extra = solver.init_extra_solver_state(s_grid[0], y)
-    states = [y]
+    states, sums = [y], []
     keep = set(save_idx or ())
     for i in range(len(hs)):
-        y, extra = solver.step(s_grid[i], s_grid[i + 1], y, extra)
+        try:
+            y, extra = solver.step(s_grid[i], s_grid[i + 1], y, extra)
+        except FAULTS as e:  # the drift reported NaN/inf itself: name the step
+            ta, tb = float(tgrid[i]), float(tgrid[i + 1])
+            partial = Solution(y=y.reshape(y0.shape), nfe=fc.nfe, n_accepted=i, method=name, t=ta)
+            raise locate(e, name, i, ta, tb, partial=partial) from None
+        sums.append(y.sum())  # device-side; checked once after the loop
         if i + 1 in keep:
             states.append(y)
     n = len(hs)
-    if not bool(torch.isfinite(y).all()):
+    bad = check_finite_steps(torch.stack(sums), y)
+    if bad is not None:
+        ta, tb = float(tgrid[bad]), float(tgrid[bad + 1])
         raise NonFiniteError(
-            f"{name}: the solution is NaN/inf at t1={t1:.6g}",
-            t=t1,
-            step=n,
+            f"{name}: the state became NaN/inf in step {bad} (t={ta:.6g} -> {tb:.6g})",
+            t=ta,
+            step=bad,
             partial=Solution(y=y0, nfe=fc.nfe, method=name, t=t0),
         )
     sol = Solution(
@@ -354,6 +365,21 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
         sol.ts = tgrid[save_idx]
         sol.ys = torch.stack([by_idx[j].reshape(y0.shape) for j in save_idx])
     return sol
+
+
+def _torchdiffeq_fault(err, method: str, nfe: int, tgrid, y0: Tensor, t0: float):
+    """A field's NaN/inf report inside torchdiffeq, located: on our fixed grid ``tgrid``
+    by the step containing the evaluation's time; torchdiffeq's adaptive methods do not
+    expose their steps, so there ``step`` counts field evaluations (1 = the first)."""
+    name = f"torchdiffeq:{method}"
+    partial = Solution(y=y0, nfe=nfe, method=name, t=t0)
+    if tgrid is None or not isinstance(err, NonFiniteError):
+        return locate(err, name, nfe, t0, None, partial=partial, step_word="field evaluation")
+    times = tgrid.double().tolist()
+    sign = 1.0 if times[-1] > times[0] else -1.0
+    # the last grid point at or before the evaluation's time in the direction of travel
+    i = max(0, sum(1 for x in times[:-1] if sign * (x - err.t) <= 0) - 1)
+    return locate(err, name, i, times[i], times[i + 1], partial=partial)
 
 
 def _register_backends() -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .._checks import NonFiniteOutputError
+
 Field = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -72,6 +74,25 @@ def attach_saved(sol: Solution, saved_t: list, saved_y: list, like: Tensor) -> S
     return sol
 
 
+def merge_solutions(sols: list, y: Tensor, dim: int = 0) -> Solution:
+    """One ``Solution`` for chunks solved one after another: ``y`` (the concatenated
+    states), ``nfe`` and step counts summed over the chunks, saved states concatenated
+    along the batch (``ys`` dim ``dim + 1``); ``stats["chunks"]`` keeps each chunk's
+    ``(nfe, n_accepted, n_rejected)``."""
+    first = sols[0]
+    return Solution(
+        y=y,
+        ts=first.ts,
+        ys=None if first.ys is None else torch.cat([s.ys for s in sols], dim=dim + 1),
+        nfe=sum(int(s.nfe) for s in sols),
+        n_accepted=sum(s.n_accepted for s in sols),
+        n_rejected=sum(s.n_rejected for s in sols),
+        method=first.method,
+        t=first.t,
+        stats={"chunks": [(int(s.nfe), s.n_accepted, s.n_rejected) for s in sols]},
+    )
+
+
 class SolverError(RuntimeError):
     """A solve that could not finish. ``partial`` holds the solution up to ``t``."""
 
@@ -81,9 +102,83 @@ class SolverError(RuntimeError):
         self.step = int(step)
         self.partial = partial
 
+    def with_context(self, context: str) -> SolverError:
+        """The same error (type, t, step, partial) with ``context`` appended to the message."""
+        return _rebuild(self, f"{self}{context}")
+
 
 class NonFiniteError(SolverError):
-    """A state or field value became NaN/inf at time ``t`` in step ``step``."""
+    """A state or field value became NaN/inf at time ``t`` in step ``step``.
+
+    ``quantity`` says what: ``"the state"``, or a network's output (e.g. ``"x_hat (the
+    output of predictor (MLP))"``) when the field itself reported it. ``step`` is -1 only
+    while a field's report travels up to the solver, which fills it in (``locate``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        t: float,
+        step: int,
+        partial: Solution | None = None,
+        quantity: str = "the state",
+    ):
+        super().__init__(message, t=t, step=step, partial=partial)
+        self.quantity = quantity
+
+
+def _rebuild(err: SolverError, message: str) -> SolverError:
+    extra = {"quantity": err.quantity} if isinstance(err, NonFiniteError) else {}
+    return type(err)(message, t=err.t, step=err.step, partial=err.partial, **extra)
+
+
+#: what a field raises when its own output is NaN/inf: a model's check (``_checks``) or
+#: ``field_fault``; the solver loops catch these and say in which step it happened
+FAULTS = (NonFiniteError, NonFiniteOutputError)
+
+
+def output_quantity(name: str) -> str:
+    """How an error names the output of network ``name`` ("predictor (MLP)", ...)."""
+    return f"x_hat (the output of {name})" if name.startswith("predictor") else f"{name}'s output"
+
+
+def field_fault(err: NonFiniteOutputError, t) -> NonFiniteError:
+    """A model's non-finite report ``err`` as the ``NonFiniteError`` of a field evaluated
+    at time ``t``; ``step`` is -1 until the solver running the field fills it in."""
+    t = float(t)
+    quantity = output_quantity(err.name)
+    return NonFiniteError(f"{quantity} is NaN/inf at t={t:.6g}", t=t, step=-1, quantity=quantity)
+
+
+def locate(
+    err: Exception,
+    method: str,
+    step: int,
+    t_from: float,
+    t_to: float | None,
+    *,
+    partial: Solution | None = None,
+    step_word: str = "step",
+) -> Exception:
+    """A field's fault (one of ``FAULTS``) raised in step ``step`` (from ``t_from`` to
+    ``t_to``, or None before the first step) of ``method``, as a ``NonFiniteError`` whose message names both; ``err``
+    itself when it already names its step (a nested solve). A model's own report
+    (``NonFiniteOutputError``) carries no time: ``t_from`` stands for it."""
+    if isinstance(err, NonFiniteError):
+        if err.step >= 0:
+            return err
+        t, quantity = err.t, err.quantity
+    else:
+        t, quantity = float(t_from), output_quantity(err.name)
+    span = "" if t_to is None else f" (t={float(t_from):.6g} -> {float(t_to):.6g})"
+    return NonFiniteError(
+        f"{method}: {quantity} is NaN/inf at t={t:.6g}, in {step_word} {step}{span}",
+        t=t,
+        step=step,
+        partial=partial,
+        quantity=quantity,
+    )
 
 
 class StepLimitError(SolverError):
@@ -156,7 +251,8 @@ def check_grid_step(z: Tensor, grid: Tensor, step: int, *, nfe: int, method: str
     t = float(grid[step + 1])
     partial = Solution(y=z, nfe=nfe, n_accepted=step + 1, method=method, t=t)
     raise NonFiniteError(
-        f"{method or 'grid'} sampler produced NaN/inf at t={t:.6g} (step {step})",
+        f"{method or 'grid'} sampler produced NaN/inf at t={t:.6g} (step {step}): the state "
+        f"is NaN/inf",
         t=t,
         step=step,
         partial=partial,

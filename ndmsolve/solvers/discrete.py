@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..transforms import _bcast
-from .base import Solution, check_grid_step, grid_solution
+from .base import FAULTS, Solution, check_grid_step, grid_solution, locate
 from .registry import register
 
 __all__ = ["discrete_solve", "ddim_step", "ancestral_step"]
@@ -89,7 +89,12 @@ def discrete_solve(
     nfe = 0
     for i in range(grid.shape[0] - 1):
         t, s = grid[i].expand(B), grid[i + 1].expand(B)
-        z, _ = _posterior_step(model, z, t, s, eta, generator)
+        try:
+            z, _ = _posterior_step(model, z, t, s, eta, generator)
+        except FAULTS as e:  # x̂_θ(z, t) is NaN/inf: name the step
+            ta, tb = float(grid[i]), float(grid[i + 1])
+            partial = Solution(y=z, nfe=nfe, n_accepted=i, method=method, t=ta)
+            raise locate(e, method or "grid", i, ta, tb, partial=partial) from None
         nfe += 1
         if save:
             ys.append(z)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import Field, NonFiniteError, Solution
+from .base import FAULTS, Field, NonFiniteError, Solution, locate
 from .registry import register
 from .rk import make_fixed_step
 from .tableaus import Tableau, euler, heun, midpoint, rk4
@@ -61,13 +61,22 @@ def fixed_loop(
     Returns:
         ``(y, saved, sums)``: final state, the kept states in order, and per step the
         0-dim float64 sum of the state it produced (for ``check_finite_steps``).
+
+    Raises:
+        NonFiniteError: the field reported a NaN/inf output itself (``FAULTS``), with
+            the step's index and the evaluation's time (``partial``: the step's start).
     """
     step = make_fixed_step(tab)
     # Half precision would overflow a long sum of finite values; accumulate in float32.
     acc = torch.float32 if y.dtype in (torch.float16, torch.bfloat16) else None
     saved, sums = [], []
     for i in range(len(hs)):
-        y = step(f, ts[i], hs[i], y)
+        try:
+            y = step(f, ts[i], hs[i], y)
+        except FAULTS as e:  # the field reported NaN/inf itself: name the step
+            t_i = float(ts[i][0])  # c_0 = 0: the step's start
+            partial = Solution(y=y, nfe=i * tab.stages, n_accepted=i, method=tab.name, t=t_i)
+            raise locate(e, tab.name, i, t_i, t_i + hs[i], partial=partial) from None
         sums.append(y.sum(dtype=acc))
         if save_after[i]:
             saved.append(y)

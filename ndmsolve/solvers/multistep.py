@@ -132,7 +132,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Solution, check_grid_step, grid_solution
+from .base import FAULTS, Solution, check_grid_step, grid_solution, locate
 from .registry import register
 
 __all__ = [
@@ -454,15 +454,20 @@ def multistep_solve(
     nfe = 0
     z_prev: Tensor | None = None
     for i in range(N):
-        x_hat = (model.x_hat(z, ts[i]), {})
-        nfe += 1
-        if i > 0 and corr[i - 1] is not None:  # UniC: redo step i-1 -> i with x̂ at i
-            z = step(z_prev, i - 1, corr[i - 1], hist[-(len(corr[i - 1]) - 1) :] + [x_hat])
-            if save:
-                ys[-1] = z
-        hist = (hist + [x_hat])[-spec.history :]
-        z_prev = z
-        z = step(z, i, pred[i], hist[-len(pred[i]) :])
+        try:
+            x_hat = (model.x_hat(z, ts[i]), {})
+            nfe += 1
+            if i > 0 and corr[i - 1] is not None:  # UniC: redo step i-1 -> i with x̂ at i
+                z = step(z_prev, i - 1, corr[i - 1], hist[-(len(corr[i - 1]) - 1) :] + [x_hat])
+                if save:
+                    ys[-1] = z
+            hist = (hist + [x_hat])[-spec.history :]
+            z_prev = z
+            z = step(z, i, pred[i], hist[-len(pred[i]) :])
+        except FAULTS as e:  # x̂ (or F of it) is NaN/inf: name the step
+            ta, tb = float(grid[i]), float(grid[i + 1])
+            partial = Solution(y=z, nfe=nfe, n_accepted=i, method=method, t=ta)
+            raise locate(e, method or "multistep", i, ta, tb, partial=partial) from None
         if save:
             ys.append(z)
         check_grid_step(z, grid, i, nfe=nfe, method=method)

@@ -36,15 +36,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .adaptive import error_ratio
+from .adaptive import collapse_error, error_ratio
 from .base import (
+    FAULTS,
     CountedField,
     Field,
     NonFiniteError,
     Solution,
-    SolverError,
     StepLimitError,
     attach_saved,
+    locate,
     save_targets,
     time_tensor,
 )
@@ -213,9 +214,22 @@ def _fixed_solve(
     acc = torch.float32 if y0.dtype in (torch.float16, torch.bfloat16) else None
     y, saved, sums = y0, [], []
     for i in range(n):
-        y, g_t = step_fn(
-            i, ts[i], ts[i + 1], {c: s[i] for c, s in stage_ts.items()}, hs[i], y, g_t, fc, gc, inc
-        )
+        try:
+            y, g_t = step_fn(
+                i,
+                ts[i],
+                ts[i + 1],
+                {c: s[i] for c, s in stage_ts.items()},
+                hs[i],
+                y,
+                g_t,
+                fc,
+                gc,
+                inc,
+            )
+        except FAULTS as e:  # the drift reported NaN/inf itself: name the step
+            partial = Solution(y=y, nfe=fc.nfe, n_accepted=i, method=method, t=tf[i])
+            raise locate(e, method, i, tf[i], tf[i + 1], partial=partial) from None
         sums.append(y.sum(dtype=acc))  # device-side; checked once after the loop
         if save_after[i]:
             saved.append(y)
@@ -416,7 +430,10 @@ def adaptive_heun_sde(
 
     Raises:
         StepLimitError: ``max_steps`` attempts before ``t1`` (``partial`` holds the last
-            accepted state). NonFiniteError: NaN/inf persisted while the step collapsed.
+            accepted state). NonFiniteError: NaN/inf persisted while the step collapsed,
+            or the drift reported its own NaN/inf output (``base.FAULTS``; raised at once
+            with the step and time: shrinking onto it would refine the Brownian path
+            without bound).
     """
     name = "adaptive_heun_sde"
     norm = resolve_norm(norm)
@@ -480,11 +497,20 @@ def adaptive_heun_sde(
             [t, t_new], dtype=y0.dtype, device=y0.device
         ).unbind()  # one H2D copy
         if k1 is None:
-            k1 = fc(tt, y)
-        dw = path.increment(t, t_new)
+            try:
+                k1 = fc(tt, y)
+            except FAULTS as e:  # at the step's start: no smaller step avoids it
+                raise locate(e, name, n_acc, t, None, partial=partial()) from None
+        try:
+            dw = path.increment(t, t_new)
+        except RecursionError:  # torchsde's Brownian tree, after many nested rejections
+            raise collapse_error(name, h_try, t, n_acc, math.nan, None, partial()) from None
         gdw = g_t * dw
         y_em = torch.add(y, k1, alpha=h_try).add_(gdw)
-        k2 = fc(tt_new, y_em)
+        try:
+            k2 = fc(tt_new, y_em)
+        except FAULTS as e:  # stop at once: shrinking towards it refines the path unboundedly
+            raise locate(e, name, n_acc, t, t_new, partial=partial()) from None
         g_new = gc(tt_new, y_em)
         y_heun = torch.add(y, k1 + k2, alpha=0.5 * h_try).add_((gdw + g_new * dw).mul_(0.5))
         with torch.no_grad():
@@ -517,17 +543,8 @@ def adaptive_heun_sde(
             n_rej += 1
         h = direction * min(h_next, span)
         if ti < len(targets) and abs(h) < h_min_rel * max(abs(t), span):
-            cls, why = (
-                (NonFiniteError, "the drift, diffusion or state is NaN/inf there")
-                if not finite
-                else (SolverError, f"the error ratio is {ratio:.3g} even for tiny steps")
-            )
-            raise cls(
-                f"{name}: step size collapsed to {abs(h):.3g} at t={t:.6g} (step {n_acc}); {why}",
-                t=t,
-                step=n_acc,
-                partial=partial(),
-            )
+            ratio = ratio if finite else math.nan
+            raise collapse_error(name, h, t, n_acc, ratio, None, partial())
 
     sol = partial()
     sol.t = t1
