@@ -11,8 +11,10 @@ available, plots samples from both.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -113,7 +115,16 @@ def _demo(args) -> int:
     if args.steps is not None:
         cfg["steps"] = args.steps
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.seed < 0:
+        return _usage("demo", f"--seed must be non-negative, got {args.seed}")
+    if out.exists() and not out.is_dir():
+        return _usage("demo", f"--out {args.out!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return _usage("demo", f"--out {args.out!r}: cannot create the folder: {e.strerror}")
+    if not os.access(out, os.W_OK | os.X_OK):
+        return _usage("demo", f"--out {args.out!r}: the folder is not writable")
     print(
         f"ndmsolve demo: 2D checkerboard, {cfg['steps']} steps x batch {cfg['batch_size']} per model, "
         f"seed {args.seed}, output in {out}/",
@@ -224,6 +235,11 @@ def _demo(args) -> int:
     return 0
 
 
+def _usage(command: str, message: str) -> int:
+    print(f"ndmsolve {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _write_json(path: Path, obj) -> None:
     from ._io import atomic_write
 
@@ -232,11 +248,17 @@ def _write_json(path: Path, obj) -> None:
 
 # ----------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviated flags: a new flag would otherwise change what an abbreviation means.
     parser = argparse.ArgumentParser(
         prog="ndmsolve",
         description="Neural Diffusion Models: learned forward processes, samplers and likelihoods.",
+        allow_abbrev=False,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False),
+    )
     demo = sub.add_parser(
         "demo",
         help="train an NDM and a DDPM on the 2D checkerboard and compare their negative ELBO",
