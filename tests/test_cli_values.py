@@ -152,6 +152,22 @@ def test_bad_value_is_one_usage_line(argv, message, files, tmp_path, capsys, mon
     assert not (out / "checkpoint.pt").exists() and not any(tmp_path.glob("*.png"))
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--microbatches", "3", "--batch-size", "12"], "--microbatches (3) must be a multiple of the number of processes (2)"),
+        (["--batch-size", "15"], "--batch-size (15) must be divisible by the number of processes (2)"),
+    ],
+)  # fmt: skip
+def test_microbatches_under_torchrun(flags, message, tmp_path, capsys, monkeypatch):
+    """WORLD_SIZE as torchrun sets it: checked before the process group starts."""
+    _forbid_work(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", *TOY, *flags, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
 def test_a_valid_run_reaches_the_work(files, monkeypatch, capsys):
     """The guard of the test above can fail: a good command line does reach the work."""
     _forbid_work(monkeypatch)

@@ -220,7 +220,7 @@ def test_config_file_and_errors(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(tmp_path / "fresh"), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert _train(out, "--steps", "4", "--resume", "--lr", "1e-2") == 2
-    assert "different ['lr']" in capsys.readouterr().err
+    assert "different --lr (0.0005); pass the same values" in capsys.readouterr().err
 
 
 def test_resume_is_bit_exact(tmp_path, monkeypatch):

@@ -317,8 +317,9 @@ def run(args) -> int:
         )
         if changed:
             raise UsageError(
-                f"--resume: {ckpt} was trained with different {changed} "
-                f"({ {k: stored[k] for k in changed} }); pass the same values"
+                f"--resume: {ckpt} was trained with different "
+                + ", ".join(f"{labels[k]} ({stored[k]!r})" for k in changed)
+                + "; pass the same values"
             )
     elif args.resume:
         raise UsageError(f"--resume: no checkpoint at {ckpt}")

@@ -159,11 +159,6 @@ def _run_sweep(args) -> int:
             name, sep, path = spec.partition("=")
             if not sep or not name or not path:
                 return fail(f"--model must be NAME=CHECKPOINT, got {spec!r}")
-            if not os.path.isfile(path):
-                why = (
-                    "is a folder, not a checkpoint file" if os.path.isdir(path) else "no such file"
-                )
-                return fail(f"--model {spec!r}: checkpoint {path!r} {why}")
             models[name] = path
         if args.data is None:
             return fail(
@@ -202,7 +197,9 @@ def _run_sweep(args) -> int:
             progress=True,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
-        return fail(str(e))
+        from ..checkpoint import one_line
+
+        return fail(one_line(e))
     print()
     print(res.summary())
     print(f"\nwrote {args.out}/sweep.json and {args.out}/sweep.png")
