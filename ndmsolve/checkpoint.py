@@ -89,23 +89,22 @@ def _key_mismatch(expected, stored, limit: int = 5) -> str | None:
     return "; ".join(parts) or None
 
 
-def _load_state(module: nn.Module, weights, where: str) -> None:
+def _load_state(module: nn.Module, weights, where: str, target: str = "") -> None:
     """``module.load_state_dict(weights)``; a mismatch is a ``CheckpointError`` listing the
     missing and unexpected keys, or the shape mismatches."""
     if not isinstance(weights, dict):
         raise CheckpointError(f"{where} is not a state_dict (a {type(weights).__name__})")
+    target = target or f"the given {type(module).__name__}"
     keys = _key_mismatch(list(module.state_dict()), list(weights))
     if keys:
-        raise CheckpointError(f"{where} does not fit {type(module).__name__}: {keys}")
+        raise CheckpointError(f"{where} does not fit {target}: {keys}")
     try:
         module.load_state_dict(weights)
     except RuntimeError as e:
         details = one_line(e).split("; ")
         shown = details[1:4] or details
         more = f" and {len(details) - 4} more" if len(details) > 4 else ""
-        raise CheckpointError(
-            f"{where} does not fit {type(module).__name__}: {'; '.join(shown)}{more}"
-        ) from None
+        raise CheckpointError(f"{where} does not fit {target}: {'; '.join(shown)}{more}") from None
 
 
 def _version() -> str:
@@ -312,7 +311,8 @@ def load_model(path: PathLike, *, ema: bool = True, map_location="cpu") -> nn.Mo
     _load_state(
         model,
         weights,
-        f"{where}: the stored {'EMA' if ema else 'raw'} weights (for the stored configuration)",
+        f"{where}: entry {'ema' if ema else 'model'!r}",
+        f"the {type(model).__name__} of the stored configuration",
     )
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)

@@ -106,6 +106,8 @@ CASES = [
     (["sample", "{CKPT}", "--n", "0"], "--n must be positive"),
     (["sample", "{CKPT}", "--atol", "inf", "--method", "dopri5", "--rtol", "1e-2"], "--atol must be a finite number"),
     (["sample", "{DIR}"], "checkpoint '{DIR}' is a folder"),
+    (["sample", "{CKPT}", "--seed", "99999999999999999999"], "--seed must lie in [0, 2**62)"),
+    (["train", *TOY, "--seed", "-1"], "--seed must lie in [0, 2**62)"),
     (["demo", "--out", "{FILE}"], "--out '{FILE}' is a file, not a folder"),
     (["demo", "--steps", "0"], "--steps must be a positive integer"),
     (["sweep", "--seeds", "1"], "--seeds must give at least 2 seeds"),
@@ -208,6 +210,12 @@ def test_wrong_weights_list_the_keys(files, tmp_path, capsys):
     assert main(["sample", str(path), "--out", str(tmp_path / "s.png")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"unexpected {n} key(s)" in err
+    # Same keys, other widths: the size mismatches are listed.
+    state["config"] = to_config(build_model(cfg | {"hidden": 12}, (2,), False, 0))
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"size mismatch for predictor\.\S+: copying") as info:
+        load_model(path)
+    assert "\n" not in str(info.value) and "Error(s) in loading" not in str(info.value)
 
 
 def _subparsers() -> dict:

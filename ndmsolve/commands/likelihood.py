@@ -26,10 +26,10 @@ from .options import (
     UsageError,
     add_options,
     check_out_file,
-    non_negative,
     positive,
     resolve,
     run_command,
+    seed_range,
 )
 
 __all__ = ["OPTIONS", "register", "run", "evaluate"]
@@ -61,9 +61,7 @@ OPTIONS = [
     Option("probes", 1, "Hutchinson probes per point, fixed over the solve", int, check=positive),
     Option("n_dequant", 1, "uniform dequantisation draws per image", int, check=positive),
     Option("elbo_draws", 1, "draws of t per point for the ELBO", int, check=positive),
-    Option(
-        "seed", 0, "seed of dequantisation, probes and the ELBO's draws", int, check=non_negative
-    ),
+    Option("seed", 0, "seed of dequantisation, probes and the ELBO's draws", int, check=seed_range),
     Option("ema", True, "use the EMA weights (--no-ema: the raw weights)", bool),
     Option("out", None, "output JSON (default: likelihood_<split>.json next to the checkpoint)"),
     Option("device", "auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda")),

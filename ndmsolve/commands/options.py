@@ -26,6 +26,7 @@ __all__ = [
     "ints",
     "positive",
     "non_negative",
+    "seed_range",
     "check_out_file",
 ]
 
@@ -111,6 +112,11 @@ def positive(v) -> str | None:
 
 def non_negative(v) -> str | None:
     return None if v >= 0 else "must be non-negative"
+
+
+def seed_range(v) -> str | None:
+    # torch.Generator.manual_seed takes a signed 64-bit integer (the seed plus offsets).
+    return None if 0 <= v < 2**62 else "must lie in [0, 2**62)"
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:

@@ -22,10 +22,10 @@ from .options import (
     UsageError,
     add_options,
     check_out_file,
-    non_negative,
     positive,
     resolve,
     run_command,
+    seed_range,
 )
 
 __all__ = ["OPTIONS", "register", "run"]
@@ -64,7 +64,7 @@ OPTIONS = [
     ),
     Option("batch_size", 256, "samples per solve", int, check=positive),
     Option("out", "samples.png", "output PNG (the .npz goes next to it)"),
-    Option("seed", 0, "seed of the prior draws (and SDE noise)", int, check=non_negative),
+    Option("seed", 0, "seed of the prior draws (and SDE noise)", int, check=seed_range),
     Option("ema", True, "use the EMA weights (--no-ema: the raw weights)", bool),
     Option("device", "auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda")),
     Option("threads", 1, "torch intra-op threads", int, check=positive),

@@ -28,6 +28,7 @@ from .options import (
     positive,
     resolve,
     run_command,
+    seed_range,
 )
 
 __all__ = ["OPTIONS", "register", "run"]
@@ -51,7 +52,7 @@ OPTIONS = [
     Option("steps", 2000, "optimisation steps", int, check=positive),
     Option("out", "runs/train", "output folder"),
     Option(
-        "seed", 0, "seed of the weights, the batches and the loss's noise", int, check=non_negative
+        "seed", 0, "seed of the weights, the batches and the loss's noise", int, check=seed_range
     ),
     Option(
         "batch_size",
