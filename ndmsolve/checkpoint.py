@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Union
@@ -42,6 +43,7 @@ __all__ = [
     "load_model",
     "capture_rng",
     "restore_rng",
+    "one_line",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -85,6 +87,60 @@ def _kept(path: Path) -> str:
         if step is None
         else (f"the previous checkpoint (step {step}) is kept")
     )
+
+
+# ANSI/VT escape sequences (CSI, OSC, two-byte ESC forms) and the other control characters:
+# torch's messages carry bold markers that a terminal would obey.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|\x9b[0-?]*[ -/]*[@-~]"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def one_line(error) -> str:
+    """An exception's (or a string's) text as one printable line: terminal control
+    sequences removed, its lines joined with "; " (an empty text: the exception's type)."""
+    text = _CONTROL.sub("", str(error))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return "; ".join(lines)
+
+
+def _first_line(error) -> str:
+    text = one_line(error)
+    return text.split("; ")[0] if text else "no detail"
+
+
+def _key_mismatch(expected, stored, limit: int = 5) -> str | None:
+    """ "missing N key(s) [...]; unexpected M key(s) [...]" (first ``limit`` of each), or None."""
+    parts = []
+    for what, keys in (
+        ("missing", [k for k in expected if k not in stored]),
+        ("unexpected", [k for k in stored if k not in expected]),
+    ):
+        if keys:
+            more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+            parts.append(f"{what} {len(keys)} key(s) {keys[:limit]}{more}")
+    return "; ".join(parts) or None
+
+
+def _load_state(module: nn.Module, weights, where: str, target: str = "") -> None:
+    """``module.load_state_dict(weights)``; a mismatch is a ``CheckpointError`` listing the
+    missing and unexpected keys, or the shape mismatches."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{where} is not a state_dict (a {type(weights).__name__})")
+    target = target or f"the given {type(module).__name__}"
+    keys = _key_mismatch(list(module.state_dict()), list(weights))
+    if keys:
+        raise CheckpointError(f"{where} does not fit {target}: {keys}")
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as e:
+        details = one_line(e).split("; ")
+        shown = details[1:4] or details
+        more = f" and {len(details) - 4} more" if len(details) > 4 else ""
+        raise CheckpointError(f"{where} does not fit {target}: {'; '.join(shown)}{more}") from None
 
 
 def _version() -> str:
@@ -173,8 +229,17 @@ def save_checkpoint(path: PathLike, obj: dict | None = None, **entries) -> Path:
 def read_checkpoint(path: PathLike, map_location="cpu") -> dict:
     """Read and validate a checkpoint; returns its dict. ``CheckpointError`` if unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"checkpoint {str(path)!r} is a folder, not a checkpoint file"
+            + (
+                f" (did you mean {str(path / 'checkpoint.pt')!r}?)"
+                if (path / "checkpoint.pt").is_file()
+                else ""
+            )
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"path: no checkpoint at {str(path)!r}")
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}: no such file")
     where = f"checkpoint {str(path)!r}"
     size = path.stat().st_size
     if size == 0:
@@ -204,12 +269,11 @@ def read_checkpoint(path: PathLike, map_location="cpu") -> dict:
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{where} holds objects other than tensors and plain data, so ndmsolve "
-            f"did not write it (torch refused: {str(e).splitlines()[0]})"
+            f"did not write it (torch refused: {_first_line(e)})"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, ValueError) as e:
         raise CheckpointError(
-            f"{where} is truncated or corrupt ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else 'no detail'})"
+            f"{where} is truncated or corrupt ({type(e).__name__}: {_first_line(e)})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
@@ -259,12 +323,16 @@ def restore_entries(state: dict, path: PathLike, **targets) -> None:
                     )
                 for g, s in zip(target, state[name]):
                     g.set_state(s)
+            elif isinstance(target, nn.Module):
+                _load_state(target, state[name], f"checkpoint {str(path)!r}: entry {name!r}")
             else:
                 target.load_state_dict(state[name])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            if isinstance(e, CheckpointError):
+                raise
             raise CheckpointError(
                 f"checkpoint {str(path)!r}: entry {name!r} does not fit the given "
-                f"{type(target).__name__}: {str(e).splitlines()[0]}"
+                f"{type(target).__name__}: {_first_line(e)}"
             ) from None
 
 
@@ -304,13 +372,12 @@ def load_model(
         if not isinstance(state.get("model"), dict):
             raise CheckpointError(f"{where} has no raw model weights")
         weights = state["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"{where}: the stored weights do not fit the stored configuration: "
-            f"{str(e).splitlines()[0]}"
-        ) from None
+    _load_state(
+        model,
+        weights,
+        f"{where}: entry {'ema' if ema else 'model'!r}",
+        f"the {type(model).__name__} of the stored configuration",
+    )
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     for p in model.parameters():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import sys
@@ -110,6 +111,8 @@ def _demo(args) -> int:
     if args.steps is not None:
         cfg["steps"] = args.steps
     out = Path(args.out)
+    if args.seed < 0:
+        return _usage("demo", f"--seed must be non-negative, got {args.seed}")
     if out.exists() and not out.is_dir():
         print(
             f"ndmsolve demo: error: --out {str(out)!r} is a file; expected a folder",
@@ -257,6 +260,11 @@ def _demo_in(args, cfg: dict, out: Path) -> int:
     return 0
 
 
+def _usage(command: str, message: str) -> int:
+    print(f"ndmsolve {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _write_json(path: Path, obj) -> None:
     from ._io import atomic_write
 
@@ -265,11 +273,17 @@ def _write_json(path: Path, obj) -> None:
 
 # ----------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviated flags: a new flag would otherwise change what an abbreviation means.
     parser = argparse.ArgumentParser(
         prog="ndmsolve",
         description="Neural Diffusion Models: learned forward processes, samplers and likelihoods.",
+        allow_abbrev=False,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False),
+    )
     demo = sub.add_parser(
         "demo",
         help="train an NDM and a DDPM on the 2D checkerboard and compare their negative ELBO",

@@ -179,15 +179,17 @@ def test_config_file_and_errors(tmp_path, capsys):
 
     cases = [
         ("steps = 2\nbatch_sise = 4\n", [], "unknown key(s) ['batch_sise']"),
-        ('steps = "many"\n', [], "steps: expected an integer"),
-        ("dropout = 1.5\n", [], "dropout must lie in [0, 1)"),
-        ('model = "vae"\n', [], "model must be one of ['ndm', 'ddpm']"),
+        ('steps = "many"\n', [], "steps in {toml}: expected an integer"),
+        ("dropout = 1.5\n", [], "dropout in {toml} must lie in [0, 1)"),
+        ('model = "vae"\n', [], "model in {toml} must be one of ['ndm', 'ddpm']"),
         ("steps = [\n", [], "is not valid TOML"),
-        (None, ["--lr", "-1"], "lr must be positive"),
-        (None, ["--mults", "1,x"], "mults: expected comma-separated integers"),
+        (None, ["--lr", "-1"], "--lr must be positive"),
+        (None, ["--mults", "1,x"], "--mults: expected comma-separated integers"),
+        (None, ["--batch-size", "-1"], "--batch-size must be positive"),
     ]
     for i, (toml, flags, msg) in enumerate(cases):
         args = list(flags)
+        msg = msg.format(toml=tmp_path / f"bad{i}.toml")
         if toml is not None:
             (tmp_path / f"bad{i}.toml").write_text(toml)
             args += ["--config", str(tmp_path / f"bad{i}.toml")]
@@ -205,7 +207,7 @@ def test_config_file_and_errors(tmp_path, capsys):
     assert "data must be one of" in capsys.readouterr().err
     ck = str(out / "checkpoint.pt")
     assert main(["sample", ck, "--steps", "3", "--rtol", "1e-3"]) == 2
-    assert "not both" in capsys.readouterr().err
+    assert "--rtol: 'heun' is a fixed-step method" in capsys.readouterr().err
     assert main(["sample", ck, "--method", "nonsense", "--out", str(tmp_path / "n.png")]) == 2
     assert "nonsense" in capsys.readouterr().err
     (tmp_path / "cut.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:500])
@@ -218,7 +220,7 @@ def test_config_file_and_errors(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(tmp_path / "fresh"), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert _train(out, "--steps", "4", "--resume", "--lr", "1e-2") == 2
-    assert "different ['lr']" in capsys.readouterr().err
+    assert "different --lr (0.0005); pass the same values" in capsys.readouterr().err
 
 
 def test_resume_is_bit_exact(tmp_path, monkeypatch):

@@ -19,8 +19,18 @@ from pathlib import Path
 
 import torch
 
-from ..solvers.registry import method_check
-from .options import Option, UsageError, add_options, non_negative, positive, resolve, run_command
+from ..solvers.registry import METHODS, method_check
+from .options import (
+    Labels,
+    Option,
+    UsageError,
+    add_options,
+    check_out_file,
+    positive,
+    resolve,
+    run_command,
+    seed_range,
+)
 
 __all__ = ["OPTIONS", "register", "run", "evaluate"]
 
@@ -34,13 +44,21 @@ ELBO_DRAWS = 32
 OPTIONS = [
     Option("split", "test", "data split", choices=("train", "test")),
     Option("data_root", None, "folder of MNIST/CIFAR-10 files (default: the one used in training)"),
+    # --num-points: torchrun reads "--n" as an abbreviation of its own --nnodes/--nproc-per-node.
     Option(
-        "n", None, "evaluate the first N points of the split (default: all)", int, check=positive
+        "n",
+        None,
+        "evaluate the first N points of the split (default: all)",
+        int,
+        check=positive,
+        flags=("--num-points",),
+        aliases=("--n",),
     ),
     Option("batch_size", 100, "points per solve", int, check=positive),
     Option("method", "tsit5", "ODE solver (nd.solvers.METHODS)", check=method_check(("ode",))),
-    Option("rtol", 1e-5, "relative tolerance", float, check=positive),
-    Option("atol", 1e-5, "absolute tolerance", float, check=positive),
+    Option("rtol", 1e-5, "relative tolerance (adaptive methods)", float, check=positive),
+    Option("atol", 1e-5, "absolute tolerance (adaptive methods)", float, check=positive),
+    Option("steps", None, "steps of a fixed-step method (required with one)", int, check=positive),
     Option(
         "trace",
         "hutchinson",
@@ -57,9 +75,7 @@ OPTIONS = [
         int,
         check=positive,
     ),
-    Option(
-        "seed", 0, "seed of dequantisation, probes and the ELBO's draws", int, check=non_negative
-    ),
+    Option("seed", 0, "seed of dequantisation, probes and the ELBO's draws", int, check=seed_range),
     Option("ema", True, "use the EMA weights (--no-ema: the raw weights)", bool),
     Option("out", None, "output JSON (default: likelihood_<split>.json next to the checkpoint)"),
     Option("device", "auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda")),
@@ -95,13 +111,11 @@ def evaluate(model, x: torch.Tensor, n_bins, cfg: dict, device) -> dict:
     D = math.prod(x.shape[1:])
     sums = torch.zeros(6, dtype=torch.float64)  # ode, ode², elbo, elbo², count, nfe
     points = []  # (first index, ode values, elbo values) of this rank's batches
-    ll = dict(
-        method=cfg["method"],
-        rtol=cfg["rtol"],
-        atol=cfg["atol"],
-        trace=cfg["trace"],
-        probes=cfg["probes"],
-    )
+    ll = dict(method=cfg["method"], trace=cfg["trace"], probes=cfg["probes"])
+    if cfg["steps"] is not None:
+        ll["steps"] = cfg["steps"]
+    else:
+        ll.update(rtol=cfg["rtol"], atol=cfg["atol"])
     mine = [(b, i) for b, i in enumerate(range(0, N, B)) if b % world == rank]
     progress = _Progress(len(mine), N, cfg, enabled=rank == 0)
     for b, i in mine:
@@ -182,7 +196,7 @@ class _Progress:
         )
         self._log(
             f"likelihood: {n} points in batches of {cfg['batch_size']} ({batches} here): ODE "
-            f"({cfg['method']}, rtol {cfg['rtol']:g}, atol {cfg['atol']:g}) and ELBO "
+            f"({cfg['method']}, {_accuracy(cfg)}) and ELBO "
             f"({cfg['elbo_draws']} draws of t per point)"
         )
 
@@ -209,18 +223,66 @@ class _Progress:
         self.bar.close()
 
 
+def _accuracy(cfg: dict) -> str:
+    if cfg.get("steps") is not None:
+        return f"{cfg['steps']} steps"
+    return f"rtol {cfg['rtol']:g}, atol {cfg['atol']:g}"
+
+
+def check_options(cfg: dict, labels: Labels) -> None:
+    """Refuse options the chosen method or trace would ignore; fixed-step methods need
+    ``--steps`` (then rtol/atol are None in ``cfg``)."""
+    L, given = labels, labels.given
+    if cfg["trace"] == "exact" and "probes" in given:
+        raise UsageError(
+            f"{L['probes']} applies to {L['trace']} hutchinson only (the exact trace draws "
+            "no probes): remove it"
+        )
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{L['device']} cuda: no CUDA device is available")
+    if cfg["out"] is not None:
+        check_out_file(cfg["out"], L["out"])
+    m = METHODS[cfg["method"]]
+    if m.adaptive:
+        if "steps" in given:
+            raise UsageError(
+                f"{L['steps']}: {m.name!r} is adaptive (it chooses its own steps): give "
+                f"{L['rtol']}/{L['atol']}, or a fixed-step --method with --steps"
+            )
+        return
+    wrong = [n for n in ("rtol", "atol") if n in given]
+    if wrong:
+        raise UsageError(
+            f"{', '.join(L[n] for n in wrong)}: {m.name!r} is a fixed-step method (no "
+            f"tolerance): give {L['steps']} instead, or an adaptive --method (e.g. tsit5)"
+        )
+    if cfg["steps"] is None:
+        raise UsageError(
+            f"--method {m.name} is a fixed-step method: give its step count with --steps"
+        )
+    if cfg["steps"] < m.min_steps:
+        raise UsageError(f"{L['steps']} must be at least {m.min_steps} for {m.name!r}")
+    cfg["rtol"] = cfg["atol"] = None
+
+
 def run(args) -> int:
     from .. import distributed as ddist
     from ..checkpoint import load_model, read_checkpoint
     from ..data.sets import load_dataset
 
-    cfg = resolve(args, OPTIONS)
+    labels = Labels()
+    cfg = resolve(args, OPTIONS, labels=labels)
+    check_options(cfg, labels)
     torch.set_num_threads(cfg["threads"])
     state = read_checkpoint(args.checkpoint)
     tcfg = state.get("train_config")
     if not tcfg or "data" not in state:
         raise UsageError(
             f"{args.checkpoint} does not name its data set (not written by ndmsolve train)"
+        )
+    if "data_root" in labels.given and state["data"] not in ("mnist", "cifar10"):
+        raise UsageError(
+            f"{labels['data_root']} applies to mnist and cifar10 only, not {state['data']!r}"
         )
     ddist.init_from_env()
     device = torch.device("cpu") if cfg["device"] == "cpu" else ddist.default_device()
@@ -232,12 +294,18 @@ def run(args) -> int:
             root=cfg["data_root"] or tcfg.get("data_root"),
             seed=tcfg.get("seed", 0),
         )
-    except ValueError as e:
-        raise UsageError(f"data {state['data']!r}: {e}") from None
+    except (ValueError, OSError) as e:
+        raise UsageError(f"the checkpoint's data {state['data']!r}: {e}") from None
+    if cfg["n"] is not None and cfg["n"] > ds.x.shape[0]:
+        raise UsageError(
+            f"{labels['n']} {cfg['n']}: the {cfg['split']} split of {state['data']!r} has only "
+            f"{ds.x.shape[0]} points"
+        )
     x = ds.x if cfg["n"] is None else ds.x[: cfg["n"]]
     if cfg["trace"] == "exact" and math.prod(x.shape[1:]) > 4096:
         raise UsageError(
-            f"--trace exact needs {math.prod(x.shape[1:])} VJPs per evaluation; use hutchinson"
+            f"{labels['trace']} exact needs {math.prod(x.shape[1:])} VJPs per evaluation; "
+            "use hutchinson"
         )
     t0, c0 = time.perf_counter(), time.process_time()
     try:
@@ -273,10 +341,15 @@ def run(args) -> int:
     from .._io import atomic_write
 
     atomic_write(out, lambda f: json.dump(summary, f, indent=1), binary=False)
+    solver = (
+        f"{cfg['steps']} steps"
+        if cfg["steps"] is not None
+        else f"rtol {cfg['rtol']:g}, atol {cfg['atol']:g}"
+    )
     tr = f"hutchinson, {cfg['probes']} probe(s)" if cfg["trace"] == "hutchinson" else "exact trace"
     print(
         f"{state['data']} {cfg['split']} ({res['n']} points): ODE {res['ode']['mean']:.4f} ± {res['ode']['se']:.4f} "
-        f"{unit} ({cfg['method']}, rtol {cfg['rtol']:g}, atol {cfg['atol']:g}, {tr}), "
+        f"{unit} ({cfg['method']}, {solver}, {tr}), "
         f"ELBO {res['elbo']['mean']:.4f} ± {res['elbo']['se']:.4f} {unit}, NFE {res['nfe_per_batch']:.0f} per batch; "
         f"wrote {out}",
         flush=True,

@@ -1,7 +1,7 @@
 """``ndmsolve sample``: draw samples from a checkpoint.
 
-    ndmsolve sample runs/ndm/checkpoint.pt --method heun --steps 50 --n 64 --out samples.png
-    ndmsolve sample CKPT --method dopri5 --rtol 1e-4 --n 64 --out samples.png
+    ndmsolve sample runs/ndm/checkpoint.pt --method heun --steps 50 --num-samples 64 --out samples.png
+    ndmsolve sample CKPT --method dopri5 --rtol 1e-4 --num-samples 64 --out samples.png
 
 Writes a PNG grid (images) or scatter plot (toys) to ``--out`` and the samples to the same
 name with ``.npz`` (``samples``: model range; ``pixels``: integer levels, images only;
@@ -11,13 +11,22 @@ name with ``.npz`` (``samples``: model range; ``pixels``: integer levels, images
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..solvers.registry import method_check
-from .options import Option, UsageError, add_options, non_negative, positive, resolve, run_command
+from ..solvers.registry import METHODS, method_check
+from .options import (
+    Labels,
+    Option,
+    UsageError,
+    add_options,
+    check_out_file,
+    positive,
+    resolve,
+    run_command,
+    seed_range,
+)
 
 __all__ = ["OPTIONS", "register", "run"]
 
@@ -44,10 +53,19 @@ OPTIONS = [
     ),
     Option("rtol", None, "relative tolerance of an adaptive sampler", float, check=positive),
     Option("atol", None, "absolute tolerance (default: rtol)", float, check=positive),
-    Option("n", 64, "number of samples", int, check=positive),
+    # --num-samples: torchrun reads "--n" as an abbreviation of its own --nnodes/--nproc-per-node.
+    Option(
+        "n",
+        64,
+        "number of samples",
+        int,
+        check=positive,
+        flags=("--num-samples",),
+        aliases=("--n",),
+    ),
     Option("batch_size", 256, "samples per solve", int, check=positive),
     Option("out", "samples.png", "output PNG (the .npz goes next to it)"),
-    Option("seed", 0, "seed of the prior draws (and SDE noise)", int, check=non_negative),
+    Option("seed", 0, "seed of the prior draws (and SDE noise)", int, check=seed_range),
     Option("ema", True, "use the EMA weights (--no-ema: the raw weights)", bool),
     Option("device", "auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda")),
     Option("threads", 1, "torch intra-op threads", int, check=positive),
@@ -65,21 +83,56 @@ def register(sub) -> None:
     p.set_defaults(func=run_command("sample", run))
 
 
+def check_solver_options(cfg: dict, labels: Labels) -> None:
+    """Steps for fixed-step methods, tolerances for adaptive ones; sets the default 50 steps."""
+    m = METHODS[cfg["method"]]
+    L, given = labels, labels.given
+    if m.adaptive:
+        wrong = [n for n in ("steps", "grid_kind") if n in given]
+        if wrong:
+            raise UsageError(
+                f"{', '.join(L[n] for n in wrong)}: {m.name!r} is adaptive (it chooses its own "
+                f"steps): give {L['rtol']} (and {L['atol']}) instead, or a fixed-step --method"
+            )
+        if cfg["rtol"] is None:
+            raise UsageError(f"--method {m.name} is adaptive: give its tolerance with --rtol")
+        return
+    wrong = [n for n in ("rtol", "atol") if n in given]
+    if wrong:
+        raise UsageError(
+            f"{', '.join(L[n] for n in wrong)}: {m.name!r} is a fixed-step method: give "
+            f"{L['steps']} instead, or an adaptive --method (e.g. dopri5)"
+        )
+    if cfg["steps"] is None:
+        cfg["steps"] = 50
+    if cfg["steps"] < m.min_steps:
+        raise UsageError(
+            f"{L['steps']} must be at least {m.min_steps} for {m.name!r}, got {cfg['steps']}"
+        )
+
+
 def run(args) -> int:
     from ..checkpoint import load_model, read_checkpoint
     from ..distributed import default_device
     from ..sampling import sample
 
-    cfg = resolve(args, OPTIONS)
-    if cfg["steps"] is not None and cfg["rtol"] is not None:
-        raise UsageError("give --steps N or --rtol R, not both")
-    if cfg["rtol"] is None and cfg["steps"] is None:
-        cfg["steps"] = 50
+    labels = Labels()
+    cfg = resolve(args, OPTIONS, labels=labels)
+    check_solver_options(cfg, labels)
+    out = check_out_file(cfg["out"], labels["out"], ".png")
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{labels['device']} cuda: no CUDA device is available")
     torch.set_num_threads(cfg["threads"])
     device = torch.device("cpu") if cfg["device"] == "cpu" else default_device()
     state = read_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint, ema=cfg["ema"], map_location=device)
     n_bins = state.get("n_bins")
+    shape = tuple(getattr(model, "data_shape", None) or ())
+    if not (n_bins is not None and len(shape) == 3) and not (len(shape) == 1 and shape[0] <= 2):
+        raise UsageError(
+            f"{args.checkpoint}: samples of shape {shape} cannot be plotted "
+            "(images or 1-2 dimensional points only)"
+        )
     kw = (
         {"steps": cfg["steps"], "grid_kind": cfg["grid_kind"]}
         if cfg["steps"] is not None
@@ -104,7 +157,6 @@ def run(args) -> int:
         raise UsageError(str(e)) from None
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     x = torch.cat(chunks)
-    out = Path(cfg["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "samples": x.numpy(),
@@ -121,12 +173,8 @@ def run(args) -> int:
 
         arrays["pixels"] = from_model_range(x, n_bins).numpy()
         image_grid(out, x, title=title)
-    elif x.ndim == 2 and x.shape[1] in (1, 2):
-        scatter_samples(out, {title: x})
     else:
-        raise UsageError(
-            f"samples of shape {tuple(x.shape[1:])} cannot be plotted; the .npz is written"
-        )
+        scatter_samples(out, {title: x})
     npz = out.with_suffix(".npz")
     atomic_write(npz, lambda f: np.savez(f, **arrays))
     print(

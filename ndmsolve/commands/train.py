@@ -23,6 +23,7 @@ import torch
 from .._guard import FolderLockedError, TrainingInterrupted, folder_lock
 from ..checkpoint import CheckpointWriteError
 from .options import (
+    Labels,
     Option,
     UsageError,
     add_options,
@@ -31,6 +32,7 @@ from .options import (
     positive,
     resolve,
     run_command,
+    seed_range,
 )
 
 __all__ = ["OPTIONS", "register", "run"]
@@ -54,7 +56,7 @@ OPTIONS = [
     Option("steps", 2000, "optimisation steps", int, check=positive),
     Option("out", "runs/train", "output folder"),
     Option(
-        "seed", 0, "seed of the weights, the batches and the loss's noise", int, check=non_negative
+        "seed", 0, "seed of the weights, the batches and the loss's noise", int, check=seed_range
     ),
     Option(
         "batch_size",
@@ -99,7 +101,13 @@ OPTIONS = [
     Option("base", 32, "U-Net channels at the first level", int, check=positive),
     Option("mults", (1, 2, 2), "U-Net channel multipliers, one per level", ints, check=_mults),
     Option("num_res_blocks", 1, "U-Net residual blocks per level", int, check=positive),
-    Option("attn_levels", (1,), "U-Net levels with self-attention (0 = full resolution)", ints),
+    Option(
+        "attn_levels",
+        (1,),
+        "U-Net levels with self-attention (0 = full resolution)",
+        ints,
+        check=lambda v: None if all(lv >= 0 for lv in v) else "must be non-negative levels",
+    ),
     Option("mid_attn", True, "self-attention in the U-Net's middle", bool),
     Option("attn_heads", 1, "attention heads", int, check=positive),
     Option(
@@ -172,6 +180,19 @@ OPTIONS = [
         bool,
     ),
 ]
+# Options of the U-Net (image data only).
+IMAGE_ONLY = (
+    "base",
+    "mults",
+    "num_res_blocks",
+    "attn_levels",
+    "mid_attn",
+    "attn_heads",
+    "dropout",
+    "time_dim",
+    "transform_base",
+    "transform_mults",
+)
 # Options that may differ when a run is resumed.
 RESUMABLE = {
     "steps",
@@ -230,13 +251,100 @@ def _rank_from_env() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def _world_size() -> int:
+    """The process count torchrun set (the process group starts later)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def check_options(cfg: dict, labels: Labels) -> None:
+    """Options that contradict each other: refused before anything is loaded."""
+    L = labels
+    if not cfg["logsnr_min"] < cfg["logsnr_max"]:
+        raise UsageError(
+            f"{L['logsnr_min']} ({cfg['logsnr_min']:g}) must be below {L['logsnr_max']} "
+            f"({cfg['logsnr_max']:g}): the log-SNR falls from t = 0 to t = 1"
+        )
+    world = _world_size()
+    k = cfg["microbatches"] if cfg["microbatches"] is not None else world
+    if cfg["microbatches"] is not None and k % world:
+        raise UsageError(
+            f"{L['microbatches']} ({k}) must be a multiple of the number of processes ({world})"
+        )
+    if cfg["batch_size"] % k:
+        by = L["microbatches"] if cfg["microbatches"] is not None else "the number of processes"
+        raise UsageError(f"{L['batch_size']} ({cfg['batch_size']}) must be divisible by {by} ({k})")
+    if cfg["warmup_steps"] > cfg["steps"]:
+        raise UsageError(
+            f"{L['warmup_steps']} ({cfg['warmup_steps']}) must not exceed {L['steps']} "
+            f"({cfg['steps']}): the learning rate would never reach --lr"
+        )
+    if "data_root" in L.given and cfg["data"] not in ("mnist", "cifar10"):
+        raise UsageError(f"{L['data_root']} applies to mnist and cifar10 only, not {cfg['data']!r}")
+    on_cpu = cfg["device"] == "cpu" or not torch.cuda.is_available()
+    if cfg["amp"] == "fp16" and on_cpu:
+        raise UsageError(
+            f"{L['amp']} fp16 needs a CUDA device (autocast on the CPU has no fp16): "
+            "use --amp bf16, or a GPU"
+        )
+
+
+def _unet_errors(cfg: dict, prefix: str, hw: tuple) -> str | None:
+    mults = cfg[f"{prefix}mults"]
+    factor = 2 ** (len(mults) - 1)
+    if hw[0] % factor or hw[1] % factor:
+        return (
+            f"({','.join(map(str, mults))}) has {len(mults)} levels for {hw[0]}x{hw[1]} images: "
+            f"each level after the first halves the resolution, so H and W must be divisible "
+            f"by {factor}"
+        )
+    return None
+
+
+def check_data_options(cfg: dict, labels: Labels, shape: tuple, image: bool) -> None:
+    """Options that must fit the data's ``shape`` (C, H, W) or (d,): before the model is built."""
+    L = labels
+    kind, other = (
+        ("image", ("hidden", "transform_hidden", "depth")) if image else ("toy", IMAGE_ONLY)
+    )
+    unused = [n for n in other if n in L.given]
+    if unused:
+        raise UsageError(
+            f"{', '.join(L[n] for n in unused)} do(es) not apply to {kind} data "
+            f"{cfg['data']!r}: remove it"
+        )
+    if not image:
+        return
+    for prefix in ("", "transform_"):
+        msg = _unet_errors(cfg, prefix, shape[1:])
+        if msg:
+            raise UsageError(f"{L[prefix + 'mults']} {msg}")
+    levels = len(cfg["mults"])
+    bad = [lv for lv in cfg["attn_levels"] if not 0 <= lv < levels]
+    if bad:
+        raise UsageError(
+            f"{L['attn_levels']} {bad} out of range: --mults gives {levels} levels, 0..{levels - 1}"
+        )
+    widths = [cfg["base"] * cfg["mults"][lv] for lv in cfg["attn_levels"]]
+    widths += [cfg["base"] * cfg["mults"][-1]] if cfg["mid_attn"] else []
+    if any(w % cfg["attn_heads"] for w in widths):
+        raise UsageError(
+            f"{L['attn_heads']} ({cfg['attn_heads']}) must divide the attended widths "
+            f"{sorted(set(widths))} (--base times --mults)"
+        )
+
+
 def run(args) -> int:
     from .. import distributed as ddist
     from ..train import TrainingStopped
 
-    cfg = resolve(args, OPTIONS, args.config)
+    labels = Labels()
+    cfg = resolve(args, OPTIONS, args.config, labels)
     if cfg["data"] is None:
         raise UsageError("--data is required (digits, mnist, cifar10, png:DIR or a toy set)")
+    check_options(cfg, labels)
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: continue or replace")
     out = Path(cfg["out"])
@@ -250,7 +358,7 @@ def run(args) -> int:
         except OSError as e:
             raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror or e}") from None
         try:
-            return _run(args, cfg, out)
+            return _run(args, cfg, out, labels)
         except TrainingInterrupted as e:
             if _rank_from_env() == 0:
                 print(f"ndmsolve train: {e.message('--resume')}", file=sys.stderr, flush=True)
@@ -267,7 +375,7 @@ def run(args) -> int:
             return 1
 
 
-def _check_resume(args, cfg: dict, ckpt: Path) -> bool:
+def _check_resume(args, cfg: dict, ckpt: Path, labels) -> bool:
     """Check ``--resume``/``--overwrite`` against ``ckpt``; False when the checkpoint is
     already at ``--steps`` (nothing to do)."""
     from ..checkpoint import read_checkpoint
@@ -291,13 +399,14 @@ def _check_resume(args, cfg: dict, ckpt: Path) -> bool:
     changed = sorted(k for k in cfg if k not in RESUMABLE and k in stored and stored[k] != cfg[k])
     if changed:
         raise UsageError(
-            f"--resume: {ckpt} was trained with different {changed} "
-            f"({ {k: stored[k] for k in changed} }); pass the same values"
+            f"--resume: {ckpt} was trained with different "
+            + ", ".join(f"{labels[k]} ({stored[k]!r})" for k in changed)
+            + "; pass the same values"
         )
     return cfg["steps"] > done
 
 
-def _run(args, cfg: dict, out: Path) -> int:
+def _run(args, cfg: dict, out: Path, labels) -> int:
     from .. import distributed as ddist
     from ..data.sets import load_dataset
     from ..objectives import continuous_loss
@@ -306,7 +415,7 @@ def _run(args, cfg: dict, out: Path) -> int:
 
     torch.set_num_threads(cfg["threads"])
     ckpt = out / "checkpoint.pt"
-    if not _check_resume(args, cfg, ckpt):
+    if not _check_resume(args, cfg, ckpt, labels):
         if _rank_from_env() == 0:
             print(
                 f"ndmsolve train: {ckpt} is already at step {cfg['steps']}: nothing to train "
@@ -318,8 +427,9 @@ def _run(args, cfg: dict, out: Path) -> int:
     rank = ddist.rank()
     try:
         ds = load_dataset(cfg["data"], "train", root=cfg["data_root"], seed=cfg["seed"])
-    except ValueError as e:
-        raise UsageError(f"--data: {e}") from None
+    except (ValueError, OSError) as e:
+        raise UsageError(f"{labels['data']} {cfg['data']!r}: {e}") from None
+    check_data_options(cfg, labels, ds.shape, ds.is_image)
     device = _device(cfg)
     model = build_model(cfg, ds.shape, ds.is_image, cfg["seed"]).to(device)
     x = ds.model_range().to(device)

@@ -3,7 +3,8 @@
     ndmsolve sweep [--model NAME=CHECKPOINT ... [--data TOY [--other-data]]]
                    [--methods a,b] [--recipe SPEC ...] [--recipes FILE.toml]
                    [--steps 2,4,8] [--tols 1e-2,1e-3] [--seeds 3] [--floor-seeds 10]
-                   [--n 1000] [--metrics energy_distance,...] [--quality q1,q2,q3] [--out DIR]
+                   [--num-samples 1000] [--metrics energy_distance,...] [--quality q1,q2,q3]
+                   [--out DIR]
 
 Without ``--model`` it sweeps the closed-form NDM and DDPM of
 ``ndmsolve.studies.nfe_sweep.closed_form_models`` (scored against their exact marginals).
@@ -110,6 +111,7 @@ def add_sweep_parser(sub) -> None:
         "ndmsolve.studies.nfe_sweep.DEFAULT_TOLS)",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..k-1 (default 3, at least 2)")
+    # --num-samples: torchrun reads "--n" as an abbreviation of its own --nnodes/--nproc-per-node.
     p.add_argument(
         "--floor-seeds",
         type=int,
@@ -118,8 +120,13 @@ def add_sweep_parser(sub) -> None:
         f"{DEFAULT_FLOOR_SEEDS}, at least 2)",
     )
     p.add_argument(
-        "--n", type=int, default=1000, help="samples per setting and seed (default 1000)"
+        "--num-samples",
+        dest="n",
+        type=int,
+        default=None,
+        help="samples per setting and seed (default 1000)",
     )
+    p.add_argument("--n", dest="n_alias", type=int, default=None, help="same as --num-samples")
     p.add_argument(
         "--n-ref", type=int, default=None, help="truth samples scored against (default --n)"
     )
@@ -143,6 +150,39 @@ def add_sweep_parser(sub) -> None:
     p.set_defaults(func=_run_sweep)
 
 
+def _check_values(args) -> str | None:
+    """The first bad value, named by its flag (None: all good); fills ``args.n``."""
+    import math
+
+    from ..solvers.registry import METHODS, listing
+    from .nfe_sweep import METRICS
+
+    if args.n is not None and args.n_alias is not None:
+        return "--num-samples and --n are the same option: give one"
+    n_flag = "--n" if args.n_alias is not None else "--num-samples"
+    args.n = args.n_alias if args.n_alias is not None else (args.n or 1000)
+    if args.n < 2:
+        return f"{n_flag} must be at least 2, got {args.n}"
+    if args.n_ref is not None and args.n_ref < 2:
+        return f"--n-ref must be at least 2, got {args.n_ref}"
+    if args.seeds < 2:
+        return f"--seeds must give at least 2 seeds (for a standard error), got {args.seeds}"
+    if args.floor_seeds < 2:
+        return f"--floor-seeds must be at least 2 (for a standard error), got {args.floor_seeds}"
+    if any(k < 1 for k in args.step_grid):
+        return f"--steps must be positive step counts, got {args.step_grid}"
+    for flag, values in (("--tols", args.tols), ("--quality", args.quality)):
+        if values is not None and not all(math.isfinite(v) and v > 0 for v in values):
+            return f"{flag} must be positive finite numbers, got {values}"
+    unknown = [m for m in args.methods or () if m not in METHODS]
+    if unknown:
+        return f"--methods: unknown method {', '.join(map(repr, unknown))}; registered: {listing()}"
+    unknown = [m for m in args.metrics if m not in METRICS]
+    if unknown:
+        return f"--metrics: unknown metric {', '.join(map(repr, unknown))}; choose from {list(METRICS)}"
+    return None
+
+
 def _run_sweep(args) -> int:
     from .nfe_sweep import closed_form_models, sweep
 
@@ -150,6 +190,9 @@ def _run_sweep(args) -> int:
         print(f"ndmsolve sweep: error: {msg}", file=sys.stderr)
         return 2
 
+    msg = _check_values(args)
+    if msg:
+        return fail(msg)
     try:
         methods = _methods(args)
         if args.model:
@@ -176,7 +219,9 @@ def _run_sweep(args) -> int:
             progress=True,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
-        return fail(str(e))
+        from ..checkpoint import one_line
+
+        return fail(one_line(e))
     print()
     print(res.summary())
     print(f"\nwrote {args.out}/sweep.json and {args.out}/sweep.png")
