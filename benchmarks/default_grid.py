@@ -64,6 +64,7 @@ import ndmsolve as nd  # noqa: E402
 from ndmsolve.solvers.multistep import MULTISTEP_METHODS  # noqa: E402
 
 METHODS = ("euler", "heun", "ddim", *MULTISTEP_METHODS)
+QUICK_METHODS = ("euler", "ddim", "dpmpp_3m", "unipc_2m")
 GRIDS = ("uniform", "logsnr", "karras")
 S_MINS = (0.06, 0.12)
 NFES = (5, 10, 20, 50)
@@ -103,7 +104,7 @@ def configs(model, quick: bool) -> list:
     grids = GRIDS if type(model.schedule) is not nd.LinearLogSNR else ("logsnr", "karras")
     s_mins = fewstep.model_s_mins(model, S_MINS[-1:] if quick else S_MINS)
     out = []
-    for m in METHODS[:: 2 if quick else 1]:
+    for m in QUICK_METHODS if quick else METHODS:
         lofs = (True, False) if m in MULTISTEP_METHODS else (None,)
         for g in grids:
             out += [("ndmsolve", m, g, "z", None, None, lof, None) for lof in lofs]

@@ -108,7 +108,7 @@ CASES = [
     (["sample", "{DIR}"], "checkpoint '{DIR}' is a folder"),
     (["sample", "{CKPT}", "--seed", "99999999999999999999"], "--seed must lie in [0, 2**62)"),
     (["train", *TOY, "--seed", "-1"], "--seed must lie in [0, 2**62)"),
-    (["demo", "--out", "{FILE}"], "--out '{FILE}' is a file, not a folder"),
+    (["demo", "--out", "{FILE}"], "--out '{FILE}' is a file; expected a folder"),
     (["demo", "--steps", "0"], "--steps must be a positive integer"),
     (["sweep", "--seeds", "1"], "--seeds must give at least 2 seeds"),
     (["sweep", "--n", "1"], "--n must be at least 2"),
