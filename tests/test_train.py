@@ -223,7 +223,7 @@ def test_checkpoint_round_trip(tmp_path):
     for p, q in zip(net.parameters(), other.parameters()):
         assert torch.equal(p, q)
     assert torch.equal(torch.rand(3, generator=g2), expected_next)
-    with pytest.raises(FileNotFoundError, match="path"):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="optimizer"):
         load_checkpoint(path, optimizer=torch.optim.Adam(other.parameters()))

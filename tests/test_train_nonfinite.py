@@ -155,7 +155,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(
         TrainingStopped, match="refusing to save non-finite model weights at step 1"
     ):
-        train(model, DATA, steps=1, loss=_loss(set()), checkpoint=ck, **KW)
+        train(model, DATA, steps=1, loss=_loss(set()), checkpoint=ck, overwrite=True, **KW)
     assert ck.read_bytes() == before
 
 

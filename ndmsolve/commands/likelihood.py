@@ -112,7 +112,7 @@ def evaluate(model, x: torch.Tensor, n_bins, cfg: dict, device) -> dict:
     sums = torch.zeros(6, dtype=torch.float64)  # ode, ode², elbo, elbo², count, nfe
     points = []  # (first index, ode values, elbo values) of this rank's batches
     ll = dict(method=cfg["method"], trace=cfg["trace"], probes=cfg["probes"])
-    if cfg["steps"] is not None:
+    if cfg.get("steps") is not None:
         ll["steps"] = cfg["steps"]
     else:
         ll.update(rtol=cfg["rtol"], atol=cfg["atol"])

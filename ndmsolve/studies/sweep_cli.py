@@ -174,6 +174,9 @@ def _check_values(args) -> str | None:
     for flag, values in (("--tols", args.tols), ("--quality", args.quality)):
         if values is not None and not all(math.isfinite(v) and v > 0 for v in values):
             return f"{flag} must be positive finite numbers, got {values}"
+    recipes = [m for m in args.methods or () if "=" in m]
+    if recipes:
+        return f"--methods takes plain names; give {recipes[0]!r} as --recipe SPEC"
     unknown = [m for m in args.methods or () if m not in METHODS]
     if unknown:
         return f"--methods: unknown method {', '.join(map(repr, unknown))}; registered: {listing()}"
