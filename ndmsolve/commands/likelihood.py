@@ -27,6 +27,7 @@ from .options import (
     add_options,
     check_out_file,
     positive,
+    refuse_other_kind,
     resolve,
     run_command,
     seed_range,
@@ -243,19 +244,9 @@ def check_options(cfg: dict, labels: Labels) -> None:
     if cfg["out"] is not None:
         check_out_file(cfg["out"], L["out"])
     m = METHODS[cfg["method"]]
+    refuse_other_kind(m, labels, fixed_only=("steps",), adaptive_only=("rtol", "atol"))
     if m.adaptive:
-        if "steps" in given:
-            raise UsageError(
-                f"{L['steps']}: {m.name!r} is adaptive (it chooses its own steps): give "
-                f"{L['rtol']}/{L['atol']}, or a fixed-step --method with --steps"
-            )
         return
-    wrong = [n for n in ("rtol", "atol") if n in given]
-    if wrong:
-        raise UsageError(
-            f"{', '.join(L[n] for n in wrong)}: {m.name!r} is a fixed-step method (no "
-            f"tolerance): give {L['steps']} instead, or an adaptive --method (e.g. tsit5)"
-        )
     if cfg["steps"] is None:
         raise UsageError(
             f"--method {m.name} is a fixed-step method: give its step count with --steps"

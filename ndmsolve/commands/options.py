@@ -245,6 +245,27 @@ def run_command(
     return wrapped
 
 
+def refuse_other_kind(method, labels, fixed_only: tuple, adaptive_only: tuple) -> None:
+    """Refuse options that ``method`` (a registry ``Method``) would ignore: ``fixed_only``
+    (step counts, grids) with an adaptive method, ``adaptive_only`` (tolerances) with a
+    fixed-step one; the message names the flags as typed."""
+    L = labels
+    if method.adaptive:
+        wrong = [n for n in fixed_only if n in L.given]
+        if wrong:
+            raise UsageError(
+                f"{', '.join(L[n] for n in wrong)}: {method.name!r} is adaptive (it chooses its "
+                f"own steps): give {L['rtol']} (and {L['atol']}) instead, or a fixed-step --method"
+            )
+        return
+    wrong = [n for n in adaptive_only if n in L.given]
+    if wrong:
+        raise UsageError(
+            f"{', '.join(L[n] for n in wrong)}: {method.name!r} is a fixed-step method (no "
+            f"tolerance): give {L['steps']} instead, or an adaptive --method (e.g. dopri5)"
+        )
+
+
 def check_out_file(path: str, label: str, suffix: str | None = None) -> Path:
     """An output file the command will write: not a folder (nor ending with a slash), with
     ``suffix`` when given, and a creatable, writable parent folder. Checked before any work."""

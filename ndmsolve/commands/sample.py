@@ -23,6 +23,7 @@ from .options import (
     add_options,
     check_out_file,
     positive,
+    refuse_other_kind,
     resolve,
     run_command,
     seed_range,
@@ -86,23 +87,12 @@ def register(sub) -> None:
 def check_solver_options(cfg: dict, labels: Labels) -> None:
     """Steps for fixed-step methods, tolerances for adaptive ones; sets the default 50 steps."""
     m = METHODS[cfg["method"]]
-    L, given = labels, labels.given
+    L = labels
+    refuse_other_kind(m, labels, fixed_only=("steps", "grid_kind"), adaptive_only=("rtol", "atol"))
     if m.adaptive:
-        wrong = [n for n in ("steps", "grid_kind") if n in given]
-        if wrong:
-            raise UsageError(
-                f"{', '.join(L[n] for n in wrong)}: {m.name!r} is adaptive (it chooses its own "
-                f"steps): give {L['rtol']} (and {L['atol']}) instead, or a fixed-step --method"
-            )
         if cfg["rtol"] is None:
             raise UsageError(f"--method {m.name} is adaptive: give its tolerance with --rtol")
         return
-    wrong = [n for n in ("rtol", "atol") if n in given]
-    if wrong:
-        raise UsageError(
-            f"{', '.join(L[n] for n in wrong)}: {m.name!r} is a fixed-step method: give "
-            f"{L['steps']} instead, or an adaptive --method (e.g. dopri5)"
-        )
     if cfg["steps"] is None:
         cfg["steps"] = 50
     if cfg["steps"] < m.min_steps:
