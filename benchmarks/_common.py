@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from ndmsolve._io import atomic_write
+from ndmsolve.io import atomic_write
 
 
 # --------------------------------------------------------------------------- environment
@@ -120,7 +120,7 @@ def write_json_atomic(
     path, data, *, prefix: str, suffix: str, sort_keys: bool = True, file_mode: int | None = None
 ) -> None:
     """``data`` as indented JSON plus a newline, written atomically (temporary file
-    ``prefix*suffix`` in the same folder, removed on failure; see ``ndmsolve._io``)."""
+    ``prefix*suffix`` in the same folder, removed on failure; see ``ndmsolve.io``)."""
 
     def dump(fh):
         json.dump(data, fh, indent=2, sort_keys=sort_keys)

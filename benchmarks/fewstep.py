@@ -626,7 +626,7 @@ def plot(path, rows, floors, confirmed, nfes):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ndmsolve._io import atomic_write
+    from ndmsolve.io import atomic_write
 
     names = list(floors)
     every = sorted({(r["library"], r["method"]) for r in rows})

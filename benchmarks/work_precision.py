@@ -331,7 +331,7 @@ def plot(wp: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ndmsolve._io import atomic_write
+    from ndmsolve.io import atomic_write
 
     names = list(wp)
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.5), squeeze=False)

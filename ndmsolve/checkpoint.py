@@ -10,7 +10,7 @@ A checkpoint is a ``torch.save`` zip file holding a dict:
     optimizer, scheduler, step, losses, generators, rng, ...   training state
 
 ``nd.load_model(path)`` rebuilds a ready NDM from it, no user code needed (EMA weights by
-default). Files are written atomically (``ndmsolve._io.atomic_write``): a crash mid-write
+default). Files are written atomically (``ndmsolve.io.atomic_write``): a crash mid-write
 leaves the previous checkpoint intact. Reading a truncated, empty, foreign or newer file
 raises ``CheckpointError`` naming the file and what is wrong.
 """
@@ -28,8 +28,8 @@ from typing import Union
 import torch
 from torch import nn
 
-from ._io import atomic_write
 from .config import ConfigError, from_config, to_config
+from .io import atomic_write
 
 __all__ = [
     "CheckpointError",

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import functools
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -93,19 +92,6 @@ def _demo_models(hidden: int, x_features: int = 0, x_scale: float = 1.0):
     return models
 
 
-def held_out_nelbo(model, x: torch.Tensor, draws: int, generator: torch.Generator) -> torch.Tensor:
-    """Negative ELBO (nats) of each point of ``x`` (n, d): the mean of ``draws`` unbiased
-    one-draw estimates per point with ``objectives.nelbo_estimate``'s variance reduction
-    (a control variate in ε, importance-sampled and stratified t), (n,)."""
-    from .objectives import nelbo_estimate
-
-    return nelbo_estimate(model, x, draws=draws, generator=generator)
-
-
-def _mean_se(v: torch.Tensor) -> tuple[float, float]:
-    return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
-
-
 def _demo(args) -> int:
     cfg = dict(QUICK if args.quick else DEMO)
     if args.steps is not None:
@@ -146,6 +132,8 @@ def _demo(args) -> int:
 
 def _demo_in(args, cfg: dict, out: Path) -> int:
     from .data import checkerboard
+    from .metrics import mean_se
+    from .objectives import held_out_nelbo
     from .time_proposal import AdaptiveTimeProposal
     from .train import train
 
@@ -182,7 +170,7 @@ def _demo_in(args, cfg: dict, out: Path) -> int:
         per_point = held_out_nelbo(
             res.ema_model, test_x, cfg["eval_draws"], torch.Generator().manual_seed(args.seed + 2)
         )
-        nelbo, se = _mean_se(per_point)
+        nelbo, se = mean_se(per_point)
         results[name] = dict(
             model=res.ema_model,
             per_point=per_point,
@@ -206,7 +194,7 @@ def _demo_in(args, cfg: dict, out: Path) -> int:
             f"{name:<5} negative ELBO: {r['nelbo']:.4f} ± {r['se']:.4f} nats "
             f"({r['nelbo'] / d:.4f} nats/dim)"
         )
-    diff, diff_se = _mean_se(results["NDM"]["per_point"] - results["DDPM"]["per_point"])
+    diff, diff_se = mean_se(results["NDM"]["per_point"] - results["DDPM"]["per_point"])
     print(f"NDM − DDPM: {diff:+.4f} ± {diff_se:.4f} nats (paired: same points and draws)")
 
     summary = {
@@ -239,7 +227,7 @@ def _demo_in(args, cfg: dict, out: Path) -> int:
             panels[panel], paths[panel] = s.samples, s.path[:, : cfg["n_paths"]]
             summary[name]["sample_s"] = time.perf_counter() - t0
             on = board.contains(s.samples).to(torch.float64)
-            summary[name]["on_board"], summary[name]["on_board_se"] = _mean_se(on)
+            summary[name]["on_board"], summary[name]["on_board_se"] = mean_se(on)
         print(
             f"\nSamples on the dark squares ({cfg['n_samples']} heun samples; data: 1): "
             + ", ".join(
@@ -266,7 +254,7 @@ def _usage(command: str, message: str) -> int:
 
 
 def _write_json(path: Path, obj) -> None:
-    from ._io import atomic_write
+    from .io import atomic_write
 
     atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False)
 

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from .config import configurable
 from .schedules_discrete import DiscreteSchedule
-from .transforms import _bcast
+from .tensors import bcast
 
 __all__ = ["DiffusersPredictor", "from_diffusers", "diffusers_grid", "PREDICTION_TYPES"]
 
@@ -162,7 +162,7 @@ class DiffusersPredictor(nn.Module):
         if self.prediction_type == "sample":
             x = out
         else:
-            alpha, sigma = (_bcast(v, z) for v in self.schedule.alpha_sigma(t))
+            alpha, sigma = (bcast(v, z) for v in self.schedule.alpha_sigma(t))
             if self.prediction_type == "epsilon":
                 x = (z - sigma * out) / alpha
             else:

@@ -400,8 +400,12 @@ def as_seeds(seeds, name: str = "seeds", minimum: int = 2) -> list:
 
 
 def mean_se(values) -> tuple[float, float]:
-    """(mean, standard error = std(ddof=1)/√k) of k ≥ 2 numbers."""
+    """(mean, standard error = std(ddof=1)/√k) of k numbers; the error is NaN for k = 1."""
     v = torch.as_tensor(list(values), dtype=torch.float64)
+    if v.numel() == 0:
+        raise ValueError("values must hold at least one number, got none")
+    if v.numel() == 1:
+        return float(v[0]), float("nan")
     return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
 
 

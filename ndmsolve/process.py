@@ -28,7 +28,8 @@ from ._checks import (
 )
 from .config import configurable
 from .schedules import Schedule, make_schedule
-from .transforms import IdentityTransform, _bcast
+from .tensors import bcast
+from .transforms import IdentityTransform
 
 __all__ = ["NDM", "NDMFields", "TransformAtX", "DF_METHODS"]
 
@@ -197,7 +198,7 @@ class NDM(nn.Module):
         h = torch.finfo(x.dtype).eps ** (1 / 3)
         lo, hi = (t - h).clamp(min=0.0), (t + h).clamp(max=1.0)
         F = self.transform(x, t)
-        dF = (self.transform(x, hi) - self.transform(x, lo)) / _bcast(hi - lo, x)
+        dF = (self.transform(x, hi) - self.transform(x, lo)) / bcast(hi - lo, x)
         return F, dF
 
     # ----------------------------------------------------------------- forward process
@@ -205,14 +206,14 @@ class NDM(nn.Module):
         """Mean α_t F(x, t) (B, *shape) and std σ_t (B,) of q(z_t | x)."""
         t = check_batch_time(x, t)
         alpha, sigma = self.schedule(t)
-        return _bcast(alpha, x) * self.F(x, t), sigma
+        return bcast(alpha, x) * self.F(x, t), sigma
 
     def sample_marginal(self, x: Tensor, t: Tensor, generator=None) -> tuple[Tensor, Tensor]:
         """z_t = α_t F(x, t) + σ_t ε; returns (z_t, ε), each (B, *shape)."""
         mean, sigma = self.marginal(x, t)
         generator = as_generator(generator, x.device)
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        return mean + _bcast(sigma, x) * eps, eps
+        return mean + bcast(sigma, x) * eps, eps
 
     def g2(self, t: Tensor) -> Tensor:
         """g²(t) = −σ_t² λ'(t), (B,)."""
@@ -225,7 +226,7 @@ class NDM(nn.Module):
             raise ValueError(f"x must have z's shape {tuple(z.shape)}, got {tuple(x.shape)}")
         _, dF = self.F_and_dF(x, t)
         alpha, _ = self.schedule(t)
-        return _bcast(self.schedule.dlog_alpha(t), z) * z + _bcast(alpha, z) * dF
+        return bcast(self.schedule.dlog_alpha(t), z) * z + bcast(alpha, z) * dF
 
     # ----------------------------------------------------------------- reverse process
     def x_hat(self, z: Tensor, t: Tensor) -> Tensor:
@@ -251,9 +252,9 @@ class NDM(nn.Module):
         sched = self.schedule
         alpha, sigma = sched.alpha_sigma(t)  # t checked above
         lam_dot = sched.dlog_snr(t)
-        alpha_b, sigma2_b = _bcast(alpha, z), _bcast(sigma, z) ** 2
+        alpha_b, sigma2_b = bcast(alpha, z), bcast(sigma, z) ** 2
         score = -(z - alpha_b * F) / sigma2_b
-        drift = _bcast(0.5 * sigma**2 * lam_dot, z) * z + alpha_b * dF
+        drift = bcast(0.5 * sigma**2 * lam_dot, z) * z + alpha_b * dF
         return NDMFields(x_hat, F, dF, score, drift, -(sigma**2) * lam_dot)
 
     def score(self, z: Tensor, t: Tensor) -> Tensor:
@@ -261,12 +262,12 @@ class NDM(nn.Module):
         t = check_batch_time(z, t, "z")
         x_hat = self.x_hat(z, t)
         alpha, sigma = self.schedule(t)
-        return -(z - _bcast(alpha, z) * self.F(x_hat, t)) / _bcast(sigma, z) ** 2
+        return -(z - bcast(alpha, z) * self.F(x_hat, t)) / bcast(sigma, z) ** 2
 
     def reverse_drift(self, z: Tensor, t: Tensor) -> Tensor:
         """Drift of the reverse SDE, f(z, t, x̂) − g² s(z, t), (B, *shape)."""
         fl = self.fields(z, t)
-        return fl.drift - _bcast(fl.g2, z) * fl.score
+        return fl.drift - bcast(fl.g2, z) * fl.score
 
     def diffusion(self, t: Tensor) -> Tensor:
         """g(t) = sqrt(g²(t)), (B,)."""
@@ -275,7 +276,7 @@ class NDM(nn.Module):
     def velocity(self, z: Tensor, t: Tensor) -> Tensor:
         """PF-ODE velocity f(z, t, x̂) − ½ g² s(z, t), (B, *shape)."""
         fl = self.fields(z, t)
-        return fl.drift - _bcast(0.5 * fl.g2, z) * fl.score
+        return fl.drift - bcast(0.5 * fl.g2, z) * fl.score
 
     # ----------------------------------------------------------------- discrete time
     def posterior(
@@ -309,8 +310,8 @@ class NDM(nn.Module):
         var_tilde = sigma_s**2 * -torch.expm1(lam_t - lam_s)
         var = eta**2 * var_tilde
         coef = torch.sqrt((sigma_s**2 - var).clamp(min=0.0)) / sigma_t
-        eps_dir = z_t - _bcast(alpha_t, z_t) * F_t
-        mean = _bcast(alpha_s, z_t) * F_s + _bcast(coef, z_t) * eps_dir
+        eps_dir = z_t - bcast(alpha_t, z_t) * F_t
+        mean = bcast(alpha_s, z_t) * F_s + bcast(coef, z_t) * eps_dir
         return mean, var
 
     # ----------------------------------------------------------------- prior

@@ -58,7 +58,7 @@ from ._checks import (
 from .schedules import Schedule
 from .solvers.base import Solution, SolverError, field_fault, merge_solutions
 from .solvers.registry import METHODS, get_method
-from .transforms import _bcast
+from .tensors import bcast
 
 __all__ = [
     "sample",
@@ -241,7 +241,7 @@ class _Diffusion:
         self.model = model
 
     def __call__(self, t: Tensor, z: Tensor) -> Tensor:
-        return _bcast(self.model.diffusion(solver_time(t, z)), z)
+        return bcast(self.model.diffusion(solver_time(t, z)), z)
 
 
 def _solve():

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ._checks import as_generator
+from .tensors import bin_index
 
 __all__ = ["TimeProposal", "AdaptiveTimeProposal"]
 
@@ -80,7 +81,7 @@ class TimeProposal:
         mean2 = m2 / n.clamp(min=1)
         if center:
             s1 = torch.zeros(bins, dtype=torch.float64).index_add_(
-                0, _bin_index(t, bins).cpu(), values.detach().double().cpu()
+                0, bin_index(t, bins).cpu(), values.detach().double().cpu()
             )
             mean2 = (mean2 - (s1 / n.clamp(min=1)) ** 2).clamp(min=0.0)
         w = torch.where(n > 0, mean2.sqrt(), torch.zeros_like(m2))
@@ -134,14 +135,9 @@ class TimeProposal:
         return f"TimeProposal(bins={self.bins}, floor={self.floor})"
 
 
-def _bin_index(t: Tensor, bins: int) -> Tensor:
-    """Index of t's equal bin in [0, 1], same shape and device as ``t``."""
-    return (t.detach() * bins).long().clamp(0, bins - 1)
-
-
 def _bin_moments(t: Tensor, values: Tensor, bins: int) -> tuple[Tensor, Tensor]:
     """Per-bin sum of values² and count, each (bins,) float64 on the CPU."""
-    k = _bin_index(t, bins).cpu()
+    k = bin_index(t, bins).cpu()
     v = values.detach().double().cpu()
     m2 = torch.zeros(bins, dtype=torch.float64).index_add_(0, k, v**2)
     n = torch.zeros(bins, dtype=torch.float64).index_add_(0, k, torch.ones_like(v))

@@ -27,7 +27,6 @@ from torch import Tensor, nn
 
 from ._checks import as_generator, check_like_model, checked_keywords
 from ._guard import FolderLockedError, Interrupts, TrainingInterrupted, folder_lock
-from ._io import stale_temp_files
 from .checkpoint import (
     CheckpointWriteError,
     capture_rng,
@@ -35,6 +34,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .io import stale_temp_files
 
 __all__ = [
     "EMA",

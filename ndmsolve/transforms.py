@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import configurable
+from .tensors import bcast
 
 __all__ = [
     "IdentityTransform",
@@ -27,11 +28,6 @@ __all__ = [
     "PolynomialBasis",
     "SineBasis",
 ]
-
-
-def _bcast(a: Tensor, x: Tensor) -> Tensor:
-    """Reshape a per-sample (B,) tensor to broadcast against x (B, *shape)."""
-    return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
 
 
 @configurable
@@ -63,7 +59,7 @@ class ResidualTransform(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return x + _bcast(t, x) * self.net(x, t)
+        return x + bcast(t, x) * self.net(x, t)
 
     def forward_and_dt(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         if hasattr(self.net, "forward_and_dt"):
@@ -71,7 +67,7 @@ class ResidualTransform(nn.Module):
         else:
             t = t.contiguous()  # a broadcast (stride-0) t cannot carry a tangent
             n, dn = torch.func.jvp(lambda s: self.net(x, s), (t,), (torch.ones_like(t),))
-        tb = _bcast(t, x)
+        tb = bcast(t, x)
         return x + tb * n, n + tb * dn
 
 

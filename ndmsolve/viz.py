@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ._checks import seeded
-from ._io import atomic_write
+from .io import atomic_write
 
 if TYPE_CHECKING:  # numpy is imported where it is used; annotations only here
     import numpy as np

@@ -46,8 +46,9 @@ from pathlib import Path
 
 import torch
 
-from ndmsolve._io import atomic_write
 from ndmsolve.cli import main as ndmsolve
+from ndmsolve.io import atomic_write
+from ndmsolve.metrics import mean_se
 
 SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 FIGS = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
@@ -271,10 +272,10 @@ def transform_departure(run_dir: str) -> dict:
     return out
 
 
-def mean_se(v) -> list:
-    """[mean, standard error] of a list (SE None for one value)."""
-    t = torch.tensor(v, dtype=torch.float64)
-    return [float(t.mean()), float(t.std() / math.sqrt(len(v))) if len(v) > 1 else None]
+def mean_se_json(v) -> list:
+    """[mean, standard error] of a list for JSON (SE None for one value)."""
+    m, se = mean_se(v)
+    return [m, None if len(v) == 1 else se]
 
 
 # %%
@@ -334,7 +335,7 @@ _tr, _te = load_digits("train")[0].long(), load_digits("test")[0][: CFG["n_eval"
 _counts = torch.nn.functional.one_hot(_tr.flatten(1), 17).sum(0).double() + 1.0  # (64, 17)
 _logp = (_counts / _counts.sum(1, keepdim=True)).log()
 _nll = -_logp.gather(1, _te.flatten(1).T).T.sum(1) / (64 * math.log(2))  # (n,) bits/dim
-independent_bpd = mean_se(_nll.tolist())
+independent_bpd = mean_se_json(_nll.tolist())
 print(
     f"independent-pixel categorical baseline: {independent_bpd[0]:.4f} ± {independent_bpd[1]:.4f} "
     f"bits/dim on the same {_te.shape[0]} test images"
@@ -353,12 +354,12 @@ def table(per_seed: dict) -> tuple[list, dict]:
         agg = {
             "seeds": seeds,
             "steps": [x["steps"] for x in r],
-            "ode_bpd": mean_se([x["ode_bpd"][0] for x in r]),
-            "elbo_bpd": mean_se([x["elbo_bpd"][0] for x in r]),
+            "ode_bpd": mean_se_json([x["ode_bpd"][0] for x in r]),
+            "elbo_bpd": mean_se_json([x["elbo_bpd"][0] for x in r]),
             "nfe": sum(x["likelihood_nfe_per_batch"] for x in r) / len(r),
-            "train_cpu_s": mean_se([x["train_cpu_s"] for x in r]),
-            "train_images_per_cpu_s": mean_se([x["train_images_per_cpu_s"] for x in r]),
-            "sample_images_per_cpu_s": mean_se([x["sampling"]["images_per_cpu_s"] for x in r]),
+            "train_cpu_s": mean_se_json([x["train_cpu_s"] for x in r]),
+            "train_images_per_cpu_s": mean_se_json([x["train_images_per_cpu_s"] for x in r]),
+            "sample_images_per_cpu_s": mean_se_json([x["sampling"]["images_per_cpu_s"] for x in r]),
             "sample_nfe": r[0]["sampling"]["nfe"],
         }
         summary[m] = agg
@@ -375,7 +376,7 @@ def table(per_seed: dict) -> tuple[list, dict]:
         if seeds:
             # Over seeds: the spread of the per-seed paired means (training noise included).
             summary[k] = {
-                f"{key}_bpd": mean_se([per_seed[s][k][f"{key}_bpd"][0] for s in seeds])
+                f"{key}_bpd": mean_se_json([per_seed[s][k][f"{key}_bpd"][0] for s in seeds])
                 for key in ("ode", "elbo")
             } | {"seeds": seeds}
     return rows, summary

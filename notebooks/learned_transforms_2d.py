@@ -45,8 +45,8 @@ from pathlib import Path
 import torch
 
 import ndmsolve as nd
-from ndmsolve._io import atomic_write
 from ndmsolve.data import checkerboard
+from ndmsolve.io import atomic_write
 from ndmsolve.studies import ot
 from ndmsolve.train import train
 from ndmsolve.viz import save_figure
@@ -147,7 +147,7 @@ for kind in KINDS:
 
 RESULTS = {"scale": SCALE, "config": CFG}
 for kind, model in MODELS.items():
-    nelbo = ot.held_out_nelbo(model, test_x, CFG["eval_draws"], seed=5)
+    nelbo = ot.held_out_nelbo(model, test_x, CFG["eval_draws"], generator=5)
     RESULTS[kind] = dict(
         nelbo=float(nelbo.mean()), nelbo_se=float(nelbo.std() / math.sqrt(nelbo.numel()))
     )

@@ -86,7 +86,6 @@
 
 # %%
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -94,9 +93,9 @@ from pathlib import Path
 import torch
 
 import ndmsolve as nd
-from ndmsolve._io import atomic_write
 from ndmsolve.data import gaussian_mixture_1d
-from ndmsolve.metrics import retimed_kinetic_ratio
+from ndmsolve.io import atomic_write
+from ndmsolve.metrics import mean_se, retimed_kinetic_ratio
 from ndmsolve.studies import ot
 from ndmsolve.train import train
 from ndmsolve.viz import save_figure
@@ -212,7 +211,7 @@ def make_loss(pen):
 
 
 def evaluate(model: nd.NDM, test_x, z1, data_ref) -> dict:
-    nelbo = ot.held_out_nelbo(model, test_x, CFG["eval_draws"], seed=123)
+    nelbo = ot.held_out_nelbo(model, test_x, CFG["eval_draws"], generator=123)
     p = ot.pf_ode_paths(model, z1, CFG["sample_steps"])
     return dict(
         kinetic_ratio=p["kinetic_ratio"],
@@ -286,11 +285,6 @@ for ds in CFG["datasets"]:
 
 
 # %%
-def mean_se(values: list) -> tuple:
-    v = torch.tensor(values, dtype=torch.float64)
-    return float(v.mean()), (float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan"))
-
-
 LABELS = ["DDPM exact"] + [label for label, _, _ in variants()]
 RESULTS = {
     "config": {k: list(v) if isinstance(v, tuple) else v for k, v in CFG.items()},

@@ -45,9 +45,9 @@ from pathlib import Path
 import torch
 
 import ndmsolve as nd
-from ndmsolve._io import atomic_write
 from ndmsolve.data import checkerboard, eight_gaussians
-from ndmsolve.metrics import coupling_ratio, ot_cost, retimed_kinetic_ratio
+from ndmsolve.io import atomic_write
+from ndmsolve.metrics import coupling_ratio, mean_se, ot_cost, retimed_kinetic_ratio
 from ndmsolve.studies import ot
 from ndmsolve.train import train
 from ndmsolve.viz import save_figure
@@ -152,7 +152,9 @@ for ds in CFG["datasets"]:
                 kinetic_ratio=p["kinetic_ratio"],
                 retimed_ratio=float(retimed_kinetic_ratio(p["path"], p["ts"])),
                 coupling_ratio=float(coupling_ratio(z1, x0)),
-                nelbo=float(ot.held_out_nelbo(model, test_x, CFG["eval_draws"], seed=123).mean()),
+                nelbo=float(
+                    ot.held_out_nelbo(model, test_x, CFG["eval_draws"], generator=123).mean()
+                ),
                 w2=math.sqrt(float(ot_cost(x0, ref))),
                 nfe=p["nfe"],
                 path=p["path"][:, :150],  # the figure draws 150 paths (seed 0)
@@ -183,11 +185,6 @@ for ds in CFG["datasets"]:
 
 
 # %%
-def mean_se(values: list) -> tuple:
-    v = torch.tensor(values, dtype=torch.float64)
-    return float(v.mean()), (float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan"))
-
-
 LABELS = [v[0] for v in VARIANTS]
 KEYS = ("kinetic_ratio", "retimed_ratio", "coupling_ratio", "nelbo", "w2")
 RESULTS = {

@@ -47,9 +47,9 @@ from pathlib import Path
 import torch
 
 import ndmsolve as nd
-from ndmsolve.cli import held_out_nelbo
 from ndmsolve.data import checkerboard
 from ndmsolve.fields import MLP, EpsilonPredictor
+from ndmsolve.objectives import held_out_nelbo
 from ndmsolve.studies import sweep
 from ndmsolve.studies.nfe_sweep import closed_form_models, default_methods
 from ndmsolve.train import train

@@ -15,8 +15,8 @@ from helpers import one_thread_fixture
 from torch import nn
 
 import ndmsolve as nd
-from ndmsolve._io import atomic_write
 from ndmsolve.fields import MLP
+from ndmsolve.io import atomic_write
 from ndmsolve.solvers import BrownianPath
 from ndmsolve.solvers.base import CountedField
 

@@ -45,8 +45,9 @@ def test_quick_demo(tmp_path, capsys):
     # The checkpoints rebuild the evaluated models with no user code: the held-out negative
     # ELBO recomputed from load_model equals the one the demo computed in memory.
     from ndmsolve import load_model
-    from ndmsolve.cli import QUICK, held_out_nelbo
+    from ndmsolve.cli import QUICK
     from ndmsolve.data import checkerboard
+    from ndmsolve.objectives import held_out_nelbo
 
     g = torch.Generator().manual_seed(0)
     checkerboard(50_000, g)

@@ -95,7 +95,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_command("likelihood", run))
 
 
-def _mean_se(s: float, s2: float, n: int) -> dict:
+def _mean_se_from_sums(s: float, s2: float, n: int) -> dict:
     mean = s / n
     var = max(s2 / n - mean**2, 0.0) * n / max(n - 1, 1)
     return {"mean": mean, "se": math.sqrt(var / n)}
@@ -165,8 +165,8 @@ def evaluate(model, x: torch.Tensor, n_bins, cfg: dict, device) -> dict:
     n_batches = -(-N // B)
     gathered = sorted(p for part in ddist.all_gather_objects(points) for p in part)
     return {
-        "ode": _mean_se(float(sums[0]), float(sums[1]), n),
-        "elbo": _mean_se(float(sums[2]), float(sums[3]), n),
+        "ode": _mean_se_from_sums(float(sums[0]), float(sums[1]), n),
+        "elbo": _mean_se_from_sums(float(sums[2]), float(sums[3]), n),
         "n": n,
         "nfe_per_batch": float(sums[5]) / n_batches,
         "batches": n_batches,
@@ -329,7 +329,7 @@ def run(args) -> int:
         "elbo_per_point": res["elbo_per_point"],
     }
     out = Path(cfg["out"] or Path(args.checkpoint).with_name(f"likelihood_{cfg['split']}.json"))
-    from .._io import atomic_write
+    from ..io import atomic_write
 
     atomic_write(out, lambda f: json.dump(summary, f, indent=1), binary=False)
     solver = (

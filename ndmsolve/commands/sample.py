@@ -155,7 +155,7 @@ def run(args) -> int:
         "cpu_s": np.asarray(cpu),
     }
     title = f"{cfg['method']}, {nfe} NFE"
-    from .._io import atomic_write
+    from ..io import atomic_write
     from ..viz import image_grid, scatter_samples
 
     if n_bins is not None and x.ndim == 4:

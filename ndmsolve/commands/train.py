@@ -510,7 +510,7 @@ def _run(args, cfg: dict, out: Path, labels) -> int:
         )
         summary["grid_nfe"] = s.nfe
         _plot_samples(out, s.samples, ds, f"{cfg['model']}, {cfg['steps']} steps, heun {s.nfe} NFE")
-    from .._io import atomic_write
+    from ..io import atomic_write
 
     atomic_write(out / "train_log.json", lambda f: json.dump(summary, f, indent=1), binary=False)
     print(

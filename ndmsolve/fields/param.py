@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..config import configurable
-from ..transforms import _bcast
+from ..tensors import bcast
 
 __all__ = ["EpsilonPredictor"]
 
@@ -36,4 +36,4 @@ class EpsilonPredictor(nn.Module):
 
     def forward(self, z: Tensor, t: Tensor) -> Tensor:
         alpha, sigma = self.schedule(t)
-        return (z - _bcast(sigma, z) * self.net(z, t)) / _bcast(alpha, z)
+        return (z - bcast(sigma, z) * self.net(z, t)) / bcast(alpha, z)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..transforms import _bcast
+from ..tensors import bcast
 from .base import FAULTS, Solution, check_grid_step, grid_solution, locate
 from .registry import register
 
@@ -37,7 +37,7 @@ def _posterior_step(
     if eta == 0.0:
         return mean, x_hat
     noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-    return mean + _bcast(var.sqrt(), z) * noise, x_hat
+    return mean + bcast(var.sqrt(), z) * noise, x_hat
 
 
 def ddim_step(model, z: Tensor, t: Tensor, s: Tensor) -> Tensor:

@@ -40,8 +40,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .._io import atomic_write
 from ..analytic import ExactPredictor
+from ..io import atomic_write
 from ..metrics import SAMPLE_METRICS, as_seeds, call_metric, floor, mean_se
 from ..solvers.base import SolverError
 from ..solvers.registry import get_method, method_names

@@ -38,11 +38,10 @@ from torch import Tensor
 
 from .._checks import seeded
 from ..metrics import kinetic_ratio, wasserstein_1d
-from ..objectives import continuous_loss, sample_times
+from ..objectives import continuous_loss, held_out_nelbo, sample_times
 from ..process import NDM
 from ..sampling import sample
-from ..time_proposal import _bin_index
-from ..transforms import _bcast
+from ..tensors import bcast, bin_index
 
 __all__ = [
     "conditional_velocity",
@@ -73,7 +72,7 @@ def conditional_velocity(model: NDM, x: Tensor, t: Tensor, eps: Tensor) -> Tenso
     lam_dot = sched.dlog_snr(t)
     dalpha = 0.5 * sigma**2 * lam_dot * alpha
     dsigma = -0.5 * sigma * alpha**2 * lam_dot
-    return _bcast(alpha, x) * dF + _bcast(dalpha, x) * F + _bcast(dsigma, x) * eps
+    return bcast(alpha, x) * dF + bcast(dalpha, x) * F + bcast(dsigma, x) * eps
 
 
 def model_velocity_fixed_predictor(model: NDM, z: Tensor, t: Tensor) -> Tensor:
@@ -90,7 +89,7 @@ def model_velocity_fixed_predictor(model: NDM, z: Tensor, t: Tensor) -> Tensor:
     F, dF = model.F_and_dF(x_hat, t)
     alpha, _ = model.schedule(t)
     lam_dot = model.schedule.dlog_snr(t)
-    a, ld = _bcast(alpha, z), _bcast(lam_dot, z)
+    a, ld = bcast(alpha, z), bcast(lam_dot, z)
     return a * dF - 0.5 * ld * a * (a * z - F)
 
 
@@ -107,7 +106,7 @@ def _speed2(model: NDM, x: Tensor, generator, velocity: str) -> tuple[Tensor, Te
         v = conditional_velocity(model, x, t, eps)
     else:
         alpha, sigma = model.schedule(t)
-        z = _bcast(alpha, x) * model.F(x, t) + _bcast(sigma, x) * eps
+        z = bcast(alpha, x) * model.F(x, t) + bcast(sigma, x) * eps
         v = model_velocity_fixed_predictor(model, z, t)
     return t, v.reshape(v.shape[0], -1).pow(2).sum(1)
 
@@ -148,7 +147,7 @@ def retimed_energy(t: Tensor, speed2: Tensor, bins: int) -> Tensor:
             f"t and speed2 must have the same shape (B,), got {tuple(t.shape)}, "
             f"{tuple(speed2.shape)}"
         )
-    idx = _bin_index(t, bins)
+    idx = bin_index(t, bins)
     count = torch.bincount(idx, minlength=bins)
     if bool((count == 0).any()):
         raise ValueError(f"every one of the {bins} time bins needs a sample; B={t.shape[0]}")
@@ -216,13 +215,6 @@ def displacement_paths(z1: Tensor, x0: Tensor, ts: Tensor) -> Tensor:
         raise ValueError(f"x0 must have z1's shape {tuple(z1.shape)}, got {tuple(x0.shape)}")
     tt = ts.to(z1.dtype).reshape(-1, *([1] * z1.ndim))
     return tt * z1 + (1 - tt) * x0
-
-
-@torch.no_grad()
-def held_out_nelbo(model: NDM, x: Tensor, draws: int, seed: int) -> Tensor:
-    """Per-point continuous −ELBO (nats), averaged over ``draws`` (t, ε) draws: (n,)."""
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    return torch.stack([continuous_loss(model, x, generator=g).total for _ in range(draws)]).mean(0)
 
 
 def pf_ode_paths(model: NDM, z1: Tensor, steps: int, method: str = "heun") -> dict:
