@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide"
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
+GUIDE = ROOT / "docs" / "guide"
 PAGES = sorted(GUIDE.glob("*.md"))
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 CASES = [
@@ -21,8 +22,14 @@ CASES = [
 
 def test_guide_pages_have_python_blocks():
     names = {page.name for page in PAGES}
-    assert {"training.md", "sampling.md", "likelihoods.md", "checkpoints.md"} <= names
-    assert len(CASES) >= 10
+    assert {
+        "training.md",
+        "sampling.md",
+        "likelihoods.md",
+        "checkpoints.md",
+        "diffusers.md",
+    } <= names
+    assert len(CASES) >= 20
 
 
 @pytest.mark.parametrize("page, i, code", CASES, ids=[f"{page}:{i + 1}" for page, i, _ in CASES])
