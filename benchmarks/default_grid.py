@@ -42,7 +42,7 @@ uniform), as is ``heun`` under cosine (kept uniform; under DDPM's β log-SNR is 
 better). Returning x̂ at σ/α = 0.12 (``denoise=True, sigma_min=0.12``) is the best end at
 10-50 NFE but changes what ``sample`` returns, so it stays a recipe, not a default.
 
-Run: ``python benchmarks/default_grid.py`` (1 thread, ~5 CPU minutes) ->
+Run: ``python -m benchmarks.default_grid`` (1 thread, ~5 CPU minutes) ->
 ``benchmarks/results/default_grid_cpu.json``; ``--quick`` for the smoke test.
 """
 
@@ -56,12 +56,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-import fewstep  # noqa: E402
-
-import ndmsolve as nd  # noqa: E402
-from ndmsolve.solvers.multistep import MULTISTEP_METHODS  # noqa: E402
+import ndmsolve as nd
+from benchmarks import common, fewstep
+from ndmsolve.solvers.multistep import MULTISTEP_METHODS
 
 METHODS = ("euler", "heun", "ddim", *MULTISTEP_METHODS)
 QUICK_METHODS = ("euler", "ddim", "dpmpp_3m", "unipc_2m")
@@ -239,7 +236,7 @@ def main(argv=None) -> int:
         }
         _report(name, result["schedules"][name])
     result["cpu_s"] = time.process_time() - t0
-    _common.write_json_atomic(Path(a.out), result, prefix=".default_grid.", suffix=".tmp")
+    common.write_json_atomic(Path(a.out), result, prefix=".default_grid.", suffix=".tmp")
     print(f"wrote {a.out} ({result['cpu_s']:.0f} CPU s)")
     return 0
 

@@ -55,11 +55,11 @@ torchvision and more): a stub parent package supplies the one helper it uses
 
 Run (the committed results; 1 thread, CPU times in the JSON):
 
-* ``python benchmarks/fewstep.py --models mixture,mixture-affine --timing`` (4000
+* ``python -m benchmarks.fewstep --models mixture,mixture-affine --timing`` (4000
   samples, 3 selection + 5 confirmation seeds; ~9 CPU minutes) -> ``fewstep_cpu``;
 * ``ndmsolve demo --out runs/demo`` (the demo's models, ~2.5 min; the committed demo results
   used the demo's configuration before its input Fourier features and peak lr 8e-3), then
-  ``python benchmarks/fewstep.py --models demo --checkpoints runs/demo/ndm.pt
+  ``python -m benchmarks.fewstep --models demo --checkpoints runs/demo/ndm.pt
   runs/demo/ddpm.pt --seeds 3 --confirm 3 --nfe 5,10,20 --timing --rounds 10
   --out benchmarks/results/fewstep_demo_cpu.json`` (~7 CPU minutes);
 * the same for ``--models demo-DDPM`` with ``--s-mins 0.12,0.25,0.5 --only
@@ -91,13 +91,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-
-import ndmsolve as nd  # noqa: E402
-from ndmsolve.metrics import random_directions  # noqa: E402
-from ndmsolve.solvers import METHODS  # noqa: E402
-from ndmsolve.solvers.multistep import MULTISTEP_METHODS  # noqa: E402
+import ndmsolve as nd
+from benchmarks import common
+from ndmsolve.metrics import random_directions
+from ndmsolve.solvers import METHODS
+from ndmsolve.solvers.multistep import MULTISTEP_METHODS
 
 MULTISTEP = tuple(MULTISTEP_METHODS)
 OURS = ("euler", "heun", "ddim", *MULTISTEP)
@@ -766,7 +764,7 @@ def main(argv=None) -> int:
         "meta": {
             "benchmark": "fewstep",
             "device": "cpu",
-            "device_name": _common.device_name(torch.device("cpu")),
+            "device_name": common.device_name(torch.device("cpu")),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "k_diffusion": kd_info if kd is not None else None,
@@ -834,7 +832,7 @@ def main(argv=None) -> int:
 
 
 def _write(out, result, nfes):
-    _common.write_json_atomic(out, result, prefix=".fewstep.", suffix=".json")
+    common.write_json_atomic(out, result, prefix=".fewstep.", suffix=".json")
     plot(out.with_suffix(".png"), result["rows"], result["floors"], result["confirmed"], nfes)
 
 

@@ -34,7 +34,7 @@ finishes in minutes on 2 cores; override with ``--mlp-batch`` / ``--conv-batch``
 
 Usage::
 
-    python benchmarks/solver_overhead.py [--device cpu|cuda] [--quick] [--out PATH]
+    python -m benchmarks.solver_overhead [--device cpu|cuda] [--quick] [--out PATH]
 """
 
 from __future__ import annotations
@@ -64,11 +64,10 @@ try:
 except ImportError:  # pragma: no cover
     torchsde = None
 
+from benchmarks import common
+from benchmarks.common import device_name, sync
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
-    sys.path.insert(0, _HERE)
-import _common  # noqa: E402
-from _common import device_name, sync  # noqa: E402
 
 RESULTS_DIR = os.path.join(_HERE, "results")
 
@@ -645,7 +644,7 @@ def _strip(obj):
 
 
 def write_json_atomic(path: str, data: dict) -> None:
-    _common.write_json_atomic(
+    common.write_json_atomic(
         os.path.abspath(path),
         _strip(data),
         prefix=".solver_overhead.",
@@ -770,8 +769,8 @@ def main(argv=None) -> dict:
             "device": device_name(device),
             "device_type": device.type,
             "torch": torch.__version__,
-            "torchdiffeq": _common.version(torchdiffeq),
-            "torchsde": _common.version(torchsde),
+            "torchdiffeq": common.version(torchdiffeq),
+            "torchsde": common.version(torchsde),
             "python": platform.python_version(),
             "ndmsolve_methods": list(all_methods()),
             "threads": torch.get_num_threads(),
