@@ -184,7 +184,7 @@ def _check_settings(settings, adaptive: bool, what: str) -> list:
 
 
 # --------------------------------------------------------------------------- models
-def closed_form_models(data=None, schedule=None, transform=None) -> dict:
+def closed_form_models(data=None, schedule=None, transform=None, *, shared_time=False) -> dict:
     """A closed-form NDM and DDPM on one Gaussian mixture: ``{"NDM": ..., "DDPM": ...}``.
 
     Both use the exact predictor x̂ = E[x | z_t] (``ndmsolve.analytic.ExactPredictor``), so
@@ -192,7 +192,8 @@ def closed_form_models(data=None, schedule=None, transform=None) -> dict:
     difference between samplers is discretisation error. The NDM's transform is affine in
     x (default: F(x, t) = (1 − 0.6 t, 1 − 0.3 t) ⊙ x + t (0.5, −0.5)); the DDPM's is the
     identity. Default data: 8 Gaussians of std 0.15 on the circle of radius 2, 2D;
-    default schedule ``LinearLogSNR(-12, 12)``.
+    default schedule ``LinearLogSNR(-12, 12)``. ``shared_time``: passed to
+    ``ExactPredictor`` (a batch at one time factorises the covariances once).
     """
     from .. import LinearLogSNR
     from ..analytic import AffineTimeTransform, GaussianMixture
@@ -216,7 +217,7 @@ def closed_form_models(data=None, schedule=None, transform=None) -> dict:
     sched_ndm = LinearLogSNR(-12.0, 12.0) if schedule is None else schedule
     models = {}
     for name, tr in (("NDM", transform), ("DDPM", None)):
-        pred = ExactPredictor(data, sched_ndm, tr)
+        pred = ExactPredictor(data, sched_ndm, tr, shared_time=shared_time)
         models[name] = NDM(pred, transform=tr, schedule=sched_ndm, data_shape=(data.d,))
     return models
 
