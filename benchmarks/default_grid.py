@@ -42,7 +42,7 @@ uniform), as is ``heun`` under cosine (kept uniform; under DDPM's β log-SNR is 
 better). Returning x̂ at σ/α = 0.12 (``denoise=True, sigma_min=0.12``) is the best end at
 10-50 NFE but changes what ``sample`` returns, so it stays a recipe, not a default.
 
-Run: ``python benchmarks/default_grid.py`` (1 thread, ~5 CPU minutes) ->
+Run: ``python -m benchmarks.default_grid`` (1 thread, ~5 CPU minutes) ->
 ``benchmarks/results/default_grid_cpu.json``; ``--quick`` for the smoke test.
 """
 
@@ -56,12 +56,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-import fewstep  # noqa: E402
-
-import ndmsolve as nd  # noqa: E402
-from ndmsolve.solvers.multistep import MULTISTEP_METHODS  # noqa: E402
+import ndmsolve as nd
+from benchmarks import common, fewstep
+from ndmsolve.metrics import SlicedWasserstein
+from ndmsolve.solvers.multistep import MULTISTEP_METHODS
 
 METHODS = ("euler", "heun", "ddim", *MULTISTEP_METHODS)
 QUICK_METHODS = ("euler", "ddim", "dpmpp_3m", "unipc_2m")
@@ -94,7 +92,7 @@ def models() -> dict:
         ("cosine", nd.CosineLogSNR(-15.0, 15.0)),
         ("linear", nd.LinearLogSNR(-10.0, 10.0)),
     ):
-        pred = fewstep.SharedTimeExactPredictor(data, sched)
+        pred = nd.ExactPredictor(data, sched, shared_time=True)
         out[name] = nd.NDM(pred, schedule=sched, data_shape=(2,)).double()
     return out, lambda n, g: data.sample(n, generator=g)
 
@@ -135,7 +133,7 @@ def defaults_rows(model, draw, seeds, n, nfes, ref_steps) -> dict:
     out = {}
     for seed in seeds:
         z1, data, dirs, _ = fewstep.seed_setup(model, draw, n, seed, torch.float64)
-        sw1 = fewstep.SW1(data, dirs)
+        sw1 = SlicedWasserstein(data, dirs, p=1.0)
         ref = fewstep.reference(model, z1, [0.0], ref_steps)[0.0]
         for nfe in nfes:
             for m in METHODS:
@@ -157,7 +155,7 @@ def summarise(res, floors, defaults, nfes) -> list:
             cand = {c: r for (c, nf), r in res.items() if nf == nfe and c[1] == m}
             if not cand:
                 continue
-            stats = {c: fewstep._stats(r["sw1"]) for c, r in cand.items()}
+            stats = {c: fewstep.stats(r["sw1"]) for c, r in cand.items()}
             best = min(stats, key=lambda c: stats[c]["mean"])
             for c, r in cand.items():
                 rows.append(
@@ -167,7 +165,7 @@ def summarise(res, floors, defaults, nfes) -> list:
                         "rule": rule(c),
                         "steps": r["steps"],
                         "sw1": stats[c],
-                        "err": fewstep._stats(r["err"]),
+                        "err": fewstep.stats(r["err"]),
                         "sw1_minus_best": fewstep.paired(r["sw1"], cand[best]["sw1"]),
                         "ratio_to_best": stats[c]["mean"] / stats[best]["mean"],
                         "best": c == best,
@@ -175,14 +173,14 @@ def summarise(res, floors, defaults, nfes) -> list:
                 )
             d = defaults.get((m, nfe))
             if d is not None:
-                ds = fewstep._stats(d["sw1"])
+                ds = fewstep.stats(d["sw1"])
                 rows.append(
                     {
                         "method": m,
                         "nfe": d["nfe"],
                         "rule": "DEFAULT",
                         "sw1": ds,
-                        "err": fewstep._stats(d["err"]),
+                        "err": fewstep.stats(d["err"]),
                         "sw1_minus_best": fewstep.paired(d["sw1"], cand[best]["sw1"]),
                         "ratio_to_best": ds["mean"] / stats[best]["mean"],
                         "best_rule": rule(best),
@@ -233,13 +231,13 @@ def main(argv=None) -> int:
         defaults = defaults_rows(model, draw, seeds, n, nfes, ref_steps)
         result["schedules"][name] = {
             "schedule": repr(model.schedule),
-            "floor": fewstep._stats(floors),
+            "floor": fewstep.stats(floors),
             "ref_err": ref_err,
             "rows": summarise(res, floors, defaults, nfes),
         }
         _report(name, result["schedules"][name])
     result["cpu_s"] = time.process_time() - t0
-    _common.write_json_atomic(Path(a.out), result, prefix=".default_grid.", suffix=".tmp")
+    common.write_json_atomic(Path(a.out), result, prefix=".default_grid.", suffix=".tmp")
     print(f"wrote {a.out} ({result['cpu_s']:.0f} CPU s)")
     return 0
 

@@ -21,7 +21,7 @@ Everything runs under ``torch.no_grad()`` as sampling does. Timings are interlea
 (variant after variant, round after round) so a change of machine load hits all
 variants alike; we report the median over rounds.
 
-    python benchmarks/drift_cost.py [--device cpu|cuda] [--quick] [--threads 2]
+    python -m benchmarks.drift_cost [--device cpu|cuda] [--quick] [--threads 2]
 
 Writes ``benchmarks/results/drift_cost_<device>.json`` (atomically).
 """
@@ -39,12 +39,10 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 import ndmsolve as nd
+from benchmarks import common
 from ndmsolve.fields import MLP, UNet
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
-    sys.path.insert(0, _HERE)
-import _common  # noqa: E402
 
 RESULTS = os.path.join(_HERE, "results")
 
@@ -202,7 +200,7 @@ def run_case(case: str, cfg: dict, device, rounds: int, min_time: float, try_com
                 if os.environ.get("NDM_BENCH_TRACE"):
                     traceback.print_exc()
         # Deduplicate callables timed twice (fused vs two baselines).
-        times = _common.time_all(
+        times = common.time_all(
             {n: f for n, f in usable.items() if n != "fused_compiled_vs_compiled_base"},
             device,
             rounds,
@@ -267,15 +265,15 @@ def _cfg(cfg: dict) -> str:
 
 def write_json(res: dict, out_dir: str) -> str:
     path = os.path.join(out_dir, f"drift_cost_{res['device']}.json")
-    _common.write_json_atomic(path, res, prefix=".drift_cost_", suffix=".json")
+    common.write_json_atomic(path, res, prefix=".drift_cost_", suffix=".json")
     return path
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    _common.add_run_args(p, rounds_help="timing rounds (default 7; quick 3)")
+    common.add_run_args(p, rounds_help="timing rounds (default 7; quick 3)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile attempts")
-    _common.add_cases_args(p, CASES, RESULTS)
+    common.add_cases_args(p, CASES, RESULTS)
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device available")
@@ -286,7 +284,7 @@ def main(argv=None) -> dict:
     rounds = a.rounds or (3 if a.quick else 7)
     min_time = a.min_time if a.min_time is not None else (0.005 if a.quick else 0.3)
     try_compile = not (a.no_compile or a.quick)
-    res = dict(_common.run_meta("drift_cost", a, device, rounds), cases={})
+    res = dict(common.run_meta("drift_cost", a, device, rounds), cases={})
     try:
         for case in a.cases.split(","):
             cfg = CASES[case]["quick" if a.quick else "full"]

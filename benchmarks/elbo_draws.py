@@ -10,7 +10,7 @@ command's estimator) and prints the standard error for K = 1, 2, 4, ..., 128.
 Run: ``ndmsolve train --data digits --model ddpm --steps 300 --batch-size 64 --lr 4e-3
 --warmup-steps 30 --lr-schedule cosine --ema-decay 0.99 --base 16 --mults 1,2
 --attn-levels "" --no-mid-attn --out /tmp/digits_tiny`` (a tiny, briefly trained model), then
-``python benchmarks/elbo_draws.py /tmp/digits_tiny/checkpoint.pt`` ->
+``python -m benchmarks.elbo_draws /tmp/digits_tiny/checkpoint.pt`` ->
 ``benchmarks/results/elbo_draws_digits_cpu.json``.
 """
 
@@ -23,12 +23,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-
-import ndmsolve as nd  # noqa: E402
-from ndmsolve.checkpoint import read_checkpoint  # noqa: E402
-from ndmsolve.data.sets import load_dataset  # noqa: E402
+import ndmsolve as nd
+from benchmarks import common
+from ndmsolve.checkpoint import read_checkpoint
+from ndmsolve.data.sets import load_dataset
 
 
 def main(argv=None) -> int:
@@ -76,7 +74,7 @@ def main(argv=None) -> int:
     )
     for k, s in se.items():
         print(f"  {k:>4} draws: SE {s:.4f} bits/dim")
-    _common.write_json_atomic(Path(a.out), result, prefix=".elbo_draws.", suffix=".tmp")
+    common.write_json_atomic(Path(a.out), result, prefix=".elbo_draws.", suffix=".tmp")
     return 0
 
 

@@ -49,17 +49,16 @@ Wall time (``--timing``): CPU time of the process (``time.process_time``, 1 torc
 thread), the methods interleaved in shuffled order over ``--rounds`` rounds at 10 steps
 and ``--n`` samples; per-round ratios to Euler and DDIM, median over rounds.
 
-k-diffusion's ``sampling.py`` is loaded alone from its file (``import k_diffusion`` pulls
-torchvision and more): a stub parent package supplies the one helper it uses
-(``utils.append_dims``). Without k-diffusion the comparison columns are empty.
+k-diffusion is driven by ``benchmarks.kdiffusion``; without it the comparison columns are
+empty.
 
 Run (the committed results; 1 thread, CPU times in the JSON):
 
-* ``python benchmarks/fewstep.py --models mixture,mixture-affine --timing`` (4000
+* ``python -m benchmarks.fewstep --models mixture,mixture-affine --timing`` (4000
   samples, 3 selection + 5 confirmation seeds; ~9 CPU minutes) -> ``fewstep_cpu``;
 * ``ndmsolve demo --out runs/demo`` (the demo's models, ~2.5 min; the committed demo results
   used the demo's configuration before its input Fourier features and peak lr 8e-3), then
-  ``python benchmarks/fewstep.py --models demo --checkpoints runs/demo/ndm.pt
+  ``python -m benchmarks.fewstep --models demo --checkpoints runs/demo/ndm.pt
   runs/demo/ddpm.pt --seeds 3 --confirm 3 --nfe 5,10,20 --timing --rounds 10
   --out benchmarks/results/fewstep_demo_cpu.json`` (~7 CPU minutes);
 * the same for ``--models demo-DDPM`` with ``--s-mins 0.12,0.25,0.5 --only
@@ -77,34 +76,28 @@ Run (the committed results; 1 thread, CPU times in the JSON):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import math
 import random
 import re
 import statistics
-import sys
 import time
-import types
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-
-import ndmsolve as nd  # noqa: E402
-from ndmsolve.metrics import random_directions  # noqa: E402
-from ndmsolve.solvers import METHODS  # noqa: E402
-from ndmsolve.solvers.multistep import MULTISTEP_METHODS  # noqa: E402
+import ndmsolve as nd
+from benchmarks import common
+from benchmarks.kdiffusion import KD_SAMPLERS, TWO_EVAL, kd_sample, load_kdiffusion, t_of_lambda
+from ndmsolve.metrics import SlicedWasserstein, random_directions
+from ndmsolve.solvers import METHODS
+from ndmsolve.solvers.multistep import MULTISTEP_METHODS
+from ndmsolve.studies.nfe_sweep import best_rows, closed_form_models
 
 MULTISTEP = tuple(MULTISTEP_METHODS)
 OURS = ("euler", "heun", "ddim", *MULTISTEP)
 OUR_GRIDS = ("uniform", "logsnr", "karras")
-KD_SAMPLERS = ("euler", "heun", "dpm_2", "lms", "dpmpp_2m", "dpmpp_3m")
 KD_RHOS = (3.0, 5.0, 7.0, 10.0)
-TWO_EVAL = {"heun", "dpm_2"}  # k-diffusion samplers with 2 evaluations per step (last: 1)
 #: noise-to-signal ratios σ/α of the last evaluation for denoising ends (besides the
 #: schedule's own end s(t = 0), always included)
 S_MINS = (0.015, 0.03, 0.06, 0.12)
@@ -178,114 +171,7 @@ def config_name(c) -> str:
     return ("" if lib == "ndmsolve" else "kd:") + "/".join(parts)
 
 
-# --------------------------------------------------------------------------- k-diffusion
-def load_kdiffusion():
-    """k-diffusion's sampling module loaded alone, or (None, reason)."""
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
-        return None, "k-diffusion is not installed (pip install --no-deps k-diffusion)"
-    path = Path(list(spec.submodule_search_locations)[0]) / "sampling.py"
-    pkg = types.ModuleType("_kdiffusion")
-    pkg.__path__ = []  # a package, so "from . import utils" resolves to the stub below
-    utils = types.ModuleType("_kdiffusion.utils")
-
-    def append_dims(x, target_dims):
-        return x[(...,) + (None,) * (target_dims - x.ndim)]
-
-    utils.append_dims = append_dims
-    pkg.utils = utils
-    sys.modules.setdefault("_kdiffusion", pkg)
-    sys.modules.setdefault("_kdiffusion.utils", utils)
-    try:
-        mspec = importlib.util.spec_from_file_location("_kdiffusion.sampling", path)
-        mod = importlib.util.module_from_spec(mspec)
-        mspec.loader.exec_module(mod)
-    except Exception as e:  # noqa: BLE001 - report why and go on without it
-        return None, f"loading {path} failed: {type(e).__name__}: {e}"
-    version = None
-    try:
-        from importlib.metadata import version as _v
-
-        version = _v("k-diffusion")
-    except Exception:  # noqa: BLE001
-        pass
-    return mod, version
-
-
-class KDDenoiser(torch.nn.Module):
-    """k-diffusion's D(x, σ) for a classical (F = identity) NDM: x = z/α, σ = σ_t/α_t."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.calls = model, 0
-
-    def forward(self, x, sigma):
-        self.calls += 1
-        lam = -2.0 * torch.log(sigma)
-        t = _t_of_lambda(self.model.schedule, lam).clamp(0.0, 1.0).to(x.dtype)
-        alpha, _ = self.model.schedule(t)
-        return self.model.x_hat(x * alpha[:, None], t)
-
-
-def _t_of_lambda(schedule, lam):
-    with torch.no_grad():
-        ends = schedule.log_snr(torch.tensor([1.0, 0.0], dtype=torch.float64))
-    # k-diffusion's float32 sigmas can round just past the schedule's ends
-    lam64 = lam.double().clamp(float(ends[0]), float(ends[1]))
-    return schedule.t_of_log_snr(lam64).to(lam.dtype)
-
-
-def kd_sample(kd, model, z1, sampler: str, grid: str, nfe: int, s_min: float, rho=None):
-    """Run a k-diffusion sampler with ``nfe`` evaluations from σ_max = s(t = 1) to ``s_min``
-    and then to σ = 0; returns (x, counted NFE, steps), or None when the budget does not
-    fit (two-evaluation samplers: odd budgets only)."""
-    n = (nfe + 1) // 2 if sampler in TWO_EVAL else nfe
-    if sampler in TWO_EVAL and 2 * n - 1 != nfe:
-        return None
-    lam1 = float(model.schedule.log_snr(torch.tensor([1.0], dtype=torch.float64)))
-    s_max = math.exp(-0.5 * lam1)
-    if grid == "karras":
-        sigmas = kd.get_sigmas_karras(n, s_min, s_max, rho=rho)
-    else:
-        sigmas = kd.get_sigmas_exponential(n, s_min, s_max)
-    sigmas = sigmas.to(z1.dtype)
-    den = KDDenoiser(model)
-    alpha1, _ = model.schedule(torch.ones(1, dtype=z1.dtype))
-    x = z1 / alpha1  # z_1 = α_1 x at σ_max
-    fn = getattr(kd, "sample_dpmpp_3m_sde" if sampler == "dpmpp_3m" else f"sample_{sampler}")
-    kwargs = {"eta": 0.0} if sampler == "dpmpp_3m" else {}
-    with torch.no_grad():
-        out = fn(den, x, sigmas, disable=True, **kwargs)
-    return out, den.calls, n
-
-
 # --------------------------------------------------------------------------- models
-class SharedTimeExactPredictor(torch.nn.Module):
-    """``ExactPredictor`` for a batch evaluated at one time (every sampler here): the K
-    component covariances are factorised once per call, not once per sample (~50x faster
-    for 4000 samples); mixed times fall back to ``ExactPredictor``."""
-
-    def __init__(self, data, schedule, transform=None):
-        super().__init__()
-        self.exact = nd.ExactPredictor(data, schedule, transform)
-        self.data, self.schedule, self.transform = data, schedule, transform
-
-    def forward(self, z, t):
-        if bool(t.min() != t.max()):
-            return self.exact(z, t)
-        data = self.data.to(dtype=z.dtype, device=z.device)
-        mu, cov, A = data._components_at(t[:1], self.schedule, self.transform)  # (1, K, ...)
-        L = torch.linalg.cholesky(cov[0])  # (K, d, d)
-        diff = z.unsqueeze(1) - mu  # (B, K, d)
-        sol = torch.cholesky_solve(diff.permute(1, 2, 0), L).permute(2, 0, 1)  # C_k^{-1} diff
-        maha = (diff * sol).sum(-1)
-        logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-        r = torch.softmax(torch.log(data.weights) - 0.5 * (maha + logdet), dim=1)
-        # E[x | z, k] = m_k + S_k A C_k^{-1} (z − μ_k)
-        cond = data.means + torch.einsum("kij,bkj->bki", data.covs, A[0] * sol)
-        return (r.unsqueeze(-1) * cond).sum(1)
-
-
 def mixture_models():
     f64 = torch.float64
     ang = torch.arange(5, dtype=f64) * (2 * math.pi / 5)
@@ -300,18 +186,9 @@ def mixture_models():
     diag = torch.diag_embed(torch.tensor([[0.35, 0.08]], dtype=f64).expand(5, 2) ** 2)
     covs = rot @ diag @ rot.transpose(1, 2)
     data = nd.GaussianMixture(torch.tensor([0.3, 0.2, 0.2, 0.15, 0.15], dtype=f64), means, covs)
-    sched = nd.LinearLogSNR(-10.0, 10.0)
-    z = torch.zeros(2, dtype=f64)
-    affine = nd.AffineTimeTransform(
-        torch.tensor([-0.6, -0.3], dtype=f64),
-        z.clone(),
-        torch.tensor([0.5, -0.5], dtype=f64),
-        z.clone(),
-    )
-    models = {}
-    for name, tr in (("mixture", None), ("mixture-affine", affine)):
-        pred = SharedTimeExactPredictor(data, sched, tr)
-        models[name] = nd.NDM(pred, transform=tr, schedule=sched, data_shape=(2,)).double()
+    # closed_form_models' default transform: (1 − 0.6 t, 1 − 0.3 t) ⊙ x + t (0.5, −0.5)
+    cf = closed_form_models(data, nd.LinearLogSNR(-10.0, 10.0), shared_time=True)
+    models = {"mixture": cf["DDPM"].double(), "mixture-affine": cf["NDM"].double()}
 
     def draw(n, g):
         return data.sample(n, generator=g)
@@ -320,7 +197,7 @@ def mixture_models():
 
 
 def demo_models(train_steps: int, hidden: int, seed: int, checkpoints=None):
-    from ndmsolve.cli import _demo_models
+    from ndmsolve.commands.demo import demo_models as build_demo_models
     from ndmsolve.data import checkerboard
     from ndmsolve.train import train
 
@@ -328,7 +205,7 @@ def demo_models(train_steps: int, hidden: int, seed: int, checkpoints=None):
         ndm, ddpm = (nd.load_model(p) for p in checkpoints)
         info = {"checkpoints": list(checkpoints)}
     else:
-        ndm, ddpm = _demo_models(hidden)
+        ndm, ddpm = build_demo_models(hidden)
         x = checkerboard(50_000, torch.Generator().manual_seed(seed))
         info = {"train_steps": train_steps, "hidden": hidden, "train_s": {}}
         for name, m in (("NDM", ndm), ("DDPM", ddpm)):
@@ -359,7 +236,7 @@ def demo_models(train_steps: int, hidden: int, seed: int, checkpoints=None):
 def t_of_s(schedule, s: float) -> float:
     """The time t with σ_t/α_t = s."""
     lam = torch.tensor([-2.0 * math.log(s)], dtype=torch.float64)
-    return float(_t_of_lambda(schedule, lam).clamp(0.0, 1.0))
+    return float(t_of_lambda(schedule, lam).clamp(0.0, 1.0))
 
 
 def model_s_mins(model, s_mins=S_MINS) -> list[float]:
@@ -396,20 +273,6 @@ def run_config(kd, model, z1, c, nfe):
         t_min = 0.0 if s is None else t_of_s(model.schedule, s)
         return our_sample(model, z1, m, g, final, nfe, t_min, lof, ext)
     return kd_sample(kd, model, z1, m, g, nfe, s, rho)
-
-
-class SW1:
-    """Sliced W1 to one fixed data draw over fixed directions, the data's sorted
-    projections computed once (numpy's sort, ~3x torch's here): equal to
-    ``sliced_wasserstein(x, data, directions=dirs, p=1)`` (equal sizes: exact)."""
-
-    def __init__(self, data, dirs):
-        self.dirs = (dirs / dirs.norm(dim=1, keepdim=True)).double().numpy()
-        self.ys = np.sort(self.dirs @ data.double().numpy().T, axis=1)
-
-    def __call__(self, x) -> float:
-        xs = np.sort(self.dirs @ x.detach().double().numpy().T, axis=1)
-        return float(np.abs(xs - self.ys).mean())
 
 
 def reference(model, z1, t_mins: list[float], steps: int) -> dict:
@@ -451,7 +314,7 @@ def evaluate(model, draw, cfgs, nfes, seeds, n, kd, ref_steps=None):
     res, floors, ref_err = {}, [], None
     for seed in seeds:
         z1, data, dirs, other = seed_setup(model, draw, n, seed, dtype)
-        sw1 = SW1(data, dirs)
+        sw1 = SlicedWasserstein(data, dirs, p=1.0)
         floors.append(sw1(other))
         refs = reference(model, z1, t_mins, ref_steps) if ref_steps else None
         if ref_steps and ref_err is None:
@@ -480,7 +343,8 @@ def model_dtype(model):
     return torch.float64 if p is None else p.dtype
 
 
-def _stats(v):
+def stats(v):
+    """Mean and standard error of per-seed values ({"mean": inf} if any is not finite)."""
     v = [float(x) for x in v]
     if not all(map(math.isfinite, v)):
         return {"mean": math.inf, "se": math.nan}
@@ -491,20 +355,19 @@ def _stats(v):
 
 def paired(a, b):
     """Mean ± s.e. over seeds of the per-seed difference a − b."""
-    return _stats([x - y for x, y in zip(a, b, strict=True)])
+    return stats([x - y for x, y in zip(a, b, strict=True)])
 
 
 def select(res, nfe):
     """Best configuration by mean sw1 at ``nfe``: per library, per (library, method)."""
-    best = {}
-    for (c, nf), r in res.items():
-        if nf != nfe:
-            continue
-        v = _stats(r["sw1"])["mean"]
-        for key in (c[0], f"{c[0]}:{c[1]}"):
-            if key not in best or v < best[key][1]:
-                best[key] = (c, v)
-    return {k: c for k, (c, _) in best.items()}
+    rows = [
+        dict(cfg=c, library=c[0], method=f"{c[0]}:{c[1]}", sw1=stats(r["sw1"])["mean"])
+        for (c, nf), r in res.items()
+        if nf == nfe
+    ]
+    return {
+        k: r["cfg"] for by in ("library", "method") for k, r in best_rows(rows, "sw1", by).items()
+    }
 
 
 def cfg_dict(c) -> dict:
@@ -534,7 +397,7 @@ def summarise(res, nfes):
                 continue
             row = dict(cfg_dict(c), nfe=r["nfe"], steps=r["steps"])
             for k in ("sw1", "err") if r["err"] else ("sw1",):
-                st = _stats(r[k])
+                st = stats(r[k])
                 row.update({k: st["mean"], f"{k}_se": st["se"], f"{k}_seeds": r[k]})
                 if ref is not None:
                     d = paired(r[k], ref[k])
@@ -563,8 +426,8 @@ def confirm(model, draw, res, nfes, seeds, n, kd, ref_steps):
                 cfg_dict(c),
                 sw1_seeds=r["sw1"],
                 err_seeds=r["err"],
-                **{k: _stats(r[k])["mean"] for k in ("sw1", "err")},
-                **{f"{k}_se": _stats(r[k])["se"] for k in ("sw1", "err")},
+                **{k: stats(r[k])["mean"] for k in ("sw1", "err")},
+                **{f"{k}_se": stats(r[k])["se"] for k in ("sw1", "err")},
             )
         comp = {}
         for a, b in (
@@ -579,7 +442,7 @@ def confirm(model, draw, res, nfes, seeds, n, kd, ref_steps):
                 }
                 comp[f"{a} - {b}"]["sw1_ratio"] = cell[a]["sw1"] / cell[b]["sw1"]
         out[str(nfe)] = {"best": cell, "paired": comp}
-    return out, _stats(floors), ref_err
+    return out, stats(floors), ref_err
 
 
 def timing(models, n, rounds, steps=10):
@@ -766,7 +629,7 @@ def main(argv=None) -> int:
         "meta": {
             "benchmark": "fewstep",
             "device": "cpu",
-            "device_name": _common.device_name(torch.device("cpu")),
+            "device_name": common.device_name(torch.device("cpu")),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "k_diffusion": kd_info if kd is not None else None,
@@ -812,7 +675,7 @@ def main(argv=None) -> int:
             cfgs = [c for c in cfgs if re.search(a.only, config_name(c))]
         ref_steps = 100 if a.quick else REF_STEPS // (4 if k.startswith("demo") else 1)
         res, floors, _ = evaluate(m, draws[k], cfgs, nfes, range(n_sel), n, kd)
-        result["floors"][k] = _stats(floors)
+        result["floors"][k] = stats(floors)
         result["rows"] += [dict(model=k, **r) for r in summarise(res, nfes)]
         conf_seeds = range(100, 100 + n_conf)
         result["confirmed"][k], result["confirm_floors"][k], ref_err = confirm(
@@ -834,7 +697,7 @@ def main(argv=None) -> int:
 
 
 def _write(out, result, nfes):
-    _common.write_json_atomic(out, result, prefix=".fewstep.", suffix=".json")
+    common.write_json_atomic(out, result, prefix=".fewstep.", suffix=".json")
     plot(out.with_suffix(".png"), result["rows"], result["floors"], result["confirmed"], nfes)
 
 

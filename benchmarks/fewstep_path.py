@@ -13,7 +13,7 @@ draws z_1 (seed 1000), in float64:
   predictions, for NDM-DDIM and ``dpmpp_2m`` combining in x (F at the extrapolated D) or
   in F (``extrapolate="F"``), with max |D − x̂| of the extrapolation.
 
-Run: ``python benchmarks/fewstep_path.py --checkpoints runs/demo/ndm.pt runs/demo/ddpm.pt``
+Run: ``python -m benchmarks.fewstep_path --checkpoints runs/demo/ndm.pt runs/demo/ddpm.pt``
 (~1 CPU minute) -> ``benchmarks/results/fewstep_path_cpu.json``; ``--quick`` for the
 smoke test (briefly trained models).
 """
@@ -21,18 +21,14 @@ smoke test (briefly trained models).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-import fewstep  # noqa: E402
-
-import ndmsolve as nd  # noqa: E402
-from ndmsolve.solvers.multistep import multistep_weights  # noqa: E402
+import ndmsolve as nd
+from benchmarks import common, fewstep
+from ndmsolve.solvers.multistep import multistep_weights
 
 T_AT = (0.9, 0.7, 0.5, 0.3, 0.1, 0.0)
 EDGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
@@ -134,7 +130,7 @@ def main(argv=None) -> int:
         "meta": {
             "benchmark": "fewstep_path",
             "device": "cpu",
-            "device_name": _common.device_name(torch.device("cpu")),
+            "device_name": common.device_name(torch.device("cpu")),
             "torch": torch.__version__,
             "quick": a.quick,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -154,7 +150,7 @@ def main(argv=None) -> int:
     result["meta"]["cpu_s"] = time.process_time() - t0
     out = Path(a.out) / ("fewstep_path_quick.json" if a.quick else "fewstep_path_cpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _common.write_json_atomic(out, result, prefix=".fewstep_path", suffix=".json")
+    common.write_json_atomic(out, result, prefix=".fewstep_path", suffix=".json")
     print(f"wrote {out} ({result['meta']['cpu_s']:.0f} CPU s)")
     return 0
 

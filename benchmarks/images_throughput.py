@@ -14,7 +14,7 @@ Timings use this process's CPU time (``time.process_time``) at one thread by def
 the load of a shared machine does not enter; rounds are interleaved across the four
 variants and the median over rounds is reported, with the load average before and after.
 
-    python benchmarks/images_throughput.py [--quick] [--threads 1] [--rounds 5]
+    python -m benchmarks.images_throughput [--quick] [--threads 1] [--rounds 5]
 
 Writes ``benchmarks/results/images_throughput_cpu.json`` (atomically).
 """
@@ -24,19 +24,16 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import sys
 import time
 
 import torch
 
 import ndmsolve as nd
+from benchmarks import common
 from ndmsolve.commands.models import build_model
 from ndmsolve.objectives import continuous_loss
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
-    sys.path.insert(0, _HERE)
-import _common  # noqa: E402
 
 RESULTS = os.path.join(_HERE, "results")
 N_BINS = 17  # the digits' grey levels
@@ -138,13 +135,13 @@ def main(argv=None) -> dict:
             fns[f"sample_{name}"] = sample_fn(m, size["sample_batch"], size["sample_steps"])
         nfe = {name: fns[f"sample_{name}"]().nfe for name in models}
         load_before = os.getloadavg()
-        secs = _common.time_all(fns, torch.device("cpu"), rounds, min_time, clock=clock)
+        secs = common.time_all(fns, torch.device("cpu"), rounds, min_time, clock=clock)
         load_after = os.getloadavg()
     finally:
         torch.set_num_threads(old_threads)
     a.device = "cpu"
     res = dict(
-        _common.run_meta("images_throughput", a, torch.device("cpu"), rounds),
+        common.run_meta("images_throughput", a, torch.device("cpu"), rounds),
         clock=a.clock,
         sizes=size,
         params={n: sum(q.numel() for q in m.parameters()) for n, m in models.items()},
@@ -164,7 +161,7 @@ def main(argv=None) -> dict:
         loadavg_after=list(load_after),
     )
     path = os.path.join(a.out_dir, f"images_throughput_cpu{'_quick' if a.quick else ''}.json")
-    _common.write_json_atomic(path, res, prefix=".images_throughput_", suffix=".json")
+    common.write_json_atomic(path, res, prefix=".images_throughput_", suffix=".json")
     unit = "CPU-second" if a.clock == "cpu" else "second (wall)"
     print(
         f"digits U-Net (base {size['base']}, transform base {size['transform_base']}), "

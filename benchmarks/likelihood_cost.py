@@ -23,7 +23,7 @@
    ``torchdiffeq.odeint(method="midpoint")`` with the same probes: wall time and the
    largest |Δ logp| between them (same scheme, so they must agree to rounding).
 
-    python benchmarks/likelihood_cost.py [--device cpu|cuda] [--quick] [--threads 2]
+    python -m benchmarks.likelihood_cost [--device cpu|cuda] [--quick] [--threads 2]
 
 Writes ``benchmarks/results/likelihood_cost_<device>.json`` (atomically).
 """
@@ -40,6 +40,7 @@ from collections.abc import Callable
 import torch
 
 import ndmsolve as nd
+from benchmarks import common
 from ndmsolve.fields import MLP, UNet
 from ndmsolve.likelihood import (
     _AugmentedField,
@@ -50,9 +51,6 @@ from ndmsolve.likelihood import (
 )
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
-    sys.path.insert(0, _HERE)
-import _common  # noqa: E402
 
 RESULTS = os.path.join(_HERE, "results")
 
@@ -147,7 +145,7 @@ def field_cost(case: str, cfg: dict, device, rounds: int, min_time: float) -> di
     h, b = hutch(t0, y), base(t0, y)
     assert torch.allclose(h[:, :D], v_ref.reshape(B, D), atol=1e-4, rtol=1e-4)
     assert torch.allclose(h[:, D], b[:, D], atol=1e-3, rtol=1e-3), (h[:, D] - b[:, D]).abs().max()
-    sec = _common.time_all(fns, device, rounds, min_time)
+    sec = common.time_all(fns, device, rounds, min_time)
     sec["exact"] *= exact_scale
     ms = {(exact_name if k == "exact" else k): 1e3 * v for k, v in sec.items()}
     ratios = {k: v / ms["velocity"] for k, v in ms.items() if k != "velocity"}
@@ -256,10 +254,10 @@ def end_to_end(case: str, cfg: dict, device) -> dict:
     }
     sec = {}
     for name, fn in (("ours", ours), ("scoresde", baseline)):
-        _common.sync(device)
+        common.sync(device)
         t0 = time.perf_counter()
         fn()
-        _common.sync(device)
+        common.sync(device)
         sec[name] = time.perf_counter() - t0
     out["s"] = sec
     out["speedup_vs_scoresde"] = sec["scoresde"] / sec["ours"]
@@ -303,17 +301,17 @@ def print_table(res: dict) -> None:
 
 def write_json(res: dict, out_dir: str) -> str:
     path = os.path.join(out_dir, f"likelihood_cost_{res['device']}.json")
-    _common.write_json_atomic(path, res, prefix=".likelihood_cost_", suffix=".json")
+    common.write_json_atomic(path, res, prefix=".likelihood_cost_", suffix=".json")
     return path
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    _common.add_run_args(p, rounds_help="timing rounds (default 5; quick 1)")
+    common.add_run_args(p, rounds_help="timing rounds (default 5; quick 1)")
     p.add_argument(
         "--conv-batch", type=int, default=None, help="override the conv case's batch (full: 128)"
     )
-    _common.add_cases_args(p, CASES, RESULTS)
+    common.add_cases_args(p, CASES, RESULTS)
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device available")
@@ -324,7 +322,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(a.threads)
     rounds = a.rounds or (1 if a.quick else 5)
     min_time = a.min_time if a.min_time is not None else (0.0 if a.quick else 0.5)
-    res = dict(_common.run_meta("likelihood_cost", a, device, rounds), field_cost={}, end_to_end={})
+    res = dict(common.run_meta("likelihood_cost", a, device, rounds), field_cost={}, end_to_end={})
     cases = a.cases.split(",")
     if a.conv_batch:
         CASES["conv"][size] = dict(CASES["conv"][size], batch=a.conv_batch)

@@ -6,8 +6,8 @@ at its sizes (``MLP(2)`` predictor and residual transform, untrained: memory doe
 depend on the weights). Sampling: 200 000 points, heun, 20 steps. Likelihood: 20 000
 checkerboard points, dopri5 at the default tolerances, Hutchinson (one probe).
 
-    python benchmarks/memory_batching.py            # writes results/memory_batching_cpu.json
-    python benchmarks/memory_batching.py --quick    # tiny sizes (smoke test)
+    python -m benchmarks.memory_batching            # writes benchmarks/results/memory_batching_cpu.json
+    python -m benchmarks.memory_batching --quick    # tiny sizes (smoke test)
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def _child(kind: str, n: int, batch_size: int | None) -> dict:
 
 
 def _measure(kind: str, n: int, batch_size: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, str(n), str(batch_size or 0)]
+    cmd = [sys.executable, "-m", "benchmarks.memory_batching", "--child", kind, str(n)]
+    cmd.append(str(batch_size or 0))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, cwd=HERE.parent)
     row = json.loads(res.stdout.strip().splitlines()[-1])
     return {"kind": kind, "n": n, "batch_size": batch_size, **row}
 
@@ -89,9 +90,9 @@ def main(argv=None) -> int:
                 f"NFE {row['nfe']:6d}  {row['wall_s']:6.1f} s",
                 flush=True,
             )
-    sys.path.insert(0, str(HERE))
     import torch
-    from _common import device_name, write_json_atomic
+
+    from benchmarks.common import device_name, write_json_atomic
 
     result = {
         "benchmark": "memory_batching",

@@ -15,7 +15,7 @@ CPU time of this process (``time.process_time``, 1 thread), variants interleaved
 after round, median per step (a call trains ``steps`` steps; its set-up, the same in all
 variants, is included).
 
-    python benchmarks/nonfinite_cost.py [--quick] [--threads 1] [--rounds 7] [--cases mlp,unet8]
+    python -m benchmarks.nonfinite_cost [--quick] [--threads 1] [--rounds 7] [--cases mlp,unet8]
 
 Writes ``benchmarks/results/nonfinite_cost_cpu.json`` (atomically).
 """
@@ -31,12 +31,10 @@ import torch
 
 import ndmsolve as nd
 import ndmsolve.train as nd_train
+from benchmarks import common
 from ndmsolve.fields import MLP, EpsilonPredictor, UNet
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
-    sys.path.insert(0, _HERE)
-import _common  # noqa: E402
 
 RESULTS = os.path.join(_HERE, "results")
 
@@ -109,7 +107,7 @@ def run_case(case: str, cfg: dict, rounds: int, min_time: float) -> dict:
         for v in VARIANTS
     }
     fns["check_alone"] = check_fn(model, x)
-    times = _common.time_all(fns, torch.device("cpu"), rounds, min_time, clock=time.process_time)
+    times = common.time_all(fns, torch.device("cpu"), rounds, min_time, clock=time.process_time)
     check_alone = times.pop("check_alone")
     per_step = {v: t / cfg["steps"] for v, t in times.items()}
     return {
@@ -143,7 +141,7 @@ def main(argv=None) -> dict:
     rounds = a.rounds or (2 if a.quick else 7)
     min_time = a.min_time if a.min_time is not None else (0.005 if a.quick else 1.0)
     res = dict(
-        _common.run_meta("nonfinite_cost", a, torch.device("cpu"), rounds),
+        common.run_meta("nonfinite_cost", a, torch.device("cpu"), rounds),
         clock="time.process_time: CPU time of this process",
         cases={},
     )
@@ -155,7 +153,7 @@ def main(argv=None) -> dict:
     finally:
         torch.set_num_threads(old_threads)
     path = os.path.join(a.out_dir, "nonfinite_cost_cpu.json")
-    _common.write_json_atomic(path, res, prefix=".nonfinite_cost_", suffix=".json")
+    common.write_json_atomic(path, res, prefix=".nonfinite_cost_", suffix=".json")
     print(
         f"\nnon-finite check, CPU ms per training step ({res['device_name']}, {a.threads} thread)"
     )

@@ -34,7 +34,7 @@ finishes in minutes on 2 cores; override with ``--mlp-batch`` / ``--conv-batch``
 
 Usage::
 
-    python benchmarks/solver_overhead.py [--device cpu|cuda] [--quick] [--out PATH]
+    python -m benchmarks.solver_overhead [--device cpu|cuda] [--quick] [--out PATH]
 """
 
 from __future__ import annotations
@@ -64,11 +64,10 @@ try:
 except ImportError:  # pragma: no cover
     torchsde = None
 
+from benchmarks import common
+from benchmarks.common import device_name, sync
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
-    sys.path.insert(0, _HERE)
-import _common  # noqa: E402
-from _common import device_name, sync  # noqa: E402
 
 RESULTS_DIR = os.path.join(_HERE, "results")
 
@@ -80,17 +79,6 @@ TARGETS = {
 
 
 # --------------------------------------------------------------------------- fields
-class CountingField:
-    """``f(t, y)`` wrapper that counts calls (for torchdiffeq/torchsde, which do not)."""
-
-    def __init__(self, f: Callable):
-        self.f, self.n = f, 0
-
-    def __call__(self, t, y):
-        self.n += 1
-        return self.f(t, y)
-
-
 def make_net_field(net: nn.Module, batch: int) -> Callable:
     """``f(t, y) = net(y, t expanded to (B,))``; the same callable for every contender."""
 
@@ -104,35 +92,33 @@ def build_fields(args, device: torch.device, dtype=torch.float32):
     """(name, f, y0, description) for the fixed-step sections."""
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
+    MLP, UNet = ndmsolve.fields.MLP, ndmsolve.fields.UNet
+    specs = {  # name: (batch, state shape, network, description)
+        "mlp-small": (
+            args.small_batch,
+            (2,),
+            lambda: MLP(2, hidden=32, depth=2, time_dim=16),
+            "MLP(2, hidden=32, depth=2)",
+        ),
+        "mlp": (
+            args.mlp_batch,
+            (2,),
+            lambda: MLP(2, hidden=128, depth=3, time_dim=32),
+            "MLP(2, hidden=128, depth=3)",
+        ),
+        "conv": (
+            args.conv_batch,
+            (3, 32, 32),
+            lambda: UNet(channels=3, base=args.conv_base, mults=(1, 2), time_dim=32),
+            f"UNet(3, base={args.conv_base}, mults=(1,2)), 32x32x3",
+        ),
+    }
     out = []
-    if "mlp-small" in args.fields:
-        b = args.small_batch
-        net = ndmsolve.fields.MLP(2, hidden=32, depth=2, time_dim=16).to(device, dtype).eval()
-        y0 = torch.randn(b, 2, generator=gen, dtype=dtype).to(device)
-        out.append(
-            ("mlp-small", make_net_field(net, b), y0, f"MLP(2, hidden=32, depth=2), batch {b}")
-        )
-    if "mlp" in args.fields:
-        b = args.mlp_batch
-        net = ndmsolve.fields.MLP(2, hidden=128, depth=3, time_dim=32).to(device, dtype).eval()
-        y0 = torch.randn(b, 2, generator=gen, dtype=dtype).to(device)
-        out.append(("mlp", make_net_field(net, b), y0, f"MLP(2, hidden=128, depth=3), batch {b}"))
-    if "conv" in args.fields:
-        b = args.conv_batch
-        net = (
-            ndmsolve.fields.UNet(channels=3, base=args.conv_base, mults=(1, 2), time_dim=32)
-            .to(device, dtype)
-            .eval()
-        )
-        y0 = torch.randn(b, 3, 32, 32, generator=gen, dtype=dtype).to(device)
-        out.append(
-            (
-                "conv",
-                make_net_field(net, b),
-                y0,
-                f"UNet(3, base={args.conv_base}, mults=(1,2)), 32x32x3, batch {b}",
-            )
-        )
+    for name, (b, shape, make, what) in specs.items():
+        if name in args.fields:
+            net = make().to(device, dtype).eval()
+            y0 = torch.randn(b, *shape, generator=gen, dtype=dtype).to(device)
+            out.append((name, make_net_field(net, b), y0, f"{what}, batch {b}"))
     return out
 
 
@@ -193,6 +179,13 @@ def _ratio(a: float, b: float) -> float:
 
 
 # --------------------------------------------------------------------------- section 1: Euler
+def uniform_grid(steps: int, y0: torch.Tensor):
+    """The grid 0..1 in ``steps`` steps (y0's dtype and device), its points as 0-dim
+    tensors (as torchdiffeq passes t) and its step sizes as floats."""
+    grid = torch.linspace(0.0, 1.0, steps + 1, dtype=y0.dtype, device=y0.device)
+    return grid, list(grid.unbind()), (grid[1:].double() - grid[:-1].double()).tolist()
+
+
 def raw_euler(f, y0, grid_list, hs):
     y = y0
     for i in range(len(hs)):
@@ -204,10 +197,7 @@ def section_euler(fields, args, device):
     steps = args.steps
     rows = {}
     for name, f, y0, desc in fields:
-        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=y0.dtype, device=device)
-        grid_list = list(grid.unbind())  # 0-dim tensors, as torchdiffeq passes t
-        hs = (grid[1:].double() - grid[:-1].double()).tolist()
-        cf = CountingField(f)
+        grid, grid_list, hs = uniform_grid(steps, y0)
         contenders = {
             # cuda_graph=False: this section measures the eager loop (graphs: section 4).
             "ours": lambda: solve(f, y0, 0.0, 1.0, "euler", steps=steps, cuda_graph=False),
@@ -216,7 +206,7 @@ def section_euler(fields, args, device):
         if torchdiffeq is not None:
             opts = {"grid_constructor": lambda func, y, t: grid}
             contenders["torchdiffeq"] = lambda: torchdiffeq.odeint(
-                cf, y0, grid[[0, -1]], method="euler", options=opts
+                f, y0, grid[[0, -1]], method="euler", options=opts
             )[-1]
         r = bench(contenders, device, args.repeats)
         ours_y = r["ours"]["result"].y
@@ -234,25 +224,14 @@ def section_euler(fields, args, device):
             "per_step_overhead_us": 1e6 * (r["ours"]["median_s"] - r["raw"]["median_s"]) / steps,
         }
         if "torchdiffeq" in r:
-            cf.n = 0
-            torchdiffeq.odeint(
-                cf,
-                y0,
-                grid[[0, -1]],
-                method="euler",
-                options={"grid_constructor": lambda func, y, t: grid},
-            )
+            # the same torchdiffeq Euler on the same grid, its calls counted by the backend
+            tdq = solve(f, y0, 0.0, 1.0, "torchdiffeq:euler", steps=steps)
             row.update(
                 torchdiffeq_s=r["torchdiffeq"]["median_s"],
-                torchdiffeq_nfe=cf.n,
+                torchdiffeq_nfe=tdq.nfe,
                 torchdiffeq_over_raw=_ratio(r["torchdiffeq"]["median_s"], r["raw"]["median_s"]),
             )
-        ops_ours, ops_raw = count_ops(contenders["ours"]), count_ops(contenders["raw"])
-        row.update(
-            aten_ops_ours=ops_ours,
-            aten_ops_raw=ops_raw,
-            extra_aten_ops_per_step=(ops_ours - ops_raw) / steps,
-        )
+        row.update(_op_counts(contenders, steps))
         row["target_ours_over_raw"] = TARGETS["euler_ours_over_raw_max"]
         row["target_met"] = row["ours_over_raw"] <= TARGETS["euler_ours_over_raw_max"]
         rows[name] = row
@@ -279,10 +258,8 @@ class _TorchsdeSDE(nn.Module):
     def __init__(self, f, g, shape):
         super().__init__()
         self._f, self._g, self.shape = f, g, tuple(shape)
-        self.n = 0
 
     def f(self, t, y):  # torchsde needs (batch, d) states: un/flatten around the field
-        self.n += 1
         return self._f(t, y.view(self.shape)).flatten(1)
 
     def g(self, t, y):
@@ -291,24 +268,21 @@ class _TorchsdeSDE(nn.Module):
 
 def section_em(fields, args, device):
     steps = args.steps
-    have_em = "euler_maruyama" in all_methods()
     rows = {}
     for name, f, y0, desc in fields:
 
         def g(t, y):
             return torch.full_like(y, 0.5)
 
-        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=y0.dtype, device=device)
-        grid_list = list(grid.unbind())
-        hs = (grid[1:].double() - grid[:-1].double()).tolist()
+        grid, grid_list, hs = uniform_grid(steps, y0)
         gen_ours = torch.Generator(device=device).manual_seed(1)
         gen_raw = torch.Generator(device=device).manual_seed(1)
-        contenders = {"raw": lambda: raw_em(f, g, y0, grid_list, hs, gen_raw)}
-        if have_em:
-            contenders["ours"] = lambda: solve(
+        contenders = {
+            "raw": lambda: raw_em(f, g, y0, grid_list, hs, gen_raw),
+            "ours": lambda: solve(
                 f, y0, 0.0, 1.0, "euler_maruyama", steps=steps, g=g, generator=gen_ours
-            )
-        sde = None
+            ),
+        }
         if torchsde is not None:
             sde = _TorchsdeSDE(f, g, y0.shape)
             ts = grid[[0, -1]]
@@ -321,41 +295,40 @@ def section_em(fields, args, device):
                 sde, y0_flat, ts, method="euler", dt=dt
             )[-1]
         r = bench(contenders, device, args.repeats)
-        row = {"field": desc, "steps": steps, "raw_s": r["raw"]["median_s"]}
-        if have_em:
-            row.update(
-                ours_s=r["ours"]["median_s"],
-                ours_nfe=r["ours"]["result"].nfe,
-                ours_over_raw=_ratio(r["ours"]["median_s"], r["raw"]["median_s"]),
-            )
-        else:
-            row["ours"] = "n/a (euler_maruyama not in ndmsolve.solvers yet)"
-        if sde is not None:
-            sde.n = 0
-            torchsde.sdeint(
-                sde, y0.flatten(1), grid[[0, -1]], method="euler", dt=(1.0 / steps) * (1 + 1e-5)
-            )
+        row = {
+            "field": desc,
+            "steps": steps,
+            "raw_s": r["raw"]["median_s"],
+            "ours_s": r["ours"]["median_s"],
+            "ours_nfe": r["ours"]["result"].nfe,
+            "ours_over_raw": _ratio(r["ours"]["median_s"], r["raw"]["median_s"]),
+        }
+        row.update(_op_counts(contenders, steps))
+        row["target_met"] = None
+        if torchsde is not None:
+            # torchsde's Euler on the same grid, its drift calls counted by the backend
+            sde_sol = solve(f, y0, 0.0, 1.0, "torchsde:euler", steps=steps, g=g, generator=1)
             row.update(
                 torchsde_s=r["torchsde"]["median_s"],
-                torchsde_nfe=sde.n,
+                torchsde_nfe=sde_sol.nfe,
                 torchsde_over_raw=_ratio(r["torchsde"]["median_s"], r["raw"]["median_s"]),
+                torchsde_over_ours=_ratio(r["torchsde"]["median_s"], r["ours"]["median_s"]),
+                target_torchsde_over_ours=TARGETS["em_torchsde_over_ours_min"],
             )
-        if have_em:
-            ops_ours, ops_raw = count_ops(contenders["ours"]), count_ops(contenders["raw"])
-            row.update(
-                aten_ops_ours=ops_ours,
-                aten_ops_raw=ops_raw,
-                extra_aten_ops_per_step=(ops_ours - ops_raw) / steps,
-            )
-        if have_em and sde is not None:
-            row["torchsde_over_ours"] = _ratio(r["torchsde"]["median_s"], r["ours"]["median_s"])
-            row["target_torchsde_over_ours"] = TARGETS["em_torchsde_over_ours_min"]
             row["target_met"] = row["torchsde_over_ours"] >= TARGETS["em_torchsde_over_ours_min"]
-        else:
-            row["target_met"] = None
         rows[name] = row
         progress(f"euler_maruyama {name} done")
     return rows
+
+
+def _op_counts(contenders: dict, steps: int) -> dict:
+    """Dispatched ATen ops of ours and of the raw loop, and the extra ones per step."""
+    ops_ours, ops_raw = count_ops(contenders["ours"]), count_ops(contenders["raw"])
+    return dict(
+        aten_ops_ours=ops_ours,
+        aten_ops_raw=ops_raw,
+        extra_aten_ops_per_step=(ops_ours - ops_raw) / steps,
+    )
 
 
 # --------------------------------------------------------------------------- section 3: dopri5
@@ -462,11 +435,10 @@ def section_dopri5(args, device):
             ref_info["ref_method"] = f"ndmsolve dopri5 float64 rtol=atol={ref_tol:g}"
         per_tol = {}
         for tol in args.tols:
-            cf = CountingField(f32)
             contenders = {"ours": lambda: solve(f32, y0, t0, t1, "dopri5", rtol=tol, atol=tol)}
             if torchdiffeq is not None:
                 contenders["torchdiffeq"] = lambda: torchdiffeq.odeint(
-                    cf, y0, tt32, method="dopri5", rtol=tol, atol=tol
+                    f32, y0, tt32, method="dopri5", rtol=tol, atol=tol
                 )[-1]
             r = bench(contenders, device, args.adaptive_repeats)
             sol = r["ours"]["result"]
@@ -480,16 +452,16 @@ def section_dopri5(args, device):
             }
             row.update({f"ours_{k}": v for k, v in _errors(sol.y, ref).items()})
             if torchdiffeq is not None:
-                cf.n = 0
-                yt = torchdiffeq.odeint(cf, y0, tt32, method="dopri5", rtol=tol, atol=tol)[-1]
-                row.update(torchdiffeq_s=r["torchdiffeq"]["median_s"], torchdiffeq_nfe=cf.n)
-                row.update({f"torchdiffeq_{k}": v for k, v in _errors(yt, ref).items()})
-                row["nfe_ratio_ours_over_torchdiffeq"] = sol.nfe / cf.n
+                # the same torchdiffeq call, its field calls counted by the backend
+                tdq = solve(f32, y0, t0, t1, "torchdiffeq:dopri5", rtol=tol, atol=tol)
+                row.update(torchdiffeq_s=r["torchdiffeq"]["median_s"], torchdiffeq_nfe=tdq.nfe)
+                row.update({f"torchdiffeq_{k}": v for k, v in _errors(tdq.y, ref).items()})
+                row["nfe_ratio_ours_over_torchdiffeq"] = sol.nfe / tdq.nfe
                 row["time_ratio_ours_over_torchdiffeq"] = _ratio(
                     row["ours_s"], row["torchdiffeq_s"]
                 )
                 row["target_met"] = (
-                    sol.nfe <= cf.n and row["ours_rms_err"] <= row["torchdiffeq_rms_err"]
+                    sol.nfe <= tdq.nfe and row["ours_rms_err"] <= row["torchdiffeq_rms_err"]
                 )
                 # Error-efficiency view: NFE needed is what matters, equal error is not
                 # guaranteed by equal tolerances (different controllers).
@@ -510,9 +482,7 @@ def section_graph(fields, args, device):
     steps = args.steps
     rows = {}
     for name, f, y0, desc in fields:
-        grid = torch.linspace(0.0, 1.0, steps + 1, dtype=y0.dtype, device=device)
-        grid_list = list(grid.unbind())
-        hs = (grid[1:].double() - grid[:-1].double()).tolist()
+        grid, grid_list, hs = uniform_grid(steps, y0)
         contenders = {
             "raw": lambda: raw_euler(f, y0, grid_list, hs),
             "graph": lambda: solve(f, y0, 0.0, 1.0, "euler", steps=steps, cuda_graph=True),
@@ -586,8 +556,6 @@ def print_tables(res: dict) -> None:
                 else ""
             )
         )
-        if "ours" in r:
-            print(f"    ours: {r['ours']}")
 
     print(
         "\n[3] dopri5 vs torchdiffeq        tol   NFE ours/tdq (acc/rej)   time ours / tdq        "
@@ -645,7 +613,7 @@ def _strip(obj):
 
 
 def write_json_atomic(path: str, data: dict) -> None:
-    _common.write_json_atomic(
+    common.write_json_atomic(
         os.path.abspath(path),
         _strip(data),
         prefix=".solver_overhead.",
@@ -770,8 +738,8 @@ def main(argv=None) -> dict:
             "device": device_name(device),
             "device_type": device.type,
             "torch": torch.__version__,
-            "torchdiffeq": _common.version(torchdiffeq),
-            "torchsde": _common.version(torchsde),
+            "torchdiffeq": common.version(torchdiffeq),
+            "torchsde": common.version(torchsde),
             "python": platform.python_version(),
             "ndmsolve_methods": list(all_methods()),
             "threads": torch.get_num_threads(),

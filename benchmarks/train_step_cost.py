@@ -20,7 +20,7 @@ On the CPU the default clock is the process's CPU time (``time.process_time``) a
 thread, which the load other processes put on the machine barely changes; ``--clock wall``
 times wall-clock instead (and is the only clock on CUDA).
 
-    python benchmarks/train_step_cost.py [--device cpu|cuda] [--quick] [--threads 1]
+    python -m benchmarks.train_step_cost [--device cpu|cuda] [--quick] [--threads 1]
                                          [--clock cpu|wall] [--loss continuous|discrete]
                                          [--cases mlp,unet8,unet32]
 
@@ -38,13 +38,11 @@ import time
 import torch
 
 import ndmsolve as nd
+from benchmarks import common
 from ndmsolve.fields import MLP, EpsilonPredictor, UNet
 from ndmsolve.objectives import continuous_loss, discrete_loss
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
-    sys.path.insert(0, _HERE)
-import _common  # noqa: E402
 
 RESULTS = os.path.join(_HERE, "results")
 
@@ -147,7 +145,7 @@ def run_case(
     fns = {n: step_fn(m, x, loss) for n, m in models.items()}
     fns.update({"pass_" + n: f for n, f in pass_fns(models, x).items()})
     timer = {"cpu": time.process_time, "wall": time.perf_counter}[clock]
-    times = _common.time_all(fns, device, rounds, min_time, warmup=2, clock=timer)
+    times = common.time_all(fns, device, rounds, min_time, warmup=2, clock=timer)
     base, unit = times["ddpm"], times["pass_predictor"]
     steps = {n: v for n, v in times.items() if not n.startswith("pass_")}
     units = {n: times["pass_" + n] / unit for n in PASSES}
@@ -187,13 +185,13 @@ def print_table(res: dict) -> None:
 
 def write_json(res: dict, out_dir: str) -> str:
     path = os.path.join(out_dir, f"train_step_cost_{res['loss']}_{res['device']}.json")
-    _common.write_json_atomic(path, res, prefix=".train_step_cost_", suffix=".json")
+    common.write_json_atomic(path, res, prefix=".train_step_cost_", suffix=".json")
     return path
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    _common.add_run_args(p, rounds_help="timing rounds (default 7; quick 2)")
+    common.add_run_args(p, rounds_help="timing rounds (default 7; quick 2)")
     p.add_argument("--loss", default="continuous", choices=["continuous", "discrete"])
     p.add_argument(
         "--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES)
@@ -223,7 +221,7 @@ def main(argv=None) -> dict:
     rounds = a.rounds or (2 if a.quick else 7)
     min_time = a.min_time if a.min_time is not None else (0.005 if a.quick else 0.5)
     res = dict(
-        _common.run_meta("train_step_cost", a, device, rounds),
+        common.run_meta("train_step_cost", a, device, rounds),
         loss=a.loss,
         clock=clock,
         clock_note=(

@@ -26,7 +26,7 @@ Part ``table``: nd.log_likelihood on the ndm case with 512 points, several point
 (seeds), reference scipy DOP853 at 1e-11: NFE, mean and worst error at tol 1e-3, 1e-4,
 1e-5, for the old default (dopri5, rms) and the new one.
 
-    python benchmarks/work_precision.py [--part wp,table] [--quick] [--seeds 0,1,2]
+    python -m benchmarks.work_precision [--part wp,table] [--quick] [--seeds 0,1,2]
 
 Writes ``benchmarks/results/work_precision_cpu.json`` and ``work_precision_cpu.png``.
 """
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -44,7 +43,8 @@ import torch
 from scipy.integrate import solve_ivp
 
 import ndmsolve as nd
-from ndmsolve.likelihood import _AugmentedField, _Divergence, standard_normal_logp
+from benchmarks import common
+from ndmsolve.likelihood import AugmentedField, Divergence, standard_normal_logp
 from ndmsolve.solvers import solve
 from ndmsolve.solvers.api import PER_SAMPLE_CONTROL
 
@@ -52,9 +52,6 @@ from ndmsolve.solvers.api import PER_SAMPLE_CONTROL
 LIKELIHOOD_DEFAULTS = {"method": "tsit5", **PER_SAMPLE_CONTROL}
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:  # run as a script, or loaded by file path (the smoke tests)
-    sys.path.insert(0, _HERE)
-import _common  # noqa: E402
 
 RESULTS = os.path.join(_HERE, "results")
 F64 = torch.float64
@@ -148,7 +145,7 @@ def ndm_points(n: int, seed: int):
 
 def ndm_problem(n: int, seed: int = 0) -> Problem:
     model, z0 = ndm_points(n, seed)
-    field = _AugmentedField(_Divergence(model.velocity, "exact", None), (2,), n)
+    field = AugmentedField(Divergence(model.velocity, "exact", None), (2,), n)
     y0 = torch.cat([z0, z0.new_zeros(n, 1)], 1)
 
     def logp(y):
@@ -387,7 +384,7 @@ def main(argv=None) -> dict:
         "meta": {
             "benchmark": "work_precision",
             "device": "cpu",
-            "device_name": _common.device_name(torch.device("cpu")),
+            "device_name": common.device_name(torch.device("cpu")),
             "torch": torch.__version__,
             "threads": a.threads,
             "quick": a.quick,
@@ -407,7 +404,7 @@ def main(argv=None) -> dict:
     if "table" in parts:
         print("[table] likelihood tolerance table", flush=True)
         res["table"] = part_table([int(s) for s in a.seeds.split(",")], a.quick)
-    _common.write_json_atomic(
+    common.write_json_atomic(
         os.path.join(a.out_dir, stem + ".json"), res, prefix=f".{stem}.", suffix=".json"
     )
     return res

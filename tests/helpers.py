@@ -51,18 +51,6 @@ def small_mlp(d: int, seed: int = 0, out_dim: int | None = None, dtype=F64) -> M
     return MLP(d, hidden=16, depth=2, time_dim=8, out_dim=out_dim, max_freq=4.0).to(dtype)
 
 
-def load_benchmark(name: str):
-    """Import ``benchmarks/<name>.py`` by file path (benchmarks/ is not a package)."""
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 class Counting(torch.nn.Module):
     """Wraps a predictor and counts its calls (one call = one NFE over the batch)."""
 

@@ -59,6 +59,7 @@ __all__ = [
     "default_methods",
     "closed_form_models",
     "best_methods",
+    "best_rows",
     "load_models",
 ]
 
@@ -183,7 +184,7 @@ def _check_settings(settings, adaptive: bool, what: str) -> list:
 
 
 # --------------------------------------------------------------------------- models
-def closed_form_models(data=None, schedule=None, transform=None) -> dict:
+def closed_form_models(data=None, schedule=None, transform=None, *, shared_time=False) -> dict:
     """A closed-form NDM and DDPM on one Gaussian mixture: ``{"NDM": ..., "DDPM": ...}``.
 
     Both use the exact predictor x̂ = E[x | z_t] (``ndmsolve.analytic.ExactPredictor``), so
@@ -191,7 +192,8 @@ def closed_form_models(data=None, schedule=None, transform=None) -> dict:
     difference between samplers is discretisation error. The NDM's transform is affine in
     x (default: F(x, t) = (1 − 0.6 t, 1 − 0.3 t) ⊙ x + t (0.5, −0.5)); the DDPM's is the
     identity. Default data: 8 Gaussians of std 0.15 on the circle of radius 2, 2D;
-    default schedule ``LinearLogSNR(-12, 12)``.
+    default schedule ``LinearLogSNR(-12, 12)``. ``shared_time``: passed to
+    ``ExactPredictor`` (a batch at one time factorises the covariances once).
     """
     from .. import LinearLogSNR
     from ..analytic import AffineTimeTransform, GaussianMixture
@@ -215,7 +217,7 @@ def closed_form_models(data=None, schedule=None, transform=None) -> dict:
     sched_ndm = LinearLogSNR(-12.0, 12.0) if schedule is None else schedule
     models = {}
     for name, tr in (("NDM", transform), ("DDPM", None)):
-        pred = ExactPredictor(data, sched_ndm, tr)
+        pred = ExactPredictor(data, sched_ndm, tr, shared_time=shared_time)
         models[name] = NDM(pred, transform=tr, schedule=sched_ndm, data_shape=(data.d,))
     return models
 
@@ -303,6 +305,14 @@ class SweepResult:
         text = json.dumps(_nan_to_none(self.to_dict()), indent=1, allow_nan=False)
         return atomic_write(path, lambda f: f.write(text), binary=False)
 
+    def save(self, folder) -> None:
+        """Write ``sweep.json`` (``write_json``) and ``sweep.png`` (``ndmsolve.viz.plot_sweep``)
+        into ``folder``."""
+        from ..viz import plot_sweep
+
+        self.write_json(Path(folder) / "sweep.json")
+        plot_sweep(self, Path(folder) / "sweep.png")
+
     def summary(self) -> str:
         """The table and the best methods, as text."""
         ms = self.metrics
@@ -350,6 +360,24 @@ def _nan_to_none(obj):
     return obj
 
 
+def best_rows(rows: Sequence[dict], key: str, by: str | None = None) -> dict:
+    """The row with the smallest ``key`` in each group of rows sharing ``row[by]`` (one
+    group ``None`` when ``by`` is None): ``{group: row}``, groups in first-seen order.
+    Rows with a truthy ``"error"`` are skipped; of equal values the first row wins.
+
+    The one selection both readings of a table use: ``best_methods`` (the fewest NFE
+    reaching a quality) and the few-step benchmark (the best quality at a fixed NFE).
+    """
+    best: dict = {}
+    for r in rows:
+        if r.get("error"):
+            continue
+        g = None if by is None else r[by]
+        if g not in best or r[key] < best[g][key]:
+            best[g] = r
+    return best
+
+
 def best_methods(rows: Sequence[dict], metric: str, quality: Sequence[float]) -> dict:
     """For each model and each quality level q: the (method, setting) with the fewest mean
     NFE among the rows whose mean ``metric`` is ≤ q, and each method's own fewest NFE
@@ -361,11 +389,8 @@ def best_methods(rows: Sequence[dict], metric: str, quality: Sequence[float]) ->
         levels = []
         for q in quality:
             ok = [r for r in mine if r[metric] <= q]
-            per_method = {}
-            for r in ok:
-                if r["method"] not in per_method or r["nfe"] < per_method[r["method"]]:
-                    per_method[r["method"]] = r["nfe"]
-            win = min(ok, key=lambda r: r["nfe"]) if ok else None
+            win = best_rows(ok, "nfe").get(None)
+            per_method = {m: r["nfe"] for m, r in best_rows(ok, "nfe", "method").items()}
             levels.append(
                 dict(
                     quality=float(q),
@@ -414,8 +439,8 @@ def sweep(
             ``"unipc_2m:grid_kind=logsnr,sigma_min=0.12,denoise=true"``, dicts or
             ``Recipe`` objects (``ndmsolve.studies.recipes``), or ``{method or recipe:
             settings}`` to give each its own grid (None: the shared ``steps``/``tols``).
-            A recipe's options go to ``nd.sample`` as given; one that stops before t = 0 (``sigma_min``/``t_min``) must end with
-            ``denoise=true`` (its z there is not a draw of the truth at ``t_min``).
+            A recipe's options go to ``nd.sample`` as given; one that stops before t = 0
+            (``sigma_min``/``t_min``) must end with ``denoise=true``.
             Rows are labelled by the recipe's name (default: its spec string).
         steps: step counts for fixed-step and discrete methods.
         tols: tolerances (rtol = atol) for adaptive methods (default ``DEFAULT_TOLS`` by
@@ -440,13 +465,35 @@ def sweep(
     Returns:
         ``SweepResult``.
     """
-    from ..sampling import sample
-
     models = load_models(models)
     grid = _method_grid(methods, steps, tols)
     metrics = _check_metrics(metrics)
     seeds = as_seeds(seeds)
     floor_seeds = as_seeds(floor_seeds, "floor_seeds")
+    n_ref, quality = _check_sizes_and_quality(grid, n, n_ref, quality)
+    truths = {name: _truth(name, m, reference, t_min, metrics) for name, m in models.items()}
+    rows, floors = [], {}
+    for name, model in models.items():
+        truth = truths[name]
+        floors[name] = _floors(truth, metrics, n, n_ref, floor_seeds)
+        refs = {s: truth(n_ref, torch.Generator().manual_seed(REF_SEED + s)) for s in seeds}
+        run = _Run(model, truth, refs, metrics, seeds, n, t_min, max_steps)
+        for recipe, kind, settings in grid:
+            for setting in settings:
+                rows.append(run.row(name, recipe, kind, setting))
+                if progress:
+                    print(_row_line(rows[-1], metrics), flush=True)
+    best = _best(models, rows, floors, metrics[0], quality)
+    config = _config(models, grid, seeds, floor_seeds, n, n_ref, metrics, t_min, max_steps, quality)
+    result = SweepResult(rows=rows, floors=floors, metrics=tuple(metrics), config=config, best=best)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _check_sizes_and_quality(grid, n, n_ref, quality) -> tuple[int, list | None]:
+    """``n_ref`` (default ``n``) and the quality levels as floats, after checking them and
+    that every recipe stopping before t = 0 denoises."""
     for recipe, _, _ in grid:
         if recipe.ends_early and recipe.options.get("denoise") is not True:
             raise ValueError(
@@ -456,82 +503,79 @@ def sweep(
     for name, v in (("n", n), ("n_ref", n if n_ref is None else n_ref)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             raise ValueError(f"{name} must be an int >= 2, got {v!r}")
-    n_ref = n if n_ref is None else n_ref
     if quality is not None:
         quality = [float(q) for q in quality]
         if not quality:
             raise ValueError("quality must hold at least one level (or be None)")
-    truths = {name: _truth(name, m, reference, t_min, metrics) for name, m in models.items()}
+    return (n if n_ref is None else n_ref), quality
 
-    rows, floors = [], {}
-    for name, model in models.items():
-        truth = truths[name]
-        floors[name] = _floors(truth, metrics, n, n_ref, floor_seeds)
-        refs = {s: truth(n_ref, torch.Generator().manual_seed(REF_SEED + s)) for s in seeds}
-        for recipe, kind, settings in grid:
-            opts = dict(recipe.options)
-            if not recipe.ends_early:
-                opts["t_min"] = t_min
-            for setting in settings:
-                adaptive = kind.endswith("adaptive")
-                kw = (
-                    dict(rtol=setting, atol=setting, max_steps=max_steps)
-                    if adaptive
-                    else dict(steps=setting)
-                )
-                row = dict(
-                    model=name,
-                    method=recipe.name,
-                    options=dict(recipe.options, method=recipe.method),
-                    kind=kind,
-                    steps=None if adaptive else setting,
-                    tol=setting if adaptive else None,
-                    n=n,
-                    seeds=list(seeds),
-                    error=None,
-                )
-                per_seed = {m: [] for m in metrics}
-                nfes, walls = [], []
-                try:
-                    for s in seeds:
-                        t0 = time.perf_counter()
-                        res = sample(
-                            model,
-                            n,
-                            recipe.method,
-                            generator=torch.Generator().manual_seed(s),
-                            **opts,
-                            **kw,
-                        )
-                        walls.append(time.perf_counter() - t0)
-                        nfes.append(res.nfe)
-                        x = res.samples.float()
-                        for m in metrics:
-                            per_seed[m].append(_score(m, x, refs[s], truth, s))
-                except SolverError as e:
-                    row["error"] = f"{type(e).__name__}: {e}"
-                if row["error"]:
-                    row.update(nfe=math.nan, nfe_se=math.nan, wall_s=math.nan)
-                    row.update({c: math.nan for m in metrics for c in (m, f"{m}_se")})
-                else:
-                    row["nfe"], row["nfe_se"] = mean_se(nfes)
-                    row["wall_s"] = sum(walls) / len(walls)
-                    for m in metrics:
-                        row[m], row[f"{m}_se"] = mean_se(per_seed[m])
-                rows.append(row)
-                if progress:
-                    print(_row_line(row, metrics), flush=True)
 
-    primary = metrics[0]
-    best = {}
-    for name in models:
-        levels = (
-            quality
-            if quality is not None
-            else [k * floors[name][primary]["mean"] for k in DEFAULT_FLOOR_MULTIPLES]
+@dataclass
+class _Run:
+    """One model's sampling runs against its truth sets ``refs`` ({seed: (n_ref, d)})."""
+
+    model: object
+    truth: Callable
+    refs: dict
+    metrics: list
+    seeds: list
+    n: int
+    t_min: float
+    max_steps: int
+
+    def row(self, name: str, recipe: Recipe, kind: str, setting) -> dict:
+        """The row of one (method, setting): NFE, wall time and each metric, mean ± se over
+        the seeds; a ``SolverError`` gives a row with ``error`` set and NaN values."""
+        adaptive = kind.endswith("adaptive")
+        row = dict(
+            model=name,
+            method=recipe.name,
+            options=dict(recipe.options, method=recipe.method),
+            kind=kind,
+            steps=None if adaptive else setting,
+            tol=setting if adaptive else None,
+            n=self.n,
+            seeds=list(self.seeds),
+            error=None,
         )
-        best.update(best_methods([r for r in rows if r["model"] == name], primary, levels))
-    config = dict(
+        opts = dict(recipe.options)
+        if not recipe.ends_early:
+            opts["t_min"] = self.t_min
+        kw = dict(rtol=setting, atol=setting, max_steps=self.max_steps) if adaptive else {}
+        kw = kw or dict(steps=setting)
+        try:
+            nfes, walls, per_seed = self._draws(recipe.method, opts, kw)
+        except SolverError as e:
+            row["error"] = f"{type(e).__name__}: {e}"
+            row.update(nfe=math.nan, nfe_se=math.nan, wall_s=math.nan)
+            row.update({c: math.nan for m in self.metrics for c in (m, f"{m}_se")})
+            return row
+        row["nfe"], row["nfe_se"] = mean_se(nfes)
+        row["wall_s"] = sum(walls) / len(walls)
+        for m in self.metrics:
+            row[m], row[f"{m}_se"] = mean_se(per_seed[m])
+        return row
+
+    def _draws(self, method: str, opts: dict, kw: dict) -> tuple[list, list, dict]:
+        from ..sampling import sample
+
+        per_seed = {m: [] for m in self.metrics}
+        nfes, walls = [], []
+        for s in self.seeds:
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(s)
+            res = sample(self.model, self.n, method, generator=g, **opts, **kw)
+            walls.append(time.perf_counter() - t0)
+            nfes.append(res.nfe)
+            x = res.samples.float()
+            for m in self.metrics:
+                per_seed[m].append(_score(m, x, self.refs[s], self.truth, s))
+        return nfes, walls, per_seed
+
+
+def _config(models, grid, seeds, floor_seeds, n, n_ref, metrics, t_min, max_steps, quality):
+    """``SweepResult.config``: the sweep's arguments as run."""
+    return dict(
         models=list(models),
         methods={r.name: s for r, _, s in grid},
         recipes={r.name: dict(r.options, method=r.method) for r, _, _ in grid},
@@ -546,14 +590,19 @@ def sweep(
         floor_multiples=None if quality is not None else list(DEFAULT_FLOOR_MULTIPLES),
         closed_form={k: _is_closed_form(m) for k, m in models.items()},
     )
-    result = SweepResult(rows=rows, floors=floors, metrics=tuple(metrics), config=config, best=best)
-    if out is not None:
-        from ..viz import plot_sweep
 
-        out = Path(out)
-        result.write_json(out / "sweep.json")
-        plot_sweep(result, out / "sweep.png")
-    return result
+
+def _best(models, rows, floors, primary: str, quality) -> dict:
+    """``best_methods`` per model, at ``quality`` or at multiples of the model's floor."""
+    best = {}
+    for name in models:
+        levels = (
+            quality
+            if quality is not None
+            else [k * floors[name][primary]["mean"] for k in DEFAULT_FLOOR_MULTIPLES]
+        )
+        best.update(best_methods([r for r in rows if r["model"] == name], primary, levels))
+    return best
 
 
 def _check_metrics(metrics) -> list:

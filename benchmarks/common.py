@@ -1,7 +1,7 @@
 """Pieces shared by the benchmark scripts: device naming, run metadata, timing and
 atomic JSON output.
 
-The scripts run as ``python benchmarks/x.py`` and are also loaded by file path from the
+The scripts run as ``python -m benchmarks.x`` and are also loaded by file path from the
 smoke tests; each puts this folder on ``sys.path`` before ``import _common``.
 """
 
