@@ -40,6 +40,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .io import stale_temp_files
+from .objectives import continuous_loss
 
 __all__ = [
     "EMA",
@@ -56,6 +57,7 @@ __all__ = [
     "load_checkpoint",
     "TrainingInterrupted",
     "FolderLockedError",
+    "folder_lock",
     "CheckpointExistsError",
     "CheckpointWriteError",
 ]
@@ -165,8 +167,6 @@ def _resolve_loss(loss: Union[str, LossFn]) -> LossFn:
     if callable(loss):
         return loss
     if loss == "continuous":
-        from .objectives import continuous_loss
-
         return continuous_loss
     raise ValueError(
         f"loss must be 'continuous' or a callable loss(model, x, generator=g) -> (B,) tensor or NegELBO, "
@@ -570,8 +570,6 @@ class TrainConfig:
             exceeds ``ref + max_loss_ratio * max(|ref|, 1)`` raises ``TrainingStopped``
             before its update (so ~``max_loss_ratio`` x ``ref`` for losses above 1 nat;
             ``|ref|`` because a negative ELBO may be negative).
-
-    Returns:
     """
 
     steps: int
@@ -752,7 +750,6 @@ def _with_proposal(loss, time_proposal):
     """The loss with importance-sampled t (``time_proposal``), or ``loss`` as given."""
     if time_proposal is None:
         return loss
-    from .objectives import continuous_loss
 
     def proposed(model, x, generator):
         return continuous_loss(model, x, generator=generator, time_proposal=time_proposal)
