@@ -36,8 +36,7 @@ from .schedules import CosineLogSNR, LearnedLogSNR, LinearLogSNR, Schedule
 from .schedules_discrete import DiscreteSchedule
 from .solvers import NonFiniteError, Solution, SolverError, StepLimitError, solve
 from .transforms import IdentityTransform, ResidualTransform, TimeBasisTransform
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def __getattr__(name):

@@ -30,6 +30,7 @@ from torch import nn
 
 from .config import ConfigError, from_config, to_config
 from .io import atomic_write
+from .version import __version__
 
 __all__ = [
     "CheckpointError",
@@ -143,12 +144,6 @@ def _load_state(module: nn.Module, weights, where: str, target: str = "") -> Non
         raise CheckpointError(f"{where} does not fit {target}: {'; '.join(shown)}{more}") from None
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def capture_rng() -> dict:
     """The global RNG states: torch's CPU generator and, when CUDA is initialised, every GPU's."""
     state = {"torch": torch.get_rng_state()}
@@ -199,7 +194,7 @@ def save_checkpoint(path: PathLike, obj: dict | None = None, **entries) -> Path:
     """
     payload = dict(obj or {})
     payload.update(entries)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": _version()}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__}
     model = payload.get("model")
     if isinstance(model, nn.Module):
         try:
@@ -284,7 +279,7 @@ def read_checkpoint(path: PathLike, map_location="cpu") -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
             f"{where} has format version {version!r} (written by ndmsolve "
-            f"{state.get('library_version')}); this ndmsolve {_version()} reads versions "
+            f"{state.get('library_version')}); this ndmsolve {__version__} reads versions "
             f"up to {FORMAT_VERSION}: upgrade ndmsolve"
         )
     return state

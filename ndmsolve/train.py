@@ -19,27 +19,36 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from . import distributed as ddist
 from ._checks import as_generator, check_like_model, checked_keywords
 from ._guard import FolderLockedError, Interrupts, TrainingInterrupted, folder_lock
 from .checkpoint import (
+    CheckpointError,
     CheckpointWriteError,
     capture_rng,
     load_checkpoint,
+    read_checkpoint,
+    restore_entries,
     restore_rng,
     save_checkpoint,
 )
 from .io import stale_temp_files
+from .objectives import continuous_loss
 
 __all__ = [
     "EMA",
     "TrainResult",
     "train",
+    "TrainConfig",
+    "Batches",
+    "StepGuard",
     "lr_factor",
     "LR_SCHEDULES",
     "DATA_ORDERS",
@@ -48,6 +57,7 @@ __all__ = [
     "load_checkpoint",
     "TrainingInterrupted",
     "FolderLockedError",
+    "folder_lock",
     "CheckpointExistsError",
     "CheckpointWriteError",
 ]
@@ -157,8 +167,6 @@ def _resolve_loss(loss: Union[str, LossFn]) -> LossFn:
     if callable(loss):
         return loss
     if loss == "continuous":
-        from .objectives import continuous_loss
-
         return continuous_loss
     raise ValueError(
         f"loss must be 'continuous' or a callable loss(model, x, generator=g) -> (B,) tensor or NegELBO, "
@@ -166,7 +174,7 @@ def _resolve_loss(loss: Union[str, LossFn]) -> LossFn:
     )
 
 
-class _Batches:
+class Batches:
     """Where every random number of a step comes from: the data order and the loss's noise.
 
     With one micro-batch (single process) one generator serves both, in the order: batch
@@ -193,8 +201,7 @@ class _Batches:
         world: int,
         order: str = "random",
     ):
-        if order not in DATA_ORDERS:
-            raise ValueError(f"data_order must be one of {DATA_ORDERS}, got {order!r}")
+        _check_data_order(order)
         if order == "epoch" and not isinstance(data, Tensor):
             raise ValueError(
                 "data_order='epoch' needs data as a tensor (N, *shape); a callable data source "
@@ -382,7 +389,7 @@ def _check_data(data) -> None:
         )
 
 
-class _StepGuard:
+class StepGuard:
     """The non-finite policy and the divergence guard (see ``train``), decided once per
     step from the loss and the gradient norm with one host sync."""
 
@@ -469,6 +476,9 @@ def _check_finite_weights(step: int, path, model: nn.Module, ema: EMA, opt) -> N
         )
 
 
+# The name before it became public (benchmarks/nonfinite_cost.py switches it off).
+_StepGuard = StepGuard
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -476,99 +486,26 @@ class CheckpointExistsError(FileExistsError):
     """A fresh run would replace an existing checkpoint (pass resume=True or overwrite=True)."""
 
 
-def _guarded(fn):
-    """Run ``train`` holding its checkpoint folder's lock (rank 0) and the SIGTERM/SIGINT
-    handlers (``_guard.Interrupts``), both released when it returns or raises."""
-
-    @functools.wraps(fn)
-    def inner(*args, checkpoint=None, **kwargs):
-        from .distributed import rank
-
-        first = checkpoint is not None and rank() == 0
-        where = Path(checkpoint).parent if checkpoint is not None else None
-        with folder_lock(where, enabled=first), Interrupts() as interrupts:
-            return fn(*args, checkpoint=checkpoint, _interrupts=interrupts, **kwargs)
-
-    sig = inspect.signature(fn)
-    inner.__signature__ = sig.replace(
-        parameters=[p for p in sig.parameters.values() if p.name != "_interrupts"]
-    )
-    return inner
+def _check_data_order(order: str) -> None:
+    if order not in DATA_ORDERS:
+        raise ValueError(f"data_order must be one of {DATA_ORDERS}, got {order!r}")
 
 
-def _prepare_checkpoint(checkpoint, resume: bool, overwrite: bool, rank: int) -> None:
-    """Refuse to replace a checkpoint by accident; remove the temporary files of killed
-    saves (rank 0, which holds the folder's lock, so no concurrent writer owns them)."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        raise IsADirectoryError(f"checkpoint {str(path)!r} is a folder; give a file path")
-    if path.exists() and not resume and not overwrite:
-        raise CheckpointExistsError(
-            f"checkpoint {str(path)!r} exists; pass resume=True to continue it or "
-            f"overwrite=True to start afresh and replace it"
-        )
-    if rank == 0:
-        for tmp in stale_temp_files(path):
-            tmp.unlink(missing_ok=True)
+def _check_int(name: str, v, low: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        what = "non-negative" if low == 0 else "positive"
+        raise ValueError(f"{name} must be a {what} int, got {v!r}")
 
 
-def _stop_if_asked(interrupts: Interrupts, flags, step: int, checkpoint, save) -> None:
-    """After ``step`` completed: when any rank got a signal (``flags``: the (SIGINT, SIGTERM)
-    requests summed over the ranks, or None in one process), save the checkpoint (unless
-    just saved) and raise ``TrainingInterrupted`` on every rank, all at the same step.
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The options of one :func:`train` run, checked when built: a bad value raises
+    ``ValueError`` (or ``TypeError``) naming the option and what it expects.
 
-    Reading ``flags`` is a host sync per step under torch.distributed (the loss's
-    ``.item()`` is one already); in one process only Python state is read.
-    """
-    interrupts.step = step
-    agreed = interrupts.signal if flags is None else Interrupts.decode(*flags.tolist())
-    if agreed is None:
-        return
-    interrupts.signal = interrupts.signal or agreed
-    if checkpoint is not None and interrupts.kept_step != step:
-        save(step)
-    raise TrainingInterrupted(step, checkpoint, agreed)
+    ``train(model, data, config=TrainConfig(steps=..., batch_size=..., generator=...))`` is
+    the same as ``train(model, data, steps=..., ...)`` with the same keywords.
 
-
-@checked_keywords()
-@_guarded
-def train(
-    model: nn.Module,
-    data,
-    *,
-    steps: int,
-    batch_size: int,
-    lr: float = 2e-3,
-    lr_schedule: str = "constant",
-    warmup_steps: int = 0,
-    ema_decay: float = 0.999,
-    grad_clip: float | None = 1.0,
-    generator,
-    loss: Union[str, LossFn] = "continuous",
-    progress: Union[bool, str] = "auto",
-    log_every: int = 50,
-    checkpoint: PathLike | None = None,
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-    microbatches: int | None = None,
-    amp: str | None = None,
-    compile: bool = False,
-    extra: dict | None = None,
-    on_log: Callable[[int, float, float], None] | None = None,
-    time_proposal=None,
-    data_order: str = "random",
-    max_bad_steps: int = 3,
-    max_loss_ratio: float | None = None,
-    overwrite: bool = False,
-    _interrupts: Interrupts,
-) -> TrainResult:
-    """Train ``model`` (an NDM, in place) on ``data`` with Adam and an EMA of the weights.
-
-    Args:
-        model: the NDM (any module the loss accepts); updated in place.
-        data: a tensor (N, *shape) to draw batches from (see ``data_order``), or a
-            callable ``data(n, generator=g) -> (n, *shape)`` for fresh draws (e.g.
-            ``ndmsolve.data.checkerboard``).
+    Attributes:
         steps, batch_size: optimisation steps and (global) batch size.
         lr: Adam learning rate (the peak one under a schedule).
         lr_schedule, warmup_steps: the learning rate over the run, ``lr * lr_factor(step,
@@ -633,6 +570,144 @@ def train(
             exceeds ``ref + max_loss_ratio * max(|ref|, 1)`` raises ``TrainingStopped``
             before its update (so ~``max_loss_ratio`` x ``ref`` for losses above 1 nat;
             ``|ref|`` because a negative ELBO may be negative).
+    """
+
+    steps: int
+    batch_size: int
+    generator: object
+    lr: float = 2e-3
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    loss: Union[str, LossFn] = "continuous"
+    progress: Union[bool, str] = "auto"
+    log_every: int = 50
+    checkpoint: PathLike | None = None
+    checkpoint_every: int | None = None
+    resume: bool = False
+    microbatches: int | None = None
+    amp: str | None = None
+    compile: bool = False
+    extra: dict | None = None
+    on_log: Callable[[int, float, float], None] | None = None
+    time_proposal: object = None
+    data_order: str = "random"
+    max_bad_steps: int = 3
+    max_loss_ratio: float | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self._check_schedule()
+        self._check_checkpointing()
+        self._check_run()
+
+    def _check_schedule(self) -> None:
+        _check_int("steps", self.steps, 0)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("log_every", self.log_every, 1)
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        _check_int("warmup_steps", self.warmup_steps, 0)
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+
+    def _check_checkpointing(self) -> None:
+        every = self.checkpoint_every
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ValueError(f"checkpoint_every must be a positive int or None, got {every!r}")
+        if self.resume and self.checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=<path>")
+        _check_int("max_bad_steps", self.max_bad_steps, 1)
+        ratio = self.max_loss_ratio
+        if ratio is not None and not (0 < ratio < math.inf):
+            raise ValueError(f"max_loss_ratio must be positive and finite or None, got {ratio!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume=True and overwrite=True exclude each other")
+
+    def _check_run(self) -> None:
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be None or one of {sorted(AMP_DTYPES)}, got {self.amp!r}")
+        if self.microbatches is not None:
+            _check_int("microbatches", self.microbatches, 1)
+        if self.generator is None:
+            raise TypeError(
+                "generator is required: a torch.Generator or an int seed (runs reproduce)"
+            )
+        if self.time_proposal is not None and self.loss != "continuous":
+            raise ValueError(f"time_proposal needs loss='continuous', got loss={self.loss!r}")
+        _resolve_loss(self.loss)
+        _check_data_order(self.data_order)
+        if self.progress not in (True, False, "auto"):
+            raise ValueError(f"progress must be True, False or 'auto', got {self.progress!r}")
+
+
+def _accept_config(fn):
+    """Let ``train`` take ``config=TrainConfig(...)`` instead of its keywords."""
+
+    @functools.wraps(fn)
+    def inner(model, data, *, config: TrainConfig | None = None, **options):
+        if config is None:
+            return fn(model, data, **options)
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if options:
+            raise TypeError(
+                f"train() got config= and the options {sorted(options)}: pass the options "
+                f"in the TrainConfig or as keywords, not both"
+            )
+        return _fit(model, data, config)
+
+    sig = inspect.signature(fn)
+    config = inspect.Parameter(
+        "config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="TrainConfig | None"
+    )
+    inner.__signature__ = sig.replace(parameters=[*sig.parameters.values(), config])
+    return inner
+
+
+@checked_keywords()
+@_accept_config
+def train(
+    model: nn.Module,
+    data,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float = 2e-3,
+    lr_schedule: str = "constant",
+    warmup_steps: int = 0,
+    ema_decay: float = 0.999,
+    grad_clip: float | None = 1.0,
+    generator,
+    loss: Union[str, LossFn] = "continuous",
+    progress: Union[bool, str] = "auto",
+    log_every: int = 50,
+    checkpoint: PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    microbatches: int | None = None,
+    amp: str | None = None,
+    compile: bool = False,
+    extra: dict | None = None,
+    on_log: Callable[[int, float, float], None] | None = None,
+    time_proposal=None,
+    data_order: str = "random",
+    max_bad_steps: int = 3,
+    max_loss_ratio: float | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train ``model`` (an NDM, in place) on ``data`` with Adam and an EMA of the weights.
+
+    Args:
+        model: the NDM (any module the loss accepts); updated in place.
+        data: a tensor (N, *shape) to draw batches from (see ``data_order``), or a
+            callable ``data(n, generator=g) -> (n, *shape)`` for fresh draws (e.g.
+            ``ndmsolve.data.checkerboard``).
+        steps, ..., overwrite: the run's options, each described in :class:`TrainConfig`
+            (which checks them); or ``config=TrainConfig(...)`` alone in their place.
 
     Returns:
         ``TrainResult(model, ema_model, losses)``; ``losses`` holds each step's mean loss
@@ -647,224 +722,283 @@ def train(
     for it to finish; before the save begins it abandons the run at once (nothing more is
     saved; the checkpoint on disk is intact). The previous handlers are restored on return.
     """
-    from . import distributed as ddist
+    # Every parameter but the model and the data is an option (nothing else is bound yet).
+    options = {k: v for k, v in locals().items() if k not in ("model", "data")}
+    return _fit(model, data, TrainConfig(**options))
 
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("log_every", log_every)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
-            raise ValueError(
-                f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} int, got {v!r}"
-            )
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
-    if grad_clip is not None and not grad_clip > 0:
-        raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
-    if checkpoint_every is not None and (
-        not isinstance(checkpoint_every, int) or checkpoint_every < 1
-    ):
-        raise ValueError(
-            f"checkpoint_every must be a positive int or None, got {checkpoint_every!r}"
-        )
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=<path>")
-    if isinstance(max_bad_steps, bool) or not isinstance(max_bad_steps, int) or max_bad_steps < 1:
-        raise ValueError(f"max_bad_steps must be a positive int, got {max_bad_steps!r}")
-    if max_loss_ratio is not None and not (0 < max_loss_ratio < math.inf):
-        raise ValueError(
-            f"max_loss_ratio must be positive and finite or None, got {max_loss_ratio!r}"
-        )
-    if resume and overwrite:
-        raise ValueError("resume=True and overwrite=True exclude each other")
-    if amp is not None and amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be None or one of {sorted(AMP_DTYPES)}, got {amp!r}")
-    rank, world = ddist.rank(), ddist.world_size()
-    if checkpoint is not None:
-        _prepare_checkpoint(checkpoint, resume, overwrite, rank)
-    if microbatches is None:
-        microbatches = world
-    if isinstance(microbatches, bool) or not isinstance(microbatches, int) or microbatches < 1:
-        raise ValueError(f"microbatches must be a positive int, got {microbatches!r}")
-    if generator is None:
-        raise TypeError("generator is required: a torch.Generator or an int seed (runs reproduce)")
-    generator = as_generator(generator)
+
+def _fit(model: nn.Module, data, config: TrainConfig) -> TrainResult:
+    """Run ``config`` holding the checkpoint folder's lock (rank 0) and the SIGTERM/SIGINT
+    handlers (``_guard.Interrupts``), both released when it returns or raises."""
+    first = config.checkpoint is not None and ddist.rank() == 0
+    where = Path(config.checkpoint).parent if config.checkpoint is not None else None
+    with folder_lock(where, enabled=first), Interrupts() as interrupts:
+        return _Run(model, data, config, interrupts).run()
+
+
+def _trainable(model: nn.Module) -> list:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(
             "model has no trainable parameters (a model from nd.load_model is frozen: "
             "load it with nd.load_model(path, trainable=True) to fine-tune it)"
         )
-    if isinstance(data, Tensor) and data.is_floating_point():
-        check_like_model(data, model, "data")
-    _check_data(data)
-    if time_proposal is not None:
-        if loss != "continuous":
-            raise ValueError(f"time_proposal needs loss='continuous', got loss={loss!r}")
-        from .objectives import continuous_loss
+    return params
 
-        def loss(model, x, generator):
-            return continuous_loss(model, x, generator=generator, time_proposal=time_proposal)
 
-    adaptive = time_proposal is not None and hasattr(time_proposal, "observe")
-    loss_fn = _resolve_loss(loss)
-    batches = _Batches(data, batch_size, generator, microbatches, rank, world, data_order)
-    objective = _Objective(model, loss_fn)
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+def _with_proposal(loss, time_proposal):
+    """The loss with importance-sampled t (``time_proposal``), or ``loss`` as given."""
+    if time_proposal is None:
+        return loss
 
-        dev = params[0].device
-        objective = DistributedDataParallel(
-            objective, device_ids=[dev] if dev.type == "cuda" else None
-        )
-    opt = torch.optim.Adam(params, lr=lr)
-    ema = EMA(model, ema_decay)
-    # After the EMA's copy, and undone at the end: the returned models stay plain.
+    def proposed(model, x, generator):
+        return continuous_loss(model, x, generator=generator, time_proposal=time_proposal)
+
+    return proposed
+
+
+def _speed_hooks(model: nn.Module, amp: str | None, compile: bool) -> list:
+    """Autocast and ``torch.compile`` of the predictor; handles with ``remove()``."""
     hooks = _autocast_predictor(model, AMP_DTYPES[amp]) if amp is not None else []
     if compile:
         hooks.append(_compile_predictor(model))
-    losses: list = []
-    start, bad = 0, 0
-    if resume and Path(checkpoint).is_file():
-        tp = time_proposal if adaptive else None
-        start, losses, bad = _resume(checkpoint, model, opt, ema, batches, tp, data_order)
-    _interrupts.kept_step = _interrupts.step = start
-    if start > steps:
-        raise ValueError(
-            f"checkpoint {str(checkpoint)!r} is at step {start}, beyond steps={steps}: "
-            f"resume with steps >= {start}"
+    return hooks
+
+
+class _Run:
+    """One training run: set up from a :class:`TrainConfig`, then ``run()`` step by step
+    (the micro-batches, the guarded update, logging, checkpoints, stop requests)."""
+
+    def __init__(self, model: nn.Module, data, config: TrainConfig, interrupts: Interrupts):
+        c = self.config = config
+        self.model, self.interrupts = model, interrupts
+        self.rank, self.world = ddist.rank(), ddist.world_size()
+        if c.checkpoint is not None:
+            _prepare_checkpoint(c.checkpoint, c.resume, c.overwrite, self.rank)
+        self.microbatches = self.world if c.microbatches is None else c.microbatches
+        generator = as_generator(c.generator)
+        self.params = _trainable(model)
+        if isinstance(data, Tensor) and data.is_floating_point():
+            check_like_model(data, model, "data")
+        _check_data(data)
+        tp = c.time_proposal
+        self.adaptive = tp is not None and hasattr(tp, "observe")
+        loss_fn = _resolve_loss(_with_proposal(c.loss, tp))
+        self.batches = Batches(
+            data, c.batch_size, generator, self.microbatches, self.rank, self.world, c.data_order
         )
-    guard = _StepGuard(max_bad_steps, max_loss_ratio, losses, bad)
+        self.objective = _Objective(model, loss_fn)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-    def save(step: int) -> None:
-        with _interrupts.saving(step, checkpoint):
-            _save(step)
+            dev = self.params[0].device
+            self.objective = DistributedDataParallel(
+                self.objective, device_ids=[dev] if dev.type == "cuda" else None
+            )
+        self.opt = torch.optim.Adam(self.params, lr=c.lr)
+        self.ema = EMA(model, c.ema_decay)
+        self.losses, self.start, bad = [], 0, 0
+        if c.resume and Path(c.checkpoint).is_file():
+            self.start, self.losses, bad = _resume(
+                c.checkpoint,
+                model,
+                self.opt,
+                self.ema,
+                self.batches,
+                tp if self.adaptive else None,
+                c.data_order,
+            )
+        interrupts.kept_step = interrupts.step = self.start
+        if self.start > c.steps:
+            raise ValueError(
+                f"checkpoint {str(c.checkpoint)!r} is at step {self.start}, beyond "
+                f"steps={c.steps}: resume with steps >= {self.start}"
+            )
+        self.guard = StepGuard(c.max_bad_steps, c.max_loss_ratio, self.losses, bad)
+        # Gradient = (1/K) Σ_k ∇(mean loss of part k); DDP averages over the W ranks: scale W/K.
+        self.scale = self.world / self.microbatches
 
-    def _save(step: int) -> None:
-        _check_finite_weights(step, checkpoint, model, ema, opt)  # on every rank: no hang
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        """All steps from ``start``, then the final save; the model is left in eval mode."""
+        c = self.config
+        auto_bar = c.progress == "auto" and _is_terminal(sys.stderr)
+        bar_on = self.rank == 0 and (c.progress is True or auto_bar)
+        from tqdm.auto import tqdm
+
+        t_start = time.perf_counter()
+        # After the EMA's copy, and undone at the end: the returned models stay plain.
+        hooks = _speed_hooks(self.model, c.amp, c.compile)
+        self.model.train()
+        self.t_log = time.perf_counter()
+        steps = range(self.start, c.steps)
+        try:
+            with tqdm(
+                steps,
+                initial=self.start,
+                total=c.steps,
+                disable=not bar_on,
+                desc="train",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            ) as bar:
+                for step in bar:
+                    flags = self.step(step)
+                    self.log(step, bar)
+                    if c.checkpoint is not None and c.checkpoint_every:
+                        if (step + 1) % c.checkpoint_every == 0:
+                            self.save(step + 1)
+                    _stop_if_asked(self.interrupts, flags, step + 1, c.checkpoint, self.save)
+        finally:
+            for h in hooks:
+                h.remove()
+        return self.finish(bar_on, t_start)
+
+    def step(self, step: int) -> Tensor | None:
+        """One optimisation step over this process's micro-batches; returns the stop
+        requests summed over the ranks (None in one process)."""
+        c = self.config
+        self.opt.zero_grad(set_to_none=True)
+        total = self.accumulate(self.batches.next(step))
+        # Stop requests ride on the loss's all-reduce: no extra collective.
+        reduced = ddist.all_reduce_sum(torch.cat([total.reshape(1), self.interrupts.flags(total)]))
+        step_loss = reduced[0] / self.microbatches
+        # Loss and gradient are the same on every rank, so every rank decides alike.
+        norm = self.guard.grad_norm(self.params, c.grad_clip)
+        value, apply = self.guard.decide(step, step_loss, norm, self.rank)
+        self.losses.append(value)
+        if apply:
+            for group in self.opt.param_groups:
+                group["lr"] = c.lr * lr_factor(step, c.steps, c.lr_schedule, c.warmup_steps)
+            self.opt.step()
+            self.ema.update(self.model)
+        return reduced[1:] if self.world > 1 else None
+
+    def accumulate(self, parts: list) -> Tensor:
+        """Backward of every micro-batch (x_k, generator_k); returns the summed loss (0-dim)."""
+        total = 0.0
+        for j, (x, g) in enumerate(parts):
+            sync = j == len(parts) - 1 or self.world == 1
+            defer = self.world > 1 and not sync and hasattr(self.objective, "no_sync")
+            ctx = self.objective.no_sync() if defer else contextlib.nullcontext()
+            with ctx:
+                value = self.objective(x, g)
+                (value * self.scale).backward()
+            # The proposal learns only from finite values (one more sync, adaptive only).
+            if self.adaptive and bool(torch.isfinite(value)):
+                inner = getattr(self.objective, "module", self.objective)
+                self.config.time_proposal.observe(inner.last.diffusion)
+            total = total + value.detach()
+        return total
+
+    def log(self, step: int, bar) -> None:
+        """Every ``log_every`` steps and at the last: the bar's postfix and ``on_log``."""
+        c = self.config
+        if not ((step + 1) % c.log_every == 0 or step + 1 == c.steps):
+            return
+        recent = [v for v in self.losses[-c.log_every :] if math.isfinite(v)] or [math.nan]
+        now = time.perf_counter()
+        n_steps = min(c.log_every, step + 1 - self.start)
+        ips = n_steps * c.batch_size / max(now - self.t_log, 1e-9)
+        self.t_log = now
+        bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", img_s=f"{ips:.0f}")
+        if c.on_log is not None and self.rank == 0:
+            c.on_log(step + 1, sum(recent) / len(recent), ips)
+
+    def finish(self, bar_on: bool, t_start: float) -> TrainResult:
+        """The final save, a pending stop request, the summary line; the result."""
+        c = self.config
+        if c.checkpoint is not None and self.interrupts.kept_step != c.steps:
+            self.save(c.steps)
+        if self.interrupts.signal is not None:  # it came during the last step or the final save
+            raise TrainingInterrupted(c.steps, c.checkpoint, self.interrupts.signal)
+        if c.progress == "auto" and not bar_on and self.rank == 0:
+            recent = self.losses[-c.log_every :]
+            mean = f"{sum(recent) / len(recent):.4g}" if recent else "n/a"
+            print(
+                f"train: {c.steps - self.start} steps in {time.perf_counter() - t_start:.1f} s, "
+                f"loss {mean} (mean of the last {len(recent)})",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.model.eval()
+        return TrainResult(self.model, self.ema.shadow, self.losses)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, step: int) -> None:
+        """Write the checkpoint at ``step`` (every rank takes part; rank 0 writes)."""
+        with self.interrupts.saving(step, self.config.checkpoint):
+            self._write(step)
+
+    def _write(self, step: int) -> None:
+        c = self.config
+        _check_finite_weights(step, c.checkpoint, self.model, self.ema, self.opt)  # every rank
         # Every rank takes part: its global RNG and the generators it draws from.
-        mine = {"rng": capture_rng(), "generators": [g.get_state() for g in batches.generators]}
+        gens = self.batches.generators
+        mine = {"rng": capture_rng(), "generators": [g.get_state() for g in gens]}
         per_rank = ddist.all_gather_objects(mine)
         rngs = [r["rng"] for r in per_rank]
-        if rank == 0:
+        if self.rank == 0:
             save_checkpoint(
-                checkpoint,
-                model=model,
-                ema=ema,
-                optimizer=opt,
-                generator=batches.generators,
+                c.checkpoint,
+                model=self.model,
+                ema=self.ema,
+                optimizer=self.opt,
+                generator=gens,
                 generators_per_rank=[r["generators"] for r in per_rank],
-                step_guard={"bad_steps": guard.bad},
+                step_guard={"bad_steps": self.guard.bad},
                 step=step,
-                losses=losses,
+                losses=self.losses,
                 rng=rngs[0],
                 rng_per_rank=rngs,
-                microbatches=microbatches,
-                world_size=world,
-                lr_schedule={"lr": lr, "schedule": lr_schedule, "warmup_steps": warmup_steps},
-                **({"time_proposal": time_proposal} if adaptive else {}),
-                data_order=data_order,
-                epoch_seed=getattr(batches, "epoch_seed", None),
-                **(extra or {}),
+                microbatches=self.microbatches,
+                world_size=self.world,
+                lr_schedule={"lr": c.lr, "schedule": c.lr_schedule, "warmup_steps": c.warmup_steps},
+                **({"time_proposal": c.time_proposal} if self.adaptive else {}),
+                data_order=c.data_order,
+                epoch_seed=getattr(self.batches, "epoch_seed", None),
+                **(c.extra or {}),
             )
         ddist.barrier()
 
-    if progress not in (True, False, "auto"):
-        raise ValueError(f"progress must be True, False or 'auto', got {progress!r}")
-    bar_on = rank == 0 and (progress is True or (progress == "auto" and _is_terminal(sys.stderr)))
-    from tqdm.auto import tqdm
 
-    t_start = time.perf_counter()
-    model.train()
-    # Gradient = (1/K) Σ_k ∇(mean loss of part k); DDP averages over the W ranks, so scale by W/K.
-    scale = world / microbatches
-    t_log = time.perf_counter()
-    try:
-        with tqdm(
-            range(start, steps),
-            initial=start,
-            total=steps,
-            disable=not bar_on,
-            desc="train",
-            dynamic_ncols=True,
-            file=sys.stderr,
-        ) as bar:
-            for step in bar:
-                parts = batches.next(step)
-                opt.zero_grad(set_to_none=True)
-                total = 0.0
-                for j, (x, g) in enumerate(parts):
-                    sync = j == len(parts) - 1 or world == 1
-                    defer = world > 1 and not sync and hasattr(objective, "no_sync")
-                    ctx = objective.no_sync() if defer else contextlib.nullcontext()
-                    with ctx:
-                        value = objective(x, g)
-                        (value * scale).backward()
-                    # The proposal learns only from finite values (one more sync, adaptive only).
-                    if adaptive and bool(torch.isfinite(value)):
-                        inner = getattr(objective, "module", objective)
-                        time_proposal.observe(inner.last.diffusion)
-                    total = total + value.detach()
-                # Stop requests ride on the loss's all-reduce: no extra collective.
-                reduced = ddist.all_reduce_sum(
-                    torch.cat([total.reshape(1), _interrupts.flags(total)])
-                )
-                step_loss = reduced[0] / microbatches
-                # Loss and gradient are the same on every rank, so every rank decides alike.
-                value, apply = guard.decide(
-                    step, step_loss, guard.grad_norm(params, grad_clip), rank
-                )
-                losses.append(value)
-                if apply:
-                    for group in opt.param_groups:
-                        group["lr"] = lr * lr_factor(step, steps, lr_schedule, warmup_steps)
-                    opt.step()
-                    ema.update(model)
-                if (step + 1) % log_every == 0 or step + 1 == steps:
-                    recent = [v for v in losses[-log_every:] if math.isfinite(v)] or [math.nan]
-                    now = time.perf_counter()
-                    n_steps = min(log_every, step + 1 - start)
-                    ips = n_steps * batch_size / max(now - t_log, 1e-9)
-                    t_log = now
-                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}", img_s=f"{ips:.0f}")
-                    if on_log is not None and rank == 0:
-                        on_log(step + 1, sum(recent) / len(recent), ips)
-                if (
-                    checkpoint is not None
-                    and checkpoint_every
-                    and (step + 1) % checkpoint_every == 0
-                ):
-                    save(step + 1)
-                _stop_if_asked(
-                    _interrupts, reduced[1:] if world > 1 else None, step + 1, checkpoint, save
-                )
-    finally:
-        for h in hooks:
-            h.remove()
-    if checkpoint is not None and _interrupts.kept_step != steps:
-        save(steps)
-    if _interrupts.signal is not None:  # it came during the last step or the final save
-        raise TrainingInterrupted(steps, checkpoint, _interrupts.signal)
-    if progress == "auto" and not bar_on and rank == 0:
-        recent = losses[-log_every:]
-        mean = f"{sum(recent) / len(recent):.4g}" if recent else "n/a"
-        print(
-            f"train: {steps - start} steps in {time.perf_counter() - t_start:.1f} s, "
-            f"loss {mean} (mean of the last {len(recent)})",
-            file=sys.stderr,
-            flush=True,
+def _prepare_checkpoint(checkpoint, resume: bool, overwrite: bool, rank: int) -> None:
+    """Refuse to replace a checkpoint by accident; remove the temporary files of killed
+    saves (rank 0, which holds the folder's lock, so no concurrent writer owns them)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {str(path)!r} is a folder; give a file path")
+    if path.exists() and not resume and not overwrite:
+        raise CheckpointExistsError(
+            f"checkpoint {str(path)!r} exists; pass resume=True to continue it or "
+            f"overwrite=True to start afresh and replace it"
         )
-    model.eval()
-    return TrainResult(model, ema.shadow, losses)
+    if rank == 0:
+        for tmp in stale_temp_files(path):
+            tmp.unlink(missing_ok=True)
+
+
+def _stop_if_asked(interrupts: Interrupts, flags, step: int, checkpoint, save) -> None:
+    """After ``step`` completed: when any rank got a signal (``flags``: the (SIGINT, SIGTERM)
+    requests summed over the ranks, or None in one process), save the checkpoint (unless
+    just saved) and raise ``TrainingInterrupted`` on every rank, all at the same step.
+
+    Reading ``flags`` is a host sync per step under torch.distributed (the loss's
+    ``.item()`` is one already); in one process only Python state is read.
+    """
+    interrupts.step = step
+    agreed = interrupts.signal if flags is None else Interrupts.decode(*flags.tolist())
+    if agreed is None:
+        return
+    interrupts.signal = interrupts.signal or agreed
+    if checkpoint is not None and interrupts.kept_step != step:
+        save(step)
+    raise TrainingInterrupted(step, checkpoint, agreed)
 
 
 def _resume(checkpoint, model, opt, ema, batches, time_proposal, data_order) -> tuple:
     """Restore a run from ``checkpoint``, each rank its own generators and RNG states;
     returns (step, losses, non-finite steps in a row). Checks the process count first."""
-    from . import distributed as ddist
-    from .checkpoint import CheckpointError, read_checkpoint, restore_entries
-
     rank, world = ddist.rank(), ddist.world_size()
     where = f"checkpoint {str(checkpoint)!r}"
     state = read_checkpoint(checkpoint)

@@ -9,7 +9,7 @@ from helpers import one_thread_fixture
 from scipy.integrate import solve_ivp
 
 import ndmsolve as nd
-from ndmsolve.likelihood import _AugmentedField, _Divergence, standard_normal_logp
+from ndmsolve.likelihood import AugmentedField, Divergence, standard_normal_logp
 
 F64 = torch.float64
 _one_thread = one_thread_fixture(F64)
@@ -35,7 +35,7 @@ def case():
     sched = nd.LinearLogSNR(-10.0, 10.0)
     model = nd.NDM(nd.ExactPredictor(data, sched, tr), tr, sched, data_shape=(2,))
     z0 = data.sample(128, torch.Generator().manual_seed(0))
-    field = _AugmentedField(_Divergence(model.velocity, "exact", None), (2,), 128)
+    field = AugmentedField(Divergence(model.velocity, "exact", None), (2,), 128)
 
     def fun(t, y):
         with torch.no_grad():

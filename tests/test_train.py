@@ -12,7 +12,7 @@ import ndmsolve as nd
 from ndmsolve.checkpoint import CheckpointError
 from ndmsolve.data import checkerboard, gaussian_mixture_1d
 from ndmsolve.fields import MLP
-from ndmsolve.train import EMA, load_checkpoint, lr_factor, save_checkpoint, train
+from ndmsolve.train import EMA, TrainConfig, load_checkpoint, lr_factor, save_checkpoint, train
 
 _one_thread = one_thread_fixture(torch.float32)
 
@@ -277,3 +277,60 @@ def test_bad_arguments():
             progress=False,
             loss=lambda model, x, generator=None: stand_in_loss(model, x, generator) * math.nan,
         )
+
+
+def _learned_transform_model(seed=0):
+    torch.manual_seed(seed)
+    return nd.NDM(
+        MLP(2, hidden=16, depth=2),
+        transform=nd.ResidualTransform(MLP(2, hidden=16, depth=2)),
+    )
+
+
+def test_config_equals_keywords_bit_for_bit(tmp_path):
+    """``train(model, data, config=TrainConfig(...))`` is the keyword call: same weights,
+    EMA, losses and checkpoint state."""
+    opts = dict(steps=6, batch_size=16, generator=5, ema_decay=0.9, progress=False)
+    opts.update(lr_schedule="cosine", warmup_steps=2, checkpoint_every=4)
+    a = train(_learned_transform_model(), checkerboard, checkpoint=tmp_path / "a.pt", **opts)
+    cfg = TrainConfig(checkpoint=tmp_path / "b.pt", **opts)
+    b = train(_learned_transform_model(), checkerboard, config=cfg)
+    assert a.losses == b.losses
+    for sa, sb in ((a.model, b.model), (a.ema_model, b.ema_model)):
+        da, db = sa.state_dict(), sb.state_dict()
+        assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da)
+    ca, cb = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    assert ca["step"] == cb["step"] == 6
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+
+
+def test_config_checks_name_the_option():
+    base = dict(steps=1, batch_size=4, generator=0)
+    cases = [
+        (dict(steps=-1), ValueError, "steps must be a non-negative int"),
+        (dict(batch_size=0), ValueError, "batch_size must be a positive int"),
+        (dict(log_every=True), ValueError, "log_every must be a positive int"),
+        (dict(lr=0.0), ValueError, "lr must be positive"),
+        (dict(grad_clip=-1.0), ValueError, "grad_clip must be positive or None"),
+        (dict(checkpoint_every=0), ValueError, "checkpoint_every must be a positive int"),
+        (dict(resume=True), ValueError, "resume=True needs checkpoint"),
+        (dict(max_bad_steps=0), ValueError, "max_bad_steps must be a positive int"),
+        (dict(max_loss_ratio=math.inf), ValueError, "max_loss_ratio must be positive and finite"),
+        (dict(amp="fp8"), ValueError, "amp must be None or one of"),
+        (dict(microbatches=0), ValueError, "microbatches must be a positive int"),
+        (dict(generator=None), TypeError, "generator is required"),
+        (dict(loss=stand_in_loss, time_proposal=object()), ValueError, "time_proposal needs"),
+        (dict(data_order="shuffled"), ValueError, "data_order must be one of"),
+        (dict(progress="yes"), ValueError, "progress must be True, False or 'auto'"),
+    ]
+    for bad, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            TrainConfig(**{**base, **bad})
+    cfg = TrainConfig(**base)
+    with pytest.raises(AttributeError):  # frozen: a checked config stays checked
+        cfg.steps = -1
+    with pytest.raises(TypeError, match=r"config= and the options \['lr'\]"):
+        train(_model(), torch.randn(8, 1), config=cfg, lr=1e-3)
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        train(_model(), torch.randn(8, 1), config=base)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import ndmsolve as nd
 from ndmsolve.data import gaussian_mixture_1d
 from ndmsolve.fields import MLP
-from ndmsolve.train import _Batches, load_checkpoint, train
+from ndmsolve.train import Batches, load_checkpoint, train
 
 _one_thread = one_thread_fixture(torch.float32)
 
@@ -18,7 +18,7 @@ _one_thread = one_thread_fixture(torch.float32)
 def _indices(n, batch, steps, seed=0, k=1, rank=0, world=1, order="epoch"):
     """The points each step takes, as indices (data = arange(n) in one column)."""
     data = torch.arange(n, dtype=torch.float32)[:, None]
-    b = _Batches(data, batch, torch.Generator().manual_seed(seed), k, rank, world, order)
+    b = Batches(data, batch, torch.Generator().manual_seed(seed), k, rank, world, order)
     return [[x[:, 0].long() for x, _ in b.next(s)] for s in range(steps)]
 
 
