@@ -43,8 +43,8 @@ import ndmsolve as nd
 from benchmarks import common
 from ndmsolve.fields import MLP, UNet
 from ndmsolve.likelihood import (
-    _AugmentedField,
-    _Divergence,
+    AugmentedField,
+    Divergence,
     log_likelihood,
     sample_probes,
     standard_normal_logp,
@@ -118,7 +118,7 @@ def field_cost(case: str, cfg: dict, device, rounds: int, min_time: float) -> di
     tb = t0.expand(B)
     eps = sample_probes(1, z, "rademacher", torch.Generator(device=device).manual_seed(0))
     y = torch.cat([z.reshape(B, D), z.new_zeros(B, 1)], 1)
-    hutch = _AugmentedField(_Divergence(model.velocity, "hutchinson", eps), shape, B)
+    hutch = AugmentedField(Divergence(model.velocity, "hutchinson", eps), shape, B)
     base = ScoreSDEField(model, eps)
 
     def velocity():
@@ -128,13 +128,13 @@ def field_cost(case: str, cfg: dict, device, rounds: int, min_time: float) -> di
     fns = {"velocity": velocity, "hutch1": lambda: hutch(t0, y), "scoresde1": lambda: base(t0, y)}
     exact_scale, exact_name = 1.0, "exact"
     if D <= 64:
-        exact = _AugmentedField(_Divergence(model.velocity, "exact", None), shape, B)
+        exact = AugmentedField(Divergence(model.velocity, "exact", None), shape, B)
         fns["exact"] = lambda: exact(t0, y)
     else:
         # D VJPs per evaluation: time one vmapped chunk of basis vectors and scale by D / chunk.
         k = cfg["exact_chunk"]
         basis = torch.eye(D, device=device)[:k].reshape(k, 1, *shape).expand(k, *z.shape)
-        eng = _Divergence(
+        eng = Divergence(
             model.velocity, "hutchinson", basis
         )  # same machinery: vmap over k cotangents
         fns["exact"] = lambda: eng(z, tb)

@@ -4,7 +4,7 @@ Each step, ``train`` reads the loss and the global gradient norm in one host syn
 skips the update when either is NaN or inf. Without the check the loop reads the loss
 alone (``.item()``) and, without clipping, computes no gradient norm. We time ``train``
 with the check (``checked``) and with it turned off internally
-(``ndmsolve.train._StepGuard.check = False``, ``unchecked``), with gradient clipping (the
+(``ndmsolve.train.StepGuard.check = False``, ``unchecked``), with gradient clipping (the
 default, whose norm the check reuses) and without (the check computes the norm itself),
 on two cases: the CLI's toy NDM on checkerboard points (MLP predictor and transform) and
 a small U-Net NDM on 8×8 images. The check's own work (gradient norm and the stacked read)
@@ -72,8 +72,8 @@ def build(case: str, cfg: dict) -> tuple[nd.NDM, torch.Tensor]:
 
 def train_fn(model, x, cfg: dict, checked: bool, grad_clip):
     def run():
-        old = nd_train._StepGuard.check
-        nd_train._StepGuard.check = checked
+        old = nd_train.StepGuard.check
+        nd_train.StepGuard.check = checked
         try:
             nd_train.train(
                 model,
@@ -85,7 +85,7 @@ def train_fn(model, x, cfg: dict, checked: bool, grad_clip):
                 progress=False,
             )
         finally:
-            nd_train._StepGuard.check = old
+            nd_train.StepGuard.check = old
 
     return run
 
@@ -95,7 +95,7 @@ def check_fn(model, x):
     params = list(model.parameters())
     for p in params:
         p.grad = torch.randn_like(p)
-    guard = nd_train._StepGuard(3, None, [], 0)
+    guard = nd_train.StepGuard(3, None, [], 0)
     loss = torch.ones(())
     return lambda: guard.decide(0, loss, guard.grad_norm(params, None), rank=0)
 

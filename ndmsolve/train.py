@@ -476,9 +476,6 @@ def _check_finite_weights(step: int, path, model: nn.Module, ema: EMA, opt) -> N
         )
 
 
-# The name before it became public (benchmarks/nonfinite_cost.py switches it off).
-_StepGuard = StepGuard
-
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

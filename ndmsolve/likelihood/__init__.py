@@ -30,10 +30,6 @@ from .divergence import (
 )
 from .ode import LOG_2PI, AugmentedField, LikelihoodResult, log_likelihood, standard_normal_logp
 
-# The names before the split (benchmarks may still use them).
-_Divergence = Divergence
-_AugmentedField = AugmentedField
-
 __all__ = [
     "divergence",
     "sample_probes",
