@@ -1,4 +1,4 @@
-"""The diffusers adapter (ndmsolve.diffusers); DiscreteSchedule in test_schedules_discrete.py.
+"""The diffusers adapter (ndmsolve.fields.diffusers; old path ndmsolve.diffusers); DiscreteSchedule in test_schedules_discrete.py.
 
 * from_diffusers + diffusers_grid: from the same noise, ``nd.sample`` equals diffusers'
   own loop (``for k in timesteps: z = step(unet(z, k).sample, k, z).prev_sample``) in

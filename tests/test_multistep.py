@@ -1,4 +1,4 @@
-"""Multistep exponential integrators (ndmsolve.solvers.multistep) and the time grids.
+"""Multistep exponential integrators (ndmsolve.sampling.multistep) and the time grids.
 
 * F = identity: each method equals its published formula step for step (independent
   implementations below, written from the papers / k-diffusion's and UniPC's code).
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import ndmsolve as nd
 from ndmsolve.sampling import make_time_grid
-from ndmsolve.solvers.multistep import MULTISTEP_METHODS, multistep_solve
+from ndmsolve.sampling.multistep import MULTISTEP_METHODS, multistep_solve
 
 _one_thread = one_thread_fixture(F64)
 
@@ -312,7 +312,7 @@ def test_solver_type_variants_equal_their_formulas(method, kind):
 
 
 def test_order_caps_modes():
-    from ndmsolve.solvers.multistep import order_caps
+    from ndmsolve.sampling.multistep import order_caps
 
     assert order_caps(True, 5, 3) == [3, 3, 3, 2, 1]
     assert order_caps(True, 15, 3) == [3] * 15
@@ -415,7 +415,7 @@ def test_every_registered_method_has_a_reference():
 @pytest.mark.parametrize("method", list(MULTISTEP_METHODS))
 def test_registered_with_order_nfe_and_no_jvp(method):
     info = nd.solvers.METHODS[method]
-    assert (info.family, info.stepping) == ("discrete", "fixed")
+    assert (info.family, info.stepping) == ("model", "fixed")
     assert info.order == MULTISTEP_METHODS[method].order
     assert info.nfe_per_step == 1 and info.needs_jvp is False
     assert info.min_steps == MULTISTEP_METHODS[method].history
@@ -425,7 +425,7 @@ def test_registered_with_order_nfe_and_no_jvp(method):
 def test_ei_3m_is_the_exact_integral_of_the_quadratic():
     # Independent of the φ algebra: Gauss-Legendre quadrature of e^{λ̃} P(λ̃) over the step,
     # P the quadratic through three x̂ values, against our weights (F = identity).
-    from ndmsolve.solvers.multistep import multistep_weights
+    from ndmsolve.sampling.multistep import multistep_weights
 
     lam = [-3.0, -2.1, -1.5, -0.4]
     import numpy as np
@@ -468,7 +468,7 @@ def shift_affine() -> nd.AffineTimeTransform:
 
 def scaling_affine() -> nd.AffineTimeTransform:
     """F(x, t) = a(t) ⊙ x + b(t) with a(t) from 1 to (3, 1.7): ∂_x F varies along a step,
-    so every method is second order (module docstring of ndmsolve.solvers.multistep)."""
+    so every method is second order (module docstring of ndmsolve.sampling.multistep)."""
     coeffs = ([3.0, -0.5], [-1.0, 1.2], [1.5, -1.0], [-0.5, 2.0])
     a1, a2, b1, b2 = (torch.tensor(v, dtype=F64) for v in coeffs)
     return nd.AffineTimeTransform(a1, a2, b1, b2)

@@ -1,4 +1,4 @@
-"""DiscreteSchedule (ndmsolve.schedules_discrete): a diffusers/DDPM ᾱ table as a Schedule.
+"""DiscreteSchedule (ndmsolve.schedules; old path ndmsolve.schedules_discrete): a diffusers/DDPM ᾱ table as a Schedule.
 
 Exact at integer k, λ' against autograd, strictly decreasing, for any valid table
 (hypothesis); the two interpolations against their formulas; configuration round trip.

@@ -48,7 +48,7 @@ def test_listing_has_every_family():
         assert METHODS[m.name] is m and get_method(m.name) is m
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS if METHODS[n].family != "discrete"])
+@pytest.mark.parametrize("name", [n for n in METHODS if METHODS[n].family != "model"])
 def test_every_ode_sde_method_is_reachable_through_solve(name):
     m = METHODS[name]
     y0 = torch.tensor([[1.0, -0.5], [0.3, 2.0]], dtype=F64)
@@ -75,7 +75,7 @@ def test_every_method_is_reachable_through_sample(name):
         kw["steps"] = 4
     out = nd.sample(model, method=name, z1=z1, generator=torch.Generator().manual_seed(0), **kw)
     assert out.samples.shape == z1.shape and bool(torch.isfinite(out.samples).all())
-    if m.family == "discrete":
+    if m.family == "model":
         assert out.nfe == 4 * m.nfe_per_step
 
 
@@ -86,10 +86,10 @@ def test_unknown_method_errors_list_every_name():
         nd.sample(_ndm(), 3, "nope")
     for name, m in METHODS.items():
         assert name in str(e_sample.value)
-        assert (name in str(e_solve.value)) == (m.family != "discrete")
+        assert (name in str(e_solve.value)) == (m.family != "model")
 
 
-def test_solve_points_discrete_samplers_to_sample():
+def test_solve_points_model_samplers_to_sample():
     with pytest.raises(ValueError, match="nd.sample"):
         solve(lambda t, y: -y, torch.ones(2, dtype=F64), 1.0, 0.0, "ddim", steps=3)
 
@@ -97,7 +97,7 @@ def test_solve_points_discrete_samplers_to_sample():
 def test_sampling_methods_is_the_registry():
     listed = nd.sampling.sampling_methods()
     assert sorted(n for names in listed.values() for n in names) == sorted(METHODS)
-    assert listed["discrete"] == method_names("discrete")
+    assert listed["discrete"] == method_names("model")
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def scratch_registry():
 def test_one_decorator_registers_a_sampler_for_sample(scratch_registry):
     @register(
         "test_frozen_xhat",
-        family="discrete",
+        family="model",
         stepping="fixed",
         order=1,
         nfe_per_step=1,
@@ -136,7 +136,7 @@ def test_one_decorator_registers_a_sampler_for_sample(scratch_registry):
     with pytest.raises(ValueError, match="already registered"):
         register(
             "test_frozen_xhat",
-            family="discrete",
+            family="model",
             stepping="fixed",
             order=1,
             nfe_per_step=1,
@@ -149,7 +149,7 @@ def test_one_decorator_registers_a_sampler_for_sample(scratch_registry):
     [
         ({"family": "pde", "stepping": "fixed"}, "family must be one of"),
         ({"family": "ode", "stepping": "sometimes"}, "stepping must be one of"),
-        ({"family": "discrete", "stepping": "adaptive"}, "stepping must be 'fixed'"),
+        ({"family": "model", "stepping": "adaptive"}, "stepping must be 'fixed'"),
         ({"family": "ode", "stepping": "fixed", "warp_drive": True}, "unknown method capabilities"),
     ],
 )

@@ -6,7 +6,8 @@ Methods are declared once in the registry (``registry.METHODS``); by family and 
 - adaptive ODE: ``rtol``, ``atol``, ``max_steps``, ``h0``;
 - SDE methods (fixed or adaptive), which need ``g``;
 - backends ``"torchdiffeq:<method>"`` and ``"torchsde:<method>"`` (``backends.py``).
-- discrete NDM samplers are registered too but step with the model: ``nd.sample`` runs them.
+- the model-based NDM samplers (family ``"model"``) are registered too but step with the
+  model: ``nd.sample`` runs them.
 
 Defaults are chosen for diffusion sampling rather than for reference-accuracy ODE work:
 ``rtol = atol = 1e-5`` (torchdiffeq's 1e-7/1e-9 cost several times the NFE for no
@@ -32,7 +33,7 @@ __all__ = ["solve", "all_methods", "make_grid", "PER_SAMPLE_CONTROL", "per_sampl
 
 def all_methods() -> tuple[str, ...]:
     """Every method name ``solve`` accepts: the registry's ODE and SDE methods and backends."""
-    return tuple(n for n in method_names() if get_method(n).family != "discrete")
+    return tuple(n for n in method_names() if get_method(n).family != "model")
 
 
 def _positive(value, name: str, allow_zero: bool = False) -> float:

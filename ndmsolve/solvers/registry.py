@@ -2,13 +2,14 @@
 
 A method is declared once, where it is implemented, with ``register``::
 
-    @register("my_sampler", family="discrete", stepping="fixed", order=2, nfe_per_step=1)
+    @register("my_sampler", family="model", stepping="fixed", order=2, nfe_per_step=1)
     def my_sampler(model, z, grid, *, generator=None, save=False, method="", **options):
         ...  # -> Solution
 
 ``METHODS`` (also ``ndmsolve.solvers.METHODS``) maps each name to its ``Method``;
 ``get_method`` looks one up and raises the one "unknown method" error, which lists every
-registered name. A module that registers methods is imported by ``solvers/__init__.py``.
+registered name. A module that registers methods is imported by ``solvers/__init__.py``
+(the model-based samplers: by ``ndmsolve.sampling``, which ``import ndmsolve`` imports).
 
 Calling conventions of ``run`` by ``(family, stepping)``; each returns a ``Solution``:
 
@@ -17,7 +18,7 @@ Calling conventions of ``run`` by ``(family, stepping)``; each returns a ``Solut
 - ``("sde", "fixed")``: ``run(f, g, y0, grid, *, save_idx, generator, bm, noise)``.
 - ``("sde", "adaptive")``: ``run(f, g, y0, t0, t1, *, rtol, atol, max_steps, h0, save_at,
   generator, bm, noise)``.
-- ``("discrete", "fixed")``: NDM samplers that need the model itself (``nd.sample`` only):
+- ``("model", "fixed")``: NDM samplers that step with the model itself (``nd.sample`` only):
   ``run(model, z, grid, *, generator, save, method, **options)`` with ``grid`` strictly
   decreasing (N+1,) and ``options`` the names listed in ``Method.options``.
 
@@ -43,7 +44,7 @@ __all__ = [
     "STEPPINGS",
 ]
 
-FAMILIES = ("ode", "sde", "discrete")
+FAMILIES = ("ode", "sde", "model")
 STEPPINGS = ("fixed", "adaptive")
 
 
@@ -53,7 +54,7 @@ class Method:
 
     Attributes:
         name: the name users pass as ``method=``.
-        family: ``"ode"`` (a field f), ``"sde"`` (f and a diffusion g) or ``"discrete"``
+        family: ``"ode"`` (a field f), ``"sde"`` (f and a diffusion g) or ``"model"``
             (an NDM sampler that steps with the model itself; ``nd.sample`` only).
         stepping: ``"fixed"`` (steps/grid) or ``"adaptive"`` (rtol/atol).
         order: convergence order (ODE: global order; SDE: strong order for the noise types
@@ -94,10 +95,11 @@ class Method:
 
     @property
     def kind(self) -> str:
-        """``"ode_fixed"``, ..., ``"discrete"`` or ``"backends"``: the groups of listings."""
+        """``"ode_fixed"``, ..., ``"discrete"`` (family ``"model"``) or ``"backends"``: the
+        groups of listings."""
         if self.backend is not None:
             return "backends"
-        return "discrete" if self.family == "discrete" else f"{self.family}_{self.stepping}"
+        return "discrete" if self.family == "model" else f"{self.family}_{self.stepping}"
 
 
 _TABLE: dict[str, Method] = {}
@@ -137,8 +139,8 @@ def register(
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if stepping not in STEPPINGS:
         raise ValueError(f"stepping must be one of {STEPPINGS}, got {stepping!r}")
-    if family == "discrete" and stepping != "fixed":
-        raise ValueError("discrete samplers step on a grid: stepping must be 'fixed'")
+    if family == "model" and stepping != "fixed":
+        raise ValueError("model-based samplers step on a grid: stepping must be 'fixed'")
     unknown = set(capabilities) - set(Method.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown method capabilities {sorted(unknown)}")
@@ -247,8 +249,8 @@ def get_method(name, families: tuple[str, ...] | None = None, *, caller: str = "
         raise ValueError(f"unknown method {name!r}{where}; valid methods: {listing(families)}")
     if families is not None and info.family not in families:
         hint = (
-            " (discrete NDM samplers step with the model: use nd.sample)"
-            if info.family == "discrete"
+            " (model-based NDM samplers step with the model: use nd.sample)"
+            if info.family == "model"
             else ""
         )
         raise ValueError(

@@ -105,7 +105,7 @@ def method_kind(method: str) -> str:
     ``"discrete"``, read from the method registry (``nd.solvers.METHODS``; backends by their
     family and stepping too); an unknown name gets the registry's error listing the valid ones."""
     info = get_method(method, caller="the sweep")
-    return "discrete" if info.family == "discrete" else f"{info.family}_{info.stepping}"
+    return "discrete" if info.family == "model" else f"{info.family}_{info.stepping}"
 
 
 def default_methods() -> tuple[str, ...]:

@@ -1,126 +1,18 @@
 r"""Multistep exponential integrators for NDM sampling, in the NDM's own coordinates.
 
-**The exact ODE.** With y = z/σ and ρ_t = α_t/σ_t = e^{λ(t)/2}, the NDM's PF-ODE
-dz/dt = f(z, t, x̂) − ½ g² s(z, t) becomes (using d/dt log σ_t = −½ α_t² λ'(t))
+Each method is the NDM-DDIM step
 
-    dy/dt = ρ'(t) F(x̂_t, t) + ρ_t ∂_t F(x̂_t, t) = ∂_t Φ(x, t) |_{x = x̂_t},
-    Φ(x, t) := ρ_t F(x, t),   x̂_t = x̂_θ(z_t, t),
+    z_s = α_s F(D, s) + (σ_s/σ_t) (z_t − α_t F(D, t))
 
-the partial derivative in t at fixed x. Over a step from t to s < t this integrates to
-
-    y_s − y_t = ∫_t^s ∂_τ Φ(x, τ)|_{x = x̂_τ} dτ.                                   (1)
-
-**The NDM-DDIM step.** Freezing x̂_τ = D over the step makes (1) exact:
-y_s − y_t = Φ(D, s) − Φ(D, t), i.e.
-
-    z_s = α_s F(D, s) + (σ_s/σ_t) (z_t − α_t F(D, t)).                              (2)
-
-It evaluates F only at the step's end points and needs no JVP of F (neither ∂_t F nor
-∂_x F). ``D = x̂_θ(z_t, t)`` is NDM-DDIM, a first-order method.
-
-**The multistep family.** Every method here is step (2) with D an affine combination
-D = Σ_j w_j x̂_j (Σ_j w_j = 1) of the current and previous predictions, the weights w_j
-fixed by the method and the half log-SNRs λ̃ = λ/2 of the grid (precomputed on the host
-once per solve). Write h = λ̃_s − λ̃_t > 0 and ψ(x, λ̃) := ∂_λ̃ Φ(x, λ̃). For F = identity
-ψ = e^{λ̃} x and (1) is ∫ e^{λ̃} x̂ dλ̃: D stands for the e^{λ̃}-weighted mean over the
-step of the interpolant of x̂ the method assumes (exactly for ``ei_3m``, to the
-method's order for the others), and (2) becomes, with φ_1 = e^{−h} − 1,
-
-    z_s = (σ_s/σ_t) z_t − α_s φ_1 D,
-
-the data-prediction form of DPM-Solver++ and UniPC. The weights are those published
-formulas', so with F = identity each method here *is* the published one (tested to
-1e-12 in float64):
-
-* ``dpmpp_2m``: DPM-Solver++(2M) (Lu et al. 2022, Alg. 2; k-diffusion's
-  ``sample_dpmpp_2m``): D = (1 + 1/(2r)) x̂_0 − 1/(2r) x̂_1, r = h_last/h — the linear
-  extrapolation of x̂ in λ̃ through the last two predictions, taken at the step's
-  midpoint in λ̃. First step: DDIM.
-* ``dpmpp_3m``: DPM-Solver++(3M) as in k-diffusion's ``sample_dpmpp_3m_sde`` at η = 0
-  (and the DPM-Solver code): the quadratic through three predictions with the published
-  φ_2, φ_3 coefficients; second step its φ_2 two-point form.
-* ``ei_3m``: the same quadratic integrated exactly against e^{λ̃} (the D2 term carries
-  2φ_3 where the published 3M has φ_3: the published coefficient is half the exact one,
-  which leaves a local O(h³) term, so ``dpmpp_3m`` is second order — measured below).
-* ``unipc_2m``, ``unipc_3m``: UniPC (Zhao et al. 2023), data prediction, B(h) = e^{−h}−1
-  ("bh2"): the predictor UniP-p and the corrector UniC-p. After a step the prediction at
-  the new (uncorrected) state, needed for the next step anyway, gives a corrected D over
-  the step just taken, and z_s is recomputed by (2) from z_t: the order rises by one at
-  no extra NFE. The last step is not corrected (that would cost an evaluation).
-
-**General F: what is extrapolated, and the order.** Expand the error of (2) against (1):
-
-    ∫ [ψ(x̂_λ̃, λ̃) − ψ(D, λ̃)] dλ̃
-      = ∫ ∂_x ψ(D, λ̃) (x̂_λ̃ − D) dλ̃ + O(∫ |x̂_λ̃ − D|²).
-
-x̂ − D = O(h) over a step, so the second term is O(h³) locally: the combination is taken
-in x (D, then F(D, ·)), which is what keeps (2) a single exact step; combining F(x̂_j, ·)
-instead agrees for affine F and has the same leading error otherwise. In the first term
-∂_x ψ(D, λ̃) = A(λ̃) varies over the step; with A(λ̃) = e^{λ̃}(A_0 + O(λ̃ − λ̃_t)) and
-x̂ − D = x̂'(λ̃ − λ̃_c) + O(h²) around the weighted centre λ̃_c, the O(h) part of A gives
-a local term ~ (∂_λ̃ A / A) x̂' h³/12. Hence, for a general smooth F, every method here is
-second order globally (which no method evaluating F only at step end points can beat:
-the ∂_x F-weighted integral of dx̂/dλ̃ is then a two-point rule). The published orders
-(2 for ``dpmpp_2m`` and ``dpmpp_3m``, 3 for ``ei_3m``, 3 and 4 for ``unipc_2m`` /
-``unipc_3m``) hold when ∂_x F does not vary along the step — F = identity, or
-F(x, t) = a x + b(t) — and very nearly when it varies slowly in λ̃, as for
-``AffineTimeTransform`` under a wide log-SNR range (a(t) changes by O(1) while λ̃
-changes by ~10): there the measured slopes are the published orders (``tests/test_multistep.py``); with a(t) varying by ~3x the
-slope of ``unipc_3m`` falls to 2 by 128-256 steps. ``MultistepMethod.order`` (and the
-registry's ``order``) is that ∂_x F-constant order, ``order_general`` = 2.
-
-**Where to combine** (``extrapolate``). ``"x"`` (default) evaluates F at the combined
-D, an extrapolation that can leave the region the predictions occupy; ``"F"``
-replaces F(D, τ) by Σ_j w_j F(x̂_j, τ) at τ = t, s (k + 1 new F calls per step for k
-predictions combined, instead of 2: F(x̂_j, t) of the older ones is kept from the step
-before; the same NFE, still no JVP), so F is only
-evaluated at predictions. For F affine in x the two are equal (Σ_j w_j = 1); otherwise
-they differ by O(h²) per step, which is inside the O(h³)-local, second-order bound above
-(both measured at order 2 on a nonlinear F in ``tests/test_multistep.py``). It matters
-for a learned F whose predictions at high noise lie far off the data, where F is far
-from the identity and varies sharply along the path (``benchmarks/fewstep_path.py``):
-on the demo's trained NDM ``"F"`` lowers the 10-NFE sliced W1 of ``unipc_2m`` (9 steps,
-then x̂ at σ/α = 0.12) from 0.107 to 0.064 and of ``dpmpp_2m`` from 0.83 to 0.21
-(``benchmarks/results/fewstep_demo_extrapolate_cpu.json``), at 1.6x (``unipc_2m``) and
-1.2x (``dpmpp_2m``) the CPU time per step of ``"x"`` (measured before F values were kept
-between steps: upper bounds now); it changes nothing for affine F.
-
-The first steps have fewer predictions to combine (DDIM first, then the shorter
-formulas); their extra local error is proportional to dx̂/dλ̃ near t = 1, which is
-~e^{λ_min} small, so it does not show in the measured orders.
-
-**Lower-order final steps** (``lower_order_final``, default True, as in DPM-Solver's and
-UniPC's code and diffusers' schedulers): on grids of fewer than
-``LOWER_ORDER_FINAL_STEPS`` = 15 steps, step i of N combines at most N − i predictions
-(the last step is DDIM, the one before it two-point, ...; corrector methods use the same
-nodes in the corrector). Near t = 0 few-step grids take steps of 1–3 in λ̃ over which
-x̂ turns sharply as it resolves the data's modes; extrapolating a quadratic through
-predictions that far back is what makes the 3-prediction methods diverge at 5 steps.
-On grids of 15 steps or more the option changes nothing, so the orders above and the
-published formulas (step for step) hold there either way; ``lower_order_final=False``
-keeps the full order to the end on every grid. With ``sample(..., denoise=True)`` the final
-x̂ is itself a first-order last step (k-diffusion's step to σ = 0), and on the shortest grids
-lowering the order once more costs much: measured on the trained demo DDPM at 5 NFE
-(4 steps to σ/α of 0.06–0.25, then x̂), ``unipc_2m`` gives sliced W1 0.55–0.85 with the
-option and 0.20–0.48 without it; at 10 NFE it helps on log-SNR grids
-(``benchmarks/fewstep.py``). Other counts (``order_caps``): ``"always"`` lowers on
-every grid (diffusers' UniPC); ``"diffusers"`` lowers on every grid counting the final x̂
-of ``denoise=True`` as the last, first-order step (diffusers' schedulers with
-``final_sigmas_type="zero"``: DPM-Solver++(3M) ends (…, 3, 2) then x̂); a sequence gives
-the cap of every step. ``nd.diffusers_grid`` picks the one a diffusers scheduler uses.
-
-**Variants** (``solver_type``, as in diffusers): the two-prediction DPM-Solver++ step in
-``"midpoint"`` form (D = x̂_0 + (x̂_0 − x̂_1)/(2r), ``dpmpp_2m``'s default) or ``"heun"``
-form (the exact integral of the line, D = x̂_0 + φ_2/(1 − e^{−h}) (x̂_0 − x̂_1)/r,
-``dpmpp_3m``'s default for its second and lowered steps); the 3-prediction step has one
-form. UniPC's B(h): ``"bh2"`` (e^{−h} − 1, default) or ``"bh1"`` (−h). ``unipc_1m`` is
-UniPC of order 1: the DDIM step with the UniC-1 corrector (second order).
-
-Registered in ``nd.solvers.METHODS`` as discrete NDM samplers (``nd.sample`` only), one
-predictor call per step, ``needs_jvp=False``.
-
-NFE = one predictor evaluation per step, counted; no JVP of F anywhere (F is called only
-at the step's end points, at D or, with ``extrapolate="F"``, at the predictions).
+with D = Σ_j w_j x̂_j an affine combination of the current and previous predictions,
+the weights fixed by the method and the half log-SNRs of the grid. With F = identity
+these are the published methods: ``dpmpp_2m``, ``dpmpp_3m`` (DPM-Solver++(2M)/(3M),
+Lu et al. 2022), ``ei_3m`` (the quadratic integrated exactly), ``unipc_1m``/``2m``/``3m``
+(UniPC, Zhao et al. 2023, data prediction). One predictor call per step, no JVP of F.
+Options: ``lower_order_final`` (``order_caps``), ``extrapolate`` (``"x"``: F at the
+combined D; ``"F"``: the weights applied to F of the predictions), ``solver_type``
+(``SOLVER_TYPES``). Derivations, orders for a general F and measurements:
+docs/theory/multistep.md.
 """
 
 from __future__ import annotations
@@ -132,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import FAULTS, Solution, check_grid_step, grid_solution, locate
-from .registry import register
+from ..solvers.base import FAULTS, Solution, check_grid_step, grid_solution, locate
+from ..solvers.registry import register
 
 __all__ = [
     "LOWER_ORDER_FINAL_STEPS",
@@ -160,7 +52,7 @@ class MultistepMethod:
     history: int  # predictions the predictor combines (current one included)
     corrector: bool  # UniC correction with the next step's prediction
     order: int  # global order when ∂_x F is constant in t (F = identity, F = x + b(t))
-    order_general: int = 2  # for a general smooth F (module docstring)
+    order_general: int = 2  # for a general smooth F (docs/theory/multistep.md)
     nfe_per_step: int = 1
     needs_jvp: bool = False
 
@@ -391,19 +283,52 @@ def multistep_solve(
         method: a name in ``MULTISTEP_METHODS``.
         save: keep the path (``ts`` = grid, ``ys`` (N+1, B, *shape)).
         lower_order_final: ``True``: on grids of fewer than ``LOWER_ORDER_FINAL_STEPS``
-            steps, step i of N combines at most N − i predictions (module docstring), no
-            effect on longer grids; ``False``: never lowered; ``"always"``, ``"diffusers"``
-            or per-step caps: see ``order_caps``.
-        extrapolate: ``"x"`` (step (2) at the combined D: two F calls per step) or
+            steps, step i of N combines at most N − i predictions, no effect on longer
+            grids; ``False``: never lowered; ``"always"``, ``"diffusers"`` or per-step
+            caps: see ``order_caps``.
+        extrapolate: ``"x"`` (the step at the combined D: two F calls per step) or
             ``"F"`` (the weights applied to F(x̂_j, s) and F(x̂_j, t) of the combined
-            predictions: k + 1 new F calls per step for k predictions combined, as
-            F(x̂_j, t) of the older ones is kept from the step before; F is never
-            evaluated off the predictions). Equal for affine F (module docstring).
+            predictions: k + 1 new F calls per step for k predictions combined; F is never
+            evaluated off the predictions). Equal for affine F.
         solver_type: ``SOLVER_TYPES[method]``; None: the method's default (the first).
 
     Returns:
         ``Solution`` with ``nfe = n_accepted = N`` (one predictor call per step).
     """
+    spec, g64 = _check_solve_args(method, extrapolate, grid)
+    N = grid.shape[0] - 1
+    grid = grid.to(dtype=z.dtype, device=z.device)
+    lam, stepper = _Stepper.on_grid(model, grid, g64, extrapolate, z.shape[0])
+    pred, corr = multistep_weights(method, lam, lower_order_final, solver_type)
+    ys = [z] if save else None
+    hist: list[tuple[Tensor, dict]] = []  # (x̂_j, its F values by time index)
+    nfe = 0
+    z_prev: Tensor | None = None
+    for i in range(N):
+        try:
+            x_hat = (model.x_hat(z, stepper.ts[i]), {})
+            nfe += 1
+            if i > 0 and corr[i - 1] is not None:  # UniC: redo step i-1 -> i with x̂ at i
+                w = corr[i - 1]
+                z = stepper.step(z_prev, i - 1, w, hist[-(len(w) - 1) :] + [x_hat])
+                if save:
+                    ys[-1] = z
+            hist = (hist + [x_hat])[-spec.history :]
+            z_prev = z
+            z = stepper.step(z, i, pred[i], hist[-len(pred[i]) :])
+        except FAULTS as e:  # x̂ (or F of it) is NaN/inf: name the step
+            ta, tb = float(grid[i]), float(grid[i + 1])
+            partial = Solution(y=z, nfe=nfe, n_accepted=i, method=method, t=ta)
+            raise locate(e, method or "multistep", i, ta, tb, partial=partial) from None
+        if save:
+            ys.append(z)
+        check_grid_step(z, grid, i, nfe=nfe, method=method)
+    stats = {"history": spec.history, "corrector": spec.corrector}
+    return grid_solution(z, grid, ys, nfe=nfe, method=method, stats=stats)
+
+
+def _check_solve_args(method: str, extrapolate: str, grid) -> tuple[MultistepMethod, Tensor]:
+    """The method's spec and the grid in float64 on the host, or the error naming the argument."""
     if method not in MULTISTEP_METHODS:
         raise ValueError(f"method must be one of {list(MULTISTEP_METHODS)}, got {method!r}")
     spec = MULTISTEP_METHODS[method]
@@ -420,59 +345,49 @@ def multistep_solve(
             f"steps must be at least {method}'s history length {spec.history}, "
             f"got {N} (use more steps, or a method with a shorter history)"
         )
-    grid = grid.to(dtype=z.dtype, device=z.device)
-    sched = model.schedule
-    with torch.no_grad():
-        lam = (0.5 * sched.log_snr(g64)).tolist()
-        alpha, sigma = (v.tolist() for v in sched.alpha_sigma(g64))
-    if not all(b > a for a, b in itertools.pairwise(lam)):
-        raise ValueError("grid must have strictly increasing log-SNR (λ strictly decreasing in t)")
-    pred, corr = multistep_weights(method, lam, lower_order_final, solver_type)
-    B = z.shape[0]
-    ts = [grid[i].expand(B) for i in range(N + 1)]
+    return spec, g64
 
-    def F_at(entry: tuple[Tensor, dict], k: int) -> Tensor:
+
+class _Stepper:
+    """The NDM-DDIM step z_s = α_s F(D, s) + (σ_s/σ_t)(z_t − α_t F(D, t)) on one grid,
+    α, σ precomputed on the host; ``ts[k]`` is grid time k expanded to the batch (B,)."""
+
+    def __init__(self, model, ts: list[Tensor], alpha, sigma, extrapolate: str):
+        self.model, self.ts, self.alpha, self.sigma = model, ts, alpha, sigma
+        self.extrapolate = extrapolate
+
+    @classmethod
+    def on_grid(cls, model, grid: Tensor, g64: Tensor, extrapolate: str, batch: int):
+        """(half log-SNRs of the grid as floats, the stepper); errors if λ is not monotone."""
+        sched = model.schedule
+        with torch.no_grad():
+            lam = (0.5 * sched.log_snr(g64)).tolist()
+            alpha, sigma = (v.tolist() for v in sched.alpha_sigma(g64))
+        if not all(b > a for a, b in itertools.pairwise(lam)):
+            raise ValueError(
+                "grid must have strictly increasing log-SNR (λ strictly decreasing in t)"
+            )
+        ts = [grid[i].expand(batch) for i in range(grid.shape[0])]
+        return lam, cls(model, ts, alpha, sigma, extrapolate)
+
+    def F_at(self, entry: tuple[Tensor, dict], k: int) -> Tensor:
         # F(x̂_j, t_k) of a prediction, kept with it: the next step and the corrector reuse it
         x, cache = entry
         if k not in cache:
-            cache[k] = model.F(x, ts[k])
+            cache[k] = self.model.F(x, self.ts[k])
         return cache[k]
 
-    def step(z_t: Tensor, i: int, w: list[float], xs: list[tuple[Tensor, dict]]) -> Tensor:
-        # (2): z_s = α_s F(D, s) + (σ_s/σ_t)(z_t − α_t F(D, t)); scalars from the host.
-        if extrapolate == "x":
+    def step(self, z_t: Tensor, i: int, w: list[float], xs: list[tuple[Tensor, dict]]) -> Tensor:
+        """z at grid point i + 1 from ``z_t`` at i with weights ``w`` on predictions ``xs``."""
+        ts = self.ts
+        if self.extrapolate == "x":
             D = _combine(w, [x for x, _ in xs])
-            F_s, F_t = model.F(D, ts[i + 1]), model.F(D, ts[i])
+            F_s, F_t = self.model.F(D, ts[i + 1]), self.model.F(D, ts[i])
         else:
-            F_s = _combine(w, [F_at(e, i + 1) for e in xs])
-            F_t = _combine(w, [F_at(e, i) for e in xs])
-        ratio = sigma[i + 1] / sigma[i]
-        return F_s.mul(alpha[i + 1]).add_(z_t - F_t.mul(alpha[i]), alpha=ratio)
-
-    ys = [z] if save else None
-    hist: list[tuple[Tensor, dict]] = []  # (x̂_j, its F values by time index)
-    nfe = 0
-    z_prev: Tensor | None = None
-    for i in range(N):
-        try:
-            x_hat = (model.x_hat(z, ts[i]), {})
-            nfe += 1
-            if i > 0 and corr[i - 1] is not None:  # UniC: redo step i-1 -> i with x̂ at i
-                z = step(z_prev, i - 1, corr[i - 1], hist[-(len(corr[i - 1]) - 1) :] + [x_hat])
-                if save:
-                    ys[-1] = z
-            hist = (hist + [x_hat])[-spec.history :]
-            z_prev = z
-            z = step(z, i, pred[i], hist[-len(pred[i]) :])
-        except FAULTS as e:  # x̂ (or F of it) is NaN/inf: name the step
-            ta, tb = float(grid[i]), float(grid[i + 1])
-            partial = Solution(y=z, nfe=nfe, n_accepted=i, method=method, t=ta)
-            raise locate(e, method or "multistep", i, ta, tb, partial=partial) from None
-        if save:
-            ys.append(z)
-        check_grid_step(z, grid, i, nfe=nfe, method=method)
-    stats = {"history": spec.history, "corrector": spec.corrector}
-    return grid_solution(z, grid, ys, nfe=nfe, method=method, stats=stats)
+            F_s = _combine(w, [self.F_at(e, i + 1) for e in xs])
+            F_t = _combine(w, [self.F_at(e, i) for e in xs])
+        ratio = self.sigma[i + 1] / self.sigma[i]
+        return F_s.mul(self.alpha[i + 1]).add_(z_t - F_t.mul(self.alpha[i]), alpha=ratio)
 
 
 def _run(
@@ -511,7 +426,7 @@ _DESCRIPTIONS = {
 for _m in MULTISTEP_METHODS.values():
     register(
         _m.name,
-        family="discrete",
+        family="model",
         stepping="fixed",
         order=_m.order,
         nfe_per_step=_m.nfe_per_step,

@@ -1,8 +1,7 @@
 """Discrete-time NDM samplers: DDIM (deterministic) and ancestral (DDPM-like) steps.
 
-Unlike the rest of ``solvers/`` these know about the model: a step from t to s < t
-evaluates the predictor once, x̂ = x̂_θ(z_t, t), and moves z along the NDM posterior
-with x̂ in place of x (``NDM.posterior``):
+A step from t to s < t evaluates the predictor once, x̂ = x̂_θ(z_t, t), and moves z
+along the NDM posterior with x̂ in place of x (``NDM.posterior``; Song et al. 2021, DDIM):
 
     mean = α_s F(x̂, s) + sqrt(σ_s² − η² σ̃²) (z_t − α_t F(x̂, t)) / σ_t,   var = η² σ̃²,
     σ̃² = σ_s² (1 − e^{λ_t − λ_s}).
@@ -21,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..solvers.base import FAULTS, Solution, check_grid_step, grid_solution, locate
+from ..solvers.registry import register
 from ..tensors import bcast
-from .base import FAULTS, Solution, check_grid_step, grid_solution, locate
-from .registry import register
 
 __all__ = ["discrete_solve", "ddim_step", "ancestral_step"]
 
@@ -128,7 +127,7 @@ def _posterior_method(default_eta: float):
 
 register(
     "ddim",
-    family="discrete",
+    family="model",
     stepping="fixed",
     order=1,
     nfe_per_step=1,
@@ -138,7 +137,7 @@ register(
 )
 register(
     "ancestral",
-    family="discrete",
+    family="model",
     stepping="fixed",
     order=1,
     nfe_per_step=1,
