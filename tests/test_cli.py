@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from ndmsolve.cli import main
+from ndmsolve.commands import main
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def test_quick_demo(tmp_path, capsys):
     # The checkpoints rebuild the evaluated models with no user code: the held-out negative
     # ELBO recomputed from load_model equals the one the demo computed in memory.
     from ndmsolve import load_model
-    from ndmsolve.cli import QUICK
+    from ndmsolve.commands.demo import QUICK
     from ndmsolve.data import checkerboard
     from ndmsolve.objectives import held_out_nelbo
 
@@ -81,3 +81,35 @@ def test_python_m_help():
     )
     assert r.returncode == 0, r.stderr
     assert "demo" in r.stdout and "usage: ndmsolve" in r.stdout
+
+
+def test_old_entry_points_run_the_package():
+    """``ndmsolve.cli`` (notebooks, old imports) and the console script reach
+    ``ndmsolve.commands.main``."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    from pathlib import Path
+
+    import ndmsolve.cli
+    import ndmsolve.commands.demo
+
+    assert ndmsolve.cli.main is main
+    assert ndmsolve.cli.QUICK is ndmsolve.commands.demo.QUICK
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert scripts["ndmsolve"] == "ndmsolve.commands:main"
+
+
+def test_demo_models_start_as_one_diffusion():
+    """The demo's NDM and DDPM start from the same predictor weights, and the NDM's learned
+    transform starts at the identity, so both begin as the same classical diffusion."""
+    from ndmsolve.commands.demo import demo_models
+
+    ndm, ddpm = demo_models(16, x_features=4)
+    a, b = ndm.predictor.state_dict(), ddpm.predictor.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x, t = torch.randn(5, 2), torch.rand(5)
+    assert torch.equal(ndm.transform(x, t), x) and torch.equal(ddpm.transform(x, t), x)
+    assert sum(p.numel() for p in ndm.parameters()) > sum(p.numel() for p in ddpm.parameters())

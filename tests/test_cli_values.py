@@ -18,7 +18,7 @@ import ndmsolve.sampling
 import ndmsolve.studies.nfe_sweep
 import ndmsolve.train
 from ndmsolve.checkpoint import CheckpointError, load_model, read_checkpoint
-from ndmsolve.cli import build_parser, main
+from ndmsolve.commands import build_parser, main
 
 _one_thread = one_thread_fixture(torch.float32)
 

@@ -10,8 +10,8 @@ import torch
 from helpers import one_thread_fixture
 
 from ndmsolve.checkpoint import load_checkpoint, read_checkpoint
-from ndmsolve.cli import main
 from ndmsolve.commands import likelihood as lik_cmd
+from ndmsolve.commands import main
 from ndmsolve.commands import sample as sample_cmd
 from ndmsolve.commands import train as train_cmd
 

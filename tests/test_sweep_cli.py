@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from ndmsolve.cli import main
+from ndmsolve.commands import main
 from ndmsolve.studies.nfe_sweep import COLUMNS
 
 

@@ -21,15 +21,18 @@ import torch
 
 from ..solvers.registry import METHODS, method_check
 from .options import (
+    DEVICE,
+    EMA,
+    THREADS,
     Labels,
     Option,
     UsageError,
-    add_options,
+    add_command,
+    check_device,
     check_out_file,
     positive,
     refuse_other_kind,
     resolve,
-    run_command,
     seed_range,
 )
 
@@ -77,22 +80,23 @@ OPTIONS = [
         check=positive,
     ),
     Option("seed", 0, "seed of dequantisation, probes and the ELBO's draws", int, check=seed_range),
-    Option("ema", True, "use the EMA weights (--no-ema: the raw weights)", bool),
+    EMA,
     Option("out", None, "output JSON (default: likelihood_<split>.json next to the checkpoint)"),
-    Option("device", "auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda")),
-    Option("threads", 1, "torch intra-op threads", int, check=positive),
+    DEVICE,
+    THREADS,
 ]
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "likelihood",
-        help="ODE and ELBO bits/dim of a checkpoint on a data split (JSON)",
-        description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve likelihood``: "),
+        "ODE and ELBO bits/dim of a checkpoint on a data split (JSON)",
+        __doc__,
+        run,
+        OPTIONS,
     )
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by ndmsolve train")
-    add_options(p, OPTIONS)
-    p.set_defaults(func=run_command("likelihood", run))
 
 
 def _mean_se_from_sums(s: float, s2: float, n: int) -> dict:
@@ -239,8 +243,7 @@ def check_options(cfg: dict, labels: Labels) -> None:
             f"{L['probes']} applies to {L['trace']} hutchinson only (the exact trace draws "
             "no probes): remove it"
         )
-    if cfg["device"] == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"{L['device']} cuda: no CUDA device is available")
+    check_device(cfg["device"], L["device"])
     if cfg["out"] is not None:
         check_out_file(cfg["out"], L["out"])
     m = METHODS[cfg["method"]]
@@ -257,9 +260,9 @@ def check_options(cfg: dict, labels: Labels) -> None:
 
 
 def run(args) -> int:
+    """Run ``likelihood`` on the parsed flags ``args``; returns the exit code."""
     from .. import distributed as ddist
     from ..checkpoint import load_model, read_checkpoint
-    from ..data.sets import load_dataset
 
     labels = Labels()
     cfg = resolve(args, OPTIONS, labels=labels)
@@ -278,26 +281,7 @@ def run(args) -> int:
     ddist.init_from_env()
     device = torch.device("cpu") if cfg["device"] == "cpu" else ddist.default_device()
     model = load_model(args.checkpoint, ema=cfg["ema"], map_location=device)
-    try:
-        ds = load_dataset(
-            state["data"],
-            cfg["split"],
-            root=cfg["data_root"] or tcfg.get("data_root"),
-            seed=tcfg.get("seed", 0),
-        )
-    except (ValueError, OSError) as e:
-        raise UsageError(f"the checkpoint's data {state['data']!r}: {e}") from None
-    if cfg["n"] is not None and cfg["n"] > ds.x.shape[0]:
-        raise UsageError(
-            f"{labels['n']} {cfg['n']}: the {cfg['split']} split of {state['data']!r} has only "
-            f"{ds.x.shape[0]} points"
-        )
-    x = ds.x if cfg["n"] is None else ds.x[: cfg["n"]]
-    if cfg["trace"] == "exact" and math.prod(x.shape[1:]) > 4096:
-        raise UsageError(
-            f"{labels['trace']} exact needs {math.prod(x.shape[1:])} VJPs per evaluation; "
-            "use hutchinson"
-        )
+    ds, x = _points(cfg, labels, state["data"], tcfg)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         res = evaluate(model, x if ds.is_image else x.float(), ds.n_bins, cfg, device)
@@ -306,9 +290,46 @@ def run(args) -> int:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if ddist.rank() != 0:
         return 0
+    _report(args.checkpoint, cfg, state, ds, res, wall, cpu)
+    return 0
+
+
+def _points(cfg: dict, labels: Labels, data: str, tcfg: dict):
+    """The data set ``data`` the checkpoint was trained on, and the points of the chosen
+    split to evaluate (N, ...), checked against ``--num-points`` and ``--trace``."""
+    from ..data.sets import load_dataset
+
+    try:
+        ds = load_dataset(
+            data,
+            cfg["split"],
+            root=cfg["data_root"] or tcfg.get("data_root"),
+            seed=tcfg.get("seed", 0),
+        )
+    except (ValueError, OSError) as e:
+        raise UsageError(f"the checkpoint's data {data!r}: {e}") from None
+    if cfg["n"] is not None and cfg["n"] > ds.x.shape[0]:
+        raise UsageError(
+            f"{labels['n']} {cfg['n']}: the {cfg['split']} split of {data!r} has only "
+            f"{ds.x.shape[0]} points"
+        )
+    x = ds.x if cfg["n"] is None else ds.x[: cfg["n"]]
+    if cfg["trace"] == "exact" and math.prod(x.shape[1:]) > 4096:
+        raise UsageError(
+            f"{labels['trace']} exact needs {math.prod(x.shape[1:])} VJPs per evaluation; "
+            "use hutchinson"
+        )
+    return ds, x
+
+
+def _report(checkpoint, cfg: dict, state: dict, ds, res: dict, wall: float, cpu: float) -> None:
+    """Write the JSON summary of ``evaluate``'s result ``res`` and print its line."""
+    from .. import distributed as ddist
+    from ..io import atomic_write
+
     unit = "bits/dim" if ds.is_image else "nats/dim"
     summary = {
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": str(checkpoint),
         "data": state["data"],
         "split": cfg["split"],
         "n": res["n"],
@@ -328,21 +349,13 @@ def run(args) -> int:
         "ode_per_point": res["ode_per_point"],
         "elbo_per_point": res["elbo_per_point"],
     }
-    out = Path(cfg["out"] or Path(args.checkpoint).with_name(f"likelihood_{cfg['split']}.json"))
-    from ..io import atomic_write
-
+    out = Path(cfg["out"] or Path(checkpoint).with_name(f"likelihood_{cfg['split']}.json"))
     atomic_write(out, lambda f: json.dump(summary, f, indent=1), binary=False)
-    solver = (
-        f"{cfg['steps']} steps"
-        if cfg["steps"] is not None
-        else f"rtol {cfg['rtol']:g}, atol {cfg['atol']:g}"
-    )
     tr = f"hutchinson, {cfg['probes']} probe(s)" if cfg["trace"] == "hutchinson" else "exact trace"
     print(
         f"{state['data']} {cfg['split']} ({res['n']} points): ODE {res['ode']['mean']:.4f} ± {res['ode']['se']:.4f} "
-        f"{unit} ({cfg['method']}, {solver}, {tr}), "
+        f"{unit} ({cfg['method']}, {_accuracy(cfg)}, {tr}), "
         f"ELBO {res['elbo']['mean']:.4f} ± {res['elbo']['se']:.4f} {unit}, NFE {res['nfe_per_batch']:.0f} per batch; "
         f"wrote {out}",
         flush=True,
     )
-    return 0

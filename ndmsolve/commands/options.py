@@ -8,6 +8,7 @@ Precedence: built-in default < ``--config FILE.toml`` < an explicit flag.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -28,6 +29,12 @@ __all__ = [
     "non_negative",
     "seed_range",
     "check_out_file",
+    "check_device",
+    "add_command",
+    "lock_out",
+    "EMA",
+    "DEVICE",
+    "THREADS",
 ]
 
 
@@ -117,6 +124,11 @@ def non_negative(v) -> str | None:
 def seed_range(v) -> str | None:
     # torch.Generator.manual_seed takes a signed 64-bit integer (the seed plus offsets).
     return None if 0 <= v < 2**62 else "must lie in [0, 2**62)"
+
+
+EMA = Option("ema", True, "use the EMA weights (--no-ema: the raw weights)", bool)
+DEVICE = Option("device", "auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+THREADS = Option("threads", 1, "torch intra-op threads", int, check=positive)
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
@@ -228,6 +240,30 @@ def resolve(
     return values
 
 
+def add_command(
+    sub,
+    name: str,
+    help: str,
+    doc: str,
+    run: Callable[[argparse.Namespace], int],
+    options: Sequence[Option],
+    before: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
+    """Register and return the subcommand ``name`` on ``sub``: its description is the first
+    paragraph of ``doc`` (the module docstring), its flags those ``before`` adds, then those
+    of ``options``; ``run`` is wrapped by ``run_command``."""
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=doc.split("\n\n")[0].removeprefix(f"``ndmsolve {name}``: "),
+    )
+    if before is not None:
+        before(p)
+    add_options(p, options)
+    p.set_defaults(func=run_command(name, run))
+    return p
+
+
 def run_command(
     name: str, fn: Callable[[argparse.Namespace], int]
 ) -> Callable[[argparse.Namespace], int]:
@@ -264,6 +300,27 @@ def refuse_other_kind(method, labels, fixed_only: tuple, adaptive_only: tuple) -
             f"{', '.join(L[n] for n in wrong)}: {method.name!r} is a fixed-step method (no "
             f"tolerance): give {L['steps']} instead, or an adaptive --method (e.g. dopri5)"
         )
+
+
+def check_device(device: str, label: str) -> None:
+    """Refuse ``--device cuda`` (named ``label``) where no CUDA device is available."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{label} cuda: no CUDA device is available")
+
+
+def lock_out(held: contextlib.ExitStack, out: Path, enabled: bool = True) -> None:
+    """Hold the lock of the output folder ``out`` (``--out``) until ``held`` closes; a
+    folder locked by another run or not writable is a ``UsageError``."""
+    from .._guard import FolderLockedError, folder_lock
+
+    try:
+        held.enter_context(folder_lock(out, enabled=enabled))
+    except FolderLockedError as e:
+        raise UsageError(f"--out {e}") from None
+    except OSError as e:
+        raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror or e}") from None
 
 
 def check_out_file(path: str, label: str, suffix: str | None = None) -> Path:

@@ -17,15 +17,18 @@ import torch
 
 from ..solvers.registry import METHODS, method_check
 from .options import (
+    DEVICE,
+    EMA,
+    THREADS,
     Labels,
     Option,
     UsageError,
-    add_options,
+    add_command,
+    check_device,
     check_out_file,
     positive,
     refuse_other_kind,
     resolve,
-    run_command,
     seed_range,
 )
 
@@ -67,21 +70,22 @@ OPTIONS = [
     Option("batch_size", 256, "samples per solve", int, check=positive),
     Option("out", "samples.png", "output PNG (the .npz goes next to it)"),
     Option("seed", 0, "seed of the prior draws (and SDE noise)", int, check=seed_range),
-    Option("ema", True, "use the EMA weights (--no-ema: the raw weights)", bool),
-    Option("device", "auto", "auto, cpu or cuda", choices=("auto", "cpu", "cuda")),
-    Option("threads", 1, "torch intra-op threads", int, check=positive),
+    EMA,
+    DEVICE,
+    THREADS,
 ]
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "sample",
-        help="draw samples from a checkpoint (PNG + .npz, NFE printed)",
-        description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve sample``: "),
+        "draw samples from a checkpoint (PNG + .npz, NFE printed)",
+        __doc__,
+        run,
+        OPTIONS,
     )
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by ndmsolve")
-    add_options(p, OPTIONS)
-    p.set_defaults(func=run_command("sample", run))
 
 
 def check_solver_options(cfg: dict, labels: Labels) -> None:
@@ -110,8 +114,7 @@ def run(args) -> int:
     cfg = resolve(args, OPTIONS, labels=labels)
     check_solver_options(cfg, labels)
     out = check_out_file(cfg["out"], labels["out"], ".png")
-    if cfg["device"] == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"{labels['device']} cuda: no CUDA device is available")
+    check_device(cfg["device"], labels["device"])
     torch.set_num_threads(cfg["threads"])
     device = torch.device("cpu") if cfg["device"] == "cpu" else default_device()
     state = read_checkpoint(args.checkpoint)

@@ -20,18 +20,20 @@ from pathlib import Path
 
 import torch
 
-from .._guard import FolderLockedError, TrainingInterrupted, folder_lock
+from .._guard import TrainingInterrupted
 from ..checkpoint import CheckpointWriteError
 from .options import (
+    THREADS,
     Labels,
     Option,
     UsageError,
-    add_options,
+    add_command,
+    check_device,
     ints,
+    lock_out,
     non_negative,
     positive,
     resolve,
-    run_command,
     seed_range,
 )
 
@@ -147,7 +149,7 @@ OPTIONS = [
         "auto (cuda:LOCAL_RANK when present), cpu or cuda",
         choices=("auto", "cpu", "cuda"),
     ),
-    Option("threads", 1, "torch intra-op threads", int, check=positive),
+    THREADS,
     Option(
         "max_bad_steps",
         3,
@@ -213,11 +215,18 @@ RESUMABLE = {
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "train",
-        help="train an NDM or a DDPM on images or toy data",
-        description=__doc__.split("\n\n")[0].removeprefix("``ndmsolve train``: "),
+        "train an NDM or a DDPM on images or toy data",
+        __doc__,
+        run,
+        OPTIONS,
+        before=_add_run_flags,
     )
+
+
+def _add_run_flags(p) -> None:
     p.add_argument(
         "--config",
         default=None,
@@ -232,8 +241,6 @@ def register(sub) -> None:
         action="store_true",
         help="start afresh over an existing OUT/checkpoint.pt, replacing it (default: refuse)",
     )
-    add_options(p, OPTIONS)
-    p.set_defaults(func=run_command("train", run))
 
 
 def _device(cfg: dict) -> torch.device:
@@ -241,8 +248,7 @@ def _device(cfg: dict) -> torch.device:
 
     if cfg["device"] == "cpu":
         return torch.device("cpu")
-    if cfg["device"] == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
+    check_device(cfg["device"], "--device")
     return default_device()
 
 
@@ -351,12 +357,7 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; expected a folder (created if missing)")
     with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(folder_lock(out, enabled=_rank_from_env() == 0))
-        except FolderLockedError as e:
-            raise UsageError(f"--out {e}") from None
-        except OSError as e:
-            raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror or e}") from None
+        lock_out(held, out, enabled=_rank_from_env() == 0)
         try:
             return _run(args, cfg, out, labels)
         except TrainingInterrupted as e:
@@ -409,8 +410,6 @@ def _check_resume(args, cfg: dict, ckpt: Path, labels) -> bool:
 def _run(args, cfg: dict, out: Path, labels) -> int:
     from .. import distributed as ddist
     from ..data.sets import load_dataset
-    from ..objectives import continuous_loss
-    from ..train import train
     from .models import build_model
 
     torch.set_num_threads(cfg["threads"])
@@ -433,12 +432,6 @@ def _run(args, cfg: dict, out: Path, labels) -> int:
     device = _device(cfg)
     model = build_model(cfg, ds.shape, ds.is_image, cfg["seed"]).to(device)
     x = ds.model_range().to(device)
-    loss = (
-        functools.partial(continuous_loss, decoder="discretized", n_bins=ds.n_bins)
-        if ds.is_image
-        else "continuous"
-    )
-    log = []
     if rank == 0:
         n_params = sum(p.numel() for p in model.parameters())
         print(
@@ -448,6 +441,26 @@ def _run(args, cfg: dict, out: Path, labels) -> int:
             flush=True,
         )
     t0, c0 = time.perf_counter(), time.process_time()
+    res, log = _fit(args, cfg, model, x, ds, ckpt)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if rank != 0:
+        return 0
+    _report(cfg, out, ds, res, log, dict(wall_s=wall, cpu_s=cpu, device=device))
+    return 0
+
+
+def _fit(args, cfg: dict, model, x: torch.Tensor, ds, ckpt: Path):
+    """``nd.train`` of ``model`` on ``x`` (N, ...) with the options ``cfg``, checkpointing
+    to ``ckpt``; returns its result and the log lines (step, loss, images/s)."""
+    from ..objectives import continuous_loss
+    from ..train import train
+
+    loss = (
+        functools.partial(continuous_loss, decoder="discretized", n_bins=ds.n_bins)
+        if ds.is_image
+        else "continuous"
+    )
+    log = []
     res = train(
         model,
         x,
@@ -475,19 +488,25 @@ def _run(args, cfg: dict, out: Path, labels) -> int:
         max_bad_steps=cfg["max_bad_steps"],
         max_loss_ratio=cfg["max_loss_ratio"],
     )
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if rank != 0:
-        return 0
+    return res, log
+
+
+def _report(cfg: dict, out: Path, ds, res, log: list, run: dict) -> None:
+    """The run's outputs in ``out``: the loss curve, a sample grid (``--n-grid``) and
+    ``train_log.json``; ``run``: wall_s, cpu_s and the device."""
+    from .. import distributed as ddist
+    from ..io import atomic_write
     from ..viz import loss_curve
 
+    device = run["device"]
     loss_curve(out / "loss.png", res.losses, title=f"{cfg['model']} on {cfg['data']}")
     ips = [r["images_per_s"] for r in log[1:]] or [r["images_per_s"] for r in log]
     summary = {
         "steps": cfg["steps"],
-        "wall_s": wall,
+        "wall_s": run["wall_s"],
         # This process's CPU time: the cost of the run on a shared machine, where wall time
         # depends on the load.
-        "cpu_s": cpu,
+        "cpu_s": run["cpu_s"],
         "threads": cfg["threads"],
         "final_loss": sum(res.losses[-50:]) / max(1, len(res.losses[-50:])),
         "images_per_s": sum(ips) / len(ips) if ips else None,
@@ -510,15 +529,12 @@ def _run(args, cfg: dict, out: Path, labels) -> int:
         )
         summary["grid_nfe"] = s.nfe
         _plot_samples(out, s.samples, ds, f"{cfg['model']}, {cfg['steps']} steps, heun {s.nfe} NFE")
-    from ..io import atomic_write
-
     atomic_write(out / "train_log.json", lambda f: json.dump(summary, f, indent=1), binary=False)
     print(
-        f"trained {cfg['steps']} steps in {wall:.1f} s; final loss {summary['final_loss']:.4f}; "
-        f"checkpoint {ckpt}",
+        f"trained {cfg['steps']} steps in {run['wall_s']:.1f} s; final loss "
+        f"{summary['final_loss']:.4f}; checkpoint {out / 'checkpoint.pt'}",
         flush=True,
     )
-    return 0
 
 
 def _plot_samples(out: Path, samples: torch.Tensor, ds, title: str) -> Path:

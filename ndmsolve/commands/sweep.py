@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["add_sweep_parser"]
+__all__ = ["register", "run"]
 
 
 def _list(cast, what: str):
@@ -40,10 +40,8 @@ def _list(cast, what: str):
     return parse
 
 
-def add_sweep_parser(sub) -> None:
+def register(sub) -> None:
     """Register ``sweep`` on an argparse subparsers object."""
-    from .nfe_sweep import DEFAULT_FLOOR_MULTIPLES, DEFAULT_FLOOR_SEEDS, DEFAULT_STEPS, METRICS
-
     p = sub.add_parser(
         "sweep",
         help="sample quality against NFE for a grid of samplers, step counts and tolerances",
@@ -52,6 +50,15 @@ def add_sweep_parser(sub) -> None:
         "report the metric ± se against NFE, the metric's floor and the fewest-NFE method per "
         "quality level. Writes sweep.json and sweep.png.",
     )
+    _add_model_arguments(p)
+    _add_grid_arguments(p)
+    p.add_argument("--out", default="runs/sweep", help="output folder (default: ./runs/sweep)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.set_defaults(func=run)
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """What is swept: the models, the data they are scored against, the methods."""
     p.add_argument(
         "--model",
         action="append",
@@ -96,6 +103,17 @@ def add_sweep_parser(sub) -> None:
         help="a TOML file of [[recipe]] tables (method = ..., options, optional name and "
         "steps/tols), run with --recipe's",
     )
+
+
+def _add_grid_arguments(p: argparse.ArgumentParser) -> None:
+    """How it is swept: step counts, tolerances, seeds, sample sizes, metrics."""
+    from ..studies.nfe_sweep import (
+        DEFAULT_FLOOR_MULTIPLES,
+        DEFAULT_FLOOR_SEEDS,
+        DEFAULT_STEPS,
+        METRICS,
+    )
+
     p.add_argument(
         "--steps",
         dest="step_grid",
@@ -111,7 +129,6 @@ def add_sweep_parser(sub) -> None:
         "ndmsolve.studies.nfe_sweep.DEFAULT_TOLS)",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..k-1 (default 3, at least 2)")
-    # --num-samples: torchrun reads "--n" as an abbreviation of its own --nnodes/--nproc-per-node.
     p.add_argument(
         "--floor-seeds",
         type=int,
@@ -119,6 +136,7 @@ def add_sweep_parser(sub) -> None:
         help=f"seeds of each metric's floor, reported as mean ± se (default "
         f"{DEFAULT_FLOOR_SEEDS}, at least 2)",
     )
+    # --num-samples: torchrun reads "--n" as an abbreviation of its own --nnodes/--nproc-per-node.
     p.add_argument(
         "--num-samples",
         dest="n",
@@ -145,9 +163,6 @@ def add_sweep_parser(sub) -> None:
         + ", ".join(f"{k:g}" for k in DEFAULT_FLOOR_MULTIPLES)
         + " times its floor)",
     )
-    p.add_argument("--out", default="runs/sweep", help="output folder (default: ./runs/sweep)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.set_defaults(func=_run_sweep)
 
 
 def _check_values(args) -> str | None:
@@ -155,7 +170,7 @@ def _check_values(args) -> str | None:
     import math
 
     from ..solvers.registry import METHODS, listing
-    from .nfe_sweep import METRICS
+    from ..studies.nfe_sweep import METRICS
 
     if args.n is not None and args.n_alias is not None:
         return "--num-samples and --n are the same option: give one"
@@ -186,8 +201,9 @@ def _check_values(args) -> str | None:
     return None
 
 
-def _run_sweep(args) -> int:
-    from .nfe_sweep import closed_form_models, sweep
+def run(args) -> int:
+    """Run the sweep of ``args`` (the parsed flags); returns the exit code."""
+    from ..studies.nfe_sweep import closed_form_models, sweep
 
     def fail(msg: str) -> int:
         print(f"ndmsolve sweep: error: {msg}", file=sys.stderr)
@@ -233,7 +249,7 @@ def _run_sweep(args) -> int:
 
 def _methods(args):
     """None (every method), or {name or recipe: its own settings, None for the shared}."""
-    from .recipes import load_recipes, parse_recipe
+    from ..studies.recipes import load_recipes, parse_recipe
 
     for m in args.methods or []:
         if "=" in m:
