@@ -59,7 +59,7 @@ import torch
 import ndmsolve as nd
 from benchmarks import common, fewstep
 from ndmsolve.metrics import SlicedWasserstein
-from ndmsolve.solvers.multistep import MULTISTEP_METHODS
+from ndmsolve.sampling.multistep import MULTISTEP_METHODS
 
 METHODS = ("euler", "heun", "ddim", *MULTISTEP_METHODS)
 QUICK_METHODS = ("euler", "ddim", "dpmpp_3m", "unipc_2m")

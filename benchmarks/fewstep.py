@@ -14,7 +14,7 @@ Models (2D, so the sliced Wasserstein distance to data is a sharp quality measur
   own; the DDPM is also sampled by k-diffusion.
 
 Configurations. Ours: ``euler``, ``heun`` (PF-ODE), ``ddim`` and the multistep samplers
-of ``ndmsolve.solvers.multistep`` (with and without ``lower_order_final``; with
+of ``ndmsolve.sampling.multistep`` (with and without ``lower_order_final``; with
 ``--extrapolate x,F`` also combining the predictions in F, name suffix ``extrapolate-F``)
 on three grids (``uniform`` in t, ``logsnr``, ``karras``), ending at t = 0 with z
 (``final=z``) or with one last evaluation returning x̂_θ(z, t_min) (``final=x_hat``,
@@ -91,7 +91,7 @@ from benchmarks import common
 from benchmarks.kdiffusion import KD_SAMPLERS, TWO_EVAL, kd_sample, load_kdiffusion, t_of_lambda
 from ndmsolve.metrics import SlicedWasserstein, random_directions
 from ndmsolve.solvers import METHODS
-from ndmsolve.solvers.multistep import MULTISTEP_METHODS
+from ndmsolve.sampling.multistep import MULTISTEP_METHODS
 from ndmsolve.studies.nfe_sweep import best_rows, closed_form_models
 
 MULTISTEP = tuple(MULTISTEP_METHODS)

@@ -28,7 +28,7 @@ import torch
 
 import ndmsolve as nd
 from benchmarks import common, fewstep
-from ndmsolve.solvers.multistep import multistep_weights
+from ndmsolve.sampling.multistep import multistep_weights
 
 T_AT = (0.9, 0.7, 0.5, 0.3, 0.1, 0.0)
 EDGES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
