@@ -90,8 +90,8 @@ import ndmsolve as nd
 from benchmarks import common
 from benchmarks.kdiffusion import KD_SAMPLERS, TWO_EVAL, kd_sample, load_kdiffusion, t_of_lambda
 from ndmsolve.metrics import SlicedWasserstein, random_directions
-from ndmsolve.solvers import METHODS
 from ndmsolve.sampling.multistep import MULTISTEP_METHODS
+from ndmsolve.solvers import METHODS
 from ndmsolve.studies.nfe_sweep import best_rows, closed_form_models
 
 MULTISTEP = tuple(MULTISTEP_METHODS)
