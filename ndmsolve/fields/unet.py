@@ -157,6 +157,37 @@ def _check_pos_int(name: str, v) -> None:
         raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
+def _check_unet(
+    channels, base, num_res_blocks, attn_heads, out_channels, mults, attn_levels, dropout
+):
+    """UNet's argument checks; returns (mults, attn_levels) as tuples."""
+    for name, v in (
+        ("channels", channels),
+        ("base", base),
+        ("num_res_blocks", num_res_blocks),
+        ("attn_heads", attn_heads),
+    ):
+        _check_pos_int(name, v)
+    if out_channels is not None:
+        _check_pos_int("out_channels", out_channels)
+    mults = tuple(mults)
+    if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults):
+        raise ValueError(f"mults must be a non-empty sequence of positive ints, got {mults!r}")
+    attn_levels = tuple(attn_levels)
+    bad = [
+        lv
+        for lv in attn_levels
+        if isinstance(lv, bool) or not isinstance(lv, int) or not 0 <= lv < len(mults)
+    ]
+    if bad:
+        raise ValueError(
+            f"attn_levels must hold level indices in 0..{len(mults) - 1}, got {attn_levels!r}"
+        )
+    if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+    return mults, attn_levels
+
+
 @configurable
 class UNet(nn.Module):
     """``net(x, t)``: (B, channels, H, W), (B,) or None -> (B, out_channels, H, W).
@@ -195,30 +226,9 @@ class UNet(nn.Module):
         max_freq: float = 64.0,
     ):
         super().__init__()
-        for name, v in (
-            ("channels", channels),
-            ("base", base),
-            ("num_res_blocks", num_res_blocks),
-            ("attn_heads", attn_heads),
-        ):
-            _check_pos_int(name, v)
-        if out_channels is not None:
-            _check_pos_int("out_channels", out_channels)
-        mults = tuple(mults)
-        if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults):
-            raise ValueError(f"mults must be a non-empty sequence of positive ints, got {mults!r}")
-        attn_levels = tuple(attn_levels)
-        bad = [
-            lv
-            for lv in attn_levels
-            if isinstance(lv, bool) or not isinstance(lv, int) or not 0 <= lv < len(mults)
-        ]
-        if bad:
-            raise ValueError(
-                f"attn_levels must hold level indices in 0..{len(mults) - 1}, got {attn_levels!r}"
-            )
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        mults, attn_levels = _check_unet(
+            channels, base, num_res_blocks, attn_heads, out_channels, mults, attn_levels, dropout
+        )
         self.channels, self.out_channels = channels, out_channels or channels
         self.factor = 2 ** (len(mults) - 1)
         self.embed = FourierTimeEmbedding(time_dim, max_freq)
