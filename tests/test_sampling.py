@@ -656,3 +656,10 @@ def test_convergence_study(size):
             assert errs[0] > errs[-1] and min(errs) < 0.05, (name, method, errs)
             sw = float(sliced_wasserstein(outs[-1], ref1, 500, gen(5)))
             assert sw < SW_FACTOR * floor, (name, method, sw, floor)
+
+
+@pytest.mark.parametrize("method", ["ddim", "ancestral", "dpmpp_2m", "unipc_2m"])
+def test_save_at_refused_for_model_samplers(method):
+    model = nd.NDM(lambda z, t: torch.zeros_like(z), data_shape=(2,))
+    with pytest.raises(ValueError, match="save_at is for adaptive methods"):
+        nd.sample(model, 3, method, steps=4, save_at=torch.tensor([1.0, 0.5]))

@@ -335,6 +335,10 @@ def _run(
 ) -> Solution:
     """The method on the grid: a model-based sampler's ``run``, else ``nd.solve`` on a field."""
     if info.family == "model":
+        if save_at is not None:
+            raise ValueError(
+                f"save_at is for adaptive methods; {info.name!r} saves its path on the grid"
+            )
         return _run_model_sampler(info, model, z1, t_grid, generator, return_path, eta, options)
     kwargs = dict(options, **limits)
     return _solve_fields(model, z1, t_grid, info, generator, return_path, save_at, kwargs)
