@@ -24,7 +24,7 @@ from functools import cache
 
 from torch import Tensor
 
-from .rk import _combine
+from .rk import combine
 from .tableaus import Tableau
 
 __all__ = ["dense_polynomials", "interpolant_order", "interpolate"]
@@ -140,5 +140,5 @@ def interpolate(
                 pw *= th
             if w != 0.0:
                 terms.append((j, w))
-        out.append(_combine(y, ks, terms, h) if terms else y.clone())
+        out.append(combine(y, ks, terms, h) if terms else y.clone())
     return out
