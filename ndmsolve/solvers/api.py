@@ -6,11 +6,10 @@ Methods are declared once in the registry (``registry.METHODS``); by family and 
 - adaptive ODE: ``rtol``, ``atol``, ``max_steps``, ``h0``;
 - SDE methods (fixed or adaptive), which need ``g``;
 - backends ``"torchdiffeq:<method>"`` and ``"torchsde:<method>"`` (``backends.py``).
-- discrete NDM samplers are registered too but step with the model: ``nd.sample`` runs them.
 
-Defaults are chosen for diffusion sampling rather than for reference-accuracy ODE work:
-``rtol = atol = 1e-5`` (torchdiffeq's 1e-7/1e-9 cost several times the NFE for no
-visible change in samples), ``max_steps = 10_000``.
+Samplers that step with the model itself are registered too; ``nd.sample`` runs them.
+Defaults are chosen for diffusion sampling (``DEFAULT_TOL``, ``max_steps = 10_000``; why:
+docs/theory/solvers.md).
 """
 
 from __future__ import annotations
@@ -44,16 +43,13 @@ def _positive(value, name: str, allow_zero: bool = False) -> float:
     return value
 
 
-#: default rtol = atol by family: 1e-5 for ODEs; 1e-2 for adaptive SDE methods, whose
-#: embedded EM/Heun pair would need ~1e5 steps at 1e-5
+#: default rtol = atol by family (docs/theory/solvers.md)
 DEFAULT_TOL = {"ode": 1e-5, "sde": 1e-2}
 
 
 #: step control of nd.sample and nd.log_likelihood for ndmsolve's adaptive ODE methods:
 #: the tolerance held by every sample ("sample_max" norm) and a damped PI controller
-#: (pcoeff, icoeff) = (0.07, 0.7). Chosen by measurement on a closed-form NDM's batched
-#: log-densities (benchmarks/work_precision.py --part table): with tsit5 the worst of 512
-#: samples stays within 10 x tol at tol 1e-3 and 1e-4 for about 1.4 x the NFE of a batch RMS.
+#: (pcoeff, icoeff) = (0.07, 0.7); chosen by measurement (docs/theory/norms.md)
 PER_SAMPLE_CONTROL = {"norm": "sample_max", "pi_coeffs": (0.07, 0.7)}
 
 

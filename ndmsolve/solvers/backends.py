@@ -30,7 +30,7 @@ from torch import Tensor
 from .base import FAULTS, CountedField, Field, NonFiniteError, Solution, SolverError, locate
 from .brownian import BrownianPath
 from .grids import make_grid, merge_save_times
-from .loops import first_nonfinite
+from .loops import first_nonfinite, run_fixed
 from .registry import add_loader, register
 from .sde import check_inputs, first_g, require_additive
 
@@ -345,24 +345,25 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
 
 
 def _torchsde_steps(name, solver, y0, times, sign, keep, fc, flat):
-    """torchsde's per-step solver over ``times = (t0, tgrid)`` (in ``s = sign · t``): the
-    final (flat) state and the states at ``keep``'s grid indices (``y0`` first); NaN/inf
-    located."""
+    """torchsde's per-step solver over ``times = (t0, tgrid)`` (in ``s = sign · t``) in
+    ``loops.run_fixed``: the final (flat) state and the states at ``keep``'s grid indices
+    (``y0`` first); NaN/inf located."""
     t0, tgrid = times
     s_grid = (tgrid * sign).unbind()  # increasing
+    n = len(s_grid) - 1
     y = y0.reshape(flat)
-    extra = solver.init_extra_solver_state(s_grid[0], y)
-    states, sums = [y], []
-    for i in range(len(s_grid) - 1):
-        try:
-            y, extra = solver.step(s_grid[i], s_grid[i + 1], y, extra)
-        except FAULTS as e:  # the drift reported NaN/inf itself: name the step
-            ta, tb = float(tgrid[i]), float(tgrid[i + 1])
-            partial = Solution(y=y.reshape(y0.shape), nfe=fc.nfe, n_accepted=i, method=name, t=ta)
-            raise locate(e, name, i, ta, tb, partial=partial) from None
-        sums.append(y.sum())  # device-side; checked once after the loop
-        if i + 1 in keep:
-            states.append(y)
+    extra = [solver.init_extra_solver_state(s_grid[0], y)]
+
+    def step(i, y):
+        y, extra[0] = solver.step(s_grid[i], s_grid[i + 1], y, extra[0])
+        return y
+
+    def on_fault(e, i, y):  # the drift reported NaN/inf itself: name the step
+        ta, tb = float(tgrid[i]), float(tgrid[i + 1])
+        partial = Solution(y=y.reshape(y0.shape), nfe=fc.nfe, n_accepted=i, method=name, t=ta)
+        return locate(e, name, i, ta, tb, partial=partial)
+
+    y, saved, sums = run_fixed(step, y, n, [i + 1 in keep for i in range(n)], on_fault)
     bad = first_nonfinite(torch.stack(sums), y)
     if bad is not None:
         ta, tb = float(tgrid[bad]), float(tgrid[bad + 1])
@@ -372,7 +373,7 @@ def _torchsde_steps(name, solver, y0, times, sign, keep, fc, flat):
             step=bad,
             partial=Solution(y=y0, nfe=fc.nfe, method=name, t=t0),
         )
-    return y, states
+    return y, [y0.reshape(flat)] + saved
 
 
 def _torchdiffeq_fault(err, method: str, nfe: int, tgrid, y0: Tensor, t0: float):

@@ -13,8 +13,7 @@ so θ = 1 gives the step's own ``y1``). It costs no field evaluation. Per tablea
 - any other FSAL tableau (``bosh3``): cubic Hermite through ``y, f(t, y), y1, f(t+h, y1)``
   (the last stage of an FSAL step is ``f(t + h, y1)``), order 3.
 
-An interpolant of order q has local error O(h^(q+1)) inside the step; q ≥ order − 1, so
-saved states keep the solve's accuracy up to a constant.
+Why these orders suffice for saved states: docs/theory/solvers.md.
 """
 
 from __future__ import annotations

@@ -13,16 +13,11 @@ Noise types (``noise=``; ``NOISE_TYPES``):
   check it: they evaluate ``g`` at ``y0`` and at ``y0 + 1`` (one extra ``g`` call) and raise
   ``ValueError`` if the two differ, whatever ``noise`` says — no silent Stratonovich answer.
 
-Time runs either way. Going backwards (``t1 < t0``, as in sampling) the step ``h`` is
-negative, increments ``ΔW`` have variance ``|h|``, and each scheme is the same scheme
-applied to the SDE in the reversed time ``s = −t`` (the formulas below hold verbatim
-with signed ``h`` and oriented integrals).
-
-Randomness: with ``bm=None`` the fixed-step methods draw plain Gaussian increments from
-``generator`` (fast, no tree); with ``bm`` (a ``BrownianPath``) every increment comes from
-that one path, so solves with different grids see the same noise (strong-order tests).
-The adaptive method always uses a path (drawn from ``generator`` if none is given),
-because a rejected step is retried on a sub-interval of the *same* noise.
+Time runs either way (a negative ``h`` for ``t1 < t0``; the formulas hold verbatim with
+signed ``h`` and oriented integrals). Noise: with ``bm=None`` the fixed-step methods draw
+Gaussian increments from ``generator``; with ``bm`` (a ``BrownianPath``) every increment
+comes from that one path; the adaptive method always uses a path (why:
+docs/theory/solvers.md).
 
 Counting: ``nfe`` counts drift evaluations ``f`` (over the batch, rejected attempts
 included); ``stats["nfe_g"]`` counts diffusion evaluations ``g``.
@@ -385,7 +380,7 @@ class EulerHeunPair:
 
     def __init__(self, name: str, drive: tuple, path, g0: Tensor, y0: Tensor, tol: tuple):
         self.name, (self.f, self.g), self.path = name, drive, path
-        self.rtol, self.atol, self.norm = tol
+        self.tol = tol  # (rtol, atol, norm)
         self.g_t, self.y_prime_prev, self.k1 = g0, y0, None
         self.next = None  # (y', g(t+h)) of the last attempt
 
@@ -422,10 +417,6 @@ class EulerHeunPair:
             ratio = error_ratio(y_heun - y_em, self.y_prime_prev, y_em, *self.tol)
         self.next = (y_em, g_new)
         return Proposal(y_heun, ratio)
-
-    @property
-    def tol(self) -> tuple:
-        return self.rtol, self.atol, self.norm
 
     def accept(self, run: AdaptiveRun) -> None:
         (self.y_prime_prev, self.g_t), self.k1 = self.next, None
