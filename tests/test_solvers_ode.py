@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
-from ndmsolve.solvers import NonFiniteError, StepLimitError, method_names, solve, tableaus
+from ndmsolve.solvers import NonFiniteError, StepLimitError, fixed, method_names, solve, tableaus
 from ndmsolve.solvers.adaptive import PIController
 
 F64 = torch.float64
@@ -177,17 +177,34 @@ def test_step_limit_error_carries_partial():
 
 def test_pi_controller_bounds():
     c = PIController(5, pcoeff=0.2, icoeff=0.4, factormin=0.2, factormax=10.0, safety=0.9)
-    assert c.propose(1.0, 1e-12, True) == 10.0  # tiny error: capped growth
-    assert c.propose(1.0, 0.99, True) >= 1.0  # accepted: never shrinks
-    assert 0.2 <= c.propose(1.0, 2.0, False) <= 0.9  # rejected: always shrinks
-    assert c.propose(1.0, 1e12, False) == 0.2  # capped shrink
-    assert c.propose(-1.0, math.inf, False) == -0.2  # non-finite: shrink, keep sign
+    s0 = c.init()
+    assert c.adapt(1e-12, 1.0, s0)[:2] == (True, 10.0)  # tiny error: capped growth
+    assert c.adapt(0.99, 1.0, s0)[1] >= 1.0  # accepted: never shrinks
+    accept, h, _ = c.adapt(2.0, 1.0, s0)
+    assert not accept and 0.2 <= h <= 0.9  # rejected: always shrinks
+    assert c.adapt(1e12, 1.0, s0)[:2] == (False, 0.2)  # capped shrink
+    assert c.adapt(math.inf, -1.0, s0) == (False, -0.2, s0)  # non-finite: shrink, keep sign
     # the P term reacts to the trend: at the same current error, an error that is rising
     # (small previous error) gives a smaller step than one that is falling
-    a, b = PIController(5, pcoeff=0.4, icoeff=0.3), PIController(5, pcoeff=0.4, icoeff=0.3)
-    a.propose(1.0, 0.9, True)
-    b.propose(1.0, 0.01, True)
-    assert a.propose(1.0, 0.1, True) > b.propose(1.0, 0.1, True)
+    c = PIController(5, pcoeff=0.4, icoeff=0.3)
+    _, _, rising = c.adapt(0.9, 1.0, c.init())
+    _, _, falling = c.adapt(0.01, 1.0, c.init())
+    assert c.adapt(0.1, 1.0, rising)[1] > c.adapt(0.1, 1.0, falling)[1]
+
+
+def test_power_and_constant_controllers():
+    """The SDE controller: h·min(factormax, safety·r^-exponent) either way; the constant
+    one accepts everything and keeps h."""
+    from ndmsolve.solvers.controllers import ConstantController, PowerController
+
+    c = PowerController(safety=0.9, exponent=0.9, factormax=10.0)
+    accept, h, _ = c.adapt(0.5, -0.1, c.init())
+    assert accept and h == pytest.approx(-0.1 * 0.9 * 0.5**-0.9)
+    assert c.adapt(4.0, 0.1, None)[:2] == (False, pytest.approx(0.1 * 0.9 * 4.0**-0.9))
+    assert c.adapt(0.0, 0.1, None)[:2] == (True, 1.0)  # zero error: factormax
+    assert c.adapt(math.nan, 0.1, None)[:2] == (False, pytest.approx(0.02))
+    k = ConstantController()
+    assert k.adapt(1e9, 0.25, k.init()) == (True, 0.25, None)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -382,8 +399,8 @@ def test_graph_path_plumbing_with_eager_replay(monkeypatch):
     grid = make_grid(1.0, 0.0, 12, None, F64, "cpu")
     y0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(2), dtype=F64)
     idx = [0, 5, 12]
-    a = cudagraph.solve_fixed_graphed(net.forward, y0, grid, tableaus.rk4, save_idx=idx)
-    b = cudagraph.solve_fixed_graphed(net.forward, 2 * y0, grid, tableaus.rk4, save_idx=idx)
+    a = fixed.solve_fixed_graphed(net.forward, y0, grid, tableaus.rk4, save_idx=idx)
+    b = fixed.solve_fixed_graphed(net.forward, 2 * y0, grid, tableaus.rk4, save_idx=idx)
     assert len(captures) == 1  # a new bound-method object still hits the cache
     for sol, y in ((a, y0), (b, 2 * y0)):
         ref = solve_fixed(net.forward, y, grid, tableaus.rk4, save_idx=idx)
@@ -394,7 +411,7 @@ def test_graph_path_plumbing_with_eager_replay(monkeypatch):
     assert not torch.allclose(a.y, b.y)  # a's outputs were copied out, not overwritten
 
     # a different grid is a different graph
-    cudagraph.solve_fixed_graphed(
+    fixed.solve_fixed_graphed(
         net.forward, y0, make_grid(1.0, 0.0, 6, None, F64, "cpu"), tableaus.rk4
     )
     assert len(captures) == 2
@@ -405,7 +422,7 @@ def test_graph_path_plumbing_with_eager_replay(monkeypatch):
 
     for _ in range(2):  # the capture, then a cached replay
         with pytest.raises(NonFiniteError) as info:
-            cudagraph.solve_fixed_graphed(nan_late, torch.ones(2, dtype=F64), grid, tableaus.euler)
+            fixed.solve_fixed_graphed(nan_late, torch.ones(2, dtype=F64), grid, tableaus.euler)
         assert info.value.step == 6 and info.value.t == pytest.approx(0.5)
     assert len(captures) == 3
 
@@ -415,10 +432,10 @@ def test_graph_path_plumbing_with_eager_replay(monkeypatch):
 
     monkeypatch.setattr(cudagraph, "_capture_fn", failing_capture)
     with pytest.warns(RuntimeWarning, match="CUDA-graph capture of the heun loop failed"):
-        assert cudagraph.solve_fixed_graphed(net, y0, grid, tableaus.heun) is None
+        assert fixed.solve_fixed_graphed(net, y0, grid, tableaus.heun) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert cudagraph.solve_fixed_graphed(net, y0, grid, tableaus.heun) is None
+        assert fixed.solve_fixed_graphed(net, y0, grid, tableaus.heun) is None
     cudagraph.clear_cache()
 
 
@@ -438,9 +455,9 @@ def test_graph_key_names_a_rebuilt_field(monkeypatch):
 
     grid = make_grid(0.0, 1.0, 8, None, F64, "cpu")
     y0 = torch.ones(3, dtype=F64)
-    sols = [cudagraph.solve_fixed_graphed(Wrapper(1), y0, grid, tableaus.heun) for _ in range(3)]
+    sols = [fixed.solve_fixed_graphed(Wrapper(1), y0, grid, tableaus.heun) for _ in range(3)]
     assert len(captures) == 1
-    cudagraph.solve_fixed_graphed(Wrapper(2), y0, grid, tableaus.heun)
+    fixed.solve_fixed_graphed(Wrapper(2), y0, grid, tableaus.heun)
     assert len(captures) == 2
     exact = torch.exp(torch.tensor(-1.0, dtype=F64))
     assert all(abs(float(s.y[0]) - exact) < 3e-3 for s in sols)  # heun, h = 1/8

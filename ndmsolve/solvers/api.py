@@ -6,12 +6,10 @@ Methods are declared once in the registry (``registry.METHODS``); by family and 
 - adaptive ODE: ``rtol``, ``atol``, ``max_steps``, ``h0``;
 - SDE methods (fixed or adaptive), which need ``g``;
 - backends ``"torchdiffeq:<method>"`` and ``"torchsde:<method>"`` (``backends.py``).
-- the model-based NDM samplers (family ``"model"``) are registered too but step with the
-  model: ``nd.sample`` runs them.
 
-Defaults are chosen for diffusion sampling rather than for reference-accuracy ODE work:
-``rtol = atol = 1e-5`` (torchdiffeq's 1e-7/1e-9 cost several times the NFE for no
-visible change in samples), ``max_steps = 10_000``.
+Samplers that step with the model itself (family ``"model"``) are registered too; ``nd.sample`` runs them.
+Defaults are chosen for diffusion sampling (``DEFAULT_TOL``, ``max_steps = 10_000``; why:
+docs/theory/solvers.md).
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ __all__ = ["solve", "all_methods", "make_grid", "PER_SAMPLE_CONTROL", "per_sampl
 
 def all_methods() -> tuple[str, ...]:
     """Every method name ``solve`` accepts: the registry's ODE and SDE methods and backends."""
-    return tuple(n for n in method_names() if get_method(n).family != "model")
+    return tuple(n for n in method_names() if get_method(n).family in ("ode", "sde"))
 
 
 def _positive(value, name: str, allow_zero: bool = False) -> float:
@@ -45,16 +43,13 @@ def _positive(value, name: str, allow_zero: bool = False) -> float:
     return value
 
 
-#: default rtol = atol by family: 1e-5 for ODEs; 1e-2 for adaptive SDE methods, whose
-#: embedded EM/Heun pair would need ~1e5 steps at 1e-5
+#: default rtol = atol by family (docs/theory/solvers.md)
 DEFAULT_TOL = {"ode": 1e-5, "sde": 1e-2}
 
 
 #: step control of nd.sample and nd.log_likelihood for ndmsolve's adaptive ODE methods:
 #: the tolerance held by every sample ("sample_max" norm) and a damped PI controller
-#: (pcoeff, icoeff) = (0.07, 0.7). Chosen by measurement on a closed-form NDM's batched
-#: log-densities (benchmarks/work_precision.py --part table): with tsit5 the worst of 512
-#: samples stays within 10 x tol at tol 1e-3 and 1e-4 for about 1.4 x the NFE of a batch RMS.
+#: (pcoeff, icoeff) = (0.07, 0.7); chosen by measurement (docs/theory/norms.md)
 PER_SAMPLE_CONTROL = {"norm": "sample_max", "pi_coeffs": (0.07, 0.7)}
 
 
@@ -65,6 +60,14 @@ def per_sample_defaults(method: str, kwargs: dict) -> dict:
     if info.family == "ode" and info.adaptive and info.backend is None:
         return {**PER_SAMPLE_CONTROL, **kwargs}
     return kwargs
+
+
+def _check_problem(f, y0, t0, t1) -> tuple[float, float]:
+    """TypeError/ValueError for a bad field, initial state or time; ``(t0, t1)`` as floats."""
+    if not callable(f):
+        raise TypeError(f"f must be callable f(t, y), got {type(f).__name__}")
+    _check_y0(y0)
+    return as_time(t0, "t0"), as_time(t1, "t1")
 
 
 def _check_y0(y0) -> None:
@@ -111,39 +114,29 @@ def solve(
         method: a name from ``METHODS`` or ``"torchdiffeq:<m>"`` / ``"torchsde:<m>"``.
         steps: fixed-step methods: number of uniform steps.
         grid: fixed-step methods: explicit (N+1,) times from t0 to t1 (instead of steps).
-        rtol, atol: adaptive methods: tolerances (>= 0, not both 0: ``rtol=0`` is pure
-            absolute control, ``atol=0`` pure relative control, which needs a state
-            without exact zeros). Defaults (``DEFAULT_TOL``): 1e-5 for ODE methods (suits
-            diffusion sampling), 1e-2 for adaptive SDE methods (a low-order embedded
-            pair; Jolicoeur-Martineau et al. 2021 use 1e-2).
+        rtol, atol: adaptive methods: tolerances (>= 0, not both 0; ``atol=0`` needs a
+            state without exact zeros). Defaults ``DEFAULT_TOL``: 1e-5 (ODE), 1e-2 (SDE).
         max_steps: adaptive methods: bound on attempted (accepted + rejected) steps.
         h0: adaptive methods: first step size (default: Hairer's rule, +1 NFE).
         save_at: (S,) times within [t0, t1], strictly monotone in the integration
-            direction. Fixed-step methods add them to the grid where they are not grid
-            points; adaptive methods clip steps to land on them exactly.
+            direction; added to a fixed grid, interpolated or landed on by adaptive steps.
         g: SDE methods: diagonal diffusion ``g(t, y)`` of ``y``'s shape.
-        norm: adaptive methods (torchdiffeq's too): the error norm of step control,
-            applied to the scaled error x = err / (atol + rtol·max(|y0|, |y1|)) viewed as
-            (B, n) along the leading dimension; a step is accepted when it is ≤ 1.
-            ``"rms"`` (default): sqrt(Σ_bj x_bj² / (B n)), one RMS over the batch;
-            ``"sample_max"``: max_b sqrt(Σ_j x_bj² / n), every sample's own RMS;
-            ``"max"``: max_bj |x_bj|; or a callable ``norm(x) -> 0-dim tensor``
-            (``ndmsolve.solvers.norms``). rms ≤ sample_max ≤ max.
+        norm: adaptive methods (torchdiffeq's too): the error norm of step control over
+            the scaled error viewed as (B, n): ``"rms"`` (default, one RMS over the batch),
+            ``"sample_max"`` (every sample's own RMS), ``"max"`` or a callable
+            ``norm(x) -> 0-dim tensor`` (``norms``; docs/theory/norms.md).
         pi_coeffs: adaptive ODE methods: ``(pcoeff, icoeff)`` of the PI step-size
-            controller (``adaptive.PIController``; default (0.2, 0.4); (0, 1) is the
+            controller (``controllers.PIController``; default (0.2, 0.4); (0, 1) is the
             classical I controller).
-        generator, bm, noise: SDE methods: randomness (a ``torch.Generator`` or an int
-            seed), an optional Brownian motion object, the noise type (``"diagonal"`` or
-            ``"additive"``; passed on to torchsde, which picks its scheme by it).
-            ``generator`` is ignored by ODE methods.
+        generator, bm, noise: SDE methods: a ``torch.Generator`` or int seed (ignored by
+            ODE methods), a ``BrownianPath``, ``"diagonal"`` or ``"additive"`` noise.
         cuda_graph: fixed-step ODE methods on CUDA: ``"auto"`` captures the step loop
             as a CUDA graph when autograd is off, ``True`` does so even with autograd on
             (gradients will not flow), ``False`` never does. Ignored on CPU.
 
     Returns:
-        ``Solution``: ``y`` at t1, ``nfe``, ``n_accepted``, ``n_rejected``, and ``ts``
-        (S,) / ``ys`` (S, *y0.shape) when ``save_at`` is given. ``t0 == t1`` returns
-        ``y0`` itself with ``nfe = 0`` (torchdiffeq's and diffrax's convention).
+        ``Solution``: ``y`` at t1, counts, ``ts`` (S,) / ``ys`` (S, *y0.shape) with
+        ``save_at``. ``t0 == t1`` returns ``y0`` with ``nfe = 0`` (as torchdiffeq, diffrax).
 
     Raises:
         ValueError/TypeError: bad input (the message names the argument).
@@ -151,10 +144,53 @@ def solve(
             ``t``, ``step`` and ``partial``.
     """
     info = get_method(method, ("ode", "sde"), caller="solve")
-    if not callable(f):
-        raise TypeError(f"f must be callable f(t, y), got {type(f).__name__}")
-    _check_y0(y0)
-    t0f, t1f = as_time(t0, "t0"), as_time(t1, "t1")
+    t0f, t1f = _check_problem(f, y0, t0, t1)
+    rtol, atol, h0 = _step_control(g, rtol, atol, max_steps, h0)
+    norm_fn = None if norm is None else resolve_norm(norm)
+    if cuda_graph not in ("auto", True, False):
+        raise ValueError(f"cuda_graph must be 'auto', True or False, got {cuda_graph!r}")
+    if t0f == t1f:
+        return _empty_solve(y0, t0f, method, save_at)
+    generator = as_generator(generator, y0.device)
+    f = CheckedField(f, "f")
+    save = None if save_at is None else check_save_at(save_at, t0f, t1f)  # float64, CPU
+    control = _control_kwargs(info, norm_fn, pi_coeffs)
+    noise_kw = {"generator": generator, "bm": bm, "noise": noise}
+    tol = {"rtol": rtol, "atol": atol, "max_steps": max_steps, "h0": h0, **control}
+    if info.backend is None:
+        _check_kind(info, g, bm, steps, grid, h0)
+    grid_kw = {"steps": steps, "grid": grid, "cuda_graph": cuda_graph}
+    return _dispatch(info, (f, g, y0, t0f, t1f, save), grid_kw, tol, noise_kw)
+
+
+def _dispatch(info, span: tuple, grid_kw: dict, tol: dict, noise_kw: dict) -> Solution:
+    """Call ``info``'s ``run`` (or the backend) in its calling convention (``registry``);
+    ``span = (f, g, y0, t0, t1, save)`` with ``save`` the float64 save times or None;
+    ``grid_kw``: ``steps``, ``grid``, ``cuda_graph``; ``tol``: the step-control keywords."""
+    f, g, y0, t0, t1, save = span
+    steps, grid, cuda_graph = grid_kw["steps"], grid_kw["grid"], grid_kw["cuda_graph"]
+    save_t = None if save is None else save.to(device=y0.device, dtype=y0.dtype)
+    if info.backend is not None:
+        from .backends import solve_backend
+
+        tol = {k: v for k, v in tol.items() if k not in ("max_steps", "h0")}
+        return solve_backend(
+            info.name, f, y0, t0, t1, g=g, steps=steps, grid=grid, save_at=save_t, **tol, **noise_kw
+        )
+    if not info.adaptive:
+        tgrid = make_grid(t0, t1, steps, grid, y0.dtype, y0.device)
+        tgrid, save_idx = merge_save_times(tgrid, save)
+        if info.family == "sde":
+            return info.run(f, g, y0, tgrid, save_idx=save_idx, **noise_kw)
+        return info.run(f, y0, tgrid, save_idx=save_idx, cuda_graph=cuda_graph)
+    if info.family == "sde":
+        return info.run(f, g, y0, t0, t1, save_at=save_t, **tol, **noise_kw)
+    return info.run(f, y0, t0, t1, save_at=save, **tol)
+
+
+def _step_control(g, rtol, atol, max_steps, h0) -> tuple[float, float, float | None]:
+    """``solve``'s checks of the step-control arguments; ``(rtol, atol, h0)`` with the
+    family's default tolerance (``DEFAULT_TOL``) filled in."""
     tol = DEFAULT_TOL["sde" if g is not None else "ode"]
     rtol = _positive(tol if rtol is None else rtol, "rtol", allow_zero=True)
     atol = _positive(tol if atol is None else atol, "atol", allow_zero=True)
@@ -164,50 +200,28 @@ def solve(
         raise TypeError(f"max_steps must be an int, got {type(max_steps).__name__}")
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    if h0 is not None:
-        h0 = _positive(h0, "h0")
-    norm_fn = None if norm is None else resolve_norm(norm)
-    if cuda_graph not in ("auto", True, False):
-        raise ValueError(f"cuda_graph must be 'auto', True or False, got {cuda_graph!r}")
-    if t0f == t1f:
-        return _empty_solve(y0, t0f, method, save_at)
-    generator = as_generator(generator, y0.device)
-    f = CheckedField(f, "f")
-    save = None if save_at is None else check_save_at(save_at, t0f, t1f)  # float64, CPU
-    save_t = None if save is None else save.to(device=y0.device, dtype=y0.dtype)
+    return rtol, atol, None if h0 is None else _positive(h0, "h0")
 
-    if norm is not None and not info.adaptive:
-        raise ValueError(f"norm applies to adaptive methods; {method!r} is fixed-step")
-    norm_kw = {} if norm_fn is None else {"norm": norm_fn}
+
+def _control_kwargs(info, norm_fn, pi_coeffs) -> dict:
+    """The ``norm``/``pi_coeffs`` keywords for ``info``'s ``run``; ValueError where the
+    method has no use for them."""
+    if norm_fn is not None and not info.adaptive:
+        raise ValueError(f"norm applies to adaptive methods; {info.name!r} is fixed-step")
+    kw = {} if norm_fn is None else {"norm": norm_fn}
     if pi_coeffs is not None:
         if not (info.adaptive and info.family == "ode" and info.backend is None):
             raise ValueError(
-                f"pi_coeffs applies to ndmsolve's adaptive ODE methods, not {method!r}"
+                f"pi_coeffs applies to ndmsolve's adaptive ODE methods, not {info.name!r}"
             )
-        norm_kw["pi_coeffs"] = pi_coeffs
-    if info.backend is not None:
-        from .backends import solve_backend
+        kw["pi_coeffs"] = pi_coeffs
+    return kw
 
-        return solve_backend(
-            method,
-            f,
-            y0,
-            t0f,
-            t1f,
-            g=g,
-            steps=steps,
-            grid=grid,
-            rtol=rtol,
-            atol=atol,
-            save_at=save_t,
-            generator=generator,
-            bm=bm,
-            noise=noise,
-            **norm_kw,
-        )
 
-    is_ode = info.family == "ode"
-    if is_ode:
+def _check_kind(info, g, bm, steps, grid, h0) -> None:
+    """ValueError for arguments the method's family (ODE/SDE) or stepping ignores."""
+    method = info.name
+    if info.family == "ode":
         if g is not None:
             raise ValueError(
                 f"g is given but {method!r} is an ODE method; use an SDE method "
@@ -225,35 +239,6 @@ def solve(
             )
     elif h0 is not None:
         raise ValueError(f"h0 applies to adaptive methods; {method!r} is fixed-step")
-
-    if not info.adaptive:
-        tgrid = make_grid(t0f, t1f, steps, grid, y0.dtype, y0.device)
-        tgrid, save_idx = merge_save_times(tgrid, save)
-        if not is_ode:
-            return info.run(
-                f, g, y0, tgrid, save_idx=save_idx, generator=generator, bm=bm, noise=noise
-            )
-        return info.run(f, y0, tgrid, save_idx=save_idx, cuda_graph=cuda_graph)
-    if not is_ode:
-        return info.run(
-            f,
-            g,
-            y0,
-            t0f,
-            t1f,
-            rtol=rtol,
-            atol=atol,
-            max_steps=max_steps,
-            h0=h0,
-            save_at=save_t,
-            generator=generator,
-            bm=bm,
-            noise=noise,
-            **norm_kw,
-        )
-    return info.run(
-        f, y0, t0f, t1f, rtol=rtol, atol=atol, max_steps=max_steps, h0=h0, save_at=save, **norm_kw
-    )
 
 
 def _empty_solve(y0: Tensor, t: float, method: str, save_at) -> Solution:

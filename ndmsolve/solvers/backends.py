@@ -29,9 +29,10 @@ from torch import Tensor
 
 from .base import FAULTS, CountedField, Field, NonFiniteError, Solution, SolverError, locate
 from .brownian import BrownianPath
-from .fixed import check_finite_steps
 from .grids import make_grid, merge_save_times
+from .loops import first_nonfinite, run_fixed
 from .registry import add_loader, register
+from .sde import check_inputs, first_g, require_additive
 
 __all__ = ["solve_backend", "torchdiffeq_methods", "TORCHSDE_ITO", "TORCHSDE_STRATONOVICH"]
 
@@ -274,11 +275,29 @@ def _bm_adapter(path: BrownianPath, sign: float, flat):
     return _PathBM()
 
 
+def _torchsde_setup(name, method, f, g, y0, t0, t1, generator, bm, noise):
+    """The counted ``(f, g)``, the SDE type (Stratonovich schemes and additive noise
+    checked to be additive) and the Brownian path: ``(fc, gc, sde_type, path)``."""
+    fc, gc = CountedField(f), CountedField(g)
+    t0_ = torch.tensor(t0, dtype=y0.dtype, device=y0.device)
+    g0 = first_g(name, gc, t0_, y0)
+    if method in TORCHSDE_STRATONOVICH or noise == "additive":
+        require_additive(name, gc, t0_, y0, g0, noise)  # also checks a claimed additive g
+    sde_type = "stratonovich" if method in TORCHSDE_STRATONOVICH else "ito"  # = Itô if additive
+    path = bm
+    if path is None:
+        levy = method == "srk"
+        path = BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator, levy_area=levy)
+    if method == "srk" and not path.levy_area:
+        raise ValueError(
+            "torchsde:srk needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)"
+        )
+    return fc, gc, sde_type, path
+
+
 def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, noise) -> Solution:
     from torchsde._core import base_sde
     from torchsde._core import methods as tsde_methods
-
-    from .sde import _check_inputs, _first_g, _require_additive
 
     name = f"torchsde:{method}"
     if method not in TORCHSDE_ITO + TORCHSDE_STRATONOVICH:
@@ -286,40 +305,20 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
             f"unknown torchsde method {method!r}; valid: "
             f"{', '.join(TORCHSDE_ITO + TORCHSDE_STRATONOVICH)}"
         )
-    _check_inputs(name, f, g, y0, t0, t1, generator, bm, noise)
+    check_inputs(name, f, g, y0, t0, t1, generator, bm, noise)
     tgrid = make_grid(t0, t1, steps, grid, y0.dtype, y0.device)
     tgrid, save_idx = merge_save_times(
         tgrid, None if save_at is None else save_at.detach().double().cpu()
     )
+    fc, gc, sde_type, path = _torchsde_setup(name, method, f, g, y0, t0, t1, generator, bm, noise)
     sign = 1.0 if t1 > t0 else -1.0
-    fc, gc = CountedField(f), CountedField(g)
-    t0_ = torch.tensor(t0, dtype=y0.dtype, device=y0.device)
-    g0 = _first_g(name, gc, t0_, y0)
-    sde_type = "ito"
-    if method in TORCHSDE_STRATONOVICH or noise == "additive":
-        _require_additive(name, gc, t0_, y0, g0, noise)  # also checks a claimed additive g
-    if method in TORCHSDE_STRATONOVICH:
-        sde_type = "stratonovich"  # equal to Itô for additive noise
-    path = (
-        bm
-        if bm is not None
-        else BrownianPath(
-            t0, t1, y0.shape, y0.dtype, y0.device, generator, levy_area=(method == "srk")
-        )
-    )
-    if method == "srk" and not path.levy_area:
-        raise ValueError(
-            "torchsde:srk needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)"
-        )
     sde = _SDE(fc, gc, y0.shape, sign, sde_type, noise)
-    flat = sde.flat
-    s_grid = (tgrid * sign).unbind()  # increasing
     hs = (tgrid[1:].double() - tgrid[:-1].double()).abs().tolist()
     fsde = base_sde.ForwardSDE(sde)
     fsde.prod = fsde.prod_diagonal  # g stays (B, d) whatever the noise type (see _SDE)
     solver = tsde_methods.select(method=method, sde_type=sde_type)(
         sde=fsde,
-        bm=_bm_adapter(path, sign, flat),
+        bm=_bm_adapter(path, sign, sde.flat),
         dt=max(hs),
         adaptive=False,
         rtol=0.0,
@@ -327,34 +326,12 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
         dt_min=0.0,
         options={},
     )
-    y = y0.reshape(flat)
-    extra = solver.init_extra_solver_state(s_grid[0], y)
-    states, sums = [y], []
     keep = set(save_idx or ())
-    for i in range(len(hs)):
-        try:
-            y, extra = solver.step(s_grid[i], s_grid[i + 1], y, extra)
-        except FAULTS as e:  # the drift reported NaN/inf itself: name the step
-            ta, tb = float(tgrid[i]), float(tgrid[i + 1])
-            partial = Solution(y=y.reshape(y0.shape), nfe=fc.nfe, n_accepted=i, method=name, t=ta)
-            raise locate(e, name, i, ta, tb, partial=partial) from None
-        sums.append(y.sum())  # device-side; checked once after the loop
-        if i + 1 in keep:
-            states.append(y)
-    n = len(hs)
-    bad = check_finite_steps(torch.stack(sums), y)
-    if bad is not None:
-        ta, tb = float(tgrid[bad]), float(tgrid[bad + 1])
-        raise NonFiniteError(
-            f"{name}: the state became NaN/inf in step {bad} (t={ta:.6g} -> {tb:.6g})",
-            t=ta,
-            step=bad,
-            partial=Solution(y=y0, nfe=fc.nfe, method=name, t=t0),
-        )
+    y, states = _torchsde_steps(name, solver, y0, (t0, tgrid), sign, keep, fc, sde.flat)
     sol = Solution(
         y=y.reshape(y0.shape),
         nfe=fc.nfe,
-        n_accepted=n,
+        n_accepted=len(hs),
         method=name,
         t=t1,
         stats={"backend": "torchsde", "nfe_g": gc.nfe},
@@ -365,6 +342,38 @@ def _torchsde(method, f, g, y0, t0, t1, *, steps, grid, save_at, generator, bm, 
         sol.ts = tgrid[save_idx]
         sol.ys = torch.stack([by_idx[j].reshape(y0.shape) for j in save_idx])
     return sol
+
+
+def _torchsde_steps(name, solver, y0, times, sign, keep, fc, flat):
+    """torchsde's per-step solver over ``times = (t0, tgrid)`` (in ``s = sign · t``) in
+    ``loops.run_fixed``: the final (flat) state and the states at ``keep``'s grid indices
+    (``y0`` first); NaN/inf located."""
+    t0, tgrid = times
+    s_grid = (tgrid * sign).unbind()  # increasing
+    n = len(s_grid) - 1
+    y = y0.reshape(flat)
+    extra = [solver.init_extra_solver_state(s_grid[0], y)]
+
+    def step(i, y):
+        y, extra[0] = solver.step(s_grid[i], s_grid[i + 1], y, extra[0])
+        return y
+
+    def on_fault(e, i, y):  # the drift reported NaN/inf itself: name the step
+        ta, tb = float(tgrid[i]), float(tgrid[i + 1])
+        partial = Solution(y=y.reshape(y0.shape), nfe=fc.nfe, n_accepted=i, method=name, t=ta)
+        return locate(e, name, i, ta, tb, partial=partial)
+
+    y, saved, sums = run_fixed(step, y, n, [i + 1 in keep for i in range(n)], on_fault)
+    bad = first_nonfinite(torch.stack(sums), y)
+    if bad is not None:
+        ta, tb = float(tgrid[bad]), float(tgrid[bad + 1])
+        raise NonFiniteError(
+            f"{name}: the state became NaN/inf in step {bad} (t={ta:.6g} -> {tb:.6g})",
+            t=ta,
+            step=bad,
+            partial=Solution(y=y0, nfe=fc.nfe, method=name, t=t0),
+        )
+    return y, [y0.reshape(flat)] + saved
 
 
 def _torchdiffeq_fault(err, method: str, nfe: int, tgrid, y0: Tensor, t0: float):

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .._checks import NonFiniteOutputError
+from .cudagraph import field_id
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
@@ -221,9 +222,7 @@ class CheckedField:
     @property
     def graph_key(self) -> tuple:
         """The wrapped field's identity, so a CUDA graph captured for it is replayed."""
-        from .cudagraph import _field_id
-
-        return ("checked",) + _field_id(self.f)
+        return ("checked",) + field_id(self.f)
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         out = self.f(t, y)

@@ -13,8 +13,7 @@ so θ = 1 gives the step's own ``y1``). It costs no field evaluation. Per tablea
 - any other FSAL tableau (``bosh3``): cubic Hermite through ``y, f(t, y), y1, f(t+h, y1)``
   (the last stage of an FSAL step is ``f(t + h, y1)``), order 3.
 
-An interpolant of order q has local error O(h^(q+1)) inside the step; q ≥ order − 1, so
-saved states keep the solve's accuracy up to a constant.
+Why these orders suffice for saved states: docs/theory/solvers.md.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from functools import cache
 
 from torch import Tensor
 
-from .rk import _combine
+from .rk import combine
 from .tableaus import Tableau
 
 __all__ = ["dense_polynomials", "interpolant_order", "interpolate"]
@@ -140,5 +139,5 @@ def interpolate(
                 pw *= th
             if w != 0.0:
                 terms.append((j, w))
-        out.append(_combine(y, ks, terms, h) if terms else y.clone())
+        out.append(combine(y, ks, terms, h) if terms else y.clone())
     return out

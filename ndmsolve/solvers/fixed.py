@@ -1,11 +1,9 @@
-"""Fixed-step explicit RK over a given time grid (either direction).
+"""Fixed-step explicit RK over a given time grid (either direction), eager or as a CUDA graph.
 
-The loop is kept lean: stage times are precomputed as 0-dim tensors and step sizes as
-Python floats, so a step is only field calls and fused adds. NaN/inf detection costs
-one reduction per step and no host sync: each step appends ``y.sum()`` to a device-side
-list, checked once at the end. NaN/inf, once in the state, stays non-finite under every
-later RK update, so the first non-finite sum is the step that produced it (the final
-state confirms it, ruling out a sum that merely overflowed).
+Stage times are precomputed as 0-dim tensors and step sizes as Python floats, so a step
+is only field calls and fused adds; the step loop is ``loops.run_fixed`` (no host sync,
+NaN/inf located once at the end). On CUDA without autograd the whole loop is captured as
+a CUDA graph and replayed (``cudagraph``).
 """
 
 from __future__ import annotations
@@ -15,12 +13,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .base import FAULTS, Field, NonFiniteError, Solution, locate
+from . import cudagraph
+from .base import Field, Solution, locate
+from .loops import fixed_solution, run_fixed, save_after
 from .registry import register
 from .rk import make_fixed_step
 from .tableaus import Tableau, euler, heun, midpoint, rk4
 
-__all__ = ["solve_fixed", "stage_times", "fixed_loop", "check_finite_steps"]
+__all__ = ["solve_fixed", "solve_fixed_graphed", "stage_times", "fixed_loop"]
 
 
 def stage_times(grid: Tensor, tab: Tableau) -> list[list[Tensor]]:
@@ -48,52 +48,32 @@ def fixed_loop(
     f: Field,
     tab: Tableau,
     y: Tensor,
-    ts: Sequence[Sequence[Tensor]],
+    stage_t: Sequence[Sequence[Tensor]],
     hs: Sequence[float],
-    save_after: Sequence[bool],
+    keep: Sequence[bool],
 ):
-    """Run the steps; no host syncs.
+    """``loops.run_fixed`` for the tableau ``tab``; no host syncs.
 
     Args:
-        ts: per step, its stage times (``stage_times``); hs: per step, ``h`` as a float.
-        save_after: per step, whether to keep the state it produces.
+        stage_t: per step, its stage times (``stage_times``); hs: per step, ``h`` as a float.
+        keep: per step, whether to keep the state it produces.
 
     Returns:
         ``(y, saved, sums)``: final state, the kept states in order, and per step the
-        0-dim float64 sum of the state it produced (for ``check_finite_steps``).
+        0-dim sum of the state it produced (for ``loops.first_nonfinite``).
 
     Raises:
         NonFiniteError: the field reported a NaN/inf output itself (``FAULTS``), with
             the step's index and the evaluation's time (``partial``: the step's start).
     """
     step = make_fixed_step(tab)
-    # Half precision would overflow a long sum of finite values; accumulate in float32.
-    acc = torch.float32 if y.dtype in (torch.float16, torch.bfloat16) else None
-    saved, sums = [], []
-    for i in range(len(hs)):
-        try:
-            y = step(f, ts[i], hs[i], y)
-        except FAULTS as e:  # the field reported NaN/inf itself: name the step
-            t_i = float(ts[i][0])  # c_0 = 0: the step's start
-            partial = Solution(y=y, nfe=i * tab.stages, n_accepted=i, method=tab.name, t=t_i)
-            raise locate(e, tab.name, i, t_i, t_i + hs[i], partial=partial) from None
-        sums.append(y.sum(dtype=acc))
-        if save_after[i]:
-            saved.append(y)
-    return y, saved, sums
 
+    def on_fault(e, i, y):
+        t_i = float(stage_t[i][0])  # c_0 = 0: the step's start
+        partial = Solution(y=y, nfe=i * tab.stages, n_accepted=i, method=tab.name, t=t_i)
+        return locate(e, tab.name, i, t_i, t_i + hs[i], partial=partial)
 
-def check_finite_steps(sums: Tensor, y: Tensor) -> int | None:
-    """Index of the first step whose state went non-finite, or ``None``.
-
-    ``sums``: per step, the state's sum; ``y``: the final state. One host sync when all is
-    well. A sum can also overflow for a finite state, so a non-finite sum only counts
-    when the final state confirms it (NaN/inf, once in the state, stays there).
-    """
-    bad = ~torch.isfinite(sums)
-    if not bool(bad.any()) or bool(torch.isfinite(y).all()):
-        return None
-    return int(bad.nonzero()[0, 0])
+    return run_fixed(lambda i, y: step(f, stage_t[i], hs[i], y), y, len(hs), keep, on_fault)
 
 
 def solve_fixed(
@@ -118,47 +98,45 @@ def solve_fixed(
     n = grid.numel() - 1
     times = grid.double().tolist()  # the one host sync, before the loop
     hs = [b - a for a, b in zip(times[:-1], times[1:])]
-    ts = stage_times(grid, tab)
     save_idx = list(save_idx or ())
-    save_after = [False] * n
-    for j in save_idx:
-        if j > 0:
-            save_after[j - 1] = True
-    y, saved, sums = fixed_loop(f, tab, y0, ts, hs, save_after)
-    nfe = n * tab.stages
-    states = [y0] * (bool(save_idx) and save_idx[0] == 0) + saved  # grid index order
-    first_bad = check_finite_steps(torch.stack(sums), y)
-    if first_bad is not None:
-        raise _nonfinite(tab.name, grid, save_idx, states, y0, first_bad, nfe)
-    sol = Solution(y=y, nfe=nfe, n_accepted=n, method=tab.name, t=times[-1])
-    if save_idx:
-        sol.ts, sol.ys = grid[save_idx], torch.stack(states)
-    return sol
+    run = fixed_loop(f, tab, y0, stage_times(grid, tab), hs, save_after(n, save_idx))
+    return fixed_solution(tab.name, grid, y0, run, save_idx, n * tab.stages)
 
 
-def _nonfinite(
-    method: str,
-    grid: Tensor,
-    save_idx: list[int],
-    states: list[Tensor],
-    y0: Tensor,
-    step: int,
-    nfe: int,
-) -> NonFiniteError:
-    """The error for a fixed-grid solve whose step ``step`` went non-finite."""
-    good = [(j, s) for j, s in zip(save_idx, states) if j <= step]
-    last_j, last_y = good[-1] if good else (0, y0)
-    partial = Solution(y=last_y, nfe=nfe, n_accepted=step, method=method, t=float(grid[last_j]))
-    if good:
-        partial.ts = grid[[j for j, _ in good]]
-        partial.ys = torch.stack([s for _, s in good])
-    t_bad, t_next = float(grid[step]), float(grid[step + 1])
-    return NonFiniteError(
-        f"{method}: the state became NaN/inf in step {step} (t={t_bad:.6g} -> {t_next:.6g}); "
-        f"check the field near t={t_bad:.6g}",
-        t=t_bad,
-        step=step,
-        partial=partial,
+def solve_fixed_graphed(
+    f: Field, y0: Tensor, grid: Tensor, tab: Tableau, *, save_idx: Sequence[int] | None = None
+) -> Solution | None:
+    """``solve_fixed`` through a captured CUDA graph (``cudagraph``); same arguments and
+    result, plus ``stats["cuda_graph"]``. ``None`` (after a warning, once per cache key)
+    when the loop cannot be captured; the caller then runs the eager loop."""
+    n = grid.numel() - 1
+    hs = (grid[1:].double() - grid[:-1].double()).tolist()
+    save_idx = list(save_idx or ())
+    keep = save_after(n, save_idx)
+    key = (cudagraph.field_id(f), tuple(y0.shape), y0.dtype, y0.device)
+    key += (tuple(grid.double().tolist()), tab.name, tuple(save_idx))
+    held = {}  # the stage times, built at capture; the entry keeps them alive for replays
+
+    def times():
+        if "t" not in held:
+            held["t"] = stage_times(grid, tab)
+        return held["t"]
+
+    def warmup(y):
+        for _ in range(2):
+            fixed_loop(f, tab, y, times()[:1], hs[:1], [False])
+
+    def body(y):
+        y, saved, sums = fixed_loop(f, tab, y, times(), hs, keep)
+        return y, torch.stack(saved) if saved else None, torch.stack(sums)
+
+    out = cudagraph.replay(key, y0, body, warmup, keep=(f, held), what=tab.name)
+    if out is None:
+        return None
+    y, ys, sums = out
+    run = (y, [] if ys is None else list(ys.unbind(0)), sums)
+    return fixed_solution(
+        tab.name, grid, y0, run, save_idx, n * tab.stages, result_stats={"cuda_graph": True}
     )
 
 
@@ -171,8 +149,6 @@ def _fixed_method(tab: Tableau):
             cuda_graph is True or (cuda_graph == "auto" and not torch.is_grad_enabled())
         )
         if use_graph:
-            from .cudagraph import solve_fixed_graphed
-
             sol = solve_fixed_graphed(f, y0, grid, tab, save_idx=save_idx)
             if sol is not None:
                 return sol

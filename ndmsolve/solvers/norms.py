@@ -24,9 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
-__all__ = ["NORMS", "rms_norm", "sample_max_norm", "max_norm", "resolve_norm"]
+__all__ = [
+    "NORMS",
+    "rms_norm",
+    "sample_max_norm",
+    "max_norm",
+    "resolve_norm",
+    "scalar_norm",
+    "error_ratio",
+]
 
 Norm = Callable[[Tensor], Tensor]
 
@@ -60,3 +69,22 @@ def resolve_norm(norm) -> Norm:
     raise ValueError(
         f"norm must be one of {tuple(NORMS)} or a callable norm(x) -> 0-dim tensor, got {norm!r}"
     )
+
+
+def scalar_norm(norm: Norm, x: Tensor) -> Tensor:
+    """``norm(x)``, checked to be a 0-dim tensor (a shape check: no host sync)."""
+    r = norm(x)
+    if not isinstance(r, Tensor) or r.ndim != 0:
+        raise ValueError(
+            f"norm must return a 0-dim tensor, got "
+            f"{tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__}"
+        )
+    return r
+
+
+def error_ratio(
+    err: Tensor, y0: Tensor, y1: Tensor, rtol: float, atol: float, norm: Norm = rms_norm
+) -> Tensor:
+    """0-dim ``norm(err / (atol + rtol·max(|y0|, |y1|)))``; ``err``, ``y0``, ``y1`` of one shape."""
+    scale = torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
+    return scalar_norm(norm, err / scale)

@@ -14,10 +14,10 @@ from torch import Tensor
 from .base import Field
 from .tableaus import Tableau
 
-__all__ = ["rk_step", "make_fixed_step"]
+__all__ = ["rk_step", "make_fixed_step", "combine"]
 
 
-def _combine(y: Tensor, ks: Sequence[Tensor], terms, h: float) -> Tensor:
+def combine(y: Tensor, ks: Sequence[Tensor], terms, h: float) -> Tensor:
     """``y + h Σ_j w_j k_j`` over the (j, w_j) in ``terms``; a new tensor unless empty."""
     out = y
     for n, (j, w) in enumerate(terms):
@@ -28,18 +28,23 @@ def _combine(y: Tensor, ks: Sequence[Tensor], terms, h: float) -> Tensor:
 
 
 def rk_step(
-    f: Field, tab: Tableau, ts: Sequence[Tensor], h: float, y: Tensor, k0: Tensor | None = None
+    f: Field,
+    tab: Tableau,
+    stage_t: Sequence[Tensor],
+    h: float,
+    y: Tensor,
+    k0: Tensor | None = None,
 ) -> tuple[Tensor, list[Tensor], Tensor | None]:
     """One explicit RK step of size ``h`` from ``y`` (any shape).
 
     Args:
         f: field ``f(t, y) -> dy/dt``.
         tab: the tableau.
-        ts: stage times, one 0-dim tensor per stage (``ts[i] = t + c_i h``; pass the
+        stage_t: stage times, one 0-dim tensor per stage (``stage_t[i] = t + c_i h``; pass the
             exact end time where ``c_i == 1``).
         h: signed step size (Python float, so no device sync is needed to use it).
-        y: state at ``ts[0]``.
-        k0: ``f(ts[0], y)`` if already known (FSAL reuse); saves one evaluation.
+        y: state at ``stage_t[0]``.
+        k0: ``f(stage_t[0], y)`` if already known (FSAL reuse); saves one evaluation.
 
     Returns:
         ``(y1, ks, err)``: the new state (``y.shape``), the ``s`` stage derivatives and
@@ -47,13 +52,13 @@ def rk_step(
         For an FSAL tableau ``ks[-1] == f(t + h, y1)``.
     """
     rows, b, e = tab.sparse
-    ks = [f(ts[0], y) if k0 is None else k0]
+    ks = [f(stage_t[0], y) if k0 is None else k0]
     yi = y
     for i in range(1, tab.stages):
-        yi = _combine(y, ks, rows[i], h)
-        ks.append(f(ts[i], yi))
+        yi = combine(y, ks, rows[i], h)
+        ks.append(f(stage_t[i], yi))
     # FSAL: the last stage's input already is y + h Σ b_j k_j.
-    y1 = yi if tab.fsal else _combine(y, ks, b, h)
+    y1 = yi if tab.fsal else combine(y, ks, b, h)
     err = None
     if e is not None:
         err = torch.mul(ks[e[0][0]], h * e[0][1])
@@ -63,22 +68,22 @@ def rk_step(
 
 
 def make_fixed_step(tab: Tableau):
-    """``step(f, ts, h, y) -> y1``: ``rk_step`` without stage list or error estimate
+    """``step(f, stage_t, h, y) -> y1``: ``rk_step`` without stage list or error estimate
     returned, its coefficients bound once (the fixed-step loop calls it every step)."""
     rows, b, _ = tab.sparse
     s = tab.stages
     if s == 1:
         ((_, w),) = b  # one-stage methods (Euler): a single fused update
 
-        def step(f, ts, h, y):
-            return torch.add(y, f(ts[0], y), alpha=h * w)
+        def step(f, stage_t, h, y):
+            return torch.add(y, f(stage_t[0], y), alpha=h * w)
 
         return step
 
-    def step(f, ts, h, y):
-        ks = [f(ts[0], y)]
+    def step(f, stage_t, h, y):
+        ks = [f(stage_t[0], y)]
         for i in range(1, s):
-            ks.append(f(ts[i], _combine(y, ks, rows[i], h)))
-        return _combine(y, ks, b, h)
+            ks.append(f(stage_t[i], combine(y, ks, rows[i], h)))
+        return combine(y, ks, b, h)
 
     return step

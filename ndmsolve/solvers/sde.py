@@ -13,16 +13,11 @@ Noise types (``noise=``; ``NOISE_TYPES``):
   check it: they evaluate ``g`` at ``y0`` and at ``y0 + 1`` (one extra ``g`` call) and raise
   ``ValueError`` if the two differ, whatever ``noise`` says — no silent Stratonovich answer.
 
-Time runs either way. Going backwards (``t1 < t0``, as in sampling) the step ``h`` is
-negative, increments ``ΔW`` have variance ``|h|``, and each scheme is the same scheme
-applied to the SDE in the reversed time ``s = −t`` (the formulas below hold verbatim
-with signed ``h`` and oriented integrals).
-
-Randomness: with ``bm=None`` the fixed-step methods draw plain Gaussian increments from
-``generator`` (fast, no tree); with ``bm`` (a ``BrownianPath``) every increment comes from
-that one path, so solves with different grids see the same noise (strong-order tests).
-The adaptive method always uses a path (drawn from ``generator`` if none is given),
-because a rejected step is retried on a sub-interval of the *same* noise.
+Time runs either way (a negative ``h`` for ``t1 < t0``; the formulas hold verbatim with
+signed ``h`` and oriented integrals). Noise: with ``bm=None`` the fixed-step methods draw
+Gaussian increments from ``generator``; with ``bm`` (a ``BrownianPath``) every increment
+comes from that one path; the adaptive method always uses a path (why:
+docs/theory/solvers.md).
 
 Counting: ``nfe`` counts drift evaluations ``f`` (over the batch, rejected attempts
 included); ``stats["nfe_g"]`` counts diffusion evaluations ``g``.
@@ -31,36 +26,40 @@ included); ``stats["nfe_g"]`` counts diffusion evaluations ``g``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from .adaptive import collapse_error, error_ratio
-from .base import (
-    FAULTS,
-    CountedField,
-    Field,
-    NonFiniteError,
-    Solution,
-    StepLimitError,
-    attach_saved,
-    locate,
-    save_targets,
-    time_tensor,
-)
+from .base import FAULTS, CountedField, Field, Solution, locate, time_tensor
 from .brownian import BrownianPath
-from .fixed import check_finite_steps
-from .norms import resolve_norm
+from .controllers import PowerController
+from .loops import AdaptiveRun, Proposal, collapse_error, fixed_solution, run_fixed, save_after
+from .norms import error_ratio, resolve_norm
 from .registry import METHODS, register
 
-__all__ = ["NOISE_TYPES", "euler_maruyama", "heun_sde", "sra1", "adaptive_heun_sde", "BrownianPath"]
+__all__ = [
+    "NOISE_TYPES",
+    "euler_maruyama",
+    "heun_sde",
+    "sra1",
+    "adaptive_heun_sde",
+    "BrownianPath",
+    "check_inputs",
+    "first_g",
+    "require_additive",
+    "Increments",
+    "Drive",
+    "StepSpan",
+    "SDEState",
+    "EulerHeunPair",
+]
 
 NOISE_TYPES = ("diagonal", "additive")
 
 
 # --------------------------------------------------------------------------- checks
-def _check_inputs(
+def check_inputs(
     method: str, f, g, y0: Tensor, t_a: float, t_b: float, generator, bm, noise
 ) -> None:
     """ValueError/TypeError naming the argument for anything a step loop cannot handle."""
@@ -95,7 +94,7 @@ def _check_inputs(
             raise ValueError(f"bm spans [{bm.t_lo}, {bm.t_hi}] but the solve needs [{lo}, {hi}]")
 
 
-def _first_g(method: str, g: Field, t0: Tensor, y0: Tensor) -> Tensor:
+def first_g(method: str, g: Field, t0: Tensor, y0: Tensor) -> Tensor:
     """``g(t0, y0)``, checked to broadcast against ``y0`` without changing its shape."""
     g0 = g(t0, y0)
     if not isinstance(g0, Tensor):
@@ -112,9 +111,7 @@ def _first_g(method: str, g: Field, t0: Tensor, y0: Tensor) -> Tensor:
     return g0
 
 
-def _require_additive(
-    method: str, g: Field, t0: Tensor, y0: Tensor, g0: Tensor, noise: str
-) -> None:
+def require_additive(method: str, g: Field, t0: Tensor, y0: Tensor, g0: Tensor, noise: str) -> None:
     """Raise unless ``g`` ignores ``y`` (probed at ``y0 + 1``; one ``g`` call)."""
     if noise != "additive":
         raise ValueError(
@@ -133,7 +130,7 @@ def _require_additive(
 
 
 # --------------------------------------------------------------------------- noise sources
-class _Increments:
+class Increments:
     """Per-step Brownian increments over a fixed grid: from ``bm`` or plain Gaussians.
 
     ``dw(i)`` is ``W(t_{i+1}) − W(t_i)``; ``dw_area(i)`` also returns the oriented
@@ -163,108 +160,98 @@ class _Increments:
         return dw, area
 
 
-# --------------------------------------------------------------------------- fixed-step core
-def _fixed_solve(
-    method: str,
-    step_fn,
-    f,
-    g,
-    y0: Tensor,
-    grid: Tensor,
-    save_idx,
-    generator,
-    bm,
-    noise: str,
-    stage_c: Sequence[float] = (),
-) -> Solution:
-    """Shared driver of the fixed-step schemes: checks, setup, loop, finiteness, saving.
+# --------------------------------------------------------------------------- named step state
+class Drive(NamedTuple):
+    """What a scheme evaluates: the counted drift ``f`` and diffusion ``g``, and the
+    grid's Brownian increments (``Increments``)."""
 
-    ``step_fn(i, t, t_next, stage_ts, h, y, g_t, fc, gc, inc) -> (y_next, g_next)`` does
-    one step; ``g_t`` is ``g`` at the step's start when the scheme can carry it over
-    (additive noise), else ``None``. ``stage_c``: extra stage nodes whose times to precompute.
-    """
+    f: CountedField
+    g: CountedField
+    noise: Increments
+
+
+class StepSpan(NamedTuple):
+    """Step ``i`` of a grid: from ``t`` to ``t_next`` (0-dim tensors), signed ``h``
+    (a float), ``mid``: stage node ``c`` -> the time ``t + c h`` (0-dim tensors)."""
+
+    i: int
+    t: Tensor
+    t_next: Tensor
+    h: float
+    mid: dict
+
+
+class SDEState(NamedTuple):
+    """The state a scheme carries: ``y`` at the step's start and ``g`` there when the
+    scheme can carry it over (additive noise), else ``None``."""
+
+    y: Tensor
+    g: Tensor | None
+
+
+# --------------------------------------------------------------------------- fixed-step core
+def _fixed_setup(method: str, f, g, y0: Tensor, grid: Tensor, generator, bm, noise: str):
+    """Checks and the set-up of a fixed-step SDE solve: ``(grid, tf, hs, drive, g0)``
+    with ``grid`` in y0's dtype/device and ``tf`` its times as floats."""
     if grid.ndim != 1 or grid.numel() < 2:
         raise ValueError(f"grid must be a 1-D tensor of >= 2 times, got shape {tuple(grid.shape)}")
     grid = grid.to(dtype=y0.dtype, device=y0.device)  # times reach f and g in y's dtype
-    g64 = grid.detach().double().cpu()
-    tf = g64.tolist()  # the one host sync of the solve's setup
-    n = len(tf) - 1
-    _check_inputs(method, f, g, y0, tf[0], tf[-1], generator, bm, noise)
+    tf = grid.detach().double().cpu().tolist()  # the one host sync of the solve's setup
+    check_inputs(method, f, g, y0, tf[0], tf[-1], generator, bm, noise)
     hs = [b - a for a, b in zip(tf[:-1], tf[1:])]
     if not (all(h > 0 for h in hs) or all(h < 0 for h in hs)):
         raise ValueError(
             "grid must be strictly monotone (increasing or decreasing), with no repeated times"
         )
+    fc, gc = CountedField(f), CountedField(g)
+    g0 = first_g(method, gc, grid[0], y0)
+    if "diagonal" not in METHODS[method].noise:
+        require_additive(method, gc, grid[0], y0, g0, noise)
+    return grid, tf, hs, Drive(fc, gc, Increments(y0, tf, hs, generator, bm)), g0
+
+
+def _fixed_solve(
+    method: str, scheme, f, g, y0: Tensor, grid: Tensor, options: dict, stage_c=()
+) -> Solution:
+    """Shared driver of the fixed-step schemes over ``loops.run_fixed``.
+
+    ``scheme(drive, span, state) -> state`` does one step (``Drive``, ``StepSpan``,
+    ``SDEState``). ``options``: ``save_idx``, ``generator``, ``bm``, ``noise``.
+    ``stage_c``: extra stage nodes whose times to precompute (``StepSpan.mid``).
+    """
+    save_idx = list(options["save_idx"] or ())
+    grid, tf, hs, drive, g0 = _fixed_setup(
+        method, f, g, y0, grid, options["generator"], options["bm"], options["noise"]
+    )
     ts = list(grid.unbind())
-    stage_ts = {
+    g64 = grid.detach().double().cpu()
+    mid = {
         c: list((g64[:-1] + c * (g64[1:] - g64[:-1])).to(grid.dtype).to(grid.device).unbind())
         for c in stage_c
     }
-    fc, gc = CountedField(f), CountedField(g)
-    g_t = _first_g(method, gc, ts[0], y0)
-    if "diagonal" not in METHODS[method].noise:
-        _require_additive(method, gc, ts[0], y0, g_t, noise)
-    inc = _Increments(y0, tf, hs, generator, bm)
+    carried = [g0]
 
-    save_idx = list(save_idx or ())
-    save_after = [False] * n
-    for j in save_idx:
-        if j > 0:
-            save_after[j - 1] = True
-    acc = torch.float32 if y0.dtype in (torch.float16, torch.bfloat16) else None
-    y, saved, sums = y0, [], []
-    for i in range(n):
-        try:
-            y, g_t = step_fn(
-                i,
-                ts[i],
-                ts[i + 1],
-                {c: s[i] for c, s in stage_ts.items()},
-                hs[i],
-                y,
-                g_t,
-                fc,
-                gc,
-                inc,
-            )
-        except FAULTS as e:  # the drift reported NaN/inf itself: name the step
-            partial = Solution(y=y, nfe=fc.nfe, n_accepted=i, method=method, t=tf[i])
-            raise locate(e, method, i, tf[i], tf[i + 1], partial=partial) from None
-        sums.append(y.sum(dtype=acc))  # device-side; checked once after the loop
-        if save_after[i]:
-            saved.append(y)
-    states = [y0] * (bool(save_idx) and save_idx[0] == 0) + saved
-    first_bad = check_finite_steps(torch.stack(sums), y)
-    if first_bad is not None:
-        raise _nonfinite(method, tf, grid, save_idx, states, y0, first_bad, fc.nfe, gc.nfe)
-    sol = Solution(y=y, nfe=fc.nfe, n_accepted=n, method=method, t=tf[-1], stats={"nfe_g": gc.nfe})
-    if save_idx:
-        sol.ts, sol.ys = grid[save_idx], torch.stack(states)
-    return sol
+    def step(i: int, y: Tensor) -> Tensor:
+        span = StepSpan(i, ts[i], ts[i + 1], hs[i], {c: m[i] for c, m in mid.items()})
+        y, carried[0] = scheme(drive, span, SDEState(y, carried[0]))
+        return y
 
+    def on_fault(e, i, y):  # the drift reported NaN/inf itself: name the step
+        partial = Solution(y=y, nfe=drive.f.nfe, n_accepted=i, method=method, t=tf[i])
+        return locate(e, method, i, tf[i], tf[i + 1], partial=partial)
 
-def _nonfinite(method, tf, grid, save_idx, states, y0, step, nfe, nfe_g) -> NonFiniteError:
-    good = [(j, s) for j, s in zip(save_idx, states) if j <= step]
-    last_j, last_y = good[-1] if good else (0, y0)
-    partial = Solution(
-        y=last_y, nfe=nfe, n_accepted=step, method=method, t=tf[last_j], stats={"nfe_g": nfe_g}
-    )
-    if good:
-        partial.ts = grid[[j for j, _ in good]]
-        partial.ys = torch.stack([s for _, s in good])
-    return NonFiniteError(
-        f"{method}: the state became NaN/inf in step {step} (t={tf[step]:.6g} -> {tf[step + 1]:.6g}); "
-        f"check the drift/diffusion near t={tf[step]:.6g}",
-        t=tf[step],
-        step=step,
-        partial=partial,
+    run = run_fixed(step, y0, len(hs), save_after(len(hs), save_idx), on_fault)
+    stats = {"nfe_g": drive.g.nfe}
+    return fixed_solution(
+        method, grid, y0, run, save_idx, drive.f.nfe, check="the drift/diffusion", stats=stats
     )
 
 
 # --------------------------------------------------------------------------- the schemes
-def _em_step(i, t, t_next, st, h, y, g_t, fc, gc, inc):
-    g_t = g_t if i == 0 else gc(t, y)  # g may depend on y: evaluate at the current state
-    return torch.addcmul(torch.add(y, fc(t, y), alpha=h), g_t, inc.dw(i)), None
+def _em_step(d: Drive, s: StepSpan, st: SDEState) -> SDEState:
+    g_t = st.g if s.i == 0 else d.g(s.t, st.y)  # g may depend on y: at the current state
+    y = torch.addcmul(torch.add(st.y, d.f(s.t, st.y), alpha=s.h), g_t, d.noise.dw(s.i))
+    return SDEState(y, None)
 
 
 def euler_maruyama(
@@ -278,7 +265,8 @@ def euler_maruyama(
     bm: BrownianPath | None = None,
     noise: str = "diagonal",
 ) -> Solution:
-    """Euler–Maruyama (Itô), strong order 0.5 (1.0 for additive noise), weak order 1.
+    """Euler–Maruyama (Itô), strong order 0.5 (1.0 for additive noise), weak order 1
+    (Kloeden & Platen, Numerical Solution of SDEs, 10.2).
 
         y_{n+1} = y_n + h f(t_n, y_n) + g(t_n, y_n) ⊙ ΔW_n,   ΔW_n ~ N(0, |h| I)
 
@@ -291,18 +279,20 @@ def euler_maruyama(
     Returns:
         ``Solution``; ``nfe = N`` drift calls, ``stats["nfe_g"] = N`` diffusion calls.
     """
-    return _fixed_solve("euler_maruyama", _em_step, f, g, y0, grid, save_idx, generator, bm, noise)
+    options = {"save_idx": save_idx, "generator": generator, "bm": bm, "noise": noise}
+    return _fixed_solve("euler_maruyama", _em_step, f, g, y0, grid, options)
 
 
-def _heun_step(i, t, t_next, st, h, y, g_t, fc, gc, inc):
-    dw = inc.dw(i)
-    k1 = fc(t, y)
-    gdw = g_t * dw
+def _heun_step(d: Drive, s: StepSpan, st: SDEState) -> SDEState:
+    y, h = st.y, s.h
+    dw = d.noise.dw(s.i)
+    k1 = d.f(s.t, y)
+    gdw = st.g * dw
     y_pred = torch.add(y, k1, alpha=h).add_(gdw)
-    k2 = fc(t_next, y_pred)
-    g_next = gc(t_next, y_pred)  # additive: any y will do; carried to the next step
+    k2 = d.f(s.t_next, y_pred)
+    g_next = d.g(s.t_next, y_pred)  # additive: any y will do; carried to the next step
     y1 = torch.add(y, k1 + k2, alpha=0.5 * h).add_(gdw.add_(g_next * dw).mul_(0.5))
-    return y1, g_next
+    return SDEState(y1, g_next)
 
 
 def heun_sde(
@@ -317,7 +307,7 @@ def heun_sde(
     noise: str = "additive",
 ) -> Solution:
     """Stochastic Heun (improved Euler) for additive noise; strong order 1, weak order 2
-    for the drift part.
+    for the drift part (Kloeden & Platen, 11.1; arguments as ``euler_maruyama``).
 
         ỹ       = y_n + h f(t_n, y_n) + g(t_n) ΔW_n
         y_{n+1} = y_n + h/2 [f(t_n, y_n) + f(t_{n+1}, ỹ)] + ½ [g(t_n) + g(t_{n+1})] ΔW_n
@@ -325,22 +315,21 @@ def heun_sde(
     A Stratonovich scheme; with additive noise (checked) that is the Itô solution too.
     ``nfe = 2N`` drift calls; ``nfe_g = N + 2`` (``g`` carried over; one additivity probe).
     """
-    return _fixed_solve("heun_sde", _heun_step, f, g, y0, grid, save_idx, generator, bm, noise)
+    options = {"save_idx": save_idx, "generator": generator, "bm": bm, "noise": noise}
+    return _fixed_solve("heun_sde", _heun_step, f, g, y0, grid, options)
 
 
-_SQRT3 = math.sqrt(3.0)
-
-
-def _sra1_step(i, t, t_next, st, h, y, g_t, fc, gc, inc):
-    dw, area = inc.dw_area(i)
-    k1 = fc(t, y)
-    g_next = gc(t_next, y)
+def _sra1_step(d: Drive, s: StepSpan, st: SDEState) -> SDEState:
+    y, h = st.y, s.h
+    dw, area = d.noise.dw_area(s.i)
+    k1 = d.f(s.t, y)
+    g_next = d.g(s.t_next, y)
     a = area / h  # I10 / h
     h2 = torch.add(y, k1, alpha=0.75 * h).add_(g_next * a, alpha=1.5)
-    k2 = fc(st[0.75], h2)
+    k2 = d.f(s.mid[0.75], h2)
     y1 = torch.add(y, k1, alpha=h / 3.0).add_(k2, alpha=2.0 * h / 3.0)
-    y1 = y1.add_(g_next * (dw - a)).add_(g_t * a)
-    return y1, g_next
+    y1 = y1.add_(g_next * (dw - a)).add_(st.g * a)
+    return SDEState(y1, g_next)
 
 
 def sra1(
@@ -355,7 +344,7 @@ def sra1(
     noise: str = "additive",
 ) -> Solution:
     """Rößler's SRA1 (SIAM J. Numer. Anal. 48, 2010) for additive-noise Itô SDEs;
-    strong order 1.5, deterministic order 2.
+    strong order 1.5, deterministic order 2 (arguments as ``euler_maruyama``).
 
     With ``I10 = ∫_{t_n}^{t_{n+1}} (W(s) − W(t_n)) ds`` (sampled jointly with ΔW_n):
 
@@ -370,12 +359,87 @@ def sra1(
         raise ValueError(
             "sra1 needs the space-time Lévy area: pass bm=BrownianPath(..., levy_area=True)"
         )
-    return _fixed_solve(
-        "sra1", _sra1_step, f, g, y0, grid, save_idx, generator, bm, noise, stage_c=(0.75,)
-    )
+    options = {"save_idx": save_idx, "generator": generator, "bm": bm, "noise": noise}
+    return _fixed_solve("sra1", _sra1_step, f, g, y0, grid, options, stage_c=(0.75,))
 
 
 # --------------------------------------------------------------------------- adaptive
+class EulerHeunPair:
+    """The ``loops.AdaptiveStepper`` of ``adaptive_heun_sde``: from ``(t, y)`` with step
+    ``h`` and ``ΔW = W(t+h) − W(t)`` from ``path``,
+
+        y'  = y + h f(t, y) + g(t) ΔW                                 (Euler–Maruyama)
+        y'' = y + h/2 [f(t, y) + f(t+h, y')] + ½ [g(t) + g(t+h)] ΔW     (stochastic Heun)
+
+    proposal ``y''`` with error ratio ``norm((y'' − y') / (atol + rtol·max(|y'|, |y'_prev|)))``.
+    ``f(t, y)`` and ``g(t)`` at the step's start are reused across rejections.
+    """
+
+    retry_faults = False  # shrinking onto a NaN/inf report would refine the path unboundedly
+    limit_hint = ""
+
+    def __init__(self, name: str, drive: tuple, path, g0: Tensor, y0: Tensor, tol: tuple):
+        self.name, (self.f, self.g), self.path = name, drive, path
+        self.tol = tol  # (rtol, atol, norm)
+        self.g_t, self.y_prime_prev, self.k1 = g0, y0, None
+        self.next = None  # (y', g(t+h)) of the last attempt
+
+    @property
+    def nfe(self) -> int:
+        return self.f.nfe
+
+    def stats(self, h: float, final: bool) -> dict:
+        return {"nfe_g": self.g.nfe, "h_last": h}
+
+    def attempt(self, run: AdaptiveRun, t_new: float, h: float) -> Proposal:
+        t, y = run.t, run.y
+        tt, tt_new = torch.tensor([t, t_new], dtype=y.dtype, device=y.device).unbind()
+        if self.k1 is None:
+            try:
+                self.k1 = self.f(tt, y)
+            except FAULTS as e:  # at the step's start: no smaller step avoids it
+                raise run.located(e, None) from None
+        try:
+            dw = self.path.increment(t, t_new)
+        except RecursionError:  # torchsde's Brownian tree, after many nested rejections
+            raise collapse_error(
+                self.name, h, t, run.n_acc, math.nan, None, run.partial()
+            ) from None
+        gdw = self.g_t * dw
+        y_em = torch.add(y, self.k1, alpha=h).add_(gdw)
+        try:
+            k2 = self.f(tt_new, y_em)
+        except FAULTS as e:
+            raise run.located(e, t_new) from None
+        g_new = self.g(tt_new, y_em)
+        y_heun = torch.add(y, self.k1 + k2, alpha=0.5 * h).add_((gdw + g_new * dw).mul_(0.5))
+        with torch.no_grad():
+            ratio = error_ratio(y_heun - y_em, self.y_prime_prev, y_em, *self.tol)
+        self.next = (y_em, g_new)
+        return Proposal(y_heun, ratio)
+
+    def accept(self, run: AdaptiveRun) -> None:
+        (self.y_prime_prev, self.g_t), self.k1 = self.next, None
+
+    def interpolate(self, thetas):
+        raise NotImplementedError("adaptive_heun_sde saves by clipping steps")
+
+
+def _check_adaptive(name: str, t0, t1, rtol, atol, max_steps) -> tuple[float, float]:
+    """ValueError naming the argument; ``(t0, t1)`` as floats."""
+    t0, t1 = float(t0), float(t1)
+    if t0 == t1:
+        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
+    for val, nm in ((rtol, "rtol"), (atol, "atol")):
+        if not (isinstance(val, (int, float)) and val >= 0 and math.isfinite(val)):
+            raise ValueError(f"{nm} must be finite and >= 0, got {val}")
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol must not both be 0")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    return t0, t1
+
+
 def adaptive_heun_sde(
     f: Field,
     g: Field,
@@ -397,22 +461,14 @@ def adaptive_heun_sde(
     norm="rms",
 ) -> Solution:
     """Adaptive SDE solver for additive noise: the embedded Euler–Maruyama / stochastic-Heun
-    pair of Jolicoeur-Martineau et al. (2021), "Gotta Go Fast When Generating Data with
-    Score-Based Models". Strong order 1 (Heun, with local extrapolation).
+    pair (``EulerHeunPair``) of Jolicoeur-Martineau et al. (2021), "Gotta Go Fast When
+    Generating Data with Score-Based Models"; strong order 1 (Heun, local extrapolation).
 
-    One attempt from ``(t, y)`` with step ``h`` and increment ``ΔW = W(t+h) − W(t)``:
-
-        y'  = y + h f(t, y) + g(t) ΔW                                   (Euler–Maruyama)
-        y'' = y + h/2 [f(t, y) + f(t+h, y')] + ½ [g(t) + g(t+h)] ΔW       (stochastic Heun)
-        E   = norm((y'' − y') / (atol + rtol · max(|y'|, |y'_prev|)))     (default RMS)
-
-    accepted when ``E ≤ 1`` (then ``y ← y''`` and ``y'_prev ← y'``); in every case
-    ``h ← θ h E^(−r)`` with θ = ``safety`` = 0.9, r = ``exponent`` = 0.9, the growth capped
-    by ``factormax`` and the step clipped to land on ``save_at`` times and ``t1``.
-
-    The noise comes from a ``BrownianPath`` (``bm``, or one seeded from ``generator``), so
-    a rejected step is retried on a sub-interval of the same path. ``f(t, y)`` and ``g(t)``
-    at the step's start are reused across rejections. One host sync per attempt.
+    A step is accepted when its error ratio is ≤ 1 (then ``y ← y''``, ``y'_prev ← y'``); the
+    next step is ``controllers.PowerController(safety, exponent, factormax)``'s, clipped to
+    land on ``save_at`` times and ``t1``. The noise comes from a ``BrownianPath`` (``bm``, or
+    one seeded from ``generator``), so a rejected step is retried on a sub-interval of the
+    same path. One host sync per attempt.
 
     Args:
         f, g, y0, t0, t1: the SDE (additive noise, checked), initial state, time span.
@@ -432,123 +488,25 @@ def adaptive_heun_sde(
         StepLimitError: ``max_steps`` attempts before ``t1`` (``partial`` holds the last
             accepted state). NonFiniteError: NaN/inf persisted while the step collapsed,
             or the drift reported its own NaN/inf output (``base.FAULTS``; raised at once
-            with the step and time: shrinking onto it would refine the Brownian path
-            without bound).
+            with the step and time).
     """
     name = "adaptive_heun_sde"
     norm = resolve_norm(norm)
-    t0, t1 = float(t0), float(t1)
-    if t0 == t1:
-        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
-    _check_inputs(name, f, g, y0, t0, t1, generator, bm, noise)
-    for val, nm in ((rtol, "rtol"), (atol, "atol")):
-        if not (isinstance(val, (int, float)) and val >= 0 and math.isfinite(val)):
-            raise ValueError(f"{nm} must be finite and >= 0, got {val}")
-    if rtol == 0 and atol == 0:
-        raise ValueError("rtol and atol must not both be 0")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
-    direction = 1.0 if t1 > t0 else -1.0
-    span = abs(t1 - t0)
-    path = (
-        bm
-        if bm is not None
-        else BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator, levy_area=False)
-    )
+    t0, t1 = _check_adaptive(name, t0, t1, rtol, atol, max_steps)
+    check_inputs(name, f, g, y0, t0, t1, generator, bm, noise)
+    path = bm
+    if path is None:
+        path = BrownianPath(t0, t1, y0.shape, y0.dtype, y0.device, generator, levy_area=False)
     fc, gc = CountedField(f), CountedField(g)
-    g_t = _first_g(name, gc, time_tensor(t0, y0), y0)
-    _require_additive(name, gc, time_tensor(t0, y0), y0, g_t, noise)
-
-    targets, save_flags, saved_t, saved_y = save_targets(save_at, t0, t1, y0)
-
-    t, y, y_prime_prev = t0, y0, y0
-    k1: Tensor | None = None
-    n_acc = n_rej = 0
-    h = direction * min(abs(h0) if h0 is not None else 0.01 * span, span)
-    h_min_rel = 10 * torch.finfo(y0.dtype).eps
-
-    def partial() -> Solution:
-        sol = Solution(
-            y=y,
-            nfe=fc.nfe,
-            n_accepted=n_acc,
-            n_rejected=n_rej,
-            method=name,
-            t=t,
-            stats={"nfe_g": gc.nfe, "h_last": h},
-        )
-        return attach_saved(sol, saved_t, saved_y, y0)
-
-    ti = 0
-    while ti < len(targets):
-        if n_acc + n_rej >= max_steps:
-            raise StepLimitError(
-                f"{name}: reached max_steps={max_steps} attempted steps at t={t:.6g} before t1={t1:.6g} "
-                f"({n_acc} accepted, {n_rej} rejected); raise max_steps or loosen rtol/atol",
-                t=t,
-                step=n_acc,
-                partial=partial(),
-            )
-        target = targets[ti]
-        clipped = abs(h) >= abs(target - t)
-        h_try = (target - t) if clipped else h
-        t_new = target if clipped else t + h_try
-        tt, tt_new = torch.tensor(
-            [t, t_new], dtype=y0.dtype, device=y0.device
-        ).unbind()  # one H2D copy
-        if k1 is None:
-            try:
-                k1 = fc(tt, y)
-            except FAULTS as e:  # at the step's start: no smaller step avoids it
-                raise locate(e, name, n_acc, t, None, partial=partial()) from None
-        try:
-            dw = path.increment(t, t_new)
-        except RecursionError:  # torchsde's Brownian tree, after many nested rejections
-            raise collapse_error(name, h_try, t, n_acc, math.nan, None, partial()) from None
-        gdw = g_t * dw
-        y_em = torch.add(y, k1, alpha=h_try).add_(gdw)
-        try:
-            k2 = fc(tt_new, y_em)
-        except FAULTS as e:  # stop at once: shrinking towards it refines the path unboundedly
-            raise locate(e, name, n_acc, t, t_new, partial=partial()) from None
-        g_new = gc(tt_new, y_em)
-        y_heun = torch.add(y, k1 + k2, alpha=0.5 * h_try).add_((gdw + g_new * dw).mul_(0.5))
-        with torch.no_grad():
-            probe = torch.stack(
-                [
-                    error_ratio(y_heun - y_em, y_prime_prev, y_em, rtol, atol, norm).double(),
-                    y_heun.sum(dtype=torch.float64),
-                ]
-            )
-        ratio, ysum = probe.tolist()  # the one sync per attempt
-        finite = math.isfinite(ratio) and math.isfinite(ysum)
-        accepted = finite and ratio <= 1.0
-        if not finite:
-            factor = 0.2
-        elif ratio == 0.0:
-            factor = factormax
-        else:
-            factor = min(factormax, safety * ratio ** (-exponent))
-        h_next = abs(h_try) * factor
-        if accepted:
-            n_acc += 1
-            t, y, y_prime_prev, g_t, k1 = t_new, y_heun, y_em, g_new, None
-            if clipped:
-                h_next = max(h_next, abs(h))  # a clip for saving should not throttle the step
-                if save_flags[ti]:
-                    saved_t.append(t)
-                    saved_y.append(y)
-                ti += 1
-        else:
-            n_rej += 1
-        h = direction * min(h_next, span)
-        if ti < len(targets) and abs(h) < h_min_rel * max(abs(t), span):
-            ratio = ratio if finite else math.nan
-            raise collapse_error(name, h, t, n_acc, ratio, None, partial())
-
-    sol = partial()
-    sol.t = t1
-    return sol
+    g_t = first_g(name, gc, time_tensor(t0, y0), y0)
+    require_additive(name, gc, time_tensor(t0, y0), y0, g_t, noise)
+    stepper = EulerHeunPair(name, (fc, gc), path, g_t, y0, (rtol, atol, norm))
+    controller = PowerController(safety=safety, exponent=exponent, factormax=factormax)
+    run = AdaptiveRun(
+        stepper, controller, y0, t0, t1, save_at=save_at, dense=False, max_steps=max_steps
+    )
+    run.start(abs(h0) if h0 is not None else 0.01 * abs(t1 - t0))
+    return run.run()
 
 
 # Orders are strong orders for additive noise (Euler-Maruyama: 0.5 for diagonal noise).
