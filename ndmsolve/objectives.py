@@ -70,6 +70,7 @@ __all__ = [
     "held_out_nelbo",
     "sample_times",
     "prior_loss",
+    "prior_rows",
     "reconstruction_loss",
     "discretized_gaussian_log_prob",
     "TIME_SAMPLERS",

@@ -35,6 +35,7 @@ def test_train_step_cost_quick(tmp_path, loss):
     assert set(on_disk["cases"]) == {"mlp", "unet8", "unet32"}
     for case, c in on_disk["cases"].items():
         extra = {mod.JVP_VARIANT} if case == "mlp" else set()
+        extra |= set(mod.PRIOR_VARIANTS) if loss == "continuous" else set()
         assert set(c["ratios"]) == set(mod.VARIANTS) - {"ddpm"} | extra, case
         for name, r in c["ratios"].items():
             assert isinstance(r, float) and math.isfinite(r) and r > 0, (case, name, r)
