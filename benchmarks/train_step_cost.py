@@ -13,6 +13,9 @@ on 8×8 and on 32×32 images) we time four NDMs beside it:
     time_basis_half     the same at half width
     general_equal_jvp   (MLP only, to keep the run short) general_equal with ∂_t F by
                         torch.func.jvp (dF="func")
+    general_*_prior     (continuous loss only) general_equal / general_half with the prior's
+                        F(x, 1) pass on a random PRIOR_FRACTION of the batch
+                        (``continuous_loss(prior_fraction=)``, unbiased)
 
 Timings are interleaved (variant after variant, round after round) so a change of machine
 load hits all variants alike; we report the median over rounds and the ratio to ``ddpm``.
@@ -40,7 +43,7 @@ import torch
 import ndmsolve as nd
 from benchmarks import common
 from ndmsolve.fields import MLP, EpsilonPredictor, UNet
-from ndmsolve.objectives import continuous_loss, discrete_loss
+from ndmsolve.objectives import continuous_loss, discrete_loss, prior_rows
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,6 +64,9 @@ CASES = {
 }
 VARIANTS = ("ddpm", "general_equal", "general_half", "time_basis_equal", "time_basis_half")
 JVP_VARIANT = "general_equal_jvp"  # MLP only: ∂_t F by torch.func.jvp instead
+# The cheaper prior (continuous loss only): variant -> the variant it subsamples.
+PRIOR_FRACTION = 1 / 8
+PRIOR_VARIANTS = {"general_equal_prior": "general_equal", "general_half_prior": "general_half"}
 N_BASIS = 4
 DISCRETE_T = 1000
 
@@ -72,11 +78,19 @@ def _net(case: str, cfg: dict, width: int, out_factor: int = 1, zero_init: bool 
     return UNet(c, base=width, mults=(1, 2), out_channels=c * out_factor, zero_init=zero_init)
 
 
-def build(case: str, cfg: dict, device: torch.device) -> tuple[dict, torch.Tensor]:
+def variants(case: str, loss: str) -> tuple[str, ...]:
+    """The variants timed for a case and loss (ddpm first)."""
+    jvp = (JVP_VARIANT,) if case == "mlp" else ()
+    return VARIANTS + jvp + (tuple(PRIOR_VARIANTS) if loss == "continuous" else ())
+
+
+def build(
+    case: str, cfg: dict, device: torch.device, loss: str = "continuous"
+) -> tuple[dict, torch.Tensor]:
     """name -> NDM (all with the same predictor weights), and a data batch."""
     sched = nd.LinearLogSNR(-12.0, 12.0)
     models = {}
-    for name in VARIANTS + ((JVP_VARIANT,) if case == "mlp" else ()):
+    for name in variants(case, loss):
         torch.manual_seed(0)
         pred = EpsilonPredictor(_net(case, cfg, cfg["width"]), sched)
         width = cfg["width"] if "equal" in name else max(1, cfg["width"] // 2)
@@ -97,14 +111,14 @@ def build(case: str, cfg: dict, device: torch.device) -> tuple[dict, torch.Tenso
     return models, x.to(device)
 
 
-def step_fn(model: nd.NDM, x: torch.Tensor, loss: str):
+def step_fn(model: nd.NDM, x: torch.Tensor, loss: str, prior_fraction: float = 1.0):
     """One training step (loss, backward, Adam) as a closure."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     g = torch.Generator(device=x.device).manual_seed(0)
 
     def step():
         if loss == "continuous":
-            out = continuous_loss(model, x, generator=g)
+            out = continuous_loss(model, x, generator=g, prior_fraction=prior_fraction)
         else:
             out = discrete_loss(model, x, DISCRETE_T, generator=g)
         opt.zero_grad(set_to_none=True)
@@ -126,23 +140,31 @@ def pass_fns(models: dict, x: torch.Tensor) -> dict:
 
         return run
 
+    # The cheaper prior: F(x, 1) on m rows alone, or stacked into the (F, ∂_t F) call at (x, t).
+    m = prior_rows(PRIOR_FRACTION, x.shape[0])
+    xs, ts = torch.cat([x, x[:m]]), torch.cat([t, torch.ones_like(t[:m])])
     return {
         "predictor": fwd_bwd(lambda: pred(x, t)),
         "F": fwd_bwd(lambda: net(x, t)),
         "F_and_dF": fwd_bwd(lambda: net.forward_and_dt(x, t)),
+        "F_prior_rows": fwd_bwd(lambda: net(x[:m], torch.ones_like(t[:m]))),
+        "F_and_dF_stacked_prior": fwd_bwd(lambda: net.forward_and_dt(xs, ts)),
     }
 
 
-PASSES = ("predictor", "F", "F_and_dF")
+PASSES = ("predictor", "F", "F_and_dF", "F_prior_rows", "F_and_dF_stacked_prior")
 
 
 def run_case(
     case: str, cfg: dict, device, loss: str, rounds: int, min_time: float, clock: str = "wall"
 ) -> dict:
-    models, x = build(case, cfg, device)
+    models, x = build(case, cfg, device, loss)
     params = {n: sum(p.numel() for p in m.transform.parameters()) for n, m in models.items()}
     params["predictor"] = sum(p.numel() for p in models["ddpm"].predictor.parameters())
-    fns = {n: step_fn(m, x, loss) for n, m in models.items()}
+    fns = {
+        n: step_fn(m, x, loss, PRIOR_FRACTION if n in PRIOR_VARIANTS else 1.0)
+        for n, m in models.items()
+    }
     fns.update({"pass_" + n: f for n, f in pass_fns(models, x).items()})
     timer = {"cpu": time.process_time, "wall": time.perf_counter}[clock]
     times = common.time_all(fns, device, rounds, min_time, warmup=2, clock=timer)
@@ -153,8 +175,11 @@ def run_case(
     # + (F, dF) at (x_hat, t); the rest of a step is the loss's arithmetic and Adam.
     units["sum_of_passes"] = units["predictor"] + units["F"] + 2 * units["F_and_dF"]
     units["general_equal_step"] = times["general_equal"] / unit
+    cfg = dict(cfg, data_shape=list(x.shape[1:]), n_basis=N_BASIS)
+    if loss == "continuous":
+        cfg.update(prior_fraction=PRIOR_FRACTION, prior_rows=prior_rows(PRIOR_FRACTION, len(x)))
     return {
-        "config": dict(cfg, data_shape=list(x.shape[1:]), n_basis=N_BASIS),
+        "config": cfg,
         "params": params,
         "ms": {n: 1e3 * s for n, s in steps.items()},
         "ratios": {n: steps[n] / base for n in steps if n != "ddpm"},
@@ -175,7 +200,7 @@ def print_table(res: dict) -> None:
     )
     print(f"{'':24}" + "".join(f"{c:>10}" for c in cases))
     print(f"{'ddpm step ms':24}" + "".join(_fmt(res["cases"][c]["ms"]["ddpm"]) for c in cases))
-    for v in VARIANTS[1:] + (JVP_VARIANT,):
+    for v in VARIANTS[1:] + (JVP_VARIANT,) + tuple(PRIOR_VARIANTS):
         print(f"{'ratio ' + v:24}" + "".join(_fmt(res["cases"][c]["ratios"].get(v)) for c in cases))
     print("passes, fwd+bwd, in predictor passes (general_equal transform):")
     for v in PASSES + ("sum_of_passes", "general_equal_step"):
@@ -231,6 +256,7 @@ def main(argv=None) -> dict:
             else "time.perf_counter: wall-clock"
         ),
         cases={},
+        load_average_start=list(os.getloadavg()),  # the shared machine's 1/5/15-min load
     )
     try:
         for case in cases:
@@ -239,6 +265,7 @@ def main(argv=None) -> dict:
             res["cases"][case] = run_case(case, cfg, device, a.loss, rounds, min_time, clock)
     finally:
         torch.set_num_threads(old_threads)
+    res["load_average_end"] = list(os.getloadavg())
     path = write_json(res, a.out_dir)
     print_table(res)
     print(f"wrote {path}")

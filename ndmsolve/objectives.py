@@ -27,6 +27,11 @@ Expanding μ_q − μ_p = α_s (ΔF(s) − e^{λ_t − λ_s} ΔF(t)) to first or
 T·KL_i → the continuous integrand, so L_T → L_∞ (error O(1/T)).
 
 **Prior** KL(q(z_1|x) ‖ N(0, I)) = ½ [α_1² ‖F(x, 1)‖² + d (σ_1² − 1 − log σ_1²)].
+Only the first part needs F(x, 1), a whole transform pass, and with α_1² ≈ e^{λ_1} it is
+tiny. ``continuous_loss(prior_fraction=f)`` evaluates it on m = max(1, round(f·B)) rows
+I drawn uniformly without replacement, weighted by B/m (the constant part stays on every
+row): E_I[(B/m) Σ_{i∈I} a_i] = Σ_i a_i, so the batch mean, its gradient and the estimate's
+expectation over the data are unchanged; each row's ``prior`` is no longer its own KL.
 
 **Reconstruction** −log p(x | z_0), decoder:
 
@@ -40,7 +45,8 @@ T·KL_i → the continuous integrand, so L_T → L_∞ (error O(1/T)).
   sample z_0 ~ q(z_0|x) drawn with ``generator``.
 
 **Randomness**, all through ``generator`` and in this order: the times (or step indices),
-then ε for z_t, then (discretized decoder only) ε_0 for z_0.
+then ε for z_t, then (discretized decoder only) ε_0 for z_0, then (``prior_fraction < 1``
+only) the prior's rows.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ __all__ = [
     "held_out_nelbo",
     "sample_times",
     "prior_loss",
+    "prior_rows",
     "reconstruction_loss",
     "discretized_gaussian_log_prob",
     "TIME_SAMPLERS",
@@ -268,6 +275,57 @@ def reconstruction_loss(
 
 
 # --------------------------------------------------------------------------- continuous time
+def prior_rows(prior_fraction, B: int) -> int:
+    """Rows m = max(1, round(prior_fraction · B)) the prior's F(x, 1) is evaluated on."""
+    f = prior_fraction
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 < f <= 1.0):
+        raise ValueError(f"prior_fraction must be a number in (0, 1], got {f!r}")
+    return min(B, max(1, round(f * B)))
+
+
+def _loss_times(x: Tensor, t, time_sampler: str, time_proposal, generator):
+    """(t, q): t (B,) given, drawn by ``time_sampler`` or from ``time_proposal`` (then q(t),
+    else q = None)."""
+    if time_proposal is not None:
+        if t is not None:
+            raise ValueError("give t or time_proposal, not both")
+        return time_proposal.sample(
+            x.shape[0],
+            generator=generator,
+            stratified=time_sampler != "uniform",
+            dtype=x.dtype,
+            device=x.device,
+        )
+    if t is None:
+        t = sample_times(
+            x.shape[0], generator=generator, method=time_sampler, dtype=x.dtype, device=x.device
+        )
+        return t, None
+    return check_batch_time(x, t), None
+
+
+def _diffusion(lam, dlam, F_x, dF_x, F_h, dF_h, q) -> Tensor:
+    """½ ‖Δ‖²/g² = ½ e^λ ‖∂_t ΔF + λ' ΔF‖² / (−λ'), Δ = α (∂_t ΔF + λ' ΔF); / q(t) if given. (B,)"""
+    resid = (dF_x - dF_h) + bcast(dlam, F_x) * (F_x - F_h)
+    diffusion = 0.5 * torch.exp(lam) / (-dlam) * _sum_dims(resid**2)
+    return diffusion if q is None else diffusion / q
+
+
+def _subset_prior(model: NDM, at_x, m: int, generator) -> Tensor:
+    """The prior with its F(x, 1) part on m random rows weighted by B/m (module docstring), (B,)."""
+    x = at_x.x
+    B = x.shape[0]
+    idx = torch.randperm(B, generator=generator, device=x.device)[:m]
+    if hasattr(model.transform, "features") and hasattr(model.transform, "from_features"):
+        (F1,) = at_x.F(torch.ones(B, dtype=x.dtype, device=x.device))  # shared features: free
+        F1 = F1[idx]
+    else:
+        (F1,) = model.at_x(x[idx]).F(torch.ones(m, dtype=x.dtype, device=x.device))
+    const = _prior_from_F1(model, torch.zeros_like(x))
+    alpha2 = torch.sigmoid(model.schedule.log_snr(torch.ones(m, dtype=x.dtype, device=x.device)))
+    return const.index_add(0, idx, (0.5 * B / m) * alpha2 * _sum_dims(F1**2))
+
+
 @checked_keywords()
 def continuous_loss(
     model: NDM,
@@ -280,13 +338,14 @@ def continuous_loss(
     n_bins: int = 256,
     eps: Tensor | None = None,
     time_proposal=None,
+    prior_fraction: float = 1.0,
 ) -> NegELBO:
     """Continuous-time NDM negative ELBO, one t per sample (unbiased in t and ε).
 
     Args:
         model: an ``NDM``.
         x: data (B, *shape).
-        generator: source of t (unless given), ε and (discretized decoder) ε_0.
+        generator: source of t (unless given), ε, (discretized decoder) ε_0 and the prior's rows.
         t: explicit times (B,) in [0, 1]; else drawn by ``time_sampler``.
         time_sampler: ``"uniform"``, ``"antithetic"`` or ``"stratified"`` (see ``sample_times``).
         decoder: ``"gaussian"`` or ``"discretized"`` (see the module docstring).
@@ -296,6 +355,9 @@ def continuous_loss(
             anything with ``sample(B, generator=, stratified=, dtype=, device=) -> (t, q(t))``):
             t ~ q (stratified unless ``time_sampler="uniform"``) and the diffusion term is
             weighted by 1/q(t), so the estimate stays unbiased. Not with ``t``.
+        prior_fraction: in (0, 1]; below 1 the prior's F(x, 1) pass runs on a random
+            max(1, round(f·B)) rows, weighted so the batch mean stays unbiased (module
+            docstring): a cheaper training step. 1 (default): every row, exact.
 
     Returns:
         ``NegELBO`` of (B,) tensors. Differentiable w.r.t. predictor, transform and schedule.
@@ -307,37 +369,20 @@ def continuous_loss(
     _check_decoder(decoder)
     if decoder == "discretized":
         _check_pixels(x)
-    B = x.shape[0]
-    generator = as_generator(generator, x.device)  # once: t, ε and ε_0 share one stream
-    q = None
-    if time_proposal is not None:
-        if t is not None:
-            raise ValueError("give t or time_proposal, not both")
-        t, q = time_proposal.sample(
-            B,
-            generator=generator,
-            stratified=time_sampler != "uniform",
-            dtype=x.dtype,
-            device=x.device,
-        )
-    elif t is None:
-        t = sample_times(
-            B, generator=generator, method=time_sampler, dtype=x.dtype, device=x.device
-        )
-    else:
-        t = check_batch_time(x, t)
+    m = prior_rows(prior_fraction, x.shape[0])
+    generator = as_generator(generator, x.device)  # once: t, ε, ε_0 and rows share one stream
+    t, q = _loss_times(x, t, time_sampler, time_proposal, generator)
     if eps is not None and (not isinstance(eps, Tensor) or eps.shape != x.shape):
         raise ValueError(f"eps must be a tensor of x's shape {tuple(x.shape)}")
+    alpha, sigma = model.schedule(t)
+    lam, dlam = model.schedule.log_snr(t), model.schedule.dlog_snr(t)
 
-    sched = model.schedule
-    alpha, sigma = sched(t)
-    lam, dlam = sched.log_snr(t), sched.dlog_snr(t)
-
-    # Transform passes (see NDM.at_x): F and ∂_t F at (x, t), F(x, 1) for the prior, F and
-    # ∂_t F at (x̂, t); F(x, 0) = x costs none, and a t-free (time-basis) network one per input.
+    # Transform passes (see NDM.at_x): F and ∂_t F at (x, t), F(x, 1) for the prior (on m
+    # rows), F and ∂_t F at (x̂, t); F(x, 0) = x costs none, and a t-free (time-basis)
+    # network one per input.
     at_x = model.at_x(x)
     F_x, dF_x = at_x.F_and_dF(t)
-    (F1,) = at_x.F(torch.ones_like(t))
+    F1 = at_x.F(torch.ones_like(t))[0] if m == x.shape[0] else None
     F0 = at_x.F_zero()
     # z_t = α_t F(x, t) + σ_t ε  (not detached: the transform learns through z_t and x̂)
     if eps is None:
@@ -345,15 +390,14 @@ def continuous_loss(
     z_t = bcast(alpha, x) * F_x + bcast(sigma, x) * eps
     x_hat = model.x_hat(z_t, t)
     F_h, dF_h = model.at_x(x_hat).F_and_dF(t)  # ∂_t F(x̂, t) with x̂ held fixed
+    diffusion = _diffusion(lam, dlam, F_x, dF_x, F_h, dF_h, q)
 
-    # ‖Δ‖²/g² = e^λ ‖∂_t ΔF + λ' ΔF‖² / (−λ'),   Δ = α (∂_t ΔF + λ' ΔF)
-    resid = (dF_x - dF_h) + bcast(dlam, x) * (F_x - F_h)
-    diffusion = 0.5 * torch.exp(lam) / (-dlam) * _sum_dims(resid**2)
-    if q is not None:
-        diffusion = diffusion / q
-
-    prior = _prior_from_F1(model, F1)
-    recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
+    if F1 is not None:  # exact; this order keeps the autograd graph of earlier versions
+        prior = _prior_from_F1(model, F1)
+        recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
+    else:  # the rows are drawn after ε_0, so t, ε and ε_0 match the exact loss's
+        recon = _reconstruction(model, x, F0, decoder, generator, None, n_bins)
+        prior = _subset_prior(model, at_x, m, generator)
     return NegELBO(diffusion + prior + recon, diffusion, prior, recon)
 
 
@@ -457,6 +501,35 @@ def _noise_cv(model, t: Tensor, eps: Tensor) -> Tensor:
     return 0.5 * (-dlam) * (eps.pow(2).reshape(*t.shape, -1).sum(-1) - d)
 
 
+def _uniform_draws(x: Tensor, chunks, generator):
+    """Per chunk of draw indices js: t ~ U[0, 1) (len(js), n), then ε (len(js), n, *shape)."""
+    n, dt, dev = x.shape[0], x.dtype, x.device
+    for js in chunks:
+        t = torch.rand(len(js), n, generator=generator, dtype=dt, device=dev)
+        yield t, torch.randn(len(js), *x.shape, generator=generator, dtype=dt, device=dev)
+
+
+def _pilot_fit(model, x, chunks, generator, decoder, n_bins, bins, floor):
+    """The pilot of ``nelbo_estimate``: β_k = Cov(f, u)/Var(u) per t-bin (bins,) float64 and
+    the ``TimeProposal`` fitted to the within-bin spread of f − β u (f: diffusion integrand)."""
+    from .tensors import bin_index
+    from .time_proposal import TimeProposal
+
+    ts, fs, us = [], [], []
+    for t, eps in _uniform_draws(x, chunks, generator):
+        ts.append(t.reshape(-1))
+        fs.append(_losses(model, x, t, eps, generator, decoder, n_bins).diffusion.reshape(-1))
+        us.append(_noise_cv(model, t, eps).reshape(-1))
+    t, f, u = (torch.cat(v).double().cpu() for v in (ts, fs, us))
+    k = bin_index(t, bins)
+    beta = torch.zeros(bins, dtype=torch.float64)
+    for b in range(bins):
+        fb, ub = f[k == b], u[k == b]
+        if ub.numel() > 1 and ub.var() > 0:
+            beta[b] = ((fb - fb.mean()) * (ub - ub.mean())).mean() / ub.var(unbiased=False)
+    return beta, TimeProposal.fit(t, f - beta[k] * u, bins=bins, floor=floor, center=True)
+
+
 @torch.no_grad()
 @checked_keywords()
 def nelbo_estimate(
@@ -501,7 +574,6 @@ def nelbo_estimate(
         max_rows: rows per call of the loss.
     """
     from .tensors import bin_index
-    from .time_proposal import TimeProposal
 
     _check_model(model)
     _check_x(x, model)
@@ -513,30 +585,12 @@ def nelbo_estimate(
     chunks = _draws_in_chunks(n, draws, max_rows)
     if not variance_reduction:
         total = torch.zeros(n, dtype=dt, device=dev)
-        for js in chunks:
-            t = torch.rand(len(js), n, generator=generator, dtype=dt, device=dev)
-            eps = torch.randn(len(js), *x.shape, generator=generator, dtype=dt, device=dev)
+        for t, eps in _uniform_draws(x, chunks, generator):
             total += _losses(model, x, t, eps, generator, decoder, n_bins).total.sum(0)
         return total / draws
 
-    # Pilot: β_k = Cov(f, u)/Var(u) and q from the within-bin spread of f − β u.
-    pilot = max(1, math.ceil(pilot_rows / n))
-    ts, fs, us = [], [], []
-    for js in _draws_in_chunks(n, pilot, max_rows):
-        t = torch.rand(len(js), n, generator=generator, dtype=dt, device=dev)
-        eps = torch.randn(len(js), *x.shape, generator=generator, dtype=dt, device=dev)
-        ts.append(t.reshape(-1))
-        fs.append(_losses(model, x, t, eps, generator, decoder, n_bins).diffusion.reshape(-1))
-        us.append(_noise_cv(model, t, eps).reshape(-1))
-    t, f, u = (torch.cat(v).double().cpu() for v in (ts, fs, us))
-    k = bin_index(t, bins)
-    beta = torch.zeros(bins, dtype=torch.float64)
-    for b in range(bins):
-        fb, ub = f[k == b], u[k == b]
-        if ub.numel() > 1 and ub.var() > 0:
-            beta[b] = ((fb - fb.mean()) * (ub - ub.mean())).mean() / ub.var(unbiased=False)
-    proposal = TimeProposal.fit(t, f - beta[k] * u, bins=bins, floor=floor, center=True)
-
+    pilot = _draws_in_chunks(n, max(1, math.ceil(pilot_rows / n)), max_rows)
+    beta, proposal = _pilot_fit(model, x, pilot, generator, decoder, n_bins, bins, floor)
     U = torch.rand(n, generator=generator, dtype=torch.float64, device=dev)
     beta = beta.to(dev)
     total = torch.zeros(n, dtype=dt, device=dev)

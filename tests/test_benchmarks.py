@@ -2,11 +2,7 @@
 ``python -m benchmarks.<name> --quick ...`` would (``benchmarks.<name>.main(argv)``), and
 checks the JSON (and figure, and printed tables) it writes: structure and correctness
 signals (atomic writes, exact budgets, pairing, agreement with reference loops), not
-timings.
-
-``fewstep_path`` needs ``ndmsolve.commands.demo.demo_models`` and ``work_precision``
-``ndmsolve.likelihood.AugmentedField``/``Divergence`` (public names from other branches of
-issue 19)."""
+timings."""
 
 import importlib
 import json
@@ -125,6 +121,7 @@ def _check_train_step_cost(loss, tmp):
     assert set(on_disk["cases"]) == {"mlp", "unet8", "unet32"}
     for case, c in on_disk["cases"].items():
         extra = {mod.JVP_VARIANT} if case == "mlp" else set()
+        extra |= set(mod.PRIOR_VARIANTS) if loss == "continuous" else set()
         assert set(c["ratios"]) == set(mod.VARIANTS) - {"ddpm"} | extra, case
         _positive_ratios(c["ratios"], case)
         # half width means a smaller transform than the equal-width one
@@ -142,6 +139,19 @@ def check_train_step_cost_continuous(tmp, _printed):
 
 def check_train_step_cost_discrete(tmp, _printed):
     _check_train_step_cost("discrete", tmp)
+
+
+def check_prior_fraction_cost(tmp, _printed):
+    argv = ["--quick", "--seeds", "2", "--cpu-seconds", "0.05", "--out-dir", str(tmp)]
+    _, res = _run("prior_fraction_cost", argv)
+    path = tmp / "prior_fraction_cost_cpu.json"
+    on_disk = _same_as_written(res, path, tmp, ".prior_fraction_cost_*")
+    # the subset prior adds gradient variance, never removes it
+    for case, v in on_disk["variance"].items():
+        assert v["grad_var_added"] > 0 and math.isfinite(v["grad_trvar_exact"]), case
+    e = on_disk["elbo_equal_cpu"]
+    assert len(e["exact"]["values"]) == len(e["subset"]["values"]) == 2
+    assert all(n >= 1 for n in e["exact"]["steps"] + e["subset"]["steps"])
 
 
 def check_default_grid(tmp, _printed):
@@ -437,6 +447,8 @@ def test_images_throughput_models_are_the_trained_ones():
     [
         ("images_throughput", ["--quick", "--threads", "0"], "--threads"),
         ("train_step_cost", ["--quick", "--cases", "mlp,resnet"], "--cases"),
+        ("prior_fraction_cost", ["--quick", "--fraction", "1.5"], "--fraction"),
+        ("prior_fraction_cost", ["--quick", "--seeds", "1"], "--seeds"),
     ],
 )
 def test_bad_options_are_refused_naming_the_flag(name, argv, flag, tmp_path, capsys):
