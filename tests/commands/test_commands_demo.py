@@ -97,7 +97,7 @@ def test_old_entry_points_run_the_package():
 
     assert ndmsolve.cli.main is main
     assert ndmsolve.cli.QUICK is ndmsolve.commands.demo.QUICK
-    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
     assert scripts["ndmsolve"] == "ndmsolve.commands:main"
 
