@@ -16,6 +16,7 @@ entropy) and adds what our solvers need on top of it:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Union
@@ -79,7 +80,7 @@ class BrownianPath:
         self.levy_area = bool(levy_area)
         self.entropy = int(entropy) if entropy is not None else _draw_seed(generator)
         self._tol = 8 * torch.finfo(torch.float64).eps * max(1.0, abs(t0), abs(t1))
-        self._bi = torchsde.BrownianInterval(
+        self._bi = _interval_class(torchsde)(
             t0=self.t_lo,
             t1=self.t_hi,
             size=tuple(self.shape),
@@ -126,3 +127,21 @@ class BrownianPath:
         # Then ∫_ta^tb (W − W(ta)) = −∫_tb^ta (W − W(tb)) + (ta − tb)·dW'.
         dw, u = self._bi(tb, ta, return_U=True)
         return -dw, (ta - tb) * dw - u
+
+
+@functools.lru_cache(maxsize=1)
+def _interval_class(torchsde):
+    """torchsde's ``BrownianInterval`` with its tree refinement bounded below.
+
+    torchsde refines its dependency tree to the *current* query's length when the average
+    query is short enough; one tiny query at that moment (an adaptive solve closing in on
+    a NaN takes steps of 1e-13) builds span/1e-13 nodes and never returns. Here the tree's
+    pieces stay above 1e-6 of the span; shorter queries are still exact (bridges within a
+    piece), and solves whose queries stay above that are unchanged.
+    """
+
+    class BoundedInterval(torchsde.BrownianInterval):
+        def _create_dependency_tree(self, dt):
+            return super()._create_dependency_tree(max(dt, 1e-6 * (self._end - self._start)))
+
+    return BoundedInterval

@@ -451,3 +451,31 @@ def test_solve_default_tolerances_depend_on_family():
         drift, y0, 0.0, 1.0, "dopri5", rtol=DEFAULT_TOL["ode"], atol=DEFAULT_TOL["ode"]
     )
     assert ode_default.nfe == ode_explicit.nfe
+
+
+def test_adaptive_sde_closing_in_on_nan_reports_it(tmp_path):
+    """A drift that is NaN past t = 0.5: the steps shrink towards 0.5 until the step size
+    collapses, and the solve says so. torchsde's Brownian tree once refined itself to the
+    last (1e-13) query's length there and never returned: run in a subprocess, bounded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "crawl.py"
+    script.write_text(
+        "import torch, ndmsolve as nd\n"
+        "f = lambda t, y: -y + (float('nan') if float(t.flatten()[0]) < 0.5 else 0.0)\n"
+        "g = lambda t, y: 0.3 * torch.ones_like(y)\n"
+        "try:\n"
+        "    nd.solve(f, torch.ones(4, 2, dtype=torch.float64), 1.0, 0.0,\n"
+        "             method='adaptive_heun_sde', g=g, noise='additive', generator=0)\n"
+        "except nd.solvers.NonFiniteError as e:\n"
+        "    print('NonFiniteError', e.t, e.step)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=root
+    )
+    assert out.returncode == 0, out.stderr
+    name, t, step = out.stdout.split()
+    assert name == "NonFiniteError" and abs(float(t) - 0.5) < 1e-6 and int(step) > 0
