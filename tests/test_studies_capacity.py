@@ -182,6 +182,9 @@ def test_run_cell_and_summarize(tmp_path, monkeypatch):
         for s in (0, 1)
     ]
     assert g["gap"] == pytest.approx(sum(want) / 2) and g["seeds"] == [0, 1]
+    # per seed: the paired difference over the same points equals the difference of means
+    assert g["per_seed"]["1"][0] == pytest.approx(want[1], abs=1e-4)
+    assert g["per_seed"]["1"][1] > 0
     assert table["models"]["ndm"]["seeds"] == [0, 1]
     assert table["gaps"]["equal_cpu:ndm_tb"]["vs"] == "ddpm_cpu_ndm_tb"
 

@@ -44,12 +44,15 @@ from ndmsolve.train import train
 __all__ = [
     "NDM_KINDS",
     "build_model",
+    "load_data",
+    "evaluate",
     "n_params",
     "equal_param_size",
     "transform_departure",
     "toy_entropy",
     "independent_pixel_nats",
     "paired_gap",
+    "within_seed_gap",
     "run_cell",
     "summarize",
 ]
@@ -157,9 +160,20 @@ def paired_gap(a: dict, b: dict) -> tuple[float, float, list[int]]:
     return m, (se if len(seeds) > 1 else float("nan")), seeds
 
 
+def within_seed_gap(a: dict, b: dict) -> list[float]:
+    """[mean, SE] over the held-out points of a's − b's per-point −ELBO (two records of one
+    seed: same points and draws), the evaluation noise alone."""
+    d = torch.tensor(a["per_point"], dtype=torch.float64) - torch.tensor(
+        b["per_point"], dtype=torch.float64
+    )
+    return list(mean_se(d))
+
+
 # ----------------------------------------------------------------- one (set, size, seed) cell
-def _data(dataset: str, seed: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held-out test) tensors; the test set is the same for every seed."""
+def load_data(dataset: str, seed: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train (N, *shape), held-out test (n_eval, *shape)) of ``dataset`` ("checkerboard",
+    "eight_gaussians" or "digits", in the model's range); the test set is the same for every
+    seed."""
     if dataset == "digits":
         rng = functools.partial(to_model_range, n_bins=DIGIT_BINS)
         return rng(load_digits("train")[0]), rng(load_digits("test")[0][: cfg["n_eval"]])
@@ -175,7 +189,7 @@ def _loss_kw(image: bool) -> dict:
     return {"time_proposal": AdaptiveTimeProposal()}
 
 
-def _evaluate(model, x, image: bool, cfg: dict, seed: int) -> torch.Tensor:
+def evaluate(model, x, image: bool, cfg: dict, seed: int) -> torch.Tensor:
     """Per-point −ELBO (nats) with the low-variance estimator; one seed per training seed, so
     every model of a seed sees the same pilot, t and ε draws (paired)."""
     g = torch.Generator().manual_seed(1_000 + seed)
@@ -234,7 +248,7 @@ def run_cell(dataset: str, size: int, seed: int, cfg: dict, cache: Path, log=pri
     """Train and evaluate every model of one (data set, predictor size, seed); returns
     {kind: record}. Records are read from / written to ``cache`` (one JSON per model)."""
     image = dataset == "digits"
-    x_tr, x_te = _data(dataset, seed, cfg)
+    x_tr, x_te = load_data(dataset, seed, cfg)
     cell = Path(cache) / dataset / f"size{size}" / f"seed{seed}"
     kinds = [k for k in NDM_KINDS if k in cfg["kinds"]]
     out = {}
@@ -242,7 +256,7 @@ def run_cell(dataset: str, size: int, seed: int, cfg: dict, cache: Path, log=pri
     def fit(kind: str, msize: int) -> dict:
         model = build_model(kind, msize, image, cfg, seed)
         ema, cpu = _train(model, x_tr, cfg["steps"], image, cfg, seed)
-        return _record(ema, _evaluate(ema, x_te, image, cfg, seed), cpu, cfg["steps"], msize, x_te)
+        return _record(ema, evaluate(ema, x_te, image, cfg, seed), cpu, cfg["steps"], msize, x_te)
 
     chain = cell / "ddpm_chain.pt"
 
@@ -251,7 +265,7 @@ def run_cell(dataset: str, size: int, seed: int, cfg: dict, cache: Path, log=pri
             model = build_model("ddpm", size, image, cfg, seed)
             kw = {"resume": True} if chain.is_file() else {"overwrite": True}
             ema, cpu = _train(model, x_tr, steps, image, cfg, seed, checkpoint=chain, **kw)
-            per = _evaluate(ema, x_te, image, cfg, seed)
+            per = evaluate(ema, x_te, image, cfg, seed)
             return _record(ema, per, prev + cpu, steps, size, x_te)
 
         return make
@@ -315,6 +329,15 @@ def summarize(cells: dict) -> dict:
                         av = {s: r[a]["nelbo"] for s, r in by_seed.items() if a in r}
                         bv = {s: r[b]["nelbo"] for s, r in by_seed.items() if b in r}
                         g, se, seeds = paired_gap(av, bv)
-                        gaps[f"{comp}:{a}"] = {"gap": g, "se": se, "seeds": seeds, "vs": b}
+                        within = {
+                            str(s): within_seed_gap(by_seed[s][a], by_seed[s][b]) for s in seeds
+                        }
+                        gaps[f"{comp}:{a}"] = {
+                            "gap": g,
+                            "se": se,
+                            "seeds": seeds,
+                            "vs": b,
+                            "per_seed": within,
+                        }
             table[ds][str(size)] = {"models": models, "gaps": gaps}
     return table
