@@ -42,6 +42,7 @@ from ndmsolve.data import load_digits
 from ndmsolve.io import atomic_write
 from ndmsolve.metrics import mean_se
 from ndmsolve.studies import capacity as cap
+from ndmsolve.train import FolderLockedError
 
 SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 OUT = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
@@ -125,12 +126,29 @@ print(f"scale={SCALE}; cache in {CACHE}/", flush=True)
 
 # %%
 # Seeds outermost, so a run cut short still covers every data set and size.
+# NDM_CAPACITY_CACHED_ONLY=1: tabulate what the cache holds, train nothing.
+CACHED_ONLY = os.environ.get("NDM_CAPACITY_CACHED_ONLY") == "1"
+# NDM_CAPACITY_REVERSE=1: largest size first (a helper process meets the main one midway).
+REVERSE = os.environ.get("NDM_CAPACITY_REVERSE") == "1"
 cells: dict = {}
+if not CACHED_ONLY:
+    # One-time costs (lazy imports, allocator) would land in the first run's CPU time and
+    # skew its equal-CPU step count: pay them on a throwaway run first.
+    for ds, c in CFG["sets"].items():
+        cap.warm_up(ds, c)
 for seed in CFG["seeds"]:
     for ds, c in CFG["sets"].items():
-        for size in c["sizes"]:
-            rec = cap.run_cell(ds, size, seed, c, CACHE, log=lambda s: print(s, flush=True))
-            cells.setdefault(ds, {}).setdefault(size, {})[seed] = rec
+        for size in c["sizes"][::-1] if REVERSE else c["sizes"]:
+            if CACHED_ONLY:
+                rec = cap.read_cell(ds, size, seed, CACHE)
+            else:
+                try:
+                    rec = cap.run_cell(ds, size, seed, c, CACHE, log=lambda s: print(s, flush=True))
+                except FolderLockedError as e:  # another process is training this cell
+                    print(f"{ds} size {size} seed {seed}: skipped ({e})", flush=True)
+                    rec = cap.read_cell(ds, size, seed, CACHE)
+            if rec:
+                cells.setdefault(ds, {}).setdefault(size, {})[seed] = rec
 table = cap.summarize(cells)
 
 # %%
@@ -154,7 +172,9 @@ for ds, c in CFG["sets"].items():
     x_te = cap.load_data(ds, seed, c)[1]
     model = cap.build_model("ddpm", size, ds == "digits", c, seed)
     untrained[ds] = mean_se(cap.evaluate(model, x_te, ds == "digits", c, seed))
-    trained = cells[ds][size][seed]["ddpm"]
+    trained = cells.get(ds, {}).get(size, {}).get(seed, {}).get("ddpm")
+    if trained is None:
+        continue
     print(
         f"{ds} size {size} seed {seed} DDPM: untrained {untrained[ds][0]:.3f} ± "
         f"{untrained[ds][1]:.3f}, trained {trained['nelbo']:.3f} ± {trained['se']:.3f} nats"
