@@ -25,7 +25,7 @@
 # estimator with the discretised decoder over 17 levels), paired over the same points and
 # draws; gaps are means ± SE over seeds of the per-seed paired differences.
 #
-# Size: `NDM_NOTEBOOK_SCALE=small` (seconds, for tests) or `full` (default; about 40
+# Size: `NDM_NOTEBOOK_SCALE=small` (seconds, for tests) or `full` (default; about 25
 # CPU-minutes at one thread). Output: `NDM_NOTEBOOK_OUT` (default `runs/notebooks/`):
 # `capacity.json`, `capacity.png`; every finished model's numbers are cached in
 # `NDM_NOTEBOOK_OUT/capacity_runs/` (a rerun resumes from there).
