@@ -605,11 +605,12 @@ def nelbo_estimate(
 
 
 @torch.no_grad()
-def held_out_nelbo(model: NDM, x: Tensor, draws: int = 32, generator=None) -> Tensor:
+def held_out_nelbo(model: NDM, x: Tensor, draws: int = 32, generator=None, **options) -> Tensor:
     """Negative ELBO (nats) of each held-out point of ``x`` (n, *shape): (n,).
 
     ``nelbo_estimate`` with its variance reduction (a control variate in ε, importance-sampled
     and stratified t), without gradients: the one estimator the demo, the studies and the
-    command line report. ``generator`` is a ``torch.Generator`` or an int seed.
+    command line report. ``generator`` is a ``torch.Generator`` or an int seed; ``options``
+    (``decoder``, ``n_bins``, ``pilot_rows``, ...) go to ``nelbo_estimate``.
     """
-    return nelbo_estimate(model, x, draws=draws, generator=generator)
+    return nelbo_estimate(model, x, draws=draws, generator=generator, **options)

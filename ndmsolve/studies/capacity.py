@@ -37,7 +37,7 @@ from ndmsolve.data import checkerboard, eight_gaussians, load_digits, to_model_r
 from ndmsolve.fields import MLP, EpsilonPredictor, UNet
 from ndmsolve.io import atomic_write
 from ndmsolve.metrics import mean_se
-from ndmsolve.objectives import continuous_loss, nelbo_estimate
+from ndmsolve.objectives import continuous_loss, held_out_nelbo
 from ndmsolve.time_proposal import AdaptiveTimeProposal
 from ndmsolve.train import train
 
@@ -196,8 +196,7 @@ def evaluate(model, x, image: bool, cfg: dict, seed: int) -> torch.Tensor:
     every model of a seed sees the same pilot, t and ε draws (paired)."""
     g = torch.Generator().manual_seed(1_000 + seed)
     kw = {"decoder": "discretized", "n_bins": DIGIT_BINS} if image else {}
-    # held_out_nelbo's estimator (nelbo_estimate with variance reduction), pilot size exposed
-    return nelbo_estimate(
+    return held_out_nelbo(
         model, x, draws=cfg["draws"], generator=g, pilot_rows=cfg.get("pilot_rows", 20_000), **kw
     )
 

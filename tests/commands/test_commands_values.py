@@ -252,7 +252,9 @@ def test_torchrun_passes_every_flag_through():
 def test_likelihood_num_points_under_torchrun(files, tmp_path):
     out = tmp_path / "l.json"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
+    )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1"]
     cmd += ["-m", "ndmsolve", "likelihood", files["CKPT"], "--num-points", "40"]
     cmd += ["--batch-size", "40", "--rtol", "1e-2", "--atol", "1e-2", "--out", str(out)]
