@@ -22,8 +22,8 @@
 # and time-basis transforms are left out for CPU time. Gaps are printed beside the 400-step
 # ones of `notebooks/figures/capacity.json` for the same cells.
 #
-# Size: `NDM_NOTEBOOK_SCALE=small` (seconds, for tests) or `full` (default; about 25
-# CPU-minutes at one thread). Output: `NDM_NOTEBOOK_OUT` (default `runs/notebooks/`):
+# Size: `NDM_NOTEBOOK_SCALE=small` (seconds, for tests) or `full` (default; about 40
+# process-minutes at one thread). Output: `NDM_NOTEBOOK_OUT` (default `runs/notebooks/`):
 # `capacity_long.json`, `capacity_long.png`; finished models are cached in
 # `NDM_CAPACITY_CACHE` (default `NDM_NOTEBOOK_OUT/capacity_long_runs/`; the full run used
 # `runs/capacity_long`). `NDM_CAPACITY_SETS`,
