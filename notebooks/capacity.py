@@ -42,7 +42,6 @@ from ndmsolve.data import load_digits
 from ndmsolve.io import atomic_write
 from ndmsolve.metrics import mean_se
 from ndmsolve.studies import capacity as cap
-from ndmsolve.train import FolderLockedError
 
 SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 OUT = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
@@ -117,38 +116,23 @@ if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
 CFG = CONFIGS[SCALE]
 CACHE = Path(os.environ.get("NDM_CAPACITY_CACHE", OUT / "capacity_runs"))
-if os.environ.get("NDM_CAPACITY_SETS"):  # e.g. "digits": one process per data set
-    CFG = CFG | {"sets": {k: CFG["sets"][k] for k in os.environ["NDM_CAPACITY_SETS"].split(",")}}
-if os.environ.get("NDM_CAPACITY_SEEDS"):  # e.g. "2": split a run over processes by seed
-    CFG = CFG | {"seeds": tuple(int(s) for s in os.environ["NDM_CAPACITY_SEEDS"].split(","))}
+# NDM_CAPACITY_SETS="digits" / NDM_CAPACITY_SEEDS="2": split a run over processes.
+CFG = cap.restrict(
+    CFG, sets=os.environ.get("NDM_CAPACITY_SETS"), seeds=os.environ.get("NDM_CAPACITY_SEEDS")
+)
 torch.set_num_threads(1)
 print(f"scale={SCALE}; cache in {CACHE}/", flush=True)
 
 # %%
-# Seeds outermost, so a run cut short still covers every data set and size.
 # NDM_CAPACITY_CACHED_ONLY=1: tabulate what the cache holds, train nothing.
-CACHED_ONLY = os.environ.get("NDM_CAPACITY_CACHED_ONLY") == "1"
 # NDM_CAPACITY_REVERSE=1: largest size first (a helper process meets the main one midway).
-REVERSE = os.environ.get("NDM_CAPACITY_REVERSE") == "1"
-cells: dict = {}
-if not CACHED_ONLY:
-    # One-time costs (lazy imports, allocator) would land in the first run's CPU time and
-    # skew its equal-CPU step count: pay them on a throwaway run first.
-    for ds, c in CFG["sets"].items():
-        cap.warm_up(ds, c)
-for seed in CFG["seeds"]:
-    for ds, c in CFG["sets"].items():
-        for size in c["sizes"][::-1] if REVERSE else c["sizes"]:
-            if CACHED_ONLY:
-                rec = cap.read_cell(ds, size, seed, CACHE)
-            else:
-                try:
-                    rec = cap.run_cell(ds, size, seed, c, CACHE, log=lambda s: print(s, flush=True))
-                except FolderLockedError as e:  # another process is training this cell
-                    print(f"{ds} size {size} seed {seed}: skipped ({e})", flush=True)
-                    rec = cap.read_cell(ds, size, seed, CACHE)
-            if rec:
-                cells.setdefault(ds, {}).setdefault(size, {})[seed] = rec
+cells = cap.run_cells(
+    CFG,
+    CACHE,
+    cached_only=os.environ.get("NDM_CAPACITY_CACHED_ONLY") == "1",
+    reverse=os.environ.get("NDM_CAPACITY_REVERSE") == "1",
+    log=lambda s: print(s, flush=True),
+)
 table = cap.summarize(cells)
 
 # %%

@@ -39,7 +39,6 @@ import torch
 
 from ndmsolve.io import atomic_write
 from ndmsolve.studies import capacity as cap
-from ndmsolve.train import FolderLockedError
 
 SCALE = os.environ.get("NDM_NOTEBOOK_SCALE", "full").strip().lower()
 OUT = Path(os.environ.get("NDM_NOTEBOOK_OUT", "runs/notebooks"))
@@ -87,35 +86,22 @@ if SCALE not in CONFIGS:
     raise ValueError(f"NDM_NOTEBOOK_SCALE must be one of {sorted(CONFIGS)}, got {SCALE!r}")
 CFG = CONFIGS[SCALE]
 CACHE = Path(os.environ.get("NDM_CAPACITY_CACHE", OUT / "capacity_long_runs"))
-if os.environ.get("NDM_CAPACITY_SETS"):
-    CFG = CFG | {"sets": {k: CFG["sets"][k] for k in os.environ["NDM_CAPACITY_SETS"].split(",")}}
-if os.environ.get("NDM_CAPACITY_SEEDS"):
-    CFG = CFG | {"seeds": tuple(int(s) for s in os.environ["NDM_CAPACITY_SEEDS"].split(","))}
-if os.environ.get("NDM_CAPACITY_SIZES"):  # e.g. "4,64": cut the sweep for CPU time
-    sizes = tuple(int(s) for s in os.environ["NDM_CAPACITY_SIZES"].split(","))
-    CFG = CFG | {"sets": {k: c | {"sizes": sizes} for k, c in CFG["sets"].items()}}
-CACHED_ONLY = os.environ.get("NDM_CAPACITY_CACHED_ONLY") == "1"
+CFG = cap.restrict(  # NDM_CAPACITY_SIZES="4,64": cut the sweep for CPU time
+    CFG,
+    sets=os.environ.get("NDM_CAPACITY_SETS"),
+    seeds=os.environ.get("NDM_CAPACITY_SEEDS"),
+    sizes=os.environ.get("NDM_CAPACITY_SIZES"),
+)
 torch.set_num_threads(1)
 print(f"scale={SCALE}; cache in {CACHE}/", flush=True)
 
 # %%
-cells: dict = {}
-if not CACHED_ONLY:
-    for ds, c in CFG["sets"].items():
-        cap.warm_up(ds, c)  # one-time process costs out of the first run's CPU time
-for seed in CFG["seeds"]:
-    for ds, c in CFG["sets"].items():
-        for size in c["sizes"]:
-            if CACHED_ONLY:
-                rec = cap.read_cell(ds, size, seed, CACHE)
-            else:
-                try:
-                    rec = cap.run_cell(ds, size, seed, c, CACHE, log=lambda s: print(s, flush=True))
-                except FolderLockedError as e:
-                    print(f"{ds} size {size} seed {seed}: skipped ({e})", flush=True)
-                    rec = cap.read_cell(ds, size, seed, CACHE)
-            if rec:
-                cells.setdefault(ds, {}).setdefault(size, {})[seed] = rec
+cells = cap.run_cells(
+    CFG,
+    CACHE,
+    cached_only=os.environ.get("NDM_CAPACITY_CACHED_ONLY") == "1",
+    log=lambda s: print(s, flush=True),
+)
 table = cap.summarize(cells)
 
 # %%

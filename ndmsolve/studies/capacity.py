@@ -39,7 +39,7 @@ from ndmsolve.io import atomic_write
 from ndmsolve.metrics import mean_se
 from ndmsolve.objectives import continuous_loss, held_out_nelbo
 from ndmsolve.time_proposal import AdaptiveTimeProposal
-from ndmsolve.train import train
+from ndmsolve.train import FolderLockedError, train
 
 __all__ = [
     "NDM_KINDS",
@@ -56,6 +56,8 @@ __all__ = [
     "run_cell",
     "warm_up",
     "read_cell",
+    "run_cells",
+    "restrict",
     "summarize",
 ]
 
@@ -245,9 +247,13 @@ def _cached(path: Path, make: Callable[[], dict]) -> dict:
     return rec
 
 
+def _cell_dir(cache: Path, dataset: str, size: int, seed: int) -> Path:
+    return Path(cache) / dataset / f"size{size}" / f"seed{seed}"
+
+
 def read_cell(dataset: str, size: int, seed: int, cache: Path) -> dict:
     """The records of one cell that ``cache`` holds, {kind: record} (possibly empty)."""
-    cell = Path(cache) / dataset / f"size{size}" / f"seed{seed}"
+    cell = _cell_dir(cache, dataset, size, seed)
     return {p.stem: json.loads(p.read_text()) for p in sorted(cell.glob("*.json"))}
 
 
@@ -268,7 +274,7 @@ def run_cell(dataset: str, size: int, seed: int, cfg: dict, cache: Path, log=pri
     {kind: record}. Records are read from / written to ``cache`` (one JSON per model)."""
     image = dataset == "digits"
     x_tr, x_te = load_data(dataset, seed, cfg)
-    cell = Path(cache) / dataset / f"size{size}" / f"seed{seed}"
+    cell = _cell_dir(cache, dataset, size, seed)
     kinds = [k for k in NDM_KINDS if k in cfg["kinds"]]
     out = {}
 
@@ -308,6 +314,55 @@ def run_cell(dataset: str, size: int, seed: int, cfg: dict, cache: Path, log=pri
         prev = out[name]
     log(f"{dataset} size {size} seed {seed} ddpm: {out['ddpm']['nelbo']:.4f} nats")
     return out
+
+
+def run_cells(
+    cfg: dict, cache: Path, *, cached_only: bool = False, reverse: bool = False, log=print
+) -> dict:
+    """Every cell of ``cfg`` (``seeds``; ``sets[dataset]`` with its ``sizes``), seeds
+    outermost so a run cut short still covers every data set and size: ``cells[dataset][size]
+    [seed][kind]`` records. ``cached_only``: read the cache, train nothing; ``reverse``:
+    largest size first (a second process meets the first midway). A cell another process is
+    training (its folder locked) is read as far as the cache holds it."""
+    if not cached_only:
+        # One-time costs (lazy imports, allocator) would land in the first run's CPU time and
+        # skew its equal-CPU step count: pay them on a throwaway run first.
+        for ds, c in cfg["sets"].items():
+            warm_up(ds, c)
+    cells: dict = {}
+    for seed in cfg["seeds"]:
+        for ds, c in cfg["sets"].items():
+            for size in c["sizes"][::-1] if reverse else c["sizes"]:
+                if cached_only:
+                    rec = read_cell(ds, size, seed, cache)
+                else:
+                    try:
+                        rec = run_cell(ds, size, seed, c, cache, log=log)
+                    except FolderLockedError as e:
+                        log(f"{ds} size {size} seed {seed}: skipped ({e})")
+                        rec = read_cell(ds, size, seed, cache)
+                if rec:
+                    cells.setdefault(ds, {}).setdefault(size, {})[seed] = rec
+    return cells
+
+
+def restrict(
+    cfg: dict, sets: str | None = None, seeds: str | None = None, sizes: str | None = None
+):
+    """``cfg`` cut to comma-separated ``sets`` (names), ``seeds`` and ``sizes`` (ints), each
+    ``None`` for all: how the notebooks split a run over processes."""
+    if sets:
+        names = sets.split(",")
+        unknown = sorted(set(names) - set(cfg["sets"]))
+        if unknown:
+            raise ValueError(f"sets must name data sets in {sorted(cfg['sets'])}, got {unknown}")
+        cfg = cfg | {"sets": {k: cfg["sets"][k] for k in names}}
+    if seeds:
+        cfg = cfg | {"seeds": tuple(int(s) for s in seeds.split(","))}
+    if sizes:
+        cut = tuple(int(s) for s in sizes.split(","))
+        cfg = cfg | {"sets": {k: c | {"sizes": cut} for k, c in cfg["sets"].items()}}
+    return cfg
 
 
 # ----------------------------------------------------------------- the table

@@ -175,6 +175,8 @@ def test_run_cell_and_summarize(tmp_path, monkeypatch):
     monkeypatch.setattr(cap, "train", lambda *a, **k: pytest.fail("retrained a cached run"))
     again = cap.run_cell("checkerboard", 4, 0, TINY, tmp_path, log=lambda s: None)
     assert again == rec
+    cfg = {"seeds": (0, 1), "sets": {"checkerboard": TINY | {"sizes": (4,)}}}
+    assert cap.run_cells(cfg, tmp_path, cached_only=True, log=lambda s: None) == cells
     table = cap.summarize(cells)["checkerboard"]["4"]
     g = table["gaps"]["equal_steps:ndm"]
     want = [
@@ -187,6 +189,15 @@ def test_run_cell_and_summarize(tmp_path, monkeypatch):
     assert g["per_seed"]["1"][1] > 0
     assert table["models"]["ndm"]["seeds"] == [0, 1]
     assert table["gaps"]["equal_cpu:ndm_tb"]["vs"] == "ddpm_cpu_ndm_tb"
+
+
+def test_restrict_cuts_sets_seeds_and_sizes():
+    cfg = {"seeds": (0, 1, 2), "sets": {"a": {"sizes": (4, 8)}, "b": {"sizes": (4,)}}}
+    assert cap.restrict(cfg) == cfg
+    cut = cap.restrict(cfg, sets="b", seeds="2", sizes="16,4")
+    assert cut == {"seeds": (2,), "sets": {"b": {"sizes": (16, 4)}}}
+    with pytest.raises(ValueError, match=r"sets must name data sets in \['a', 'b'\]"):
+        cap.restrict(cfg, sets="a,c")
 
 
 def test_bad_kind_is_named():
