@@ -334,11 +334,11 @@ def _run(
     info: Method, model, z1, t_grid, generator, return_path, save_at, eta, limits, options
 ) -> Solution:
     """The method on the grid: a model-based sampler's ``run``, else ``nd.solve`` on a field."""
+    if save_at is not None and not info.adaptive:
+        raise ValueError(
+            f"save_at is for adaptive methods; {info.name!r} saves its path on the grid"
+        )
     if info.family == "model":
-        if save_at is not None:
-            raise ValueError(
-                f"save_at is for adaptive methods; {info.name!r} saves its path on the grid"
-            )
         return _run_model_sampler(info, model, z1, t_grid, generator, return_path, eta, options)
     kwargs = dict(options, **limits)
     return _solve_fields(model, z1, t_grid, info, generator, return_path, save_at, kwargs)
@@ -378,10 +378,6 @@ def _solve_fields(
                 save_at, dtype=z1.dtype, device=z1.device, name="save_at"
             )
     else:
-        if save_at is not None:
-            raise ValueError(
-                "save_at is for adaptive methods; fixed-step paths are saved on the grid"
-            )
         kwargs["grid"] = t_grid
         if return_path:
             kwargs["save_at"] = t_grid

@@ -658,8 +658,10 @@ def test_convergence_study(size):
             assert sw < SW_FACTOR * floor, (name, method, sw, floor)
 
 
-@pytest.mark.parametrize("method", ["ddim", "ancestral", "dpmpp_2m", "unipc_2m"])
-def test_save_at_refused_for_model_samplers(method):
+@pytest.mark.parametrize(
+    "method", ["ddim", "ancestral", "dpmpp_2m", "unipc_2m", "heun", "euler_maruyama"]
+)
+def test_save_at_refused_for_fixed_step_methods(method):
     model = nd.NDM(lambda z, t: torch.zeros_like(z), data_shape=(2,))
     with pytest.raises(ValueError, match="save_at is for adaptive methods"):
         nd.sample(model, 3, method, steps=4, save_at=torch.tensor([1.0, 0.5]))
